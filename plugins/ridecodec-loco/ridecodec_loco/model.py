@@ -1,0 +1,243 @@
+"""`loco`: an adaptive predictive density model in the spirit of LOCO-I (JPEG-LS) and CALIC.
+
+For each pixel x (one channel of it) the model
+
+1. predicts it from its causal neighbours with CALIC's gradient-adjusted predictor (GAP), in
+   integer arithmetic at 1/8-pixel resolution::
+
+         NN NNE            dh = |W-WW| + |N-NW| + |N-NE|      (horizontal gradient energy)
+      NW N  NE             dv = |W-NW| + |N-NN| + |NE-NNE|    (vertical gradient energy)
+   WW W  x                 sharp edges: predict W or N; otherwise (W+N)/2 + (NE-NW)/4,
+                           pulled toward W or N by how much dv and dh differ;
+
+   in colour images, channels 1 and 2 (G, B) add the previous channel's prediction error at the
+   same pixel (inter-channel correlation of residuals);
+
+2. measures the local activity E = dh + dv + 2|e_W| (+ |e_prev channel|), where e_W is the
+   prediction error at the left neighbour, and quantises it into one of 27 contexts;
+
+3. gives x a discretized logistic distribution centred on the prediction, with the scale of its
+   context: P(x = k) = F(k + 1/2) - F(k - 1/2), the edge values 0 and 255 taking the tails, mixed
+   with a uniform floor of 2^-13 so that no value costs more than about 21 bits.
+
+The per-context scales were calibrated once on BSDS500 train images (see calibrate.py); nothing is
+learned by gradient descent.
+
+Exact on every device by construction: the prediction and context are integer arithmetic, the
+logistic CDF is a float64 table shipped as data (tails.npy), and every probability is derived from
+its entries with single IEEE operations (subtract, multiply, add) that are correctly rounded on any
+hardware. So a file encoded on a GPU decodes on a CPU, and on any other machine.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+
+import numpy as np
+import torch
+
+from ridecodec.models import ALPHABET_SIZE, CausalReach, DensityModel
+
+#: Context boundaries on the activity E (whole pixel units): context b holds
+#: ACTIVITY_THRESHOLDS[b-1] <= E < ACTIVITY_THRESHOLDS[b].
+ACTIVITY_THRESHOLDS = (1, 2, 3, 4, 5, 6, 8, 10, 12, 15, 18, 22, 27, 33, 40, 48, 58, 70, 85,
+                       103, 125, 152, 185, 225, 275, 335)
+
+#: The shipped logistic tail table, one row per context (written by calibrate.py).
+TAILS_FILE = "tails.npy"
+
+UNIFORM_FLOOR = 2.0**-13  # weight of the uniform component
+EIGHTHS = 8  # predictions are in units of 1/8 pixel
+MAX_PREDICTION = EIGHTHS * (ALPHABET_SIZE - 1)
+INTER_CHANNEL = (1, 2)  # channels that add the previous channel's error (G and B, not alpha)
+
+
+# Every neighbour the model reads, as (row, column) offsets: those of the pixel itself, and those of
+# its left neighbour W, whose prediction error enters the context.
+_OWN = {"n": (-1, 0), "w": (0, -1), "nw": (-1, -1), "ne": (-1, 1), "nn": (-2, 0), "ww": (0, -2), "nne": (-2, 1)}
+_OFFSETS = sorted({offset for d_row, d_col in _OWN.values() for offset in ((d_row, d_col), (d_row, d_col - 1))})
+
+
+def _neighbours(
+    image: torch.Tensor, chain: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor
+) -> dict[str, torch.Tensor]:
+    """The causal neighbours of each position and of its left neighbour, in one gather.
+
+    ``image`` is (C, H, W), ``chain`` the K channels wanted; returns int32 tensors of shape
+    (K, 2, N): [:, 0] for the pixels at
+    (rows, cols), [:, 1] for their left neighbours. Neighbours outside the image are replaced by
+    the nearest known ones (N by W and vice versa, NW and NE by N, NN by N, WW by W, NNE by NE; a
+    pixel with neither N nor W sees 128).
+    """
+    _, height, width = image.shape
+    offsets = torch.tensor(_OFFSETS, device=rows.device)
+    r = rows[:, None] + offsets[:, 0]  # (N, offsets)
+    c = cols[:, None] + offsets[:, 1]
+    inside = (r >= 0) & (c >= 0) & (c < width)
+    # Index the flat image: indexing image[chain] first would copy whole planes at every step.
+    position = r.clamp(0, height - 1) * width + c.clamp(0, width - 1)
+    values = image.reshape(-1)[chain[:, None, None] * (height * width) + position].to(torch.int32)  # (K, N, offsets)
+    column = {offset: i for i, offset in enumerate(_OFFSETS)}
+
+    def at(name: str) -> tuple[torch.Tensor, torch.Tensor]:
+        d_row, d_col = _OWN[name]
+        own, left = column[(d_row, d_col)], column[(d_row, d_col - 1)]
+        pair = torch.stack((values[:, :, own], values[:, :, left]), dim=1)
+        return pair, torch.stack((inside[:, own], inside[:, left]))
+
+    n, n_in = at("n")
+    w, w_in = at("w")
+    mid_grey = torch.full_like(n, 128)
+    n, w = torch.where(n_in, n, torch.where(w_in, w, mid_grey)), torch.where(w_in, w, torch.where(n_in, n, mid_grey))
+    nw, nw_in = at("nw")
+    ne, ne_in = at("ne")
+    nn, nn_in = at("nn")
+    ww, ww_in = at("ww")
+    nne, nne_in = at("nne")
+    ne = torch.where(ne_in, ne, n)
+    return {
+        "n": n, "w": w, "ne": ne,
+        "nw": torch.where(nw_in, nw, n),
+        "nn": torch.where(nn_in, nn, n),
+        "ww": torch.where(ww_in, ww, w),
+        "nne": torch.where(nne_in, nne, ne),
+    }
+
+
+def _gradient_adjusted_prediction(p: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """CALIC's GAP in eighths of a pixel, and the activity dh + dv."""
+    n, w, ne, nw, nn, ww, nne = (p[k] for k in ("n", "w", "ne", "nw", "nn", "ww", "nne"))
+    dh = (w - ww).abs() + (n - nw).abs() + (n - ne).abs()
+    dv = (w - nw).abs() + (n - nn).abs() + (ne - nne).abs()
+    d = dv - dh  # > 0: strong vertical change, so the row neighbour W predicts better
+    smooth = 4 * (w + n) + 2 * (ne - nw)
+    w8, n8 = EIGHTHS * w, EIGHTHS * n
+    prediction = smooth
+    prediction = torch.where(d > 8, (3 * smooth + w8) // 4, prediction)
+    prediction = torch.where(d > 32, (smooth + w8) // 2, prediction)
+    prediction = torch.where(d > 80, w8, prediction)
+    prediction = torch.where(d < -8, (3 * smooth + n8) // 4, prediction)
+    prediction = torch.where(d < -32, (smooth + n8) // 2, prediction)
+    prediction = torch.where(d < -80, n8, prediction)
+    return prediction, dh + dv
+
+
+def _rounded_pixels(eighths: torch.Tensor) -> torch.Tensor:
+    return (eighths.abs() + EIGHTHS // 2) // EIGHTHS
+
+
+def prediction_and_context(
+    image: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, channel: int, thresholds: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The model's whole state for one channel of the pixels at (rows, cols): the prediction in
+    eighths (clamped to [0, 8*255]) and the context, the index of the activity among ``thresholds``.
+
+    ``image`` is (C, H, W) uint8 and must hold every earlier pixel and channels < ``channel`` of
+    these. For G and B the previous channels' prediction errors are chained in, so their
+    predictions are computed alongside.
+    """
+    first = 0 if channel in INTER_CHANNEL else channel
+    chain = torch.arange(first, channel + 1, device=rows.device)
+    neighbours = _neighbours(image, chain, rows, cols)
+    gap, activity = _gradient_adjusted_prediction(neighbours)  # (chain, 2, N): pixel, left pixel
+    known = torch.stack((image[first : channel + 1, rows, cols].to(torch.int32), neighbours["w"][:, 0]), dim=1)
+    channel_activity = activity
+    prediction, activity = gap[0].clamp(0, MAX_PREDICTION), channel_activity[0]
+    for k in range(1, len(chain)):  # add the previous channel's error at the same pixel
+        previous_error = EIGHTHS * known[k - 1] - prediction
+        prediction = (gap[k] + previous_error).clamp(0, MAX_PREDICTION)
+        activity = channel_activity[k] + _rounded_pixels(previous_error)
+    # prediction and activity are (2, N) now: [0] for the pixels, [1] for their left neighbours.
+    left_error = torch.where(cols > 0, EIGHTHS * known[-1, 1] - prediction[1], 0)
+    activity = activity[0] + 2 * _rounded_pixels(left_error)
+    return prediction[0], torch.bucketize(activity, thresholds, right=True)
+
+
+class LocoModel(DensityModel):
+    name = "loco"
+    version = "1.0"
+    modes = ("L", "RGB", "RGBA")
+    # NNE is (i-2, j+1): one column right in earlier rows; the left error reaches WW's own
+    # neighbours (j-3 in the row, i-2 above); the colour chain stays within these.
+    reach = CausalReach(up=2, left=3, right=1)
+    exact_across_devices = True
+
+    def __init__(self, tails: torch.Tensor | None = None):
+        super().__init__()
+        if tails is None:
+            tails = load_shipped_tails()
+        if tails.shape != (len(ACTIVITY_THRESHOLDS) + 1, MAX_PREDICTION + EIGHTHS + 1):
+            raise ValueError(f"logistic tail table of shape {tuple(tails.shape)} does not fit")
+        self.register_buffer("thresholds", torch.tensor(ACTIVITY_THRESHOLDS, dtype=torch.int32))
+        # tails[b, k]: the logistic CDF of context b at -k/8 pixel, i.e. the mass beyond a distance
+        # of k eighths. Shipped as data (tails.npy), not computed here: exp() differs in its last
+        # bit between CPU instruction sets, and the tables must be identical everywhere.
+        self.register_buffer("tails", tails.to(torch.float64))
+        # The (context, prediction, value) table of every probability the model can give: 56 MB,
+        # derived from `tails` with correctly rounded arithmetic only, so coding a step is one
+        # gather. Not saved (persistent=False): `tails` is the source of truth and is in the digest.
+        contexts = torch.arange(len(ACTIVITY_THRESHOLDS) + 1)[:, None, None]
+        predictions = torch.arange(MAX_PREDICTION + 1, dtype=torch.int32)[None, :, None]
+        values = torch.arange(ALPHABET_SIZE, dtype=torch.int32)[None, None, :]
+        table = torch.cat([self._mass(predictions, context[None], values) for context in contexts])
+        self.register_buffer("table", table.reshape(-1, ALPHABET_SIZE), persistent=False)
+
+    def _mass(self, prediction: torch.Tensor, context: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+        """P(value) under the discretized logistic, float32; all arguments broadcast together."""
+        low = EIGHTHS * values - EIGHTHS // 2 - prediction  # bin edges relative to the prediction
+        high = low + EIGHTHS
+        # Lower-tail mass beyond each edge's distance; the outer edges of 0 and 255 are infinite.
+        row_start = context * self.tails.shape[1]
+        tails = self.tails.reshape(-1)
+        beyond_low = torch.where(values == 0, 0.0, tails[row_start + low.abs()])
+        beyond_high = torch.where(values == ALPHABET_SIZE - 1, 0.0, tails[row_start + high.abs()])
+        # F(high) - F(low), written so that each case subtracts small numbers, not near-ones.
+        mass = torch.where(
+            high <= 0,
+            beyond_high - beyond_low,
+            torch.where(low >= 0, beyond_low - beyond_high, (1.0 - beyond_low) - beyond_high),
+        )
+        mass = mass * (1.0 - UNIFORM_FLOOR) + UNIFORM_FLOOR / ALPHABET_SIZE
+        return mass.to(torch.float32)
+
+    def _table_rows(self, prediction: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        return context.to(torch.int64) * (MAX_PREDICTION + 1) + prediction
+
+    def begin(self, canvas):
+        def step(rows, cols, channel):
+            prediction, context = prediction_and_context(canvas, rows, cols, channel, self.thresholds)
+            return self.table[self._table_rows(prediction, context)]
+
+        return step
+
+    def log_prob(self, images):
+        batch, channels, height, width = images.shape
+        result = torch.zeros(batch, dtype=torch.float64, device=images.device)
+        rows_per_chunk = max(1, 2**20 // width)  # bounds the memory of the index tensors
+        for start in range(0, height, rows_per_chunk):
+            grid_rows, grid_cols = torch.meshgrid(
+                torch.arange(start, min(height, start + rows_per_chunk), device=images.device),
+                torch.arange(width, device=images.device),
+                indexing="ij",
+            )
+            rows, cols = grid_rows.reshape(-1), grid_cols.reshape(-1)
+            for b in range(batch):
+                for channel in range(channels):
+                    prediction, context = prediction_and_context(images[b], rows, cols, channel, self.thresholds)
+                    values = images[b, channel, rows, cols].to(torch.int64)
+                    probability = self.table[self._table_rows(prediction, context), values]
+                    result[b] += probability.double().log().sum()
+        return result
+
+
+def logistic_tails(scales) -> torch.Tensor:
+    """tails[b, k] = sigmoid(-k / 8 / scales[b]): for calibrate.py, which writes tails.npy."""
+    distances = torch.arange(MAX_PREDICTION + EIGHTHS + 1, dtype=torch.float64) / EIGHTHS
+    scales = torch.as_tensor(scales, dtype=torch.float64)
+    return torch.sigmoid(-distances[None, :] / scales[:, None])
+
+
+def load_shipped_tails() -> torch.Tensor:
+    """The calibrated table shipped with the package (plain .npy data: loading runs no code)."""
+    with resources.files(__package__).joinpath(TAILS_FILE).open("rb") as file:
+        return torch.from_numpy(np.load(file, allow_pickle=False))

@@ -1,0 +1,27 @@
+"""ridecodec: a lossless image codec whose probabilities come from learned density models."""
+
+from .api import (
+    compress,
+    compress_file,
+    decompress,
+    decompress_file,
+    decompress_image,
+    read_header,
+)
+from .errors import RidecodecError
+from .registry import available_models, default_model, load_model
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "RidecodecError",
+    "available_models",
+    "compress",
+    "compress_file",
+    "decompress",
+    "decompress_file",
+    "decompress_image",
+    "default_model",
+    "load_model",
+    "read_header",
+]

@@ -1,0 +1,211 @@
+"""The public Python API: compress and decompress between images and bytes, or between files.
+
+    >>> import numpy as np, ridecodec
+    >>> image = np.random.default_rng(0).integers(0, 256, (32, 48), dtype=np.uint8)
+    >>> data = ridecodec.compress(image)
+    >>> bool((ridecodec.decompress(data) == image).all())
+    True
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import zlib
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from . import container, engine, imageio, registry
+from .container import DEFAULT_MAX_PIXELS, Header
+from .errors import (
+    InputError,
+    IntegrityError,
+    OutputExistsError,
+    UnsupportedImageError,
+    WeightsMismatchError,
+)
+from .fileio import write_atomically
+from .imageio import CodedImage
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """'auto' picks the GPU when there is one; 'cuda' without a GPU is an error."""
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UnsupportedImageError("--device cuda was asked for, but torch sees no CUDA GPU")
+    return device
+
+
+def describe_device(device: torch.device) -> str:
+    """How a file records the device it was encoded on, e.g. 'cuda (NVIDIA H100 80GB HBM3)'."""
+    if device.type == "cuda":
+        return f"cuda ({torch.cuda.get_device_name(device)})"
+    return device.type
+
+
+def _coded_image(image) -> CodedImage:
+    if isinstance(image, (str, os.PathLike)):
+        image = imageio.open_image(image)
+    return imageio.to_coded(image)
+
+
+def compress(
+    image,
+    model: str | None = None,
+    device: str | torch.device = "auto",
+    progress: engine.ProgressCallback | None = None,
+) -> bytes:
+    """Compress an image (numpy array, PIL image or path) to .rdc bytes.
+
+    ``model`` is a registered model name (default: the best installed, see ``ridecodec models``).
+    """
+    coded = _coded_image(image)
+    device = resolve_device(device)
+    name = model or registry.default_model()
+    density_model = registry.load_model(name, device)
+    if coded.layout not in density_model.modes:
+        raise UnsupportedImageError(
+            f"model {name!r} does not code {coded.layout} images (it codes "
+            f"{', '.join(density_model.modes)}); choose another with --model"
+        )
+    payload = engine.encode_pixels(density_model, coded.pixels, progress)
+    header = Header(
+        width=coded.width,
+        height=coded.height,
+        layout=coded.layout,
+        original_mode=coded.original_mode,
+        transform=coded.transform,
+        model_name=name,
+        model_version=density_model.version,
+        weights_digest=density_model.weights_digest(),
+        pixel_crc32=zlib.crc32(coded.pixels.tobytes()),
+        encoder_device=describe_device(device),
+        palette=coded.palette,
+        palette_mode=coded.palette_mode,
+        transparency=coded.transparency,
+    )
+    return container.pack(header, payload.tobytes())
+
+
+def read_header(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Header:
+    """The validated header of .rdc bytes (the payload is checked for length only)."""
+    header, _ = container.parse(data, max_pixels)
+    return header
+
+
+def _decode(data: bytes, device, progress, max_pixels: int) -> CodedImage:
+    header, payload = container.parse(data, max_pixels)
+    device = resolve_device(device)
+    density_model = registry.load_model(header.model_name, device)
+    digest = density_model.weights_digest()
+    if digest != header.weights_digest:
+        raise WeightsMismatchError(
+            f"the file was encoded with {header.model_name} {header.model_version} weights "
+            f"{header.weights_digest[:12]}, but the installed model has {density_model.version} "
+            f"weights {digest[:12]}; install the matching model version"
+        )
+    words = np.frombuffer(payload, dtype="<u4")
+    pixels = engine.decode_pixels(
+        density_model, words, (header.channels, header.height, header.width), progress
+    )
+    if zlib.crc32(pixels.tobytes()) != header.pixel_crc32:
+        here = describe_device(device)
+        hint = (
+            f"; it was encoded on {header.encoder_device} and decoded on {here}, whose arithmetic "
+            f"differs for model {header.model_name!r}: decode it on {header.encoder_device}"
+            if here != header.encoder_device and not density_model.exact_across_devices
+            else ""
+        )
+        raise IntegrityError(f"the decoded pixels fail the file's CRC: the file is corrupt{hint}")
+    return CodedImage(
+        pixels, header.layout, header.original_mode, header.transform,
+        header.palette, header.palette_mode, header.transparency,
+    )
+
+
+def decompress_image(
+    data: bytes,
+    device: str | torch.device = "auto",
+    progress: engine.ProgressCallback | None = None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+) -> Image.Image:
+    """Decompress .rdc bytes to a PIL image in the original mode (palette included)."""
+    return imageio.from_coded(_decode(data, device, progress, max_pixels))
+
+
+def decompress(
+    data: bytes,
+    device: str | torch.device = "auto",
+    progress: engine.ProgressCallback | None = None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+) -> np.ndarray:
+    """Decompress .rdc bytes to a numpy array equal to ``np.asarray`` of the original image:
+    (H, W) for L (and P indices; bool for mode 1), (H, W, C) for LA, RGB and RGBA."""
+    return np.asarray(decompress_image(data, device, progress, max_pixels))
+
+
+def default_compressed_path(source: str | os.PathLike) -> Path:
+    """img.png -> img.rdc, beside the input."""
+    return Path(source).with_suffix(".rdc")
+
+
+def default_decompressed_path(source: str | os.PathLike) -> Path:
+    """img.rdc -> img.png, beside the input."""
+    return Path(source).with_suffix(".png")
+
+
+def compress_file(
+    source: str | os.PathLike,
+    destination: str | os.PathLike | None = None,
+    *,
+    force: bool = False,
+    model: str | None = None,
+    device: str | torch.device = "auto",
+    progress: engine.ProgressCallback | None = None,
+) -> Path:
+    """Compress an image file to ``destination`` (default: beside it, .rdc); returns the path."""
+    destination = Path(destination) if destination is not None else default_compressed_path(source)
+    if not force and destination.exists():  # fail before the slow part; write checks again
+        raise OutputExistsError(f"{destination}: exists; use --force to overwrite it")
+    data = compress(source, model=model, device=device, progress=progress)
+    write_atomically(destination, data, force=force)
+    return destination
+
+
+def png_bytes(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def read_input(source: str | os.PathLike) -> bytes:
+    try:
+        return Path(source).read_bytes()
+    except FileNotFoundError:
+        raise InputError(f"{source}: no such file") from None
+    except IsADirectoryError:
+        raise InputError(f"{source}: is a directory, not a .rdc file") from None
+    except OSError as error:
+        raise InputError(f"{source}: cannot read ({error.strerror})") from None
+
+
+def decompress_file(
+    source: str | os.PathLike,
+    destination: str | os.PathLike | None = None,
+    *,
+    force: bool = False,
+    device: str | torch.device = "auto",
+    progress: engine.ProgressCallback | None = None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+) -> Path:
+    """Decompress a .rdc file to a PNG (default: beside it, .png); returns the path."""
+    destination = Path(destination) if destination is not None else default_decompressed_path(source)
+    if not force and destination.exists():
+        raise OutputExistsError(f"{destination}: exists; use --force to overwrite it")
+    image = decompress_image(read_input(source), device=device, progress=progress, max_pixels=max_pixels)
+    write_atomically(destination, png_bytes(image), force=force)
+    return destination

@@ -1,0 +1,283 @@
+"""The `ridecodec` command: parse arguments, call the API, report. No codec logic lives here.
+
+Errors the user can cause end in one line on stderr (``ridecodec: error: ...``) and the exit code
+of their kind (see errors.py); with several inputs, the others are still done and a summary
+follows.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import click
+
+from . import api, registry
+from .container import DEFAULT_MAX_PIXELS
+from .errors import RidecodecError
+
+#: Exit code for an interrupted run (128 + SIGINT, as shells report it).
+EXIT_INTERRUPTED = 130
+
+device_option = click.option(
+    "--device",
+    type=click.Choice(["auto", "cpu", "cuda"]),
+    default="auto",
+    show_default=True,
+    help="Where the model runs; auto picks the GPU when there is one.",
+)
+quiet_option = click.option("--quiet", "-q", is_flag=True, help="No progress bar or per-file report.")
+force_option = click.option("--force", "-f", is_flag=True, help="Overwrite existing output files.")
+
+
+class Progress:
+    """A progress bar on stderr that appears only once work has lasted more than a moment."""
+
+    DELAY_SECONDS = 0.5
+
+    def __init__(self, label: str, enabled: bool):
+        self.label, self.enabled = label, enabled
+        self.started = time.monotonic()
+        self.bar = None
+        self.shown = 0
+
+    def __call__(self, done: int, total: int) -> None:
+        if not self.enabled:
+            return
+        if self.bar is None:
+            if time.monotonic() - self.started < self.DELAY_SECONDS:
+                return
+            self.bar = click.progressbar(length=total, label=self.label, file=sys.stderr)
+            self.bar.__enter__()
+        self.bar.update(done - self.shown)
+        self.shown = done
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(None, None, None)
+            self.bar = None
+
+
+def _report(message: str, quiet: bool) -> None:
+    if not quiet:
+        click.echo(message, err=True)
+
+
+def _error(message: str) -> None:
+    click.echo(f"ridecodec: error: {message}", err=True)
+
+
+def _output_for(source: str, output: str | None, many: bool, default) -> Path:
+    """Where one input's output goes: -o as a file (one input) or as a folder (any number)."""
+    if output is None:
+        return default(source)
+    if os.path.isdir(output):
+        return Path(output) / default(Path(source).name).name
+    if many:
+        raise RidecodecError(f"-o {output}: with several inputs, -o must be an existing folder")
+    return Path(output)
+
+
+def _run_each(sources: tuple[str, ...], work) -> None:
+    """Run ``work(source)`` for each input; report failures, carry on, exit non-zero if any."""
+    failures: list[int] = []
+    for source in sources:
+        try:
+            work(source)
+        except RidecodecError as error:
+            _error(str(error))
+            failures.append(error.exit_code)
+        except KeyboardInterrupt:
+            _error("interrupted; no partial output was left")
+            sys.exit(EXIT_INTERRUPTED)
+    if failures:
+        if len(sources) > 1:
+            _error(f"{len(failures)} of {len(sources)} files failed")
+        sys.exit(failures[0] if len(set(failures)) == 1 else 1)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="ridecodec")
+def main():
+    """Lossless image compression with learned density models."""
+
+
+@main.command()
+@click.argument("images", nargs=-1, required=True)
+@click.option("--output", "-o", help="Output file (one input) or existing folder (any number).")
+@click.option("--model", "-m", help="Density model (see `ridecodec models`); default: the best installed.")
+@device_option
+@force_option
+@quiet_option
+def compress(images, output, model, device, force, quiet):
+    """Compress IMAGES to .rdc files (img.png -> img.rdc beside it)."""
+
+    def one(source):
+        destination = _output_for(source, output, len(images) > 1, api.default_compressed_path)
+        progress = Progress(f"compressing {source}", not quiet)
+        try:
+            api.compress_file(source, destination, force=force, model=model, device=device, progress=progress)
+        finally:
+            progress.close()
+        header = api.read_header(destination.read_bytes())
+        size = destination.stat().st_size
+        _report(
+            f"{source} -> {destination}: {size} bytes, {8 * size / header.num_pixels:.3f} bits per pixel "
+            f"({header.model_name})",
+            quiet,
+        )
+
+    _run_each(images, one)
+
+
+@main.command()
+@click.argument("files", nargs=-1, required=True)
+@click.option("--output", "-o", help="Output PNG (one input) or existing folder (any number).")
+@click.option(
+    "--max-pixels",
+    type=click.IntRange(min=1),
+    default=DEFAULT_MAX_PIXELS,
+    show_default=True,
+    help="Refuse files declaring more pixels than this (guards against hostile files).",
+)
+@device_option
+@force_option
+@quiet_option
+def decompress(files, output, max_pixels, device, force, quiet):
+    """Decompress .rdc FILES to PNG (img.rdc -> img.png beside it), in the original mode."""
+
+    def one(source):
+        destination = _output_for(source, output, len(files) > 1, api.default_decompressed_path)
+        progress = Progress(f"decompressing {source}", not quiet)
+        try:
+            api.decompress_file(
+                source, destination, force=force, device=device, progress=progress, max_pixels=max_pixels
+            )
+        finally:
+            progress.close()
+        _report(f"{source} -> {destination}", quiet)
+
+    _run_each(files, one)
+
+
+def _header_fields(path: str) -> dict:
+    data = api.read_input(path)
+    header = api.read_header(data, max_pixels=2**64)  # info only reads; any size may be shown
+    fields = asdict(header)
+    fields["transform"] = header.transform.name.lower()
+    fields["channels"] = header.channels
+    fields["file_bytes"] = len(data)
+    fields["bits_per_pixel"] = 8 * len(data) / header.num_pixels
+    fields["bits_per_sample"] = fields["bits_per_pixel"] / header.channels
+    fields["palette"] = header.palette.hex() if header.palette is not None else None
+    if isinstance(header.transparency, bytes):
+        fields["transparency"] = header.transparency.hex()
+    return fields
+
+
+@main.command()
+@click.argument("files", nargs=-1, required=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (one object per file, in a list).")
+def info(files, as_json):
+    """Show the header of .rdc FILES."""
+    results = []
+
+    def one(path):
+        fields = _header_fields(path)
+        results.append({"file": path, **fields})
+        if not as_json:
+            click.echo(
+                f"{path}\n"
+                f"  image:    {fields['width']}x{fields['height']} {fields['original_mode']}"
+                f" (coded as {fields['layout']}, {fields['bit_depth']} bits per sample"
+                + (f", {fields['transform']}" if fields["transform"] != "none" else "")
+                + ")\n"
+                f"  model:    {fields['model_name']} {fields['model_version']}"
+                f" (weights {fields['weights_digest'][:16]})\n"
+                f"  encoded:  on {fields['encoder_device']}, format version {fields['format_version']}\n"
+                f"  size:     {fields['file_bytes']} bytes ({fields['header_length']} header),"
+                f" {fields['bits_per_pixel']:.4f} bits per pixel\n"
+                f"  pixel CRC32: {fields['pixel_crc32']:08x}"
+            )
+
+    try:
+        _run_each(files, one)
+    finally:
+        if as_json:
+            click.echo(json.dumps(results, indent=2))
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def models(as_json):
+    """List every installed density model."""
+    listing = []
+    for name in registry.available_models():
+        try:
+            listing.append(asdict(registry.describe_model(name)))
+        except RidecodecError as error:
+            listing.append({"name": name, "error": str(error)})
+    if as_json:
+        click.echo(json.dumps(listing, indent=2))
+        return
+    if not listing:
+        click.echo("no models installed (e.g. `pip install plugins/ridecodec-loco`)")
+    default = registry.default_model() if listing else None
+    for entry in listing:
+        if "error" in entry:
+            click.echo(f"{entry['name']}: unusable: {entry['error']}")
+            continue
+        marker = " (default)" if entry["name"] == default else ""
+        click.echo(
+            f"{entry['name']}{marker}  version {entry['version']}"
+            f"  from {entry['package']} {entry['package_version']}\n"
+            f"  modes: {', '.join(entry['modes'])}; reach: {entry['reach']};"
+            f" exact across devices: {'yes' if entry['exact_across_devices'] else 'no'}\n"
+            f"  weights: {entry['weights_digest']}"
+        )
+
+
+@main.command(name="eval")
+@click.argument("paths", nargs=-1, required=True)
+@click.option("--model", "-m", help="Density model; default: the best installed.")
+@click.option(
+    "--color",
+    type=click.Choice(["gray", "color", "as-is"]),
+    default="gray",
+    show_default=True,
+    help="Convert images to grayscale (Pillow's convert('L')), RGB, or keep their mode.",
+)
+@click.option("--limit", type=click.IntRange(min=1), help="Only the first N images.")
+@click.option("--verify", is_flag=True, help="Also decode each file and check it is identical.")
+@click.option("--no-classical", is_flag=True, help="Skip the classical codecs (PNG, JPEG XL, ...).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a markdown table.")
+@device_option
+@quiet_option
+def eval_command(paths, model, color, limit, verify, no_classical, as_json, device, quiet):
+    """Measure bits per pixel on image files or folders: model likelihood, actual .rdc size, and
+    the classical lossless codecs."""
+    from . import evaluation
+
+    try:
+        report = evaluation.evaluate(
+            list(paths),
+            model=model or registry.default_model(),
+            device=device,
+            color=color,
+            classical=not no_classical,
+            verify=verify,
+            limit=limit,
+            progress=None if quiet else (lambda name: click.echo(f"evaluating {name}", err=True)),
+        )
+    except RidecodecError as error:
+        _error(str(error))
+        sys.exit(error.exit_code)
+    click.echo(report.to_json() if as_json else report.to_markdown())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,263 @@
+"""The .rdc container, format version 1 (documented in docs/FORMAT.md).
+
+Layout (all integers little-endian)::
+
+    magic           8 bytes   89 52 44 43 0D 0A 1A 0A  ("\\x89RDC\\r\\n\\x1a\\n")
+    version         u8        1
+    header_length   u32       bytes of the header body that follows
+    header body     ...       see _pack_body
+    header_crc32    u32       CRC32 of everything above (magic included)
+    payload         ...       payload_length bytes: the range coder's uint32 words
+
+Parsing is strict: every length is checked against what is there before it is used, dimensions
+against a pixel limit before anything is allocated, and the file must end exactly where the
+payload does. Any violation raises FormatError (or VersionError) with a one-line message.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from dataclasses import dataclass, field, replace
+
+from .errors import FormatError, VersionError
+from .imageio import SUPPORTED_MODES, ModeTransform
+from .models.base import CHANNEL_LAYOUTS
+
+MAGIC = b"\x89RDC\r\n\x1a\n"
+FORMAT_VERSION = 1
+CODER_RANGE_CATEGORICAL = 1  # constriction RangeEncoder, Categorical(perfect=False), float32 tables
+
+#: Refuse to decode images with more pixels than this (Pillow's MAX_IMAGE_PIXELS is 89.5 Mpx);
+#: a caller may pass its own limit.
+DEFAULT_MAX_PIXELS = 2**28
+
+_LAYOUT_CODES = {"L": 1, "RGB": 3, "RGBA": 4}
+_LAYOUT_NAMES = {code: name for name, code in _LAYOUT_CODES.items()}
+_MAX_HEADER_BODY = 1 << 16  # palettes are the biggest field (1 KiB); anything near this is hostile
+
+# (original mode, coded layout) each conversion produces; None: the mode is coded as it is.
+_TRANSFORM_MODES = {
+    ModeTransform.NONE: None,
+    ModeTransform.BILEVEL_TO_GRAY: ("1", "L"),
+    ModeTransform.GRAY_ALPHA_TO_RGBA: ("LA", "RGBA"),
+    ModeTransform.PALETTE_TO_RGB: ("P", "RGB"),
+    ModeTransform.PALETTE_INDICES: ("P", "L"),
+}
+
+# Extension tags (type-length-value records at the end of the header body).
+_EXT_PALETTE = 1
+_EXT_TRANSPARENCY_INDEX = 2
+_EXT_TRANSPARENCY_ALPHAS = 3
+
+
+@dataclass(frozen=True)
+class Header:
+    """Everything a decoder needs besides the payload, and what `ridecodec info` shows."""
+
+    width: int
+    height: int
+    layout: str  # coded channel layout: "L", "RGB" or "RGBA"
+    original_mode: str
+    transform: ModeTransform
+    model_name: str
+    model_version: str
+    weights_digest: str  # 64 hex digits
+    pixel_crc32: int
+    encoder_device: str  # e.g. "cpu" or "cuda (NVIDIA H100)"; named when a CRC check fails
+    orientation: int = 0  # 0..7: which flip/transpose was applied before coding (0 = none)
+    bit_depth: int = 8
+    coder: int = CODER_RANGE_CATEGORICAL
+    payload_length: int = 0
+    palette: bytes | None = None
+    palette_mode: str | None = None
+    transparency: int | bytes | None = None
+    format_version: int = FORMAT_VERSION
+    header_length: int = field(default=0, compare=False)  # total bytes before the payload
+
+    @property
+    def channels(self) -> int:
+        return CHANNEL_LAYOUTS[self.layout]
+
+    @property
+    def num_pixels(self) -> int:
+        return self.width * self.height
+
+
+def _put_string(out: bytearray, text: str) -> None:
+    data = text.encode("utf-8")
+    if len(data) > 255:
+        raise ValueError(f"header string too long: {text[:40]!r}...")
+    out += struct.pack("<B", len(data)) + data
+
+
+def _pack_body(header: Header) -> bytes:
+    body = bytearray()
+    body += struct.pack(
+        "<IIBBBBBB",
+        header.width,
+        header.height,
+        _LAYOUT_CODES[header.layout],
+        header.bit_depth,
+        int(header.transform),
+        header.orientation,
+        header.coder,
+        0,  # reserved
+    )
+    _put_string(body, header.original_mode)
+    _put_string(body, header.model_name)
+    _put_string(body, header.model_version)
+    body += bytes.fromhex(header.weights_digest)
+    _put_string(body, header.encoder_device)
+    body += struct.pack("<IQ", header.pixel_crc32, header.payload_length)
+    extensions = []
+    if header.palette is not None:
+        extensions.append((_EXT_PALETTE, header.palette_mode.encode() + b"\0" + header.palette))
+    if isinstance(header.transparency, int):
+        extensions.append((_EXT_TRANSPARENCY_INDEX, struct.pack("<H", header.transparency)))
+    elif isinstance(header.transparency, bytes):
+        extensions.append((_EXT_TRANSPARENCY_ALPHAS, header.transparency))
+    body += struct.pack("<B", len(extensions))
+    for tag, value in extensions:
+        body += struct.pack("<BH", tag, len(value)) + value
+    return bytes(body)
+
+
+def pack(header: Header, payload: bytes) -> bytes:
+    """The complete .rdc file for ``header`` (its payload_length is filled in) and ``payload``."""
+    body = _pack_body(replace(header, payload_length=len(payload)))
+    front = MAGIC + struct.pack("<BI", FORMAT_VERSION, len(body)) + body
+    return front + struct.pack("<I", zlib.crc32(front)) + payload
+
+
+class _Reader:
+    """Bounds-checked reading of the header body."""
+
+    def __init__(self, data: bytes):
+        self.data, self.offset = data, 0
+
+    def take(self, count: int) -> bytes:
+        if self.offset + count > len(self.data):
+            raise FormatError("the header is truncated or malformed")
+        chunk = self.data[self.offset : self.offset + count]
+        self.offset += count
+        return chunk
+
+    def unpack(self, fmt: str) -> tuple:
+        return struct.unpack(fmt, self.take(struct.calcsize(fmt)))
+
+    def string(self) -> str:
+        (length,) = self.unpack("<B")
+        try:
+            return self.take(length).decode("utf-8")
+        except UnicodeDecodeError:
+            raise FormatError("the header holds a malformed text field") from None
+
+
+def parse(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[Header, memoryview]:
+    """Parse and validate a .rdc file; returns its header and a view of its payload."""
+    data = memoryview(data)
+    if len(data) == 0:
+        raise FormatError("the file is empty")
+    if bytes(data[: len(MAGIC)]) != MAGIC:
+        if MAGIC.startswith(bytes(data)):
+            raise FormatError("the file is truncated (incomplete header)")
+        if bytes(data[:8]) == b"\x89PNG\r\n\x1a\n":
+            raise FormatError("this is a PNG file, not a ridecodec file; compress it first")
+        raise FormatError("not a ridecodec file (wrong magic bytes)")
+    fixed = len(MAGIC) + 5
+    if len(data) < fixed:
+        raise FormatError("the file is truncated (incomplete header)")
+    version, body_length = struct.unpack("<BI", data[len(MAGIC) : fixed])
+    if version > FORMAT_VERSION:
+        raise VersionError(
+            f"the file uses format version {version}, newer than this ridecodec reads "
+            f"({FORMAT_VERSION}); upgrade ridecodec"
+        )
+    if version == 0:
+        raise FormatError("the file declares format version 0, which does not exist")
+    if body_length > _MAX_HEADER_BODY:
+        raise FormatError(f"the header claims {body_length} bytes, which is implausible")
+    header_end = fixed + body_length + 4
+    if len(data) < header_end:
+        raise FormatError("the file is truncated (incomplete header)")
+    (stored_crc,) = struct.unpack("<I", data[header_end - 4 : header_end])
+    if zlib.crc32(data[: header_end - 4]) != stored_crc:
+        raise FormatError("the header checksum does not match: the file is corrupt")
+
+    reader = _Reader(bytes(data[fixed : header_end - 4]))
+    width, height, layout_code, bit_depth, transform, orientation, coder, _ = reader.unpack("<IIBBBBBB")
+    if layout_code not in _LAYOUT_NAMES:
+        raise FormatError(f"the header names an unknown channel layout ({layout_code})")
+    if bit_depth != 8:
+        raise FormatError(f"the header names bit depth {bit_depth}; this ridecodec decodes 8 bits")
+    try:
+        transform = ModeTransform(transform)
+    except ValueError:
+        raise FormatError(f"the header names an unknown mode conversion ({transform})") from None
+    if orientation > 7:
+        raise FormatError(f"the header names an unknown orientation ({orientation})")
+    if coder != CODER_RANGE_CATEGORICAL:
+        raise FormatError(f"the header names an unknown entropy coder ({coder})")
+    if width == 0 or height == 0:
+        raise FormatError(f"the header declares an empty image ({width}x{height})")
+    if width * height > max_pixels:
+        raise FormatError(
+            f"the image would have {width}x{height} = {width * height} pixels, over the limit of "
+            f"{max_pixels}; raise the limit (--max-pixels) if you trust this file"
+        )
+    original_mode = reader.string()
+    if original_mode not in SUPPORTED_MODES:
+        raise FormatError(f"the header names an unknown image mode ({original_mode!r})")
+    model_name = reader.string()
+    model_version = reader.string()
+    weights_digest = reader.take(32).hex()
+    encoder_device = reader.string()
+    pixel_crc32, payload_length = reader.unpack("<IQ")
+    palette = palette_mode = transparency = None
+    (extension_count,) = reader.unpack("<B")
+    for _ in range(extension_count):
+        tag, length = reader.unpack("<BH")
+        value = reader.take(length)
+        if tag == _EXT_PALETTE:
+            mode_bytes, _, palette = value.partition(b"\0")
+            palette_mode = mode_bytes.decode("ascii", "replace")
+            if palette_mode not in ("RGB", "RGBA") or len(palette) % len(palette_mode):
+                raise FormatError("the header holds a malformed palette")
+        elif tag == _EXT_TRANSPARENCY_INDEX and length == 2:
+            (transparency,) = struct.unpack("<H", value)
+        elif tag == _EXT_TRANSPARENCY_ALPHAS:
+            transparency = value
+        else:
+            raise FormatError(f"the header holds an unknown extension ({tag})")
+    if reader.offset != len(reader.data):
+        raise FormatError("the header has unexpected extra bytes")
+    layout = _LAYOUT_NAMES[layout_code]
+    expected = _TRANSFORM_MODES[transform]
+    if (original_mode, layout) != (expected or (layout, layout)):
+        raise FormatError(
+            f"the header's modes are inconsistent ({original_mode} coded as {layout} by {transform.name})"
+        )
+    if transform == ModeTransform.PALETTE_TO_RGB and (palette is None or palette_mode != "RGB"):
+        raise FormatError("the header is missing the palette it needs")
+    payload_length_found = len(data) - header_end
+    if payload_length_found < payload_length:
+        raise FormatError(
+            f"the file is truncated: payload has {payload_length_found} of {payload_length} bytes"
+        )
+    if payload_length_found > payload_length:
+        raise FormatError(
+            f"the file has {payload_length_found - payload_length} bytes of trailing garbage"
+        )
+    if payload_length % 4:
+        raise FormatError("the payload length is not a whole number of 32-bit words")
+
+    header = Header(
+        width=width, height=height, layout=layout,
+        original_mode=original_mode, transform=transform, model_name=model_name,
+        model_version=model_version, weights_digest=weights_digest, pixel_crc32=pixel_crc32,
+        encoder_device=encoder_device, orientation=orientation, bit_depth=bit_depth, coder=coder,
+        payload_length=payload_length, palette=palette, palette_mode=palette_mode,
+        transparency=transparency, format_version=version, header_length=header_end,
+    )
+    return header, data[header_end:]

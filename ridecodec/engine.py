@@ -1,0 +1,186 @@
+"""The coding loop: decoding order, model calls, entropy coder calls.
+
+The encoder runs *exactly* the decoder's loop: it starts from an empty canvas, asks the model for
+the tables of one wavefront step at a time with the same batch shapes, and writes the true pixels
+into the canvas after each call, as the decoder writes the decoded ones. So the two sides compute
+bit-identical tables on the same device, whatever the model's arithmetic (see DESIGN.md,
+"Exactness"). The model never sees the coder and the coder never sees the model: only
+probability tables pass between them, here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Callable, Iterator
+
+import constriction
+import numpy as np
+import torch
+
+from .errors import FormatError, PluginError
+from .models.base import ALPHABET_SIZE, CausalReach, DensityModel
+
+#: Called as progress(done, total) after each wavefront step.
+ProgressCallback = Callable[[int, int], None]
+
+# perfect=False: constriction 0.5 otherwise uses a slow exact quantizer (DESIGN.md, numbers).
+_CATEGORICAL = constriction.stream.model.Categorical(perfect=False)
+
+
+@dataclass(frozen=True)
+class Wavefront:
+    """The decoding schedule of an H x W image for a model of a given right-reach.
+
+    Pixel (i, j) belongs to step ``t = (right + 1) * i + j``. Everything it may depend on, (i, j-1)
+    and (i-1, j+right) and anything further up or left, lies in an earlier step, so all pixels of
+    one step can be computed at once: about ``(right + 1) * H + W`` steps instead of ``H * W``.
+    """
+
+    height: int
+    width: int
+    right: int | None  # None: unbounded reach, one pixel per step (raster order)
+
+    @property
+    def num_steps(self) -> int:
+        if self.height == 0 or self.width == 0:
+            return 0
+        if self.right is None:
+            return self.height * self.width
+        return (self.right + 1) * (self.height - 1) + self.width
+
+    def steps(
+        self, device: torch.device | str = "cpu"
+    ) -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
+        """Yield (t, rows, cols) for every non-empty step t; rows and cols are int64 tensors,
+        rows ascending within a step. (A tall, narrow image has empty steps; they are skipped.)"""
+        if self.right is None:
+            for t in range(self.num_steps):
+                row, col = divmod(t, self.width)
+                yield t, torch.tensor([row], device=device), torch.tensor([col], device=device)
+            return
+        stride = self.right + 1
+        all_rows = torch.arange(self.height, device=device)
+        for t in range(self.num_steps):
+            # rows i with 0 <= t - stride * i < width
+            first = max(0, -(-(t - self.width + 1) // stride))
+            last = min(self.height - 1, t // stride)
+            if first > last:
+                continue
+            rows = all_rows[first : last + 1]
+            yield t, rows, t - stride * rows
+
+
+def wavefront_for(model: DensityModel, height: int, width: int) -> Wavefront:
+    reach: CausalReach | None = model.reach
+    return Wavefront(height, width, None if reach is None else reach.right)
+
+
+def _checked_table(table: object, count: int, model: DensityModel) -> torch.Tensor:
+    """A plug-in's table, or a PluginError naming the plug-in if it is unusable."""
+    expected = (count, ALPHABET_SIZE)
+    if not isinstance(table, torch.Tensor) or tuple(table.shape) != expected:
+        shape = tuple(table.shape) if isinstance(table, torch.Tensor) else type(table).__name__
+        raise PluginError(f"model {model.name!r} returned a table of shape {shape}, not {expected}")
+    if table.dtype != torch.float32:
+        raise PluginError(f"model {model.name!r} returned {table.dtype} tables, not float32")
+    if not bool(torch.isfinite(table).all()) or bool((table < 0).any()):
+        raise PluginError(f"model {model.name!r} returned NaN, infinite or negative probabilities")
+    if bool((table.sum(dim=1) <= 0).any()):
+        raise PluginError(f"model {model.name!r} returned an all-zero probability table")
+    return table
+
+
+@contextlib.contextmanager
+def _one_cpu_thread():
+    """Run the coding loop on one CPU thread.
+
+    Each step is a few small tensor operations: splitting them across threads only adds barrier
+    waits, and when another process holds a core those waits cost 6-8x the whole run (measured on
+    the 2-core dev machine). One thread also keeps the arithmetic independent of the core count.
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run(
+    model: DensityModel,
+    canvas: torch.Tensor,
+    code_step: Callable[[torch.Tensor, torch.Tensor, int, np.ndarray], np.ndarray],
+    progress: ProgressCallback | None,
+) -> None:
+    """The loop shared by encoder and decoder.
+
+    ``code_step(rows, cols, channel, table)`` codes one batch of symbols and returns them; they are
+    written into the canvas before the next model call.
+    """
+    channels, height, width = canvas.shape
+    schedule = wavefront_for(model, height, width)
+    total = schedule.num_steps
+    try:
+        step = model.begin(canvas)
+    except Exception as error:
+        raise PluginError(f"model {model.name!r} failed to start: {error}") from error
+    with torch.inference_mode(), _one_cpu_thread():
+        for t, rows, cols in schedule.steps(canvas.device):
+            for channel in range(channels):
+                try:
+                    table = step(rows, cols, channel)
+                except Exception as error:
+                    raise PluginError(f"model {model.name!r} failed during coding: {error}") from error
+                table = _checked_table(table, len(rows), model)
+                table = table.to("cpu", non_blocking=False).numpy()
+                symbols = code_step(rows, cols, channel, table)
+                canvas[channel, rows, cols] = torch.from_numpy(symbols).to(canvas.device, torch.uint8)
+            if progress is not None:
+                progress(t + 1, total)
+
+
+def encode_pixels(
+    model: DensityModel, pixels: np.ndarray, progress: ProgressCallback | None = None
+) -> np.ndarray:
+    """Entropy-code ``pixels`` (uint8, (C, H, W)) with ``model``; returns the uint32 payload."""
+    pixels = np.ascontiguousarray(pixels, dtype=np.uint8)
+    source = torch.from_numpy(pixels.astype(np.int32))
+    canvas = torch.zeros(pixels.shape, dtype=torch.uint8, device=model.device)
+    encoder = constriction.stream.queue.RangeEncoder()
+
+    def encode_step(rows, cols, channel, table):
+        symbols = source[channel, rows.cpu(), cols.cpu()].numpy()
+        encoder.encode(symbols, _CATEGORICAL, table)
+        return symbols
+
+    _run(model, canvas, encode_step, progress)
+    return encoder.get_compressed()
+
+
+def decode_pixels(
+    model: DensityModel,
+    payload: np.ndarray,
+    shape: tuple[int, int, int],
+    progress: ProgressCallback | None = None,
+) -> np.ndarray:
+    """Decode a payload made by :func:`encode_pixels` into uint8 pixels of ``shape`` (C, H, W)."""
+    canvas = torch.zeros(shape, dtype=torch.uint8, device=model.device)
+    decoder = constriction.stream.queue.RangeDecoder(np.ascontiguousarray(payload, dtype=np.uint32))
+
+    def decode_step(rows, cols, channel, table):
+        try:
+            return np.asarray(decoder.decode(_CATEGORICAL, table), dtype=np.int32)
+        except Exception as error:  # constriction raises on payloads that cannot be decoded
+            raise FormatError(f"the compressed data is corrupt ({error})") from error
+
+    _run(model, canvas, decode_step, progress)
+    return canvas.cpu().numpy()
+
+
+def code_length_bits(model: DensityModel, pixels: np.ndarray) -> float:
+    """The model's code length of ``pixels`` (uint8 (C, H, W)) in bits, from ``log_prob``."""
+    images = torch.from_numpy(np.array(pixels, dtype=np.uint8))[None].to(model.device)
+    with torch.inference_mode():
+        log_likelihood = model.log_prob(images)
+    return float(-log_likelihood.sum().item() / np.log(2.0))

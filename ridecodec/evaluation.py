@@ -1,0 +1,318 @@
+"""Compression evaluation: what a model's files cost, next to its likelihood and classical codecs.
+
+For each image this measures
+
+* the model's *likelihood* code length, ``-log2 p(image)`` from ``log_prob``: the size an ideal
+  entropy coder would reach;
+* the size of the actual .rdc file, and of its payload alone (the file less its header): the
+  difference between payload and likelihood is the entropy coder's overhead, which should be a
+  fraction of a percent;
+* optionally, the sizes of the same pixels under classical lossless codecs (through imagecodecs).
+
+Everything is in bits per pixel (a pixel counts all its channels). Totals over a set of images are
+total bits over total pixels, so large images weigh more, as in the literature.
+
+``ridecodec eval`` and ``benchmarks/compare.py`` are thin wrappers around :func:`evaluate`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+from . import api, engine, imageio, registry
+from .errors import InputError, RidecodecError
+
+#: Files a directory contributes (compared in lower case).
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".pgm", ".ppm", ".webp")
+
+#: How images are prepared: "gray" is Pillow's convert("L"), the project's grayscale.
+COLOR_MODES = ("gray", "color", "as-is")
+
+#: Classical codecs, in table order: name (a key of ``classical_bits``) -> column label.
+CLASSICAL_CODECS = {
+    "png": "PNG",
+    "jpeg2000": "JPEG 2000",
+    "jpegls": "JPEG-LS",
+    "webp": "WebP",
+    "jpegxl-e7": "JPEG XL e7",
+    "jpegxl-e9": "JPEG XL e9",
+}
+
+
+# --- classical codecs -------------------------------------------------------------------------
+
+
+def _imagecodecs():
+    try:
+        import imagecodecs
+    except ImportError:
+        raise RidecodecError(
+            "comparing with classical codecs needs imagecodecs: pip install imagecodecs "
+            "(or pip install 'ridecodec[bench]')"
+        ) from None
+    return imagecodecs
+
+
+def _webp_encode(ic, pixels: np.ndarray) -> bytes:
+    # libwebp codes only RGB(A): gray goes in as R = G = B, which lossless WebP codes at almost
+    # no cost beyond the gray plane (its subtract-green transform zeroes R and B).
+    if pixels.ndim == 2:
+        pixels = np.repeat(pixels[:, :, None], 3, axis=2)
+    return ic.webp_encode(pixels, level=100, lossless=True, method=6)
+
+
+def _webp_decode(ic, data: bytes, channels: int) -> np.ndarray:
+    # libwebp drops an alpha channel that is all 255 unless asked for it back.
+    decoded = ic.webp_decode(data, hasalpha=channels == 4)
+    if channels == 1 and (decoded == decoded[:, :, :1]).all():
+        decoded = decoded[:, :, 0]  # back from R = G = B (if they differ, the check fails)
+    return decoded
+
+
+def _lossless_codecs(ic, channels: int) -> dict[str, tuple[Callable, Callable]]:
+    """name -> (encode, decode), each set up to be lossless.
+
+    The settings reproduce the reference figures in ../shared/data/README.md. Traps found by
+    experiment (imagecodecs 2026.3.6): JPEG XL needs ``lossless=True``; ``distance=0`` or
+    ``level=100`` alone give lossy files. JPEG-LS is lossless by default (NEAR = 0), and
+    JPEG 2000 with ``reversible=True`` uses the reversible 5/3 wavelet (in a .jp2 container).
+    """
+    return {
+        "png": (lambda pixels: ic.png_encode(pixels, level=9), ic.png_decode),
+        "jpeg2000": (lambda pixels: ic.jpeg2k_encode(pixels, reversible=True), ic.jpeg2k_decode),
+        "jpegls": (ic.jpegls_encode, ic.jpegls_decode),
+        "webp": (lambda pixels: _webp_encode(ic, pixels), lambda data: _webp_decode(ic, data, channels)),
+        "jpegxl-e7": (lambda pixels: ic.jpegxl_encode(pixels, lossless=True, effort=7), ic.jpegxl_decode),
+        "jpegxl-e9": (lambda pixels: ic.jpegxl_encode(pixels, lossless=True, effort=9), ic.jpegxl_decode),
+    }
+
+
+def classical_bits(pixels: np.ndarray) -> dict[str, int]:
+    """Compressed size in bits of ``pixels`` ((H, W) or (H, W, C) uint8) under each classical
+    lossless codec (keys of CLASSICAL_CODECS). Each file is decoded and checked against the
+    pixels, so a codec whose settings are silently lossy raises instead of looking good."""
+    ic = _imagecodecs()
+    pixels = np.ascontiguousarray(pixels, dtype=np.uint8)
+    channels = 1 if pixels.ndim == 2 else pixels.shape[2]
+    sizes = {}
+    for name, (encode, decode) in _lossless_codecs(ic, channels).items():
+        data = encode(pixels)
+        if not np.array_equal(decode(data), pixels):
+            raise RidecodecError(f"classical codec {name} did not decode to the same pixels")
+        sizes[name] = 8 * len(data)
+    return sizes
+
+
+# --- results ----------------------------------------------------------------------------------
+
+
+@dataclass
+class ImageResult:
+    name: str
+    width: int
+    height: int
+    channels: int
+    likelihood_bpp: float  # -log2 p(image) / pixels, from the model's log_prob
+    file_bpp: float  # the whole .rdc file
+    payload_bpp: float  # the .rdc file less its header
+    overhead_percent: float  # of the payload over the likelihood: the entropy coder's cost
+    classical_bpp: dict[str, float] = field(default_factory=dict)
+    encode_seconds: float = 0.0
+    decode_seconds: float | None = None  # only measured with verify=True
+    verified: bool | None = None  # decompress(compress(x)) == x, with verify=True
+
+    @property
+    def num_pixels(self) -> int:
+        return self.width * self.height
+
+
+def _overhead_percent(payload_bits: float, likelihood_bits: float) -> float:
+    return 100.0 * (payload_bits - likelihood_bits) / likelihood_bits
+
+
+@dataclass
+class Report:
+    model: str
+    device: str
+    mode: str  # "gray", "color" or "as-is"
+    images: list[ImageResult]
+
+    def totals(self) -> dict:
+        """Pixel-weighted totals (total bits / total pixels) of every column, summed times, and
+        whether every image verified (None when not checked)."""
+        pixels = sum(image.num_pixels for image in self.images)
+
+        def total_bpp(bpp_of: Callable[[ImageResult], float]) -> float:
+            if pixels == 0:
+                return float("nan")
+            return sum(bpp_of(image) * image.num_pixels for image in self.images) / pixels
+
+        likelihood = total_bpp(lambda image: image.likelihood_bpp)
+        payload = total_bpp(lambda image: image.payload_bpp)
+        # a codec's total only where it measured every image
+        codecs = [name for name in CLASSICAL_CODECS if all(name in image.classical_bpp for image in self.images)]
+        decode_times = [image.decode_seconds for image in self.images]
+        checks = [image.verified for image in self.images]
+        return {
+            "images": len(self.images),
+            "pixels": pixels,
+            "likelihood_bpp": likelihood,
+            "file_bpp": total_bpp(lambda image: image.file_bpp),
+            "payload_bpp": payload,
+            "overhead_percent": _overhead_percent(payload, likelihood) if pixels else float("nan"),
+            "classical_bpp": {name: total_bpp(lambda image: image.classical_bpp[name]) for name in codecs},
+            "encode_seconds": sum(image.encode_seconds for image in self.images),
+            "decode_seconds": None if None in decode_times else sum(decode_times),
+            "verified": None if None in checks else all(checks),
+        }
+
+    def to_markdown(self) -> str:
+        """A per-image table with a total row, and a line on timing and verification."""
+        totals = self.totals()
+        codecs = list(totals["classical_bpp"])
+        header = ["image", "size", "likelihood bpp", "file bpp", "diff %"]
+        header += [CLASSICAL_CODECS[name] for name in codecs]
+
+        def row(label, size, values) -> str:
+            cells = [label, size, f"{values['likelihood_bpp']:.3f}", f"{values['file_bpp']:.3f}",
+                     f"{values['overhead_percent']:+.3f}"]
+            cells += [f"{values['classical_bpp'][name]:.3f}" for name in codecs]
+            return "| " + " | ".join(cells) + " |"
+
+        lines = [
+            f"Model `{self.model}` on {self.device}, {self.mode} images, bits per pixel.",
+            "",
+            "| " + " | ".join(header) + " |",
+            "|" + "|".join([" --- "] * 2 + [" ---: "] * (len(header) - 2)) + "|",
+        ]
+        for image in self.images:
+            size = f"{image.width}x{image.height}" + (f"x{image.channels}" if image.channels > 1 else "")
+            lines.append(row(image.name, size, dataclasses.asdict(image)))
+        lines.append(row(f"**total** ({totals['images']})", f"{totals['pixels']} px", totals))
+        lines += [
+            "",
+            "diff %: the payload (file less header) over the model's likelihood code length, "
+            "i.e. the entropy coder's overhead.",
+        ]
+        timing = f"Encoding took {totals['encode_seconds']:.1f} s"
+        if totals["decode_seconds"] is not None:
+            timing += f", decoding {totals['decode_seconds']:.1f} s"
+        if totals["verified"] is not None:
+            timing += "; every image decoded exactly" if totals["verified"] else "; SOME IMAGES FAILED TO DECODE EXACTLY"
+        lines += ["", timing + "."]
+        return "\n".join(lines) + "\n"
+
+    def to_json(self) -> str:
+        data = dataclasses.asdict(self)
+        data["totals"] = self.totals()
+        return json.dumps(data, indent=2)
+
+
+# --- evaluation -------------------------------------------------------------------------------
+
+
+def image_paths(paths: Sequence[str | Path]) -> list[Path]:
+    """Files as given, and for each directory the image files in it (sorted, not recursive)."""
+    found = []
+    for path in map(Path, paths):
+        if path.is_dir():
+            found += sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+        elif path.exists():
+            found.append(path)
+        else:
+            raise InputError(f"{path}: no such file or directory")
+    return found
+
+
+def load_pixels(path: str | Path, color: str = "gray") -> np.ndarray:
+    """An image file's pixels, (H, W) or (H, W, C) uint8, prepared as ``color`` says."""
+    if color not in COLOR_MODES:
+        raise ValueError(f"color must be one of {COLOR_MODES}, not {color!r}")
+    image = imageio.open_image(path)
+    if color == "gray":
+        image = image.convert("L")
+    elif color == "color" or image.mode not in ("L", "RGB", "RGBA"):
+        image = image.convert("RGB")
+    return np.asarray(image)
+
+
+def evaluate_image(
+    name: str, pixels: np.ndarray, model: str, device: str | torch.device = "auto",
+    classical: bool = True, verify: bool = False,
+) -> ImageResult:
+    """Measure one image (see the module docstring)."""
+    started = time.perf_counter()
+    data = api.compress(pixels, model=model, device=device)
+    encode_seconds = time.perf_counter() - started
+
+    decode_seconds = verified = None
+    if verify:
+        started = time.perf_counter()
+        decoded = api.decompress(data, device=device)
+        decode_seconds = time.perf_counter() - started
+        verified = decoded.shape == pixels.shape and bool(np.array_equal(decoded, pixels))
+
+    planes = imageio.to_coded(pixels).pixels  # (C, H, W), as compress coded them
+    channels, height, width = planes.shape
+    num_pixels = height * width
+    density_model = registry.load_model(model, api.resolve_device(device))
+    likelihood_bits = engine.code_length_bits(density_model, planes)
+    payload_bits = 8 * (len(data) - api.read_header(data).header_length)
+    return ImageResult(
+        name=name,
+        width=width,
+        height=height,
+        channels=channels,
+        likelihood_bpp=likelihood_bits / num_pixels,
+        file_bpp=8 * len(data) / num_pixels,
+        payload_bpp=payload_bits / num_pixels,
+        overhead_percent=_overhead_percent(payload_bits, likelihood_bits),
+        classical_bpp={
+            codec: bits / num_pixels for codec, bits in classical_bits(pixels).items()
+        } if classical else {},
+        encode_seconds=encode_seconds,
+        decode_seconds=decode_seconds,
+        verified=verified,
+    )
+
+
+def evaluate(
+    paths: Sequence[str | Path],
+    model: str,
+    device: str = "auto",
+    color: str = "gray",
+    classical: bool = True,
+    verify: bool = False,
+    limit: int | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> Report:
+    """Evaluate ``model`` on image files and directories (see :func:`image_paths`).
+
+    ``color``: "gray" (convert("L")), "color" (convert("RGB")) or "as-is" (L, RGB and RGBA kept,
+    other modes converted to RGB). ``limit``: only the first N images. ``progress(name)`` is
+    called before each image.
+    """
+    files = image_paths(paths)
+    if not files:
+        raise InputError(f"no image files in {', '.join(map(str, paths))}")
+    if limit is not None:
+        files = files[:limit]
+    resolved = api.resolve_device(device)
+    # Load the model now: an unknown name fails before any work, and the first image's
+    # encoding time does not include loading.
+    registry.load_model(model, resolved)
+    results = []
+    for path in files:
+        if progress is not None:
+            progress(path.name)
+        pixels = load_pixels(path, color)
+        results.append(evaluate_image(path.name, pixels, model, resolved, classical, verify))
+    return Report(model=model, device=api.describe_device(resolved), mode=color, images=results)

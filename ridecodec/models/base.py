@@ -1,0 +1,107 @@
+"""The plug-in contract: what a density model must provide to be a ridecodec codec.
+
+A model is a ``torch.nn.Module`` subclass of :class:`DensityModel`. It promises three things:
+
+1. **A causal reach** (:class:`CausalReach`): how far up, left and right (in earlier rows) its
+   prediction for a pixel can look, recurrence included. The engine derives the decoding order
+   from it: with right-reach ``r`` all pixels with the same ``t = (r + 1) * row + col`` are
+   decoded together. ``reach = None`` means "unbounded" and gets plain raster order.
+
+2. **A stepping function**: ``begin(canvas)`` returns a callable
+   ``step(rows, cols, channel) -> (N, 256) float32 tensor`` giving, for each listed position, the
+   probability of each 8-bit value of that channel. The engine guarantees that when it calls
+   ``step``, ``canvas`` (uint8, shape (C, H, W), on the model's device) holds every pixel of every
+   earlier call and channels ``< channel`` of these positions; everything else is zero. Calls come
+   in a fixed order (wavefront step by step, channel by channel within a step) that the encoder
+   and decoder both follow, so a model may keep state between calls (a recurrent model keeps its
+   hidden states for the live diagonals).
+
+3. **A likelihood**: ``log_prob(images)`` for a batch of uint8 images (B, C, H, W) returns the
+   natural-log likelihood of each image, shape (B,), float64. Its sum must equal the sum of the
+   logs of the stepped probabilities of the actual pixels: that ties the model's rate in bits per
+   pixel to the coded file size, and a test checks it for every model.
+
+The step function must be deterministic: the same calls on the same device give bit-identical
+tables. A model whose tables are also identical across devices (integer arithmetic and lookup
+tables, say) sets ``exact_across_devices = True``.
+
+Plug-ins register a zero-argument factory (usually the class itself) under the entry-point group
+``ridecodec.models``; see the README's "Write your own model".
+"""
+
+from __future__ import annotations
+
+import abc
+import hashlib
+from dataclasses import dataclass
+from typing import Callable, ClassVar
+
+import torch
+
+#: Number of values an 8-bit sample can take; every probability table has this many columns.
+ALPHABET_SIZE = 256
+
+#: The channel layouts the codec can hand a model, by PIL mode name.
+CHANNEL_LAYOUTS = {"L": 1, "RGB": 3, "RGBA": 4}
+
+StepFunction = Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class CausalReach:
+    """How far a model's prediction for pixel (i, j) can look into already-known pixels.
+
+    ``up``: rows above; ``left``: columns to the left (in the same and earlier rows);
+    ``right``: columns to the right, in earlier rows only. Only ``right`` changes the schedule;
+    ``up`` and ``left`` document the model and let tests check its causality.
+    """
+
+    up: int
+    left: int
+    right: int
+
+    def __post_init__(self):
+        if min(self.up, self.left, self.right) < 0:
+            raise ValueError("a causal reach cannot be negative")
+
+
+class DensityModel(torch.nn.Module, abc.ABC):
+    """Base class of every ridecodec density model (built-in or plug-in)."""
+
+    #: Registered name, as written in file headers and given to ``--model``.
+    name: ClassVar[str]
+    #: Version of the model's code; files record it.
+    version: ClassVar[str]
+    #: Channel layouts (keys of CHANNEL_LAYOUTS) this model can code.
+    modes: ClassVar[tuple[str, ...]] = ("L", "RGB", "RGBA")
+    #: Causal reach, or None when it cannot be bounded (raster order is then used).
+    reach: ClassVar[CausalReach | None]
+    #: True when the tables are bit-identical on every device (not only on the encoding one).
+    exact_across_devices: ClassVar[bool] = False
+
+    @abc.abstractmethod
+    def begin(self, canvas: torch.Tensor) -> StepFunction:
+        """Start coding one image held in ``canvas`` (uint8, (C, H, W)); return its step function."""
+
+    @abc.abstractmethod
+    def log_prob(self, images: torch.Tensor) -> torch.Tensor:
+        """Natural-log likelihood of each uint8 image in (B, C, H, W); returns (B,) float64."""
+
+    @property
+    def device(self) -> torch.device:
+        tensors = list(self.parameters()) + list(self.buffers())
+        return tensors[0].device if tensors else torch.device("cpu")
+
+    def weights_digest(self) -> str:
+        """SHA-256 (hex) of the model's identity: name, version and every parameter and buffer.
+
+        Files store it so that a decoder with different weights refuses instead of producing
+        garbage. Computed from CPU copies, so the same weights give the same digest anywhere.
+        """
+        digest = hashlib.sha256()
+        digest.update(f"{self.name}\0{self.version}\0".encode())
+        for key, tensor in sorted(self.state_dict().items()):
+            tensor = tensor.detach().to("cpu").contiguous()
+            digest.update(f"{key}\0{tensor.dtype}\0{tuple(tensor.shape)}\0".encode())
+            digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+        return digest.hexdigest()
