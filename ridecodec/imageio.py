@@ -114,7 +114,7 @@ def _from_array(array: np.ndarray) -> Image.Image:
     channels = 1 if array.ndim == 2 else array.shape[2]
     if array.ndim not in (2, 3) or (array.ndim == 3 and channels not in modes):
         raise UnsupportedImageError(
-            f"an image array must be (H, W) or (H, W, C) with C in 1..4, not {array.shape}"
+            f"an image array must have shape (H, W) or (H, W, C) with C in 1..4, not {array.shape}"
         )
     mode = "L" if array.ndim == 2 else modes[channels]
     return Image.fromarray(np.ascontiguousarray(array), mode)

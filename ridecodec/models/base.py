@@ -103,5 +103,5 @@ class DensityModel(torch.nn.Module, abc.ABC):
         for key, tensor in sorted(self.state_dict().items()):
             tensor = tensor.detach().to("cpu").contiguous()
             digest.update(f"{key}\0{tensor.dtype}\0{tuple(tensor.shape)}\0".encode())
-            digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+            digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
         return digest.hexdigest()

@@ -1,0 +1,154 @@
+"""The `ridecodec` command, through click's runner."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+import ridecodec
+from ridecodec.cli import main
+from ridecodec.errors import FormatError, InputError, ModelNotFoundError, OutputExistsError, UnsupportedImageError
+from conftest import natural_like
+
+
+@pytest.fixture
+def runner():
+    return CliRunner()
+
+
+@pytest.fixture
+def images(tmp_path, gray_image, rgb_image):
+    gray, rgb = tmp_path / "gray.png", tmp_path / "rgb.png"
+    Image.fromarray(gray_image).save(gray)
+    Image.fromarray(rgb_image).save(rgb)
+    return gray, rgb
+
+
+def run(runner, *args):
+    return runner.invoke(main, [str(a) for a in args], catch_exceptions=False)
+
+
+def test_compress_and_decompress_several_files(runner, images, tmp_path):
+    gray, rgb = images
+    result = run(runner, "compress", gray, rgb, "--model", "loco", "--quiet")
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "gray.rdc").exists() and (tmp_path / "rgb.rdc").exists()
+    out = tmp_path / "out"
+    out.mkdir()
+    result = run(runner, "decompress", tmp_path / "gray.rdc", tmp_path / "rgb.rdc", "-o", out)
+    assert result.exit_code == 0, result.output
+    for name in ("gray", "rgb"):
+        original, restored = Image.open(tmp_path / f"{name}.png"), Image.open(out / f"{name}.png")
+        assert restored.mode == original.mode
+        assert np.array_equal(np.asarray(restored), np.asarray(original))
+
+
+def test_output_file_for_one_input(runner, images, tmp_path):
+    gray, _ = images
+    assert run(runner, "compress", gray, "-o", tmp_path / "x.rdc", "-q").exit_code == 0
+    assert run(runner, "decompress", tmp_path / "x.rdc", "-o", tmp_path / "x.png", "-q").exit_code == 0
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "x.png")), np.asarray(Image.open(gray)))
+
+
+def test_never_overwrites_without_force(runner, images, tmp_path):
+    gray, _ = images
+    target = tmp_path / "gray.rdc"
+    target.write_bytes(b"precious")
+    result = run(runner, "compress", gray, "-q")
+    assert result.exit_code == OutputExistsError.exit_code
+    assert "exists; use --force" in result.output
+    assert target.read_bytes() == b"precious"
+    assert run(runner, "compress", gray, "-q", "--force").exit_code == 0
+    assert target.read_bytes().startswith(b"\x89RDC")
+    # decompressing next to the original refuses to replace it
+    before = gray.read_bytes()
+    assert run(runner, "decompress", target, "-q").exit_code == OutputExistsError.exit_code
+    assert gray.read_bytes() == before
+
+
+def test_one_bad_input_does_not_stop_the_others(runner, images, tmp_path):
+    gray, rgb = images
+    missing = tmp_path / "missing.png"
+    result = run(runner, "compress", gray, missing, rgb, "-q")
+    assert result.exit_code == InputError.exit_code
+    assert f"{missing}: no such file" in result.output
+    assert "1 of 3 files failed" in result.output
+    assert (tmp_path / "gray.rdc").exists() and (tmp_path / "rgb.rdc").exists()
+
+
+def test_errors_are_one_line_without_traceback(runner, tmp_path):
+    not_image = tmp_path / "notes.png"
+    not_image.write_text("hello")
+    sixteen_bit = tmp_path / "deep.png"
+    Image.fromarray(np.zeros((4, 4), np.uint16)).save(sixteen_bit)
+    fake_rdc = tmp_path / "fake.rdc"
+    fake_rdc.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 20)
+    cases = [
+        (["compress", not_image], InputError.exit_code),
+        (["compress", sixteen_bit], UnsupportedImageError.exit_code),
+        (["compress", tmp_path], InputError.exit_code),
+        (["compress", not_image, "--model", "nope"], InputError.exit_code),
+        (["decompress", fake_rdc], FormatError.exit_code),
+        (["decompress", tmp_path / "none.rdc"], InputError.exit_code),
+        (["info", fake_rdc], FormatError.exit_code),
+    ]
+    for args, code in cases:
+        result = run(runner, *args, *(["-q"] if args[0] != "info" else []))
+        assert result.exit_code == code, (args, result.output)
+        lines = result.output.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("ridecodec: error: "), (args, result.output)
+        assert "Traceback" not in result.output
+
+
+def test_unknown_model(runner, images):
+    gray, _ = images
+    result = run(runner, "compress", gray, "--model", "nope", "-q")
+    assert result.exit_code == ModelNotFoundError.exit_code
+    assert "'nope' is not installed" in result.output
+
+
+def test_multiple_inputs_need_an_output_folder(runner, images, tmp_path):
+    gray, rgb = images
+    result = run(runner, "compress", gray, rgb, "-o", tmp_path / "single.rdc", "-q")
+    assert result.exit_code != 0 and "must be an existing folder" in result.output
+
+
+def test_info_text_and_json(runner, images, tmp_path):
+    gray, _ = images
+    run(runner, "compress", gray, "-q")
+    text = run(runner, "info", tmp_path / "gray.rdc")
+    assert text.exit_code == 0
+    assert "loco" in text.output and "bits per pixel" in text.output and "37x23 L" in text.output
+    result = run(runner, "info", "--json", tmp_path / "gray.rdc")
+    (fields,) = json.loads(result.output)
+    assert fields["model_name"] == "loco" and fields["width"] == 37 and fields["height"] == 23
+    assert fields["file_bytes"] == os.path.getsize(tmp_path / "gray.rdc")
+    assert fields["bits_per_pixel"] == pytest.approx(8 * fields["file_bytes"] / (37 * 23))
+
+
+def test_models_lists_loco(runner):
+    result = run(runner, "models")
+    assert result.exit_code == 0 and "loco" in result.output and "ridecodec-loco" in result.output
+    listing = json.loads(run(runner, "models", "--json").output)
+    loco = next(entry for entry in listing if entry["name"] == "loco")
+    assert loco["weights_digest"] == ridecodec.load_model("loco").weights_digest()
+    assert set(loco["modes"]) == {"L", "RGB", "RGBA"}
+
+
+def test_eval_without_classical_codecs(runner, tmp_path):
+    folder = tmp_path / "set"
+    folder.mkdir()
+    Image.fromarray(natural_like(16, 20)).save(folder / "a.png")
+    result = run(runner, "eval", folder, "--model", "loco", "--no-classical", "--json", "-q")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert len(report["images"]) == 1
+
+
+def test_version(runner):
+    assert run(runner, "--version").exit_code == 0

@@ -1,0 +1,206 @@
+"""The plug-in contract, checked for every installed model, and plug-in registration."""
+
+from __future__ import annotations
+
+import math
+import textwrap
+
+import numpy as np
+import pytest
+import torch
+
+import ridecodec
+from ridecodec import engine, registry
+from ridecodec.errors import PluginError
+from ridecodec.models import ALPHABET_SIZE, CausalReach, DensityModel
+from conftest import natural_like
+
+INSTALLED = registry.available_models()
+
+
+def stepped_tables(model: DensityModel, pixels: np.ndarray, reveal_everything: bool = False):
+    """Every table the engine's schedule asks for, with the true pixel of each row.
+
+    With ``reveal_everything`` the canvas holds the whole image from the start, so a model that
+    peeks at pixels it may not know gives different tables."""
+    truth = torch.from_numpy(pixels)
+    canvas = truth.clone() if reveal_everything else torch.zeros_like(truth)
+    step = model.begin(canvas)
+    tables, symbols = [], []
+    with torch.inference_mode():
+        for _, rows, cols in engine.wavefront_for(model, *pixels.shape[1:]).steps():
+            for channel in range(pixels.shape[0]):
+                tables.append(step(rows, cols, channel).clone())
+                symbols.append(truth[channel, rows, cols].long())
+                canvas[channel, rows, cols] = truth[channel, rows, cols]
+    return torch.cat(tables), torch.cat(symbols)
+
+
+def _planes(image):
+    return np.ascontiguousarray(image.transpose(2, 0, 1)) if image.ndim == 3 else image[None].copy()
+
+
+@pytest.mark.parametrize("name", INSTALLED)
+@pytest.mark.parametrize("channels", [1, 3, 4])
+def test_log_prob_equals_stepped_probabilities(name, channels):
+    model = registry.load_model(name)
+    pixels = _planes(natural_like(13, 21, channels, seed=channels))
+    tables, symbols = stepped_tables(model, pixels)
+    assert tables.shape == (pixels.size, ALPHABET_SIZE)
+    assert torch.allclose(tables.double().sum(1), torch.ones(len(tables), dtype=torch.float64), atol=1e-5)
+    stepped = torch.log(tables.double()[torch.arange(len(symbols)), symbols] / tables.double().sum(1)).sum()
+    log_prob = model.log_prob(torch.from_numpy(pixels)[None])
+    assert log_prob.shape == (1,) and log_prob.dtype == torch.float64
+    assert math.isclose(float(log_prob), float(stepped), rel_tol=1e-6, abs_tol=1e-3)
+
+
+@pytest.mark.parametrize("name", INSTALLED)
+def test_log_prob_of_a_batch_is_per_image(name):
+    model = registry.load_model(name)
+    images = torch.from_numpy(np.stack([natural_like(9, 11, seed=s)[None] for s in range(3)]))
+    batch = model.log_prob(images)
+    singles = torch.cat([model.log_prob(images[i : i + 1]) for i in range(3)])
+    assert torch.allclose(batch, singles)
+
+
+@pytest.mark.parametrize("name", INSTALLED)
+def test_model_is_causal(name):
+    model = registry.load_model(name)
+    pixels = _planes(natural_like(12, 15, 3, seed=5))
+    honest, _ = stepped_tables(model, pixels)
+    peeking, _ = stepped_tables(model, pixels, reveal_everything=True)
+    assert torch.equal(honest, peeking), "the model's tables depend on pixels not yet decoded"
+
+
+@pytest.mark.parametrize("name", INSTALLED)
+def test_file_size_matches_code_length(name):
+    image = natural_like(64, 80, seed=3)
+    model = registry.load_model(name)
+    code_length = engine.code_length_bits(model, image[None])
+    data = ridecodec.compress(image, model=name)
+    payload_bits = 8 * (len(data) - ridecodec.read_header(data).header_length)
+    # the range coder adds at most a word or two of termination
+    assert payload_bits <= code_length * 1.001 + 64
+
+
+@pytest.mark.parametrize("name", INSTALLED)
+def test_weights_digest_is_stable(name):
+    model = registry.load_model(name)
+    assert model.weights_digest() == model.weights_digest()
+    assert len(model.weights_digest()) == 64
+
+
+def test_loco_compresses_natural_images_better_than_raw():
+    image = natural_like(64, 64)
+    assert len(ridecodec.compress(image, model="loco")) * 8 / image.size < 6
+
+
+# --- registering a plug-in through the entry-point group, as a third party would -----------
+
+PLUGIN_SOURCE = '''
+import torch
+from ridecodec.models import DensityModel
+
+
+class LeftNeighbour(DensityModel):
+    """Raster-order test model: a peaked distribution around the left neighbour."""
+
+    name = "test-left"
+    version = "0.1"
+    modes = ("L",)
+    reach = None  # unbounded: exercises the engine's raster order
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("sharpness", torch.tensor(0.05))
+
+    def _tables(self, image, rows, cols, channel):
+        left = torch.where(cols > 0, image[channel, rows, (cols - 1).clamp(min=0)].long(), 128)
+        values = torch.arange(256)
+        logits = -self.sharpness * (values[None, :] - left[:, None]).abs()
+        return torch.softmax(logits, dim=1).float()
+
+    def begin(self, canvas):
+        return lambda rows, cols, channel: self._tables(canvas, rows, cols, channel)
+
+    def log_prob(self, images):
+        b, c, h, w = images.shape
+        rows, cols = (g.reshape(-1) for g in torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij"))
+        out = []
+        for image in images:
+            tables = self._tables(image, rows, cols, 0)
+            out.append(tables.double()[torch.arange(len(rows)), image[0, rows, cols].long()].log().sum())
+        return torch.stack(out)
+'''
+
+
+@pytest.fixture
+def installed_test_plugin(tmp_path, monkeypatch):
+    """A plug-in distribution on sys.path, found through entry points like any installed one."""
+    (tmp_path / "test_left_plugin.py").write_text(PLUGIN_SOURCE)
+    info = tmp_path / "test_left_plugin-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: test-left-plugin\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[ridecodec.models]\ntest-left = test_left_plugin:LeftNeighbour\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    yield "test-left"
+    registry._load_on.cache_clear()
+
+
+def test_registering_a_plugin(installed_test_plugin):
+    assert installed_test_plugin in ridecodec.available_models()
+    info = registry.describe_model(installed_test_plugin)
+    assert (info.package, info.package_version, info.modes) == ("test-left-plugin", "0.1", ("L",))
+    assert info.reach.startswith("unbounded")
+    image = natural_like(7, 9)
+    data = ridecodec.compress(image, model=installed_test_plugin)
+    assert ridecodec.read_header(data).model_name == installed_test_plugin
+    assert np.array_equal(ridecodec.decompress(data), image)
+    # its log_prob agrees with its steps too
+    tables, symbols = stepped_tables(registry.load_model(installed_test_plugin), image[None].copy())
+    model = registry.load_model(installed_test_plugin)
+    expected = tables.double()[torch.arange(len(symbols)), symbols].log().sum()
+    assert math.isclose(float(model.log_prob(torch.from_numpy(image)[None, None])), float(expected), rel_tol=1e-6)
+
+
+def test_plugin_modes_are_enforced(installed_test_plugin, rgb_image):
+    with pytest.raises(ridecodec.RidecodecError, match="does not code RGB"):
+        ridecodec.compress(rgb_image, model=installed_test_plugin)
+
+
+# --- plug-ins that misbehave are reported as such ------------------------------------------
+
+
+class BadModel(DensityModel):
+    name, version, reach = "bad", "0", CausalReach(0, 1, 0)
+
+    def __init__(self, table_maker):
+        super().__init__()
+        self.table_maker = table_maker
+
+    def begin(self, canvas):
+        return lambda rows, cols, channel: self.table_maker(len(rows))
+
+    def log_prob(self, images):
+        return torch.zeros(len(images), dtype=torch.float64)
+
+
+def _raises(count):
+    raise RuntimeError("boom")
+
+
+@pytest.mark.parametrize(
+    "table_maker,match",
+    [
+        (lambda n: torch.full((n, 256), float("nan")), "NaN"),
+        (lambda n: -torch.ones(n, 256), "negative"),
+        (lambda n: torch.ones(n, 255), "shape"),
+        (lambda n: torch.ones(n, 256, dtype=torch.float64), "float32"),
+        (lambda n: torch.zeros(n, 256), "all-zero"),
+        (lambda n: [[1.0] * 256] * n, "shape"),
+        (_raises, "boom"),
+    ],
+)
+def test_bad_tables_are_the_plugins_fault(table_maker, match):
+    with pytest.raises(PluginError, match=match):
+        engine.encode_pixels(BadModel(table_maker), natural_like(3, 4)[None].copy())
