@@ -31,6 +31,7 @@ hardware. So a file encoded on a GPU decodes on a CPU, and on any other machine.
 
 from __future__ import annotations
 
+import functools
 from importlib import resources
 
 import numpy as np
@@ -56,6 +57,13 @@ INTER_CHANNEL = (1, 2)  # channels that add the previous channel's error (G and 
 # its left neighbour W, whose prediction error enters the context.
 _OWN = {"n": (-1, 0), "w": (0, -1), "nw": (-1, -1), "ne": (-1, 1), "nn": (-2, 0), "ww": (0, -2), "nne": (-2, 1)}
 _OFFSETS = sorted({offset for d_row, d_col in _OWN.values() for offset in ((d_row, d_col), (d_row, d_col - 1))})
+_COLUMN = {offset: i for i, offset in enumerate(_OFFSETS)}
+
+
+@functools.lru_cache(maxsize=None)
+def _offsets_on(device: torch.device) -> torch.Tensor:
+    """_OFFSETS as a tensor, made once per device (not a host-to-device copy at every step)."""
+    return torch.tensor(_OFFSETS, device=device)
 
 
 def _neighbours(
@@ -64,24 +72,22 @@ def _neighbours(
     """The causal neighbours of each position and of its left neighbour, in one gather.
 
     ``image`` is (C, H, W), ``chain`` the K channels wanted; returns int32 tensors of shape
-    (K, 2, N): [:, 0] for the pixels at
-    (rows, cols), [:, 1] for their left neighbours. Neighbours outside the image are replaced by
+    (K, 2, N): [:, 0] for the pixels at (rows, cols), [:, 1] for their left neighbours. Neighbours outside the image are replaced by
     the nearest known ones (N by W and vice versa, NW and NE by N, NN by N, WW by W, NNE by NE; a
     pixel with neither N nor W sees 128).
     """
     _, height, width = image.shape
-    offsets = torch.tensor(_OFFSETS, device=rows.device)
+    offsets = _offsets_on(rows.device)
     r = rows[:, None] + offsets[:, 0]  # (N, offsets)
     c = cols[:, None] + offsets[:, 1]
     inside = (r >= 0) & (c >= 0) & (c < width)
     # Index the flat image: indexing image[chain] first would copy whole planes at every step.
     position = r.clamp(0, height - 1) * width + c.clamp(0, width - 1)
     values = image.reshape(-1)[chain[:, None, None] * (height * width) + position].to(torch.int32)  # (K, N, offsets)
-    column = {offset: i for i, offset in enumerate(_OFFSETS)}
 
     def at(name: str) -> tuple[torch.Tensor, torch.Tensor]:
         d_row, d_col = _OWN[name]
-        own, left = column[(d_row, d_col)], column[(d_row, d_col - 1)]
+        own, left = _COLUMN[(d_row, d_col)], _COLUMN[(d_row, d_col - 1)]
         pair = torch.stack((values[:, :, own], values[:, :, left]), dim=1)
         return pair, torch.stack((inside[:, own], inside[:, left]))
 
