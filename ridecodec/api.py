@@ -48,7 +48,7 @@ def describe_device(device: torch.device) -> str:
 
 
 def _coded_image(image) -> CodedImage:
-    if isinstance(image, (str, os.PathLike)):
+    if isinstance(image, (str, os.PathLike)) or hasattr(image, "read"):
         image = imageio.open_image(image)
     return imageio.to_coded(image)
 
@@ -59,7 +59,7 @@ def compress(
     device: str | torch.device = "auto",
     progress: engine.ProgressCallback | None = None,
 ) -> bytes:
-    """Compress an image (numpy array, PIL image or path) to .rdc bytes.
+    """Compress an image (numpy array, PIL image, path or seekable binary file) to .rdc bytes.
 
     ``model`` is a registered model name (default: the best installed, see ``ridecodec models``).
     """

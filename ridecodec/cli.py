@@ -7,6 +7,7 @@ follows.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import sys
@@ -16,9 +17,10 @@ from pathlib import Path
 
 import click
 
-from . import api, registry
+from . import api, imageio, registry
 from .container import DEFAULT_MAX_PIXELS
-from .errors import RidecodecError
+from .errors import OutputExistsError, RidecodecError
+from .fileio import write_atomically
 
 #: Exit code for an interrupted run (128 + SIGINT, as shells report it).
 EXIT_INTERRUPTED = 130
@@ -62,6 +64,9 @@ class Progress:
             self.bar = None
 
 
+STREAM = "-"  # standard input as an input, standard output as -o
+
+
 def _report(message: str, quiet: bool) -> None:
     if not quiet:
         click.echo(message, err=True)
@@ -71,8 +76,11 @@ def _error(message: str) -> None:
     click.echo(f"ridecodec: error: {message}", err=True)
 
 
-def _output_for(source: str, output: str | None, many: bool, default) -> Path:
-    """Where one input's output goes: -o as a file (one input) or as a folder (any number)."""
+def _destination(source: str, output: str | None, many: bool, default) -> Path | str:
+    """Where one input's output goes: -o as a file (one input) or as a folder (any number);
+    standard output for `-o -`, and for standard input without -o."""
+    if output == STREAM or (output is None and source == STREAM):
+        return STREAM
     if output is None:
         return default(source)
     if os.path.isdir(output):
@@ -82,14 +90,49 @@ def _output_for(source: str, output: str | None, many: bool, default) -> Path:
     return Path(output)
 
 
-def _run_each(sources: tuple[str, ...], work) -> None:
+def _check_writable(destination: Path | str, force: bool) -> None:
+    """Refuse now, before the slow part, what writing would refuse later."""
+    if destination == STREAM:
+        if click.get_binary_stream("stdout").isatty():
+            raise RidecodecError("refusing to write binary data to a terminal; redirect it or use -o FILE")
+    elif not force and destination.exists():
+        raise OutputExistsError(f"{destination}: exists; use --force to overwrite it")
+
+
+def _write(destination: Path | str, data: bytes, force: bool) -> None:
+    if destination == STREAM:
+        stdout = click.get_binary_stream("stdout")
+        stdout.write(data)
+        stdout.flush()
+    else:
+        write_atomically(destination, data, force=force)
+
+
+def _read(source: str) -> bytes:
+    return click.get_binary_stream("stdin").read() if source == STREAM else api.read_input(source)
+
+
+def _name(source) -> str:
+    return "<stdin>" if source == STREAM else str(source)
+
+
+def _shown(destination) -> str:
+    return "<stdout>" if destination == STREAM else str(destination)
+
+
+def _run_each(sources: tuple[str, ...], work, output: str | None = None) -> None:
     """Run ``work(source)`` for each input; report failures, carry on, exit non-zero if any."""
+    if len(sources) > 1 and (STREAM in sources or output == STREAM):
+        _error("standard input and output (-) work with a single input only")
+        sys.exit(RidecodecError.exit_code)
     failures: list[int] = []
     for source in sources:
         try:
             work(source)
         except RidecodecError as error:
-            _error(str(error))
+            message = str(error)
+            name = _name(source)
+            _error(message if message.startswith(name) else f"{name}: {message}")
             failures.append(error.exit_code)
         except KeyboardInterrupt:
             _error("interrupted; no partial output was left")
@@ -114,24 +157,29 @@ def main():
 @force_option
 @quiet_option
 def compress(images, output, model, device, force, quiet):
-    """Compress IMAGES to .rdc files (img.png -> img.rdc beside it)."""
+    """Compress IMAGES to .rdc files (img.png -> img.rdc beside it).
+
+    `-` reads an image from standard input; `-o -` writes to standard output (the default for
+    standard input)."""
 
     def one(source):
-        destination = _output_for(source, output, len(images) > 1, api.default_compressed_path)
-        progress = Progress(f"compressing {source}", not quiet)
+        destination = _destination(source, output, len(images) > 1, api.default_compressed_path)
+        _check_writable(destination, force)
+        image = imageio.open_image(io.BytesIO(_read(source)), "<stdin>") if source == STREAM else source
+        progress = Progress(f"compressing {_name(source)}", not quiet)
         try:
-            api.compress_file(source, destination, force=force, model=model, device=device, progress=progress)
+            data = api.compress(image, model=model, device=device, progress=progress)
         finally:
             progress.close()
-        header = api.read_header(destination.read_bytes())
-        size = destination.stat().st_size
+        _write(destination, data, force)
+        header = api.read_header(data)
         _report(
-            f"{source} -> {destination}: {size} bytes, {8 * size / header.num_pixels:.3f} bits per pixel "
-            f"({header.model_name})",
+            f"{_name(source)} -> {_shown(destination)}: "
+            f"{len(data)} bytes, {8 * len(data) / header.num_pixels:.3f} bits per pixel ({header.model_name})",
             quiet,
         )
 
-    _run_each(images, one)
+    _run_each(images, one, output)
 
 
 @main.command()
@@ -148,24 +196,28 @@ def compress(images, output, model, device, force, quiet):
 @force_option
 @quiet_option
 def decompress(files, output, max_pixels, device, force, quiet):
-    """Decompress .rdc FILES to PNG (img.rdc -> img.png beside it), in the original mode."""
+    """Decompress .rdc FILES to PNG (img.rdc -> img.png beside it), in the original mode.
+
+    `-` reads from standard input; `-o -` writes to standard output (the default for standard
+    input)."""
 
     def one(source):
-        destination = _output_for(source, output, len(files) > 1, api.default_decompressed_path)
-        progress = Progress(f"decompressing {source}", not quiet)
+        destination = _destination(source, output, len(files) > 1, api.default_decompressed_path)
+        _check_writable(destination, force)
+        data = _read(source)
+        progress = Progress(f"decompressing {_name(source)}", not quiet)
         try:
-            api.decompress_file(
-                source, destination, force=force, device=device, progress=progress, max_pixels=max_pixels
-            )
+            image = api.decompress_image(data, device=device, progress=progress, max_pixels=max_pixels)
         finally:
             progress.close()
-        _report(f"{source} -> {destination}", quiet)
+        _write(destination, api.png_bytes(image), force)
+        _report(f"{_name(source)} -> {_shown(destination)}", quiet)
 
-    _run_each(files, one)
+    _run_each(files, one, output)
 
 
 def _header_fields(path: str) -> dict:
-    data = api.read_input(path)
+    data = _read(path)
     header = api.read_header(data, max_pixels=2**64)  # info only reads; any size may be shown
     fields = asdict(header)
     fields["transform"] = header.transform.name.lower()

@@ -28,6 +28,7 @@ from __future__ import annotations
 import enum
 import os
 from dataclasses import dataclass
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -70,25 +71,30 @@ class CodedImage:
         return self.pixels.shape[2]
 
 
-def open_image(path: str | os.PathLike) -> Image.Image:
-    """Open and fully decode an image file, or raise InputError with a one-line reason."""
-    path = os.fspath(path)
-    if not os.path.exists(path):
-        raise InputError(f"{path}: no such file")
-    if os.path.isdir(path):
-        raise InputError(f"{path}: is a directory, not an image")
+def open_image(source: str | os.PathLike | BinaryIO, name: str | None = None) -> Image.Image:
+    """Open and fully decode an image file (a path, or a seekable binary stream called ``name``),
+    or raise InputError with a one-line reason."""
+    if isinstance(source, (str, os.PathLike)):
+        name = os.fspath(source)
+        if not os.path.exists(name):
+            raise InputError(f"{name}: no such file")
+        if os.path.isdir(name):
+            raise InputError(f"{name}: is a directory, not an image")
+    name = name or "<stream>"
     try:
-        image = Image.open(path)
+        image = Image.open(source)
         frames = getattr(image, "n_frames", 1)
         if frames > 1:
             raise UnsupportedImageError(
-                f"{path}: has {frames} frames; ridecodec codes single images (extract a frame first)"
+                f"{name}: has {frames} frames; ridecodec codes single images (extract a frame first)"
             )
         image.load()  # decode now, so truncation is reported here and not later
-    except (UnidentifiedImageError, Image.DecompressionBombError) as error:
-        raise InputError(f"{path}: not a readable image ({error})") from error
-    except OSError as error:
-        raise InputError(f"{path}: cannot read image ({error})") from error
+    except UnidentifiedImageError:
+        raise InputError(f"{name}: not an image in a format Pillow reads") from None
+    except Image.DecompressionBombError as error:
+        raise InputError(f"{name}: {error}") from None
+    except (OSError, SyntaxError, ValueError) as error:  # Pillow's plug-ins raise all of these
+        raise InputError(f"{name}: cannot read image ({error})") from error
     return image
 
 

@@ -152,3 +152,38 @@ def test_eval_without_classical_codecs(runner, tmp_path):
 
 def test_version(runner):
     assert run(runner, "--version").exit_code == 0
+
+
+def test_standard_input_and_output(runner, images):
+    gray, _ = images
+    compressed = runner.invoke(main, ["compress", "-", "-q"], input=gray.read_bytes())
+    assert compressed.exit_code == 0
+    assert compressed.stdout_bytes.startswith(b"\x89RDC")
+    restored = runner.invoke(main, ["decompress", "-", "-o", "-", "-q"], input=compressed.stdout_bytes)
+    assert restored.exit_code == 0
+    import io
+
+    assert np.array_equal(np.asarray(Image.open(io.BytesIO(restored.stdout_bytes))), np.asarray(Image.open(gray)))
+    info = runner.invoke(main, ["info", "-"], input=compressed.stdout_bytes)
+    assert info.exit_code == 0 and "37x23" in info.output
+
+
+def test_file_to_standard_output(runner, images, tmp_path):
+    gray, _ = images
+    result = runner.invoke(main, ["compress", str(gray), "-o", "-", "-q"])
+    assert result.exit_code == 0 and result.stdout_bytes.startswith(b"\x89RDC")
+    assert not (tmp_path / "gray.rdc").exists()
+
+
+def test_streams_take_a_single_input(runner, images, tmp_path):
+    gray, rgb = images
+    for args in (["compress", str(gray), "-"], ["compress", str(gray), str(rgb), "-o", "-"]):
+        result = runner.invoke(main, args + ["-q"], input=b"")
+        assert result.exit_code != 0 and "single input" in result.output
+    assert not (tmp_path / "gray.rdc").exists()
+
+
+def test_garbage_on_standard_input(runner):
+    result = runner.invoke(main, ["decompress", "-", "-q"], input=b"not a ridecodec file")
+    assert result.exit_code == FormatError.exit_code
+    assert result.output.strip() == "ridecodec: error: <stdin>: not a ridecodec file (wrong magic bytes)"
