@@ -43,6 +43,7 @@ _TRANSFORM_MODES = {
     ModeTransform.GRAY_ALPHA_TO_RGBA: ("LA", "RGBA"),
     ModeTransform.PALETTE_TO_RGB: ("P", "RGB"),
     ModeTransform.PALETTE_INDICES: ("P", "L"),
+    ModeTransform.GRAY_AS_RGB: ("RGB", "L"),
 }
 
 # Extension tags (type-length-value records at the end of the header body).

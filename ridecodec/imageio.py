@@ -8,6 +8,8 @@ mode exactly:
 original mode   coded as             restored
 ==============  ===================  ========================================================
 L, RGB, RGBA    itself               itself
+RGB with        L                    RGB, pixel for pixel (gray images saved as RGB would
+R = G = B                            otherwise cost three times as much)
 1 (bilevel)     L with values 0/255  1, pixel for pixel
 LA              RGBA with R=G=B=L    LA, pixel for pixel
 P (palette)     RGB colours, when    P with the same palette and indices (the palette is
@@ -45,6 +47,7 @@ class ModeTransform(enum.IntEnum):
     GRAY_ALPHA_TO_RGBA = 2
     PALETTE_TO_RGB = 3
     PALETTE_INDICES = 4
+    GRAY_AS_RGB = 5
 
 
 SUPPORTED_MODES = ("L", "RGB", "RGBA", "LA", "P", "1")
@@ -147,7 +150,10 @@ def to_coded(image: Image.Image | np.ndarray) -> CodedImage:
         raise InputError(f"the image is empty ({image.width}x{image.height})")
 
     if mode in CHANNEL_LAYOUTS:
-        return CodedImage(_planes(image), mode, mode, ModeTransform.NONE)
+        planes = _planes(image)
+        if mode == "RGB" and (planes[0] == planes[1]).all() and (planes[0] == planes[2]).all():
+            return CodedImage(planes[:1].copy(), "L", mode, ModeTransform.GRAY_AS_RGB)
+        return CodedImage(planes, mode, mode, ModeTransform.NONE)
     if mode == "1":
         return CodedImage(_planes(image.convert("L")), "L", mode, ModeTransform.BILEVEL_TO_GRAY)
     if mode == "LA":
@@ -184,6 +190,8 @@ def from_coded(coded: CodedImage) -> Image.Image:
     transform = coded.transform
     if transform == ModeTransform.NONE:
         return image
+    if transform == ModeTransform.GRAY_AS_RGB:
+        return image.convert("RGB")
     if transform == ModeTransform.BILEVEL_TO_GRAY:
         return image.convert("1", dither=Image.Dither.NONE)
     if transform == ModeTransform.GRAY_ALPHA_TO_RGBA:

@@ -103,3 +103,13 @@ def test_path_api_round_trip(tmp_path, rgb_image):
 def test_array_shapes_accepted(gray_image):
     data = ridecodec.compress(gray_image[:, :, None], model="loco")
     assert np.array_equal(ridecodec.decompress(data), gray_image)
+
+
+def test_gray_saved_as_rgb_is_coded_as_gray_and_restored_as_rgb(gray_image):
+    rgb = np.repeat(gray_image[:, :, None], 3, axis=2)
+    data = ridecodec.compress(rgb, model="loco")
+    header = ridecodec.read_header(data)
+    assert (header.layout, header.original_mode) == ("L", "RGB")
+    assert len(data) < len(ridecodec.compress(gray_image, model="loco")) + 8
+    assert np.array_equal(ridecodec.decompress(data), rgb)
+    assert ridecodec.decompress_image(data).mode == "RGB"
