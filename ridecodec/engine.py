@@ -144,13 +144,12 @@ def encode_pixels(
     model: DensityModel, pixels: np.ndarray, progress: ProgressCallback | None = None
 ) -> np.ndarray:
     """Entropy-code ``pixels`` (uint8, (C, H, W)) with ``model``; returns the uint32 payload."""
-    pixels = np.ascontiguousarray(pixels, dtype=np.uint8)
-    source = torch.from_numpy(pixels.astype(np.int32))
-    canvas = torch.zeros(pixels.shape, dtype=torch.uint8, device=model.device)
+    source = torch.from_numpy(np.array(pixels, dtype=np.uint8))  # uint8: no 4x copy of big images
+    canvas = torch.zeros(source.shape, dtype=torch.uint8, device=model.device)
     encoder = constriction.stream.queue.RangeEncoder()
 
     def encode_step(rows, cols, channel, table):
-        symbols = source[channel, rows.cpu(), cols.cpu()].numpy()
+        symbols = source[channel, rows.cpu(), cols.cpu()].numpy().astype(np.int32)
         encoder.encode(symbols, _CATEGORICAL, table)
         return symbols
 

@@ -187,3 +187,44 @@ def test_garbage_on_standard_input(runner):
     result = runner.invoke(main, ["decompress", "-", "-q"], input=b"not a ridecodec file")
     assert result.exit_code == FormatError.exit_code
     assert result.output.strip() == "ridecodec: error: <stdin>: not a ridecodec file (wrong magic bytes)"
+
+
+def test_truncated_and_empty_inputs(runner, images, tmp_path):
+    gray, _ = images
+    truncated = tmp_path / "truncated.png"
+    truncated.write_bytes(gray.read_bytes()[:200])
+    empty = tmp_path / "empty.png"
+    empty.write_bytes(b"")
+    for source in (truncated, empty):
+        result = run(runner, "compress", source, "-q")
+        assert result.exit_code == InputError.exit_code, result.output
+        assert result.output.startswith(f"ridecodec: error: {source}: ")
+    assert not (tmp_path / "truncated.rdc").exists() and not (tmp_path / "empty.rdc").exists()
+
+
+def test_zero_size_array_is_refused():
+    with pytest.raises(InputError, match="empty"):
+        ridecodec.compress(np.zeros((0, 5), np.uint8), model="loco")
+
+
+def test_interrupt_exits_130_and_leaves_nothing(runner, images, tmp_path, monkeypatch):
+    gray, rgb = images
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ridecodec.engine, "encode_pixels", interrupted)
+    before = sorted(os.listdir(tmp_path))
+    result = run(runner, "compress", gray, rgb, "-q")
+    assert result.exit_code == 130
+    assert "interrupted" in result.output
+    assert sorted(os.listdir(tmp_path)) == before
+
+
+def test_inputs_are_never_modified(runner, images, tmp_path):
+    gray, rgb = images
+    before = {path: path.read_bytes() for path in (gray, rgb)}
+    run(runner, "compress", gray, rgb, "-q")
+    run(runner, "decompress", tmp_path / "gray.rdc", tmp_path / "rgb.rdc", "-q", "-o", tmp_path)
+    for path, content in before.items():
+        assert path.read_bytes() == content
