@@ -1,12 +1,14 @@
 """Calibrate the per-context logistic scales of `loco` and write the shipped table tails.npy.
 
     python -m ridecodec_loco.calibrate ../shared/data/bsds500/train ../shared/data/bsds500/test \\
-        --out plugins/ridecodec-loco/ridecodec_loco/tails.npy
+        --out plugins/ridecodec-loco/ridecodec_loco/tails.npy            # about 10 minutes
 
-For every pixel of the (grayscale) training images it records the model's prediction and context,
-then, context by context, finds the scale that minimises the code length of the pixels in that
-context (golden-section search over the log scale; the code length is unimodal in it). Contexts do not depend on the scales, so one pass suffices.
-Never run it on a development or test set (BSDS500 val).
+For every pixel of the training images (in grayscale for the contexts of gray, R and alpha; in
+colour, G and B, for the contexts of chained channels) it records the model's prediction and
+context, then, context by context, finds the scale that minimises the code length of the pixels
+in that context (golden-section search over the log scale; the code length is unimodal in it).
+Contexts do not depend on the scales, so one pass suffices. Never run it on a development or
+test set (BSDS500 val).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from PIL import Image
 from .model import (
     ACTIVITY_THRESHOLDS,
     ALPHABET_SIZE,
+    CONTEXTS,
     EIGHTHS,
     MAX_PREDICTION,
     UNIFORM_FLOOR,
@@ -34,20 +37,21 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".pgm", ".pp
 LOG_SCALE_RANGE = (np.log(0.1), np.log(64.0))
 
 
-def pair_counts(paths: list[Path]) -> np.ndarray:
-    """counts[context, prediction, value] over the grayscale pixels of ``paths``."""
-    contexts = len(ACTIVITY_THRESHOLDS) + 1
-    counts = np.zeros(contexts * (MAX_PREDICTION + 1) * ALPHABET_SIZE, dtype=np.int64)
+def pair_counts(paths: list[Path], mode: str, channels: tuple[int, ...]) -> np.ndarray:
+    """counts[context, prediction, value] over ``channels`` of ``paths`` converted to ``mode``."""
+    counts = np.zeros(CONTEXTS * (MAX_PREDICTION + 1) * ALPHABET_SIZE, dtype=np.int64)
     thresholds = torch.tensor(ACTIVITY_THRESHOLDS, dtype=torch.int32)
     for path in paths:
-        image = torch.from_numpy(np.array(Image.open(path).convert("L"), dtype=np.uint8))[None]
+        array = np.array(Image.open(path).convert(mode), dtype=np.uint8)
+        image = torch.from_numpy(array[None] if array.ndim == 2 else array.transpose(2, 0, 1).copy())
         height, width = image.shape[1:]
         rows, cols = (g.reshape(-1) for g in torch.meshgrid(torch.arange(height), torch.arange(width), indexing="ij"))
-        prediction, context = prediction_and_context(image, rows, cols, 0, thresholds)
-        values = image[0, rows, cols].to(torch.int64)
-        index = (context.to(torch.int64) * (MAX_PREDICTION + 1) + prediction) * ALPHABET_SIZE + values
-        counts += np.bincount(index.numpy(), minlength=counts.size)
-    return counts.reshape(contexts, MAX_PREDICTION + 1, ALPHABET_SIZE)
+        for channel in channels:
+            prediction, context = prediction_and_context(image, rows, cols, channel, thresholds)
+            values = image[channel, rows, cols].to(torch.int64)
+            index = (context.to(torch.int64) * (MAX_PREDICTION + 1) + prediction) * ALPHABET_SIZE + values
+            counts += np.bincount(index.numpy(), minlength=counts.size)
+    return counts.reshape(CONTEXTS, MAX_PREDICTION + 1, ALPHABET_SIZE)
 
 
 def code_length_bits(counts: np.ndarray, scale: float) -> float:
@@ -58,7 +62,7 @@ def code_length_bits(counts: np.ndarray, scale: float) -> float:
     values = np.arange(ALPHABET_SIZE)[None, :]
 
     def cdf(x):
-        return 1.0 / (1.0 + np.exp(-x / scale))
+        return np.exp(-np.logaddexp(0.0, -x / scale))  # the logistic, without overflow
 
     upper = np.where(values == ALPHABET_SIZE - 1, 1.0, cdf(values + 0.5 - predictions))
     lower = np.where(values == 0, 0.0, cdf(values - 0.5 - predictions))
@@ -84,7 +88,8 @@ def golden_section_minimum(function, low: float, high: float, tolerance: float =
 
 
 def calibrate(paths: list[Path]) -> tuple[np.ndarray, float]:
-    counts = pair_counts(paths)
+    # gray images fill the unchained contexts; G and B of the colour images the chained ones
+    counts = pair_counts(paths, "L", (0,)) + pair_counts(paths, "RGB", (1, 2))
     scales, total_bits = [], 0.0
     for context_counts in counts:
         if context_counts.sum() == 0:  # an empty context keeps a neighbour's scale
@@ -95,7 +100,7 @@ def calibrate(paths: list[Path]) -> tuple[np.ndarray, float]:
         )
         scales.append(float(np.exp(log_scale)))
         total_bits += code_length_bits(context_counts, scales[-1])
-    return np.array(scales), total_bits / counts.sum()
+    return np.array(scales), total_bits / counts.sum()  # over gray pixels and G, B samples
 
 
 def main(argv=None):

