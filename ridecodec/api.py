@@ -9,7 +9,6 @@
 
 from __future__ import annotations
 
-import io
 import os
 import zlib
 from pathlib import Path
@@ -20,14 +19,8 @@ from PIL import Image
 
 from . import container, engine, imageio, registry
 from .container import DEFAULT_MAX_PIXELS, Header
-from .errors import (
-    InputError,
-    IntegrityError,
-    OutputExistsError,
-    UnsupportedImageError,
-    WeightsMismatchError,
-)
-from .fileio import write_atomically
+from .errors import IntegrityError, UnsupportedImageError, WeightsMismatchError
+from .fileio import read_file, refuse_to_overwrite, write_atomically
 from .imageio import CodedImage
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -169,28 +162,10 @@ def compress_file(
 ) -> Path:
     """Compress an image file to ``destination`` (default: beside it, .rdc); returns the path."""
     destination = Path(destination) if destination is not None else default_compressed_path(source)
-    if not force and destination.exists():  # fail before the slow part; write checks again
-        raise OutputExistsError(f"{destination}: exists; use --force to overwrite it")
+    refuse_to_overwrite(destination, force)  # before the slow part
     data = compress(source, model=model, device=device, progress=progress)
     write_atomically(destination, data, force=force)
     return destination
-
-
-def png_bytes(image: Image.Image) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
-def read_input(source: str | os.PathLike) -> bytes:
-    try:
-        return Path(source).read_bytes()
-    except FileNotFoundError:
-        raise InputError(f"{source}: no such file") from None
-    except IsADirectoryError:
-        raise InputError(f"{source}: is a directory, not a .rdc file") from None
-    except OSError as error:
-        raise InputError(f"{source}: cannot read ({error.strerror})") from None
 
 
 def decompress_file(
@@ -204,8 +179,7 @@ def decompress_file(
 ) -> Path:
     """Decompress a .rdc file to a PNG (default: beside it, .png); returns the path."""
     destination = Path(destination) if destination is not None else default_decompressed_path(source)
-    if not force and destination.exists():
-        raise OutputExistsError(f"{destination}: exists; use --force to overwrite it")
-    image = decompress_image(read_input(source), device=device, progress=progress, max_pixels=max_pixels)
-    write_atomically(destination, png_bytes(image), force=force)
+    refuse_to_overwrite(destination, force)  # before the slow part
+    image = decompress_image(read_file(source), device=device, progress=progress, max_pixels=max_pixels)
+    write_atomically(destination, imageio.png_bytes(image), force=force)
     return destination

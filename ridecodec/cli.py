@@ -19,8 +19,8 @@ import click
 
 from . import api, imageio, registry
 from .container import DEFAULT_MAX_PIXELS
-from .errors import OutputExistsError, RidecodecError
-from .fileio import write_atomically
+from .errors import RidecodecError
+from .fileio import read_file, refuse_to_overwrite, write_atomically
 
 #: Exit code for an interrupted run (128 + SIGINT, as shells report it).
 EXIT_INTERRUPTED = 130
@@ -95,8 +95,8 @@ def _check_writable(destination: Path | str, force: bool) -> None:
     if destination == STREAM:
         if click.get_binary_stream("stdout").isatty():
             raise RidecodecError("refusing to write binary data to a terminal; redirect it or use -o FILE")
-    elif not force and destination.exists():
-        raise OutputExistsError(f"{destination}: exists; use --force to overwrite it")
+    else:
+        refuse_to_overwrite(destination, force)
 
 
 def _write(destination: Path | str, data: bytes, force: bool) -> None:
@@ -109,7 +109,7 @@ def _write(destination: Path | str, data: bytes, force: bool) -> None:
 
 
 def _read(source: str) -> bytes:
-    return click.get_binary_stream("stdin").read() if source == STREAM else api.read_input(source)
+    return click.get_binary_stream("stdin").read() if source == STREAM else read_file(source)
 
 
 def _name(source) -> str:
@@ -210,7 +210,7 @@ def decompress(files, output, max_pixels, device, force, quiet):
             image = api.decompress_image(data, device=device, progress=progress, max_pixels=max_pixels)
         finally:
             progress.close()
-        _write(destination, api.png_bytes(image), force)
+        _write(destination, imageio.png_bytes(image), force)
         _report(f"{_name(source)} -> {_shown(destination)}", quiet)
 
     _run_each(files, one, output)

@@ -12,13 +12,31 @@ import os
 import tempfile
 from pathlib import Path
 
-from .errors import OutputExistsError, RidecodecError
+from .errors import InputError, OutputExistsError, RidecodecError
+
+
+def refuse_to_overwrite(path: str | os.PathLike, force: bool) -> None:
+    """Raise OutputExistsError if ``path`` exists and ``force`` is off: callers check before
+    slow work, and write_atomically checks again when it writes."""
+    if not force and Path(path).exists():
+        raise OutputExistsError(f"{path}: exists; use --force to overwrite it")
+
+
+def read_file(path: str | os.PathLike) -> bytes:
+    """The bytes of an input file, or InputError with a one-line reason."""
+    try:
+        return Path(path).read_bytes()
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise InputError(f"{path}: is a directory, not a file") from None
+    except OSError as error:
+        raise InputError(f"{path}: cannot read ({error.strerror})") from None
 
 
 def write_atomically(path: str | os.PathLike, data: bytes, force: bool = False) -> None:
     path = Path(path)
-    if not force and path.exists():
-        raise OutputExistsError(f"{path}: exists; use --force to overwrite it")
+    refuse_to_overwrite(path, force)
     directory = path.parent if str(path.parent) else Path(".")
     if not directory.is_dir():
         raise RidecodecError(f"{path}: the folder {directory} does not exist")

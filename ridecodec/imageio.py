@@ -28,6 +28,7 @@ kept: ridecodec stores pixels.
 from __future__ import annotations
 
 import enum
+import io
 import os
 from dataclasses import dataclass
 from typing import BinaryIO
@@ -215,3 +216,10 @@ def from_coded(coded: CodedImage) -> Image.Image:
             restored.info["transparency"] = coded.transparency
         return restored
     raise ValueError(f"unknown mode transform {transform}")
+
+
+def png_bytes(image: Image.Image) -> bytes:
+    """``image`` as a PNG file (the format decompression writes: lossless for every mode)."""
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
