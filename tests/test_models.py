@@ -203,3 +203,33 @@ def _raises(count):
 def test_bad_tables_are_the_plugins_fault(table_maker, match):
     with pytest.raises(PluginError, match=match):
         engine.encode_pixels(BadModel(table_maker), natural_like(3, 4)[None].copy())
+
+
+@pytest.mark.parametrize(
+    "source,match",
+    [
+        ("raise ImportError('missing dependency xyz')", "failed to import: missing dependency xyz"),
+        ("class Broken:\n    def __init__(self):\n        raise ValueError('no weights')", "failed to initialise: no weights"),
+        ("class Broken:\n    pass", "is not a ridecodec DensityModel"),
+    ],
+)
+def test_broken_plugins_are_reported_as_theirs(tmp_path, monkeypatch, gray_image, source, match):
+    (tmp_path / "broken_plugin.py").write_text(source + "\n")
+    info = tmp_path / "broken_plugin-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: broken-plugin\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[ridecodec.models]\nbroken = broken_plugin:Broken\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(__import__("sys").modules, "broken_plugin", raising=False)
+    try:
+        with pytest.raises(PluginError, match=match):
+            ridecodec.compress(gray_image, model="broken")
+        # the other models still work, and `models` lists the broken one as unusable
+        assert ridecodec.decompress(ridecodec.compress(gray_image, model="loco")).shape == gray_image.shape
+        from click.testing import CliRunner
+        from ridecodec.cli import main
+
+        listing = CliRunner().invoke(main, ["models"]).output
+        assert "broken: unusable" in listing and "loco" in listing
+    finally:
+        registry._load_on.cache_clear()
