@@ -17,7 +17,7 @@ from ridecodec.api import describe_device, resolve_device
 
 MODEL = "loco"
 DEVICE = resolve_device("auto")
-SIZES = [256, 512]
+SIZES = [256, 512, 1024]  # time should grow about linearly in the pixel count
 ROUNDS = 3  # the minimum of a few rounds is steadier on a shared machine
 
 
