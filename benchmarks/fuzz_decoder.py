@@ -99,6 +99,11 @@ def main() -> None:
     arguments = [sys.argv[0], *sys.argv[2:], str(folder)]
     if not any(a.startswith("-max_len") for a in arguments):
         arguments.insert(1, "-max_len=4096")
+    if not any(a.startswith("-rss_limit_mb") for a in arguments):
+        # libFuzzer's default of 2 GB stops long runs: the process grows to it through atheris's
+        # instrumentation of torch, not through any input (a decode needs about 0.6 GB, replaying
+        # the whole corpus thousands of times keeps it there).
+        arguments.insert(1, "-rss_limit_mb=6144")
     atheris.Setup(arguments, fuzz_one)
     atheris.Fuzz()
 

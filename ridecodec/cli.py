@@ -90,10 +90,15 @@ def _destination(source: str, output: str | None, many: bool, default) -> Path |
     return Path(output)
 
 
+def _binary(stream):
+    """The byte stream under a text stream (sys.stdin, sys.stdout, or click's test stand-ins)."""
+    return getattr(stream, "buffer", stream)
+
+
 def _check_writable(destination: Path | str, force: bool) -> None:
     """Refuse now, before the slow part, what writing would refuse later."""
     if destination == STREAM:
-        if click.get_binary_stream("stdout").isatty():
+        if sys.stdout.isatty():
             raise RidecodecError("refusing to write binary data to a terminal; redirect it or use -o FILE")
     else:
         refuse_to_overwrite(destination, force)
@@ -101,7 +106,7 @@ def _check_writable(destination: Path | str, force: bool) -> None:
 
 def _write(destination: Path | str, data: bytes, force: bool) -> None:
     if destination == STREAM:
-        stdout = click.get_binary_stream("stdout")
+        stdout = _binary(sys.stdout)
         stdout.write(data)
         stdout.flush()
     else:
@@ -109,7 +114,7 @@ def _write(destination: Path | str, data: bytes, force: bool) -> None:
 
 
 def _read(source: str) -> bytes:
-    return click.get_binary_stream("stdin").read() if source == STREAM else read_file(source)
+    return _binary(sys.stdin).read() if source == STREAM else read_file(source)
 
 
 def _name(source) -> str:
