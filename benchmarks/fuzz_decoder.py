@@ -9,8 +9,10 @@ header body and payload (a 2-byte body length first) and wraps it in a valid mag
 length and header CRC, as libpng's fuzzers repair chunk CRCs: otherwise nearly every mutation
 stops at the checksum and the deeper parser and the decoder go untested. Any libFuzzer flag may
 follow the target. Each target's corpus starts from small valid files (gray, RGB, RGBA, palette,
-bilevel, one pixel) written to benchmarks/fuzz-corpus/<target>/ (not committed), and grows
-there, so successive runs continue where the last stopped. An input "fails" if decoding raises anything
+bilevel, one pixel) written to benchmarks/fuzz-corpus/<target>/ (not committed) with the
+installed model, and grows there, so successive runs continue where the last stopped. After the
+model's weights change, delete the folder: inputs grown from old seeds carry the old weights
+digest and only test the refusal. An input "fails" if decoding raises anything
 other than a RidecodecError; libFuzzer then stops and writes the input to crash-<hash>. Decodes
 are kept short with a small pixel limit, as a hostile header may declare any size.
 """
@@ -73,12 +75,13 @@ TARGETS = {"raw": lambda rdc: rdc, "repaired": to_repaired_input}
 
 
 def write_seed_corpus(target: str) -> Path:
+    """Write the seeds afresh on every run: seeds made with other weights would stop at the
+    weights-digest check, and the fuzzer would never reach the decoder (this happened)."""
     folder = CORPUS / target
     folder.mkdir(parents=True, exist_ok=True)
     for name, image in seed_images().items():
         path = folder / f"seed-{name}"
-        if not path.exists():
-            path.write_bytes(TARGETS[target](ridecodec.compress(image, model="loco", device="cpu")))
+        path.write_bytes(TARGETS[target](ridecodec.compress(image, model="loco", device="cpu")))
     return folder
 
 
