@@ -76,17 +76,21 @@ def wavefront_for(model: DensityModel, height: int, width: int) -> Wavefront:
     return Wavefront(height, width, None if reach is None else reach.right)
 
 
-def _checked_table(table: object, count: int, model: DensityModel) -> torch.Tensor:
-    """A plug-in's table, or a PluginError naming the plug-in if it is unusable."""
+def _checked_table(table: object, count: int, model: DensityModel) -> np.ndarray:
+    """A plug-in's table as a CPU array, or a PluginError naming the plug-in if it is unusable.
+
+    The values are checked after the copy to the CPU (which the coder needs anyway), so a model on
+    a GPU pays one transfer per step and no extra synchronisations."""
     expected = (count, ALPHABET_SIZE)
     if not isinstance(table, torch.Tensor) or tuple(table.shape) != expected:
         shape = tuple(table.shape) if isinstance(table, torch.Tensor) else type(table).__name__
         raise PluginError(f"model {model.name!r} returned a table of shape {shape}, not {expected}")
     if table.dtype != torch.float32:
         raise PluginError(f"model {model.name!r} returned {table.dtype} tables, not float32")
-    if not bool(torch.isfinite(table).all()) or bool((table < 0).any()):
+    table = table.to("cpu").numpy()
+    if not np.isfinite(table).all() or (table < 0).any():
         raise PluginError(f"model {model.name!r} returned NaN, infinite or negative probabilities")
-    if bool((table.sum(dim=1) <= 0).any()):
+    if (table.sum(axis=1) <= 0).any():
         raise PluginError(f"model {model.name!r} returned an all-zero probability table")
     return table
 
@@ -121,20 +125,18 @@ def _run(
     channels, height, width = canvas.shape
     schedule = wavefront_for(model, height, width)
     total = schedule.num_steps
-    try:
-        step = model.begin(canvas)
-    except Exception as error:
-        raise PluginError(f"model {model.name!r} failed to start: {error}") from error
     with torch.inference_mode(), _one_cpu_thread():
+        try:
+            step = model.begin(canvas)
+        except Exception as error:
+            raise PluginError(f"model {model.name!r} failed to start: {error}") from error
         for t, rows, cols in schedule.steps(canvas.device):
             for channel in range(channels):
                 try:
                     table = step(rows, cols, channel)
                 except Exception as error:
                     raise PluginError(f"model {model.name!r} failed during coding: {error}") from error
-                table = _checked_table(table, len(rows), model)
-                table = table.to("cpu", non_blocking=False).numpy()
-                symbols = code_step(rows, cols, channel, table)
+                symbols = code_step(rows, cols, channel, _checked_table(table, len(rows), model))
                 canvas[channel, rows, cols] = torch.from_numpy(symbols).to(canvas.device, torch.uint8)
             if progress is not None:
                 progress(t + 1, total)
