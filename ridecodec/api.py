@@ -19,9 +19,10 @@ from PIL import Image
 
 from . import container, engine, imageio, registry
 from .container import DEFAULT_MAX_PIXELS, Header
-from .errors import IntegrityError, UnsupportedImageError, WeightsMismatchError
+from .errors import DeviceUnavailableError, IntegrityError, UnsupportedImageError, WeightsMismatchError
 from .fileio import read_file, refuse_to_overwrite, write_atomically
 from .imageio import CodedImage
+
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
     """'auto' picks the GPU when there is one; 'cuda' without a GPU is an error."""
@@ -29,7 +30,9 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(device)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise UnsupportedImageError("--device cuda was asked for, but torch sees no CUDA GPU")
+        raise DeviceUnavailableError(
+            "device cuda was asked for, but torch sees no CUDA GPU; use --device cpu or auto"
+        )
     return device
 
 

@@ -64,3 +64,9 @@ class PluginError(RidecodecError):
     """A density-model plug-in raised or returned unusable probability tables."""
 
     exit_code = 9
+
+
+class DeviceUnavailableError(RidecodecError):
+    """The requested device (a CUDA GPU) is not available to torch."""
+
+    exit_code = 10

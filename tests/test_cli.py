@@ -228,3 +228,11 @@ def test_inputs_are_never_modified(runner, images, tmp_path):
     run(runner, "decompress", tmp_path / "gray.rdc", tmp_path / "rgb.rdc", "-q", "-o", tmp_path)
     for path, content in before.items():
         assert path.read_bytes() == content
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="checks the no-GPU message")
+def test_cuda_without_a_gpu_is_a_clear_error(runner, images):
+    gray, _ = images
+    result = run(runner, "compress", gray, "--device", "cuda", "-q")
+    assert result.exit_code == 10
+    assert "torch sees no CUDA GPU" in result.output
