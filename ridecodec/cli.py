@@ -25,6 +25,9 @@ from .fileio import read_file, refuse_to_overwrite, write_atomically
 #: Exit code for an interrupted run (128 + SIGINT, as shells report it).
 EXIT_INTERRUPTED = 130
 
+#: As an input, standard input; as -o, standard output.
+STREAM = "-"
+
 device_option = click.option(
     "--device",
     type=click.Choice(["auto", "cpu", "cuda"]),
@@ -62,9 +65,6 @@ class Progress:
         if self.bar is not None:
             self.bar.__exit__(None, None, None)
             self.bar = None
-
-
-STREAM = "-"  # standard input as an input, standard output as -o
 
 
 def _report(message: str, quiet: bool) -> None:
