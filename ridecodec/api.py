@@ -68,7 +68,10 @@ def compress(
             f"model {name!r} does not code {coded.layout} images (it codes "
             f"{', '.join(density_model.modes)}); choose another with --model"
         )
-    payload = engine.encode_pixels(density_model, coded.pixels, progress)
+    payload = engine.encode_pixels(density_model, coded.pixels, progress).tobytes()
+    coder = container.CODER_RANGE_CATEGORICAL
+    if len(payload) >= coded.pixels.nbytes:  # the model cannot compress it: never expand
+        payload, coder = coded.pixels.tobytes(), container.CODER_STORED
     header = Header(
         width=coded.width,
         height=coded.height,
@@ -80,11 +83,12 @@ def compress(
         weights_digest=density_model.weights_digest(),
         pixel_crc32=zlib.crc32(coded.pixels.tobytes()),
         encoder_device=describe_device(device),
+        coder=coder,
         palette=coded.palette,
         palette_mode=coded.palette_mode,
         transparency=coded.transparency,
     )
-    return container.pack(header, payload.tobytes())
+    return container.pack(header, payload)
 
 
 def read_header(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Header:
@@ -95,21 +99,24 @@ def read_header(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Header:
 
 def _decode(data: bytes, device, progress, max_pixels: int) -> CodedImage:
     header, payload = container.parse(data, max_pixels)
-    device = resolve_device(device)
-    density_model = registry.load_model(header.model_name, device)
-    digest = density_model.weights_digest()
-    if digest != header.weights_digest:
-        raise WeightsMismatchError(
-            f"the file was encoded with {header.model_name} {header.model_version} weights "
-            f"{header.weights_digest[:12]}, but the installed model has {density_model.version} "
-            f"weights {digest[:12]}; install the matching model version"
-        )
-    words = np.frombuffer(payload, dtype="<u4")
-    pixels = engine.decode_pixels(
-        density_model, words, (header.channels, header.height, header.width), progress
-    )
+    shape = (header.channels, header.height, header.width)
+    if header.coder == container.CODER_STORED:  # no model needed
+        pixels = np.frombuffer(payload, dtype=np.uint8).reshape(shape).copy()
+        density_model, device = None, None
+    else:
+        device = resolve_device(device)
+        density_model = registry.load_model(header.model_name, device)
+        digest = density_model.weights_digest()
+        if digest != header.weights_digest:
+            raise WeightsMismatchError(
+                f"the file was encoded with {header.model_name} {header.model_version} weights "
+                f"{header.weights_digest[:12]}, but the installed model has {density_model.version} "
+                f"weights {digest[:12]}; install the matching model version"
+            )
+        words = np.frombuffer(payload, dtype="<u4")
+        pixels = engine.decode_pixels(density_model, words, shape, progress)
     if zlib.crc32(pixels.tobytes()) != header.pixel_crc32:
-        here = describe_device(device)
+        here = describe_device(device) if device is not None else header.encoder_device
         hint = (
             f"; it was encoded on {header.encoder_device} and decoded on {here}, whose arithmetic "
             f"differs for model {header.model_name!r}: decode it on {header.encoder_device}"

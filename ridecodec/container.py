@@ -7,7 +7,8 @@ Layout (all integers little-endian)::
     header_length   u32       bytes of the header body that follows
     header body     ...       see _pack_body
     header_crc32    u32       CRC32 of everything above (magic included)
-    payload         ...       payload_length bytes: the range coder's uint32 words
+    payload         ...       payload_length bytes: the range coder's uint32 words, or the
+                              raw pixels for coder 0 (stored)
 
 Parsing is strict: every length is checked against what is there before it is used, dimensions
 against a pixel limit before anything is allocated, and the file must end exactly where the
@@ -26,6 +27,7 @@ from .models.base import CHANNEL_LAYOUTS
 
 MAGIC = b"\x89RDC\r\n\x1a\n"
 FORMAT_VERSION = 1
+CODER_STORED = 0  # the pixels as they are: for images the model cannot compress
 CODER_RANGE_CATEGORICAL = 1  # constriction RangeEncoder, Categorical(perfect=False), float32 tables
 
 #: Refuse to decode images with more pixels than this (Pillow's MAX_IMAGE_PIXELS is 89.5 Mpx);
@@ -198,7 +200,7 @@ def parse(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[Header, me
         raise FormatError(f"the header names an unknown mode conversion ({transform})") from None
     if orientation > 7:
         raise FormatError(f"the header names an unknown orientation ({orientation})")
-    if coder != CODER_RANGE_CATEGORICAL:
+    if coder not in (CODER_STORED, CODER_RANGE_CATEGORICAL):
         raise FormatError(f"the header names an unknown entropy coder ({coder})")
     if width == 0 or height == 0:
         raise FormatError(f"the header declares an empty image ({width}x{height})")
@@ -250,8 +252,10 @@ def parse(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[Header, me
         raise FormatError(
             f"the file has {payload_length_found - payload_length} bytes of trailing garbage"
         )
-    if payload_length % 4:
+    if coder == CODER_RANGE_CATEGORICAL and payload_length % 4:
         raise FormatError("the payload length is not a whole number of 32-bit words")
+    if coder == CODER_STORED and payload_length != CHANNEL_LAYOUTS[layout] * width * height:
+        raise FormatError("the stored payload's length does not match the image's size")
 
     header = Header(
         width=width, height=height, layout=layout,

@@ -27,14 +27,16 @@ needs_imagecodecs = pytest.mark.skipif(
 
 
 def smooth_plus_noise(height: int, width: int, channels: int = 1, seed: int = 0) -> np.ndarray:
-    """A deterministic photo-like image: smooth waves plus a little noise, uint8."""
+    """A deterministic photo-like image: smooth waves plus a little noise, uint8. In colour the
+    noise is mostly shared by the channels, as in photographs (independent noise in each channel
+    would be incompressible, and the codec would store such an image raw)."""
     rng = np.random.default_rng(seed)
     y, x = np.mgrid[0:height, 0:width]
     smooth = 128 + 60 * np.sin(x / 5.0) + 40 * np.cos(y / 4.0)
-    shape = (height, width) if channels == 1 else (height, width, channels)
-    if channels > 1:
-        smooth = smooth[:, :, None]
-    return np.clip(smooth + rng.normal(0, 6, shape), 0, 255).astype(np.uint8)
+    if channels == 1:
+        return np.clip(smooth + rng.normal(0, 6, (height, width)), 0, 255).astype(np.uint8)
+    noise = rng.normal(0, 6, (height, width, 1)) + rng.normal(0, 1, (height, width, channels))
+    return np.clip(smooth[:, :, None] + noise, 0, 255).astype(np.uint8)
 
 
 @pytest.fixture

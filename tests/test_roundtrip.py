@@ -113,3 +113,18 @@ def test_gray_saved_as_rgb_is_coded_as_gray_and_restored_as_rgb(gray_image):
     assert len(data) < len(ridecodec.compress(gray_image, model="loco")) + 8
     assert np.array_equal(ridecodec.decompress(data), rgb)
     assert ridecodec.decompress_image(data).mode == "RGB"
+
+
+def test_incompressible_images_are_stored_and_never_expand(monkeypatch):
+    image = noise(40, 50, 3, seed=11)
+    data = ridecodec.compress(image, model="loco")
+    header = ridecodec.read_header(data)
+    assert header.coder == ridecodec.container.CODER_STORED
+    assert len(data) == image.nbytes + header.header_length
+    # decoding a stored file needs no model
+    monkeypatch.setattr(ridecodec.registry, "load_model", lambda *a, **k: pytest.fail("model loaded"))
+    assert np.array_equal(ridecodec.decompress(data), image)
+
+
+def test_compressible_images_use_the_range_coder(gray_image):
+    assert ridecodec.read_header(ridecodec.compress(gray_image, model="loco")).coder == 1
