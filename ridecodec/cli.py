@@ -255,7 +255,9 @@ def info(files, as_json):
                 + ")\n"
                 f"  model:    {fields['model_name']} {fields['model_version']}"
                 f" (weights {fields['weights_digest'][:16]})\n"
-                f"  encoded:  on {fields['encoder_device']}, format version {fields['format_version']}\n"
+                f"  encoded:  on {fields['encoder_device']}, format version {fields['format_version']}, "
+                + ("stored raw (the model could not compress it)" if fields["coder"] == 0 else "range coded")
+                + "\n"
                 f"  size:     {fields['file_bytes']} bytes ({fields['header_length']} header),"
                 f" {fields['bits_per_pixel']:.4f} bits per pixel\n"
                 f"  pixel CRC32: {fields['pixel_crc32']:08x}"
