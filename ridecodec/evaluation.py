@@ -200,7 +200,8 @@ class Report:
         lines += [
             "",
             "diff %: the payload (file less header) over the model's likelihood code length, "
-            "i.e. the entropy coder's overhead.",
+            "i.e. the entropy coder's overhead (for an image stored raw because the model "
+            "cannot compress it, the raw size instead: then well below zero).",
         ]
         timing = f"Encoding took {totals['encode_seconds']:.1f} s"
         if totals["decode_seconds"] is not None:
