@@ -19,7 +19,7 @@ import click
 
 from . import api, imageio, registry
 from .container import DEFAULT_MAX_PIXELS
-from .errors import RidecodecError
+from .errors import InputError, RidecodecError
 from .fileio import read_file, refuse_to_overwrite, write_atomically
 
 #: Exit code for an interrupted run (128 + SIGINT, as shells report it).
@@ -336,6 +336,64 @@ def eval_command(paths, model, color, limit, verify, no_classical, as_json, devi
         _error(str(error))
         sys.exit(error.exit_code)
     click.echo(report.to_json() if as_json else report.to_markdown())
+
+
+
+@main.group()
+def train():
+    """Train a built-in model's weights on a folder of images."""
+
+
+@train.command(name="mcgsm")
+@click.option("--data", "-d", "data", multiple=True, required=True, help="Folder of training images (repeatable).")
+@click.option("--out", "-o", required=True, help="Weights file to write (.pt).")
+@click.option("--color", type=click.Choice(["gray", "rgb"]), default="gray", show_default=True,
+              help="Train the grayscale model or the RGB (channel after channel) model.")
+@click.option("--validation-fraction", type=click.FloatRange(0, 0.9), default=0.1, show_default=True,
+              help="Share of the images held back for validation (early stopping, reported score).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the split, the samples and the initialization.")
+@click.option("--samples-per-image", type=click.IntRange(min=1), default=8000, show_default=True)
+@click.option("--epochs", type=click.IntRange(min=1), default=60, show_default=True, help="At most this many epochs.")
+@click.option("--patience", type=click.IntRange(min=1), default=4, show_default=True,
+              help="Stop after this many epochs without a validation gain.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=8192, show_default=True)
+@click.option("--learning-rate", type=click.FloatRange(min=0, min_open=True), default=3e-3, show_default=True)
+@click.option("--up", type=click.IntRange(min=1), default=2, show_default=True, help="Neighbourhood rows above the pixel.")
+@click.option("--half-width", type=click.IntRange(min=1), default=2, show_default=True, help="Neighbourhood columns either side.")
+@click.option("--components", type=click.IntRange(min=1), default=32, show_default=True)
+@click.option("--scales", type=click.IntRange(min=1), default=4, show_default=True)
+@click.option("--features", type=click.IntRange(min=1), default=32, show_default=True)
+@click.option("--table-components", type=click.IntRange(min=1), default=6, show_default=True,
+              help="Mixture components kept per pixel when coding (speed against a little rate).")
+@click.option("--checkpoint", help="Checkpoint file, written after every epoch.")
+@click.option("--resume", is_flag=True, help="Continue from --checkpoint if it exists.")
+@click.option("--log", "log_path", help="Append a JSON line per epoch to this file.")
+@force_option
+def train_mcgsm_command(data, out, color, validation_fraction, seed, samples_per_image, epochs, patience,
+                        batch_size, learning_rate, up, half_width, components, scales, features,
+                        table_components, checkpoint, resume, log_path, force):
+    """Train MCGSM weights (whitening and mixture) by maximum likelihood of the 8-bit pixels."""
+    from .models.mcgsm import MCGSMConfig
+    from .training.mcgsm import TrainingOptions, train_mcgsm
+
+    config = MCGSMConfig(up=up, half_width=half_width, num_components=components, num_scales=scales,
+                         num_features=features, table_components=min(table_components, components * scales))
+    options = TrainingOptions(
+        data=list(data), out=out, color=color, model=config, validation_fraction=validation_fraction, seed=seed,
+        samples_per_image=samples_per_image, batch_size=batch_size, learning_rate=learning_rate, max_epochs=epochs,
+        patience=patience, checkpoint=checkpoint, log=log_path, resume=resume,
+        command="ridecodec train mcgsm " + " ".join(sys.argv[3:]),
+    )
+    try:
+        _check_writable(Path(out), force)
+        summary = train_mcgsm(options, echo=lambda line: click.echo(line, err=True))
+    except RidecodecError as error:
+        _error(str(error))
+        sys.exit(error.exit_code)
+    except (FileNotFoundError, NotADirectoryError) as error:
+        _error(str(error))
+        sys.exit(InputError.exit_code)
+    click.echo(f"wrote {out}: validation {summary['validation_bits_per_pixel_tables']:.4f} bits per pixel")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,252 @@
+"""The factorized mixture of conditional Gaussian scale mixtures (MCGSM), Theis & Bethge 2015.
+
+For whitened inputs x (D,) and a whitened pixel y, with components c, scales s and shared
+features b_n (the columns of ``features``):
+
+    gate    p(c, s | x) ~ exp(eta_cs - 1/2 exp(alpha_cs) sum_n beta_cn^2 (b_n . x)^2)
+    expert  p(y | x, c, s) = N(y; a_c . x, exp(-alpha_cs))
+    p(y | x) = sum_cs p(c, s | x) p(y | x, c, s)
+
+(parameter names follow lucastheis/cmt: ``priors`` eta, ``scales`` alpha, ``weights`` beta,
+``features`` b, ``predictors`` a). :class:`ChannelMCGSM` puts conditional whitening in front
+and discretizes the mixture into the 256 probabilities of an 8-bit pixel; :class:`MCGSMModel`
+is the codec model ``mcgsm`` (one ChannelMCGSM per channel).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import asdict, dataclass
+from importlib import resources
+from pathlib import Path
+
+import torch
+
+from .base import CausalReach, DensityModel, StepFunction
+from .discretize import mixture_bin_log_mass, mixture_pmf
+from .neighbourhood import CausalNeighbourhood
+from .whitening import ConditionalWhitening
+
+
+@dataclass(frozen=True)
+class MCGSMConfig:
+    up: int = 2  # neighbourhood rows above the pixel
+    half_width: int = 2  # neighbourhood columns either side
+    num_components: int = 32
+    num_scales: int = 4
+    num_features: int = 32
+    #: Components kept per pixel when building probability tables (the rest of the gate mass is
+    #: dropped and the kept weights renormalized): the cost of a table is linear in it.
+    table_components: int = 6
+    #: Uniform probability mixed into every table (see discretize.py).
+    floor: float = 2.0**-12
+
+
+class FactorizedMCGSM(torch.nn.Module):
+    def __init__(self, dim_in: int, num_components: int, num_scales: int, num_features: int):
+        super().__init__()
+        c, s, f = num_components, num_scales, num_features
+        self.priors = torch.nn.Parameter(torch.zeros(c, s))
+        self.scales = torch.nn.Parameter(torch.zeros(c, s))
+        self.weights = torch.nn.Parameter(torch.zeros(c, f))
+        self.features = torch.nn.Parameter(torch.zeros(dim_in, f))
+        self.predictors = torch.nn.Parameter(torch.zeros(c, dim_in))
+
+    def initialize(self, generator: torch.Generator) -> None:
+        """cmt's initialization for whitened data: random scales around 1, small weights and
+        features, predictors near the optimal linear one (zero after conditional whitening)."""
+        with torch.no_grad():
+            self.priors.zero_()
+            self.scales.copy_(torch.randn(self.scales.shape, generator=generator) / 20)
+            self.weights.copy_(torch.rand(self.weights.shape, generator=generator) / 100 + 0.01)
+            self.features.copy_(torch.randn(self.features.shape, generator=generator) / 100)
+            self.predictors.copy_(torch.randn(self.predictors.shape, generator=generator) / 10)
+
+    def gate_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Unnormalized log p(c, s | x), (N, C * S), component-major."""
+        energy = (x @ self.features).square() @ self.weights.square().T  # (N, C)
+        logits = self.priors - 0.5 * self.scales.exp() * energy[:, :, None]
+        return logits.flatten(1)
+
+    def component_means(self, x: torch.Tensor) -> torch.Tensor:
+        return x @ self.predictors.T  # (N, C)
+
+
+class ChannelMCGSM(torch.nn.Module):
+    """p(pixel | conditioning vector) for one channel: whitening, MCGSM, discretization."""
+
+    def __init__(self, dim_in: int, config: MCGSMConfig):
+        super().__init__()
+        self.config = config
+        self.whitening = ConditionalWhitening(dim_in)
+        self.mcgsm = FactorizedMCGSM(dim_in, config.num_components, config.num_scales, config.num_features)
+
+    def mixture(self, x: torch.Tensor):
+        """Full mixture over the pixel value in pixel units: log weights, means, 1/stds, (N, C*S)."""
+        x_w = self.whitening.whiten_inputs(x)
+        log_weights = torch.log_softmax(self.mcgsm.gate_logits(x_w), dim=1)
+        scale = self.whitening.y_scale
+        means = self.whitening.linear_prediction(x_w)[:, None] + scale * self.mcgsm.component_means(x_w)
+        means = means.repeat_interleave(self.config.num_scales, dim=1)
+        inverse_stds = (0.5 * self.mcgsm.scales.flatten()).exp() / scale
+        return log_weights, means, inverse_stds.expand_as(means)
+
+    def bin_log_prob(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Differentiable log P(y | x) of 8-bit values under the full mixture: the training loss."""
+        return mixture_bin_log_mass(y, *self.mixture(x), self.config.floor)
+
+    def continuous_log_density(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """log p(y | x) of the continuous model at y (pixel units), whitening Jacobian included."""
+        log_weights, means, inverse_stds = self.mixture(x)
+        z = (y.to(means.dtype)[:, None] - means) * inverse_stds
+        log_normal = -0.5 * z.square() + inverse_stds.log() - 0.5 * math.log(2 * math.pi)
+        return torch.logsumexp(log_weights + log_normal, dim=1)
+
+    # -- coding -----------------------------------------------------------------------------
+
+    def _fused(self):
+        """Whitening folded into one affine map x -> [features b_n . x_w | component means in
+        pixel units]: one matrix product per table instead of four."""
+        cache = self.__dict__.get("_fused_cache")
+        if cache is None or cache[0].device != self.whitening.x_mean.device:
+            w = self.whitening
+            mean_maps = w.y_predictor[:, None] + w.y_scale * self.mcgsm.predictors.T  # (D, C)
+            matrix = w.x_whitening @ torch.cat([self.mcgsm.features, mean_maps], dim=1)
+            bias = -w.x_mean @ matrix
+            bias[self.config.num_features :] += w.y_mean
+            num_features = self.config.num_features
+            gate_weights = self.mcgsm.weights.square().T.contiguous()  # (F, C)
+            half_precisions = 0.5 * self.mcgsm.scales.exp()  # (C, S)
+            inverse_stds = (0.5 * self.mcgsm.scales).exp().flatten() / w.y_scale
+            cache = (matrix.detach(), bias.detach(), gate_weights.detach(), half_precisions.detach(),
+                     self.mcgsm.priors.detach(), inverse_stds.detach(), num_features)
+            self.__dict__["_fused_cache"] = cache
+        return cache
+
+    def forget_fused(self) -> None:
+        self.__dict__.pop("_fused_cache", None)
+
+    def pmf(self, x: torch.Tensor) -> torch.Tensor:
+        """Probability tables (N, 256) float32 of the pixel given conditioning vectors x (N, D):
+        the ``table_components`` most probable (component, scale) pairs of the gate, discretized.
+        Coding and ``log_prob`` both come here, so their probabilities are the same numbers."""
+        matrix, bias, gate_weights, half_precisions, priors, inverse_stds, num_features = self._fused()
+        projected = torch.addmm(bias, x, matrix)
+        features, means = projected[:, :num_features], projected[:, num_features:]
+        energy = features.square() @ gate_weights  # (N, C)
+        logits = torch.addcmul(priors, half_precisions, energy[:, :, None], value=-1).flatten(1)
+        top_logits, top = torch.topk(logits, self.config.table_components, dim=1, sorted=False)
+        weights = torch.softmax(top_logits, dim=1)
+        component = torch.div(top, self.config.num_scales, rounding_mode="floor")
+        return mixture_pmf(weights, means.gather(1, component), inverse_stds[top], self.config.floor)
+
+
+def _channel_conditioning_size(neighbourhood: CausalNeighbourhood, channels: int, channel: int) -> int:
+    return channels * neighbourhood.size + channel
+
+
+def build_channel_models(config: MCGSMConfig, num_channels: int) -> torch.nn.ModuleList:
+    neighbourhood = CausalNeighbourhood(config.up, config.half_width)
+    return torch.nn.ModuleList(
+        ChannelMCGSM(_channel_conditioning_size(neighbourhood, num_channels, c), config) for c in range(num_channels)
+    )
+
+
+WEIGHTS_FORMAT = "ridecodec-mcgsm-1"
+
+
+def save_weights(path: str | Path, config: MCGSMConfig, models: torch.nn.ModuleList, metadata: dict) -> None:
+    """Write weights as plain tensors and strings, loadable with ``torch.load(weights_only=True)``."""
+    temporary = f"{path}.partial"  # never a half-written weights file under the real name
+    torch.save(
+        {"format": WEIGHTS_FORMAT, "config": asdict(config), "num_channels": len(models),
+         "state": {k: v.detach().cpu() for k, v in models.state_dict().items()}, "metadata": metadata},
+        temporary,
+    )
+    os.replace(temporary, path)
+
+
+def load_weights(path) -> tuple[MCGSMConfig, torch.nn.ModuleList, dict]:
+    """Read weights written by :func:`save_weights`; never executes code from the file."""
+    blob = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(blob, dict) or blob.get("format") != WEIGHTS_FORMAT:
+        raise ValueError(f"{path} is not a ridecodec MCGSM weights file")
+    config = MCGSMConfig(**blob["config"])
+    models = build_channel_models(config, blob["num_channels"])
+    models.load_state_dict(blob["state"])
+    return config, models, blob["metadata"]
+
+
+#: Shipped weights, inside the package: gray for L (and alpha), colour for RGB.
+SHIPPED_WEIGHTS = {"L": "mcgsm-gray.pt", "RGB": "mcgsm-rgb.pt"}
+
+
+class MCGSMModel(DensityModel):
+    """The built-in model ``mcgsm``.
+
+    Gray images use the gray MCGSM. RGB is coded channel after channel, R then G then B, each
+    channel's MCGSM reading the neighbourhood in all three channels plus the pixel's channels
+    coded before it. The alpha of RGBA uses the gray MCGSM on the alpha plane alone.
+    """
+
+    name = "mcgsm"
+    version = "1"
+    exact_across_devices = False
+
+    def __init__(self, weights: dict[str, str | Path] | None = None):
+        super().__init__()
+        self.layouts = torch.nn.ModuleDict()
+        configs = {}
+        for layout, path in (weights or self._shipped()).items():
+            configs[layout], self.layouts[layout], _ = load_weights(path)
+        if "L" not in self.layouts:
+            raise ValueError("the mcgsm model needs gray weights")
+        self.neighbourhoods = {
+            layout: CausalNeighbourhood(config.up, config.half_width) for layout, config in configs.items()
+        }
+        self.modes = ("L", "RGB", "RGBA") if "RGB" in self.layouts else ("L",)
+        up = max(n.up for n in self.neighbourhoods.values())
+        right = max(n.half_width for n in self.neighbourhoods.values())
+        self.reach = CausalReach(up=up, left=right, right=right)
+
+    @staticmethod
+    def _shipped() -> dict[str, Path]:
+        folder = resources.files("ridecodec") / "weights"
+        found = {layout: Path(str(folder / name)) for layout, name in SHIPPED_WEIGHTS.items()}
+        return {layout: path for layout, path in found.items() if path.exists()}
+
+    def _plan(self, num_channels: int):
+        """For each channel of the canvas: (its MCGSM, its neighbourhood, the canvas channels it
+        reads, its index among them)."""
+        if num_channels == 1:
+            return [(self.layouts["L"][0], self.neighbourhoods["L"], slice(0, 1), 0)]
+        if "RGB" not in self.layouts:
+            raise ValueError("these mcgsm weights code grayscale images only")
+        plan = [(self.layouts["RGB"][c], self.neighbourhoods["RGB"], slice(0, 3), c) for c in range(3)]
+        if num_channels == 4:
+            plan.append((self.layouts["L"][0], self.neighbourhoods["L"], slice(3, 4), 0))
+        return plan
+
+    def begin(self, canvas: torch.Tensor) -> StepFunction:
+        plan = self._plan(canvas.shape[0])
+
+        def step(rows: torch.Tensor, cols: torch.Tensor, channel: int) -> torch.Tensor:
+            model, neighbourhood, planes, index = plan[channel]
+            return model.pmf(neighbourhood.gather(canvas[planes], rows, cols, index))
+
+        return step
+
+    def log_prob(self, images: torch.Tensor, rows_per_chunk: int = 64) -> torch.Tensor:
+        batch, channels, height, width = images.shape
+        plan = self._plan(channels)
+        totals = torch.zeros(batch, dtype=torch.float64)
+        for b in range(batch):
+            for channel, (model, neighbourhood, planes, index) in enumerate(plan):
+                for first in range(0, height, rows_per_chunk):
+                    last = min(first + rows_per_chunk, height)
+                    x = neighbourhood.gather_all(images[b, planes], index, first, last)
+                    y = images[b, channel, first:last].reshape(-1).long()
+                    table = model.pmf(x).double()
+                    totals[b] += torch.log(table.gather(1, y[:, None]) / table.sum(1, keepdim=True)).sum().cpu()
+        return totals

@@ -1,0 +1,102 @@
+"""Causal pixel neighbourhoods: what an autoregressive model may read when it predicts (i, j).
+
+The neighbourhood of pixel (i, j) is the ``up`` rows above it, ``half_width`` columns either
+side, plus the ``half_width`` pixels to its left in its own row: for up=2, half_width=2
+(the RIDE paper's default, 12 pixels)::
+
+    x x x x x
+    x x x x x
+    x x o
+
+Positions outside the image are filled from known pixels so that border pixels look like
+interior ones to the model (a model trained on interior statistics predicts them well):
+
+1. a column left or right of the image is clamped to the nearest column (in an earlier row,
+   that pixel is known);
+2. anything still unknown (rows above the image; the current row left of column 0) takes the
+   pixel's left neighbour, or, in column 0, its upper neighbour, or, for pixel (0, 0), mid-grey.
+
+The fill reads only pixels that precede (i, j) in raster order and in every wavefront order, so
+the same function serves coding (canvas partly known) and likelihoods (image fully known).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+
+import torch
+
+#: Value read where no known pixel exists at all (the neighbourhood of pixel (0, 0)).
+MID_GREY = 128
+
+
+@dataclass(frozen=True)
+class CausalNeighbourhood:
+    up: int
+    half_width: int
+
+    def __post_init__(self):
+        if self.up < 1 or self.half_width < 1:
+            raise ValueError("a neighbourhood needs at least one row above and one column aside")
+
+    @cached_property
+    def offsets(self) -> tuple[tuple[int, int], ...]:
+        """(dy, dx) of every neighbour, row by row, top row first."""
+        above = [(dy, dx) for dy in range(-self.up, 0) for dx in range(-self.half_width, self.half_width + 1)]
+        return tuple(above + [(0, dx) for dx in range(-self.half_width, 0)])
+
+    @property
+    def size(self) -> int:
+        return len(self.offsets)
+
+    def _offset_tensors(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        # Cached per device: the step loop asks for them thousands of times.
+        cache = self.__dict__.setdefault("_offset_cache", {})
+        if device not in cache:
+            dy = torch.tensor([o[0] for o in self.offsets], device=device)
+            dx = torch.tensor([o[1] for o in self.offsets], device=device)
+            cache[device] = (dy, dx)
+        return cache[device]
+
+    def flat_indices(self, height: int, width: int, rows: torch.Tensor, cols: torch.Tensor):
+        """Indices into a flattened (H * W) plane for the neighbours of each (row, col), after the
+        border fill, and a mask of entries that read mid-grey instead. Both (N, size)."""
+        dy, dx = self._offset_tensors(rows.device)
+        rows, cols = rows[:, None], cols[:, None]
+        r = rows + dy
+        c = (cols + dx).clamp(0, width - 1)
+        unknown = (r < 0) | ((dy == 0) & (c >= cols))
+        # Fallback: the left neighbour, or in column 0 the upper one, or for (0, 0) none (r = -1).
+        in_first_column = cols == 0
+        fallback_r = torch.where(in_first_column, rows - 1, rows)
+        fallback_c = torch.where(in_first_column, cols, cols - 1)
+        r = torch.where(unknown, fallback_r, r)
+        c = torch.where(unknown, fallback_c, c)
+        grey = r < 0
+        return r.clamp(min=0) * width + c, grey
+
+    def gather(
+        self, canvas: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, channel: int = 0
+    ) -> torch.Tensor:
+        """The conditioning vector of each (row, col) for predicting ``channel``: the
+        neighbourhood in every channel of ``canvas`` (C, H, W), channel-major, followed by the
+        pixel's own channels before ``channel``. Float32, (N, C * size + channel)."""
+        channels, height, width = canvas.shape
+        index, grey = self.flat_indices(height, width, rows, cols)
+        planes = canvas.reshape(channels, height * width)
+        values = planes[:, index].to(torch.float32).masked_fill_(grey, MID_GREY)  # (C, N, size)
+        values = values.permute(1, 0, 2).reshape(len(rows), channels * self.size)
+        if channel == 0:
+            return values
+        own = planes[:channel, rows * width + cols].to(torch.float32).T  # (N, channel)
+        return torch.cat([values, own], dim=1)
+
+    def gather_all(self, canvas: torch.Tensor, channel: int = 0, first_row: int = 0, last_row: int | None = None):
+        """``gather`` for every pixel of rows ``first_row`` to ``last_row`` (exclusive), in raster
+        order: the batched path of likelihoods and training."""
+        _, height, width = canvas.shape
+        last_row = height if last_row is None else last_row
+        rows = torch.arange(first_row, last_row, device=canvas.device).repeat_interleave(width)
+        cols = torch.arange(width, device=canvas.device).repeat(last_row - first_row)
+        return self.gather(canvas, rows, cols, channel)

@@ -1,0 +1,1 @@
+"""Training loops and data for the built-in models (needs the training images, not the codec)."""
