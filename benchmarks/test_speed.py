@@ -1,6 +1,7 @@
-"""Encoding and decoding speed of model "loco" on synthetic grayscale images.
+"""Encoding and decoding speed of the installed models on synthetic grayscale images.
 
     pytest benchmarks/test_speed.py --benchmark-only
+    pytest benchmarks/test_speed.py --benchmark-only -k "mcgsm and decode"
 
 Not part of the test suite (pyproject's testpaths is tests/): these take seconds each. The image
 is synthetic, smooth plus noise, so the benchmark runs anywhere without data sets.
@@ -15,7 +16,7 @@ import ridecodec
 from ridecodec import registry
 from ridecodec.api import describe_device, resolve_device
 
-MODEL = "loco"
+MODELS = [name for name in ("loco", "mcgsm", "ride") if name in registry.available_models()]
 DEVICE = resolve_device("auto")
 SIZES = [256, 512, 1024]  # time should grow about linearly in the pixel count
 ROUNDS = 3  # the minimum of a few rounds is steadier on a shared machine
@@ -30,30 +31,31 @@ def synthetic_image(size: int, seed: int = 0) -> np.ndarray:
     return np.clip(smooth + rng.normal(0, 4, smooth.shape), 0, 255).astype(np.uint8)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def loaded_model():
-    registry.load_model(MODEL, DEVICE)  # load once, outside the timings
+@pytest.fixture(params=MODELS)
+def model(request):
+    registry.load_model(request.param, DEVICE)  # load once, outside the timings
+    return request.param
 
 
-def describe(benchmark, image: np.ndarray, data: bytes) -> None:
+def describe(benchmark, model: str, image: np.ndarray, data: bytes) -> None:
     benchmark.extra_info.update(
-        model=MODEL, device=describe_device(DEVICE), pixels=image.size, bpp=8 * len(data) / image.size
+        model=model, device=describe_device(DEVICE), pixels=image.size, bpp=8 * len(data) / image.size
     )
 
 
 @pytest.mark.parametrize("size", SIZES)
-def test_encode(benchmark, size):
+def test_encode(benchmark, model, size):
     image = synthetic_image(size)
-    data = benchmark.pedantic(ridecodec.compress, args=(image,), kwargs={"model": MODEL, "device": DEVICE},
+    data = benchmark.pedantic(ridecodec.compress, args=(image,), kwargs={"model": model, "device": DEVICE},
                               rounds=ROUNDS, iterations=1)
-    describe(benchmark, image, data)
+    describe(benchmark, model, image, data)
 
 
 @pytest.mark.parametrize("size", SIZES)
-def test_decode(benchmark, size):
+def test_decode(benchmark, model, size):
     image = synthetic_image(size)
-    data = ridecodec.compress(image, model=MODEL, device=DEVICE)
+    data = ridecodec.compress(image, model=model, device=DEVICE)
     decoded = benchmark.pedantic(ridecodec.decompress, args=(data,), kwargs={"device": DEVICE},
                                  rounds=ROUNDS, iterations=1)
     assert np.array_equal(decoded, image)
-    describe(benchmark, image, data)
+    describe(benchmark, model, image, data)

@@ -365,13 +365,14 @@ def train():
 @click.option("--features", type=click.IntRange(min=1), default=32, show_default=True)
 @click.option("--table-components", type=click.IntRange(min=1), default=6, show_default=True,
               help="Mixture components kept per pixel when coding (speed against a little rate).")
+@click.option("--init", "init_weights", help="Start from these weights (fine-tuning) instead of from scratch.")
 @click.option("--checkpoint", help="Checkpoint file, written after every epoch.")
 @click.option("--resume", is_flag=True, help="Continue from --checkpoint if it exists.")
 @click.option("--log", "log_path", help="Append a JSON line per epoch to this file.")
 @force_option
 def train_mcgsm_command(data, out, color, validation_fraction, seed, samples_per_image, epochs, patience,
                         batch_size, learning_rate, up, half_width, components, scales, features,
-                        table_components, checkpoint, resume, log_path, force):
+                        table_components, init_weights, checkpoint, resume, log_path, force):
     """Train MCGSM weights (whitening and mixture) by maximum likelihood of the 8-bit pixels."""
     from .models.mcgsm import MCGSMConfig
     from .training.mcgsm import TrainingOptions, train_mcgsm
@@ -381,7 +382,7 @@ def train_mcgsm_command(data, out, color, validation_fraction, seed, samples_per
     options = TrainingOptions(
         data=list(data), out=out, color=color, model=config, validation_fraction=validation_fraction, seed=seed,
         samples_per_image=samples_per_image, batch_size=batch_size, learning_rate=learning_rate, max_epochs=epochs,
-        patience=patience, checkpoint=checkpoint, log=log_path, resume=resume,
+        patience=patience, init=init_weights, checkpoint=checkpoint, log=log_path, resume=resume,
         command="ridecodec train mcgsm " + " ".join(sys.argv[3:]),
     )
     try:

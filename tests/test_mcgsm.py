@@ -118,7 +118,7 @@ def test_table_and_training_objective_agree():
     values[:5] = torch.tensor([0, 255, 0, 255, 128])
     table = mixture_pmf(log_weights.exp(), means, inverse_stds, floor=1e-3).double()
     from_table = torch.log(table[torch.arange(400), values])
-    direct = mixture_bin_log_mass(values, log_weights.double(), means.double(), inverse_stds.double(), 1e-3)
+    direct = mixture_bin_log_mass(values, log_weights.exp().double(), means.double(), inverse_stds.double(), 1e-3)
     # float32 tables resolve masses to ~1e-7 (the floor covers what they cannot)
     assert torch.allclose(from_table.exp(), direct.exp(), rtol=1e-4, atol=2e-7)
 

@@ -42,7 +42,7 @@ def mixture_pmf(weights: torch.Tensor, means: torch.Tensor, inverse_stds: torch.
     """
     a = inverse_stds * _SQRT_HALF  # Phi(z) = (1 + erf(z / sqrt 2)) / 2
     # z[n, k, e] = (edge_e - mean_nk) * a_nk, for all 255 inner edges at once
-    z = torch.addcmul((-means * a)[:, :, None], a[:, :, None], inner_edges(means.device))
+    z = a[:, :, None] * inner_edges(means.device) - (means * a)[:, :, None]  # (addcmul: 4x slower)
     cdf = torch.bmm(weights[:, None, :], torch.erf_(z))[:, 0, :].mul_(0.5).add_(0.5)  # (N, 255)
     zeros = cdf.new_zeros(len(cdf), 1)
     masses = torch.diff(cdf, dim=1, prepend=zeros, append=zeros + 1).clamp_(min=0)
@@ -50,9 +50,9 @@ def mixture_pmf(weights: torch.Tensor, means: torch.Tensor, inverse_stds: torch.
 
 
 def mixture_bin_log_mass(
-    values: torch.Tensor, log_weights: torch.Tensor, means: torch.Tensor, inverse_stds: torch.Tensor, floor: float
+    values: torch.Tensor, weights: torch.Tensor, means: torch.Tensor, inverse_stds: torch.Tensor, floor: float
 ) -> torch.Tensor:
-    """log P(values) (N,) under the same definition, with normalized ``log_weights`` (N, K)."""
+    """log P(values) (N,) under the same definition (arguments as for :func:`mixture_pmf`)."""
     values = values.to(means.dtype)[:, None]
     a = inverse_stds * _SQRT_HALF
     z_low = torch.where(values > 0, (values - 0.5 - means) * a, -math.inf)
@@ -64,5 +64,5 @@ def mixture_bin_log_mass(
         torch.erfc(z_low) - torch.erfc(z_high),
         torch.erfc(-z_high) - torch.erfc(-z_low),
     ) * 0.5
-    mixture = (log_weights.exp() * mass).sum(1)
+    mixture = (weights * mass).sum(1)
     return torch.log(mixture * (1 - floor) + floor / ALPHABET)

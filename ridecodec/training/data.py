@@ -14,8 +14,10 @@ from ..models.neighbourhood import CausalNeighbourhood
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".ppm", ".pgm", ".webp"}
 
-#: How images are turned into training planes, by --color.
-COLOR_MODES = {"gray": "L", "rgb": "RGB"}
+#: How images are turned into training planes, by --color. "rct" (G, R - G + 128, B - G + 128,
+#: modulo 256: a reversible colour transform within 8 bits) exists for the colour experiment
+#: (benchmarks/colour_choice.py); the codec ships the "rgb" model.
+COLOR_MODES = {"gray": "L", "rgb": "RGB", "rct": "RGB"}
 
 
 def list_images(folders: list[str | Path]) -> list[Path]:
@@ -43,7 +45,11 @@ def load_planes(path: Path, color: str) -> torch.Tensor:
     """The image as uint8 planes (C, H, W); gray is Pillow's convert("L")."""
     with Image.open(path) as image:
         array = np.array(image.convert(COLOR_MODES[color]))
-    return torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1) if array.ndim == 3 else array[None]))
+    planes = np.ascontiguousarray(array.transpose(2, 0, 1) if array.ndim == 3 else array[None])
+    if color == "rct":
+        r, g, b = planes.astype(np.int16)
+        planes = np.stack([g, (r - g + 128) % 256, (b - g + 128) % 256]).astype(np.uint8)
+    return torch.from_numpy(planes)
 
 
 def sample_pairs(

@@ -18,12 +18,12 @@ import os
 import platform
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
 
-from ..models.mcgsm import MCGSMConfig, build_channel_models, save_weights
+from ..models.mcgsm import MCGSMConfig, build_channel_models, load_weights, save_weights
 from ..models.neighbourhood import CausalNeighbourhood
 from ..models.whitening import ConditionalWhitening
 from .data import list_images, sample_pairs, split_images
@@ -44,6 +44,7 @@ class TrainingOptions:
     learning_rate: float = 3e-3
     max_epochs: int = 60
     patience: int = 4
+    init: str | None = None  # start from these weights (fine-tuning) instead of from scratch
     checkpoint: str | None = None
     log: str | None = None
     resume: bool = False
@@ -100,13 +101,21 @@ def train_mcgsm(options: TrainingOptions, echo=None) -> dict:
     log(event="data", train_images=len(train_paths), validation_images=len(validation_paths),
         train_samples=len(x_train), validation_samples=len(x_val), seconds=round(time.time() - started, 1))
 
-    models = build_channel_models(config, num_channels)
     generator = torch.Generator().manual_seed(options.seed)
-    for channel, model in enumerate(models):
-        dim = model.whitening.x_mean.numel()
-        fitted = ConditionalWhitening.fit(x_train[:, :dim], y_train[:, channel].float())
-        model.whitening.load_state_dict(fitted.state_dict())
-        model.mcgsm.initialize(generator)
+    if options.init:
+        config, models, _ = load_weights(options.init)
+        if (config.up, config.half_width, len(models)) != (neighbourhood.up, neighbourhood.half_width, num_channels):
+            raise ValueError(f"{options.init} has another neighbourhood or channel count")
+        config = replace(config, table_components=options.model.table_components, floor=options.model.floor)
+        for model in models:
+            model.config = config
+    else:
+        models = build_channel_models(config, num_channels)
+        for channel, model in enumerate(models):
+            dim = model.whitening.x_mean.numel()
+            fitted = ConditionalWhitening.fit(x_train[:, :dim], y_train[:, channel].float())
+            model.whitening.load_state_dict(fitted.state_dict())
+            model.mcgsm.initialize(generator)
     optimizer = torch.optim.Adam(models.parameters(), lr=options.learning_rate)
     state = {"epoch": 0, "best_bits": math.inf, "best_epoch": 0, "best_state": None, "history": [],
              "seconds": 0.0, "stale": 0}
@@ -159,8 +168,6 @@ def train_mcgsm(options: TrainingOptions, echo=None) -> dict:
                           "generator": generator.get_state()}, options.checkpoint)
 
     models.load_state_dict(state["best_state"] or models.state_dict())
-    for model in models:
-        model.forget_fused()
     table_bits = _bits_per_pixel(models, x_val, y_val, tables=True) / num_channels
     summary = {
         "data": [str(Path(d)) for d in options.data],
