@@ -1,7 +1,7 @@
 """Compare a model's compression with classical lossless codecs on folders of images.
 
     python benchmarks/compare.py ../shared/data/bsds500/val --model loco [--color gray|color|as-is]
-        [--limit N] [--verify] [--out PREFIX]
+        [--limit N] [--verify] [--effort N] [--out PREFIX]
 
 Prints a markdown table (machine information first, ready to paste into benchmarks/RESULTS.md)
 and writes PREFIX.md and PREFIX.json; the default prefix is
@@ -65,16 +65,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--limit", type=int, help="only the first N images")
     parser.add_argument("--verify", action="store_true", help="also decode, and time it")
+    parser.add_argument("--effort", type=int, choices=range(1, 9), default=1, metavar="N",
+                        help="orientations (flips/transposes) tried per image, 1..8 (compress --effort)")
     parser.add_argument("--no-classical", dest="classical", action="store_false",
                         help="skip the classical codecs (WebP at method 6 takes seconds per image)")
     parser.add_argument("--out", type=Path, help="output prefix (PREFIX.md and PREFIX.json)")
     args = parser.parse_args(argv)
 
-    prefix = args.out or RESULTS / f"{args.model}-{Path(args.folders[0]).resolve().name}-{args.color}"
+    effort = f"-effort{args.effort}" if args.effort > 1 else ""
+    prefix = args.out or RESULTS / f"{args.model}-{Path(args.folders[0]).resolve().name}-{args.color}{effort}"
     try:
         report = evaluate(
             args.folders, args.model, device=args.device, color=args.color, classical=args.classical,
-            verify=args.verify, limit=args.limit, progress=lambda name: print(f"  {name}", file=sys.stderr),
+            verify=args.verify, limit=args.limit, effort=args.effort,
+            progress=lambda name: print(f"  {name}", file=sys.stderr),
         )
     except RidecodecError as error:
         sys.exit(f"error: {error}")

@@ -17,9 +17,11 @@ import numpy as np
 import torch
 from PIL import Image
 
-from . import container, engine, imageio, registry
+from . import container, engine, imageio, orientation, registry
 from .container import DEFAULT_MAX_PIXELS, Header
-from .errors import DeviceUnavailableError, IntegrityError, UnsupportedImageError, WeightsMismatchError
+from .errors import (
+    DeviceUnavailableError, IntegrityError, RidecodecError, UnsupportedImageError, WeightsMismatchError,
+)
 from .fileio import read_file, refuse_to_overwrite, write_atomically
 from .imageio import CodedImage
 
@@ -49,16 +51,48 @@ def _coded_image(image) -> CodedImage:
     return imageio.to_coded(image)
 
 
+def _encode_smallest(
+    density_model, pixels: np.ndarray, effort: int, progress: engine.ProgressCallback | None
+) -> tuple[bytes, int]:
+    """Encode ``pixels`` (C, H, W) in the first ``effort`` orientations of the search order; the
+    smallest payload and its orientation (on a tie, the one tried first: effort 1 is plain coding).
+
+    Progress runs once from 0 to the steps of all candidates together (a transposed candidate may
+    take a different number of steps), so the bar fills once, not once per candidate."""
+    candidates = orientation.SEARCH_ORDER[:effort]
+    steps = [
+        engine.wavefront_for(density_model, *orientation.oriented_shape(pixels.shape, o)[1:]).num_steps
+        for o in candidates
+    ]
+    total = sum(steps)
+    best_payload, best_orientation, steps_before = None, 0, 0
+    for candidate, candidate_steps in zip(candidates, steps):
+        overall = None if progress is None else (
+            lambda done, _total, before=steps_before: progress(before + done, total)
+        )
+        payload = engine.encode_pixels(density_model, orientation.orient(pixels, candidate), overall).tobytes()
+        if best_payload is None or len(payload) < len(best_payload):
+            best_payload, best_orientation = payload, candidate
+        steps_before += candidate_steps
+    return best_payload, best_orientation
+
+
 def compress(
     image,
     model: str | None = None,
     device: str | torch.device = "auto",
     progress: engine.ProgressCallback | None = None,
+    effort: int = 1,
 ) -> bytes:
     """Compress an image (numpy array, PIL image, path or seekable binary file) to .rdc bytes.
 
     ``model`` is a registered model name (default: the best installed, see ``ridecodec models``).
+    ``effort`` (1..8): code the image in that many orientations (flips and transposes, see
+    ``ridecodec.orientation``) and keep the smallest; it costs ``effort`` encodes, and decoding
+    costs the same whatever the effort. 1 codes the image as it is.
     """
+    if not 1 <= effort <= orientation.NUM_ORIENTATIONS:
+        raise RidecodecError(f"effort must be 1..{orientation.NUM_ORIENTATIONS}, not {effort}")
     coded = _coded_image(image)
     device = resolve_device(device)
     name = model or registry.default_model()
@@ -68,10 +102,11 @@ def compress(
             f"model {name!r} does not code {coded.layout} images (it codes "
             f"{', '.join(density_model.modes)}); choose another with --model"
         )
-    payload = engine.encode_pixels(density_model, coded.pixels, progress).tobytes()
+    payload, chosen = _encode_smallest(density_model, coded.pixels, effort, progress)
     coder = container.CODER_RANGE_CATEGORICAL
     if len(payload) >= coded.pixels.nbytes:  # the model cannot compress it: never expand
-        payload, coder = coded.pixels.tobytes(), container.CODER_STORED
+        # raw pixels cost the same in any orientation: store them as they are
+        payload, coder, chosen = coded.pixels.tobytes(), container.CODER_STORED, 0
     header = Header(
         width=coded.width,
         height=coded.height,
@@ -81,8 +116,9 @@ def compress(
         model_name=name,
         model_version=density_model.version,
         weights_digest=density_model.weights_digest(),
-        pixel_crc32=zlib.crc32(coded.pixels.tobytes()),
+        pixel_crc32=zlib.crc32(coded.pixels.tobytes()),  # as restored, so a wrong orientation fails it
         encoder_device=describe_device(device),
+        orientation=chosen,
         coder=coder,
         palette=coded.palette,
         palette_mode=coded.palette_mode,
@@ -99,7 +135,8 @@ def read_header(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Header:
 
 def _decode(data: bytes, device, progress, max_pixels: int) -> CodedImage:
     header, payload = container.parse(data, max_pixels)
-    shape = (header.channels, header.height, header.width)
+    # the payload holds the pixels in the recorded orientation (transposed: W rows of H)
+    shape = orientation.oriented_shape((header.channels, header.height, header.width), header.orientation)
     if header.coder == container.CODER_STORED:  # no model needed
         pixels = np.frombuffer(payload, dtype=np.uint8).reshape(shape).copy()
         density_model, device = None, None
@@ -115,6 +152,7 @@ def _decode(data: bytes, device, progress, max_pixels: int) -> CodedImage:
             )
         words = np.frombuffer(payload, dtype="<u4")
         pixels = engine.decode_pixels(density_model, words, shape, progress)
+    pixels = orientation.unorient(pixels, header.orientation)
     if zlib.crc32(pixels.tobytes()) != header.pixel_crc32:
         here = describe_device(device) if device is not None else header.encoder_device
         hint = (
@@ -169,11 +207,13 @@ def compress_file(
     model: str | None = None,
     device: str | torch.device = "auto",
     progress: engine.ProgressCallback | None = None,
+    effort: int = 1,
 ) -> Path:
-    """Compress an image file to ``destination`` (default: beside it, .rdc); returns the path."""
+    """Compress an image file to ``destination`` (default: beside it, .rdc); returns the path.
+    ``effort``: as for :func:`compress`."""
     destination = Path(destination) if destination is not None else default_compressed_path(source)
     refuse_to_overwrite(destination, force)  # before the slow part
-    data = compress(source, model=model, device=device, progress=progress)
+    data = compress(source, model=model, device=device, progress=progress, effort=effort)
     write_atomically(destination, data, force=force)
     return destination
 

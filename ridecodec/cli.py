@@ -17,7 +17,7 @@ from pathlib import Path
 
 import click
 
-from . import api, imageio, registry
+from . import api, imageio, orientation, registry
 from .container import DEFAULT_MAX_PIXELS
 from .errors import InputError, RidecodecError
 from .fileio import read_file, refuse_to_overwrite, write_atomically
@@ -37,6 +37,15 @@ device_option = click.option(
 )
 quiet_option = click.option("--quiet", "-q", is_flag=True, help="No progress bar or per-file report.")
 force_option = click.option("--force", "-f", is_flag=True, help="Overwrite existing output files.")
+effort_option = click.option(
+    "--effort",
+    type=click.IntRange(1, orientation.NUM_ORIENTATIONS),
+    metavar="N",
+    default=1,
+    show_default=True,
+    help="Try N flips/transposes of each image and keep the smallest file: N encodes; "
+    "decoding costs the same whatever N.",
+)
 
 
 class Progress:
@@ -158,10 +167,11 @@ def main():
 @click.argument("images", nargs=-1, required=True)
 @click.option("--output", "-o", help="Output file (one input) or existing folder (any number).")
 @click.option("--model", "-m", help="Density model (see `ridecodec models`); default: the best installed.")
+@effort_option
 @device_option
 @force_option
 @quiet_option
-def compress(images, output, model, device, force, quiet):
+def compress(images, output, model, effort, device, force, quiet):
     """Compress IMAGES to .rdc files (img.png -> img.rdc beside it).
 
     `-` reads an image from standard input; `-o -` writes to standard output (the default for
@@ -173,14 +183,16 @@ def compress(images, output, model, device, force, quiet):
         image = imageio.open_image(io.BytesIO(_read(source)), "<stdin>") if source == STREAM else source
         progress = Progress(f"compressing {_name(source)}", not quiet)
         try:
-            data = api.compress(image, model=model, device=device, progress=progress)
+            data = api.compress(image, model=model, device=device, progress=progress, effort=effort)
         finally:
             progress.close()
         _write(destination, data, force)
         header = api.read_header(data)
+        oriented = f", {orientation.describe(header.orientation)}" if header.orientation else ""
         _report(
             f"{_name(source)} -> {_shown(destination)}: "
-            f"{len(data)} bytes, {8 * len(data) / header.num_pixels:.3f} bits per pixel ({header.model_name})",
+            f"{len(data)} bytes, {8 * len(data) / header.num_pixels:.3f} bits per pixel "
+            f"({header.model_name}{oriented})",
             quiet,
         )
 
@@ -226,6 +238,7 @@ def _header_fields(path: str) -> dict:
     header = api.read_header(data, max_pixels=2**64)  # info only reads; any size may be shown
     fields = asdict(header)
     fields["transform"] = header.transform.name.lower()
+    fields["orientation_name"] = orientation.describe(header.orientation)
     fields["channels"] = header.channels
     fields["file_bytes"] = len(data)
     fields["bits_per_pixel"] = 8 * len(data) / header.num_pixels
@@ -257,7 +270,7 @@ def info(files, as_json):
                 f" (weights {fields['weights_digest'][:16]})\n"
                 f"  encoded:  on {fields['encoder_device']}, format version {fields['format_version']}, "
                 + ("stored raw (the model could not compress it)" if fields["coder"] == 0 else "range coded")
-                + "\n"
+                + f", orientation {fields['orientation']} ({fields['orientation_name']})\n"
                 f"  size:     {fields['file_bytes']} bytes ({fields['header_length']} header),"
                 f" {fields['bits_per_pixel']:.4f} bits per pixel\n"
                 f"  pixel CRC32: {fields['pixel_crc32']:08x}"
@@ -314,9 +327,10 @@ def models(as_json):
 @click.option("--verify", is_flag=True, help="Also decode each file and check it is identical.")
 @click.option("--no-classical", is_flag=True, help="Skip the classical codecs (PNG, JPEG XL, ...).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a markdown table.")
+@effort_option
 @device_option
 @quiet_option
-def eval_command(paths, model, color, limit, verify, no_classical, as_json, device, quiet):
+def eval_command(paths, model, color, limit, verify, no_classical, as_json, effort, device, quiet):
     """Measure bits per pixel on image files or folders: model likelihood, actual .rdc size, and
     the classical lossless codecs."""
     from . import evaluation
@@ -331,6 +345,7 @@ def eval_command(paths, model, color, limit, verify, no_classical, as_json, devi
             verify=verify,
             limit=limit,
             progress=None if quiet else (lambda name: click.echo(f"evaluating {name}", err=True)),
+            effort=effort,
         )
     except RidecodecError as error:
         _error(str(error))

@@ -3,7 +3,8 @@
 For each image this measures
 
 * the model's *likelihood* code length, ``-log2 p(image)`` from ``log_prob``: the size an ideal
-  entropy coder would reach;
+  entropy coder would reach (with ``effort`` above 1, of the image in the orientation the
+  encoder chose, so that the difference to the payload stays the coder's overhead);
 * the size of the actual .rdc file, and of its payload alone (the file less its header): the
   difference between payload and likelihood is the entropy coder's overhead, which should be a
   fraction of a percent;
@@ -27,7 +28,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from . import api, engine, imageio, registry
+from . import api, engine, imageio, orientation, registry
 from .errors import InputError, RidecodecError
 
 #: Files a directory contributes (compared in lower case).
@@ -128,6 +129,7 @@ class ImageResult:
     encode_seconds: float = 0.0
     decode_seconds: float | None = None  # only measured with verify=True
     verified: bool | None = None  # decompress(compress(x)) == x, with verify=True
+    orientation: int = 0  # the flip/transpose the encoder chose (0 unless effort > 1)
 
     @property
     def num_pixels(self) -> int:
@@ -144,6 +146,7 @@ class Report:
     device: str
     mode: str  # "gray", "color" or "as-is"
     images: list[ImageResult]
+    effort: int = 1  # orientations tried per image (compress's effort)
 
     def totals(self) -> dict:
         """Pixel-weighted totals (total bits / total pixels) of every column, summed times, and
@@ -188,7 +191,9 @@ class Report:
             return "| " + " | ".join(cells) + " |"
 
         lines = [
-            f"Model `{self.model}` on {self.device}, {self.mode} images, bits per pixel.",
+            f"Model `{self.model}` on {self.device}, {self.mode} images, "
+            + (f"effort {self.effort}, " if self.effort > 1 else "")
+            + "bits per pixel.",
             "",
             "| " + " | ".join(header) + " |",
             "|" + "|".join([" --- "] * 2 + [" ---: "] * (len(header) - 2)) + "|",
@@ -247,11 +252,11 @@ def load_pixels(path: str | Path, color: str = "gray") -> np.ndarray:
 
 def evaluate_image(
     name: str, pixels: np.ndarray, model: str, device: str | torch.device = "auto",
-    classical: bool = True, verify: bool = False,
+    classical: bool = True, verify: bool = False, effort: int = 1,
 ) -> ImageResult:
     """Measure one image (see the module docstring)."""
     started = time.perf_counter()
-    data = api.compress(pixels, model=model, device=device)
+    data = api.compress(pixels, model=model, device=device, effort=effort)
     encode_seconds = time.perf_counter() - started
 
     decode_seconds = verified = None
@@ -261,12 +266,13 @@ def evaluate_image(
         decode_seconds = time.perf_counter() - started
         verified = decoded.shape == pixels.shape and bool(np.array_equal(decoded, pixels))
 
+    header = api.read_header(data)
     planes = imageio.to_coded(pixels).pixels  # (C, H, W), as compress coded them
     channels, height, width = planes.shape
     num_pixels = height * width
     density_model = registry.load_model(model, api.resolve_device(device))
-    likelihood_bits = engine.code_length_bits(density_model, planes)
-    payload_bits = 8 * (len(data) - api.read_header(data).header_length)
+    likelihood_bits = engine.code_length_bits(density_model, orientation.orient(planes, header.orientation))
+    payload_bits = 8 * (len(data) - header.header_length)
     return ImageResult(
         name=name,
         width=width,
@@ -282,6 +288,7 @@ def evaluate_image(
         encode_seconds=encode_seconds,
         decode_seconds=decode_seconds,
         verified=verified,
+        orientation=header.orientation,
     )
 
 
@@ -294,12 +301,13 @@ def evaluate(
     verify: bool = False,
     limit: int | None = None,
     progress: Callable[[str], None] | None = None,
+    effort: int = 1,
 ) -> Report:
     """Evaluate ``model`` on image files and directories (see :func:`image_paths`).
 
     ``color``: "gray" (convert("L")), "color" (convert("RGB")) or "as-is" (L, RGB and RGBA kept,
     other modes converted to RGB). ``limit``: only the first N images. ``progress(name)`` is
-    called before each image.
+    called before each image. ``effort``: orientations tried per image, as for ``compress``.
     """
     files = image_paths(paths)
     if not files:
@@ -315,5 +323,5 @@ def evaluate(
         if progress is not None:
             progress(path.name)
         pixels = load_pixels(path, color)
-        results.append(evaluate_image(path.name, pixels, model, resolved, classical, verify))
-    return Report(model=model, device=api.describe_device(resolved), mode=color, images=results)
+        results.append(evaluate_image(path.name, pixels, model, resolved, classical, verify, effort))
+    return Report(model=model, device=api.describe_device(resolved), mode=color, images=results, effort=effort)
