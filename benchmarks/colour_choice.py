@@ -33,7 +33,7 @@ def main() -> None:
     for color in ("rgb", "rct"):
         options = TrainingOptions(
             data=args.folders, out=f"/tmp/colour-choice-{color}.pt", color=color,
-            model=MCGSMConfig(up=2, half_width=2), samples_per_image=args.samples_per_image,
+            model=MCGSMConfig(up=2, left=2, right=2), samples_per_image=args.samples_per_image,
             max_epochs=args.epochs, patience=args.epochs,
         )
         summary = train_mcgsm(options, echo=print)

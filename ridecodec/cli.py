@@ -374,7 +374,9 @@ def train():
 @click.option("--batch-size", type=click.IntRange(min=1), default=8192, show_default=True)
 @click.option("--learning-rate", type=click.FloatRange(min=0, min_open=True), default=3e-3, show_default=True)
 @click.option("--up", type=click.IntRange(min=1), default=2, show_default=True, help="Neighbourhood rows above the pixel.")
-@click.option("--half-width", type=click.IntRange(min=1), default=2, show_default=True, help="Neighbourhood columns either side.")
+@click.option("--left", type=click.IntRange(min=1), default=2, show_default=True, help="Neighbourhood columns left of the pixel.")
+@click.option("--right", type=click.IntRange(min=0), default=2, show_default=True,
+              help="Neighbourhood columns right of the pixel (rows above); decoding takes (right + 1) steps per row.")
 @click.option("--components", type=click.IntRange(min=1), default=32, show_default=True)
 @click.option("--scales", type=click.IntRange(min=1), default=4, show_default=True)
 @click.option("--features", type=click.IntRange(min=1), default=32, show_default=True)
@@ -386,13 +388,13 @@ def train():
 @click.option("--log", "log_path", help="Append a JSON line per epoch to this file.")
 @force_option
 def train_mcgsm_command(data, out, color, validation_fraction, seed, samples_per_image, epochs, patience,
-                        batch_size, learning_rate, up, half_width, components, scales, features,
+                        batch_size, learning_rate, up, left, right, components, scales, features,
                         table_components, init_weights, checkpoint, resume, log_path, force):
     """Train MCGSM weights (whitening and mixture) by maximum likelihood of the 8-bit pixels."""
     from .models.mcgsm import MCGSMConfig
     from .training.mcgsm import TrainingOptions, train_mcgsm
 
-    config = MCGSMConfig(up=up, half_width=half_width, num_components=components, num_scales=scales,
+    config = MCGSMConfig(up=up, left=left, right=right, num_components=components, num_scales=scales,
                          num_features=features, table_components=min(table_components, components * scales))
     options = TrainingOptions(
         data=list(data), out=out, color=color, model=config, validation_fraction=validation_fraction, seed=seed,

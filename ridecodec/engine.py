@@ -88,9 +88,11 @@ def _checked_table(table: object, count: int, model: DensityModel) -> np.ndarray
     if table.dtype != torch.float32:
         raise PluginError(f"model {model.name!r} returned {table.dtype} tables, not float32")
     table = table.to("cpu").numpy()
-    if not np.isfinite(table).all() or (table < 0).any():
+    # Two passes catch everything: a NaN or infinity makes its row's sum non-finite.
+    sums = table.sum(axis=1)
+    if not np.isfinite(sums).all() or table.min() < 0:
         raise PluginError(f"model {model.name!r} returned NaN, infinite or negative probabilities")
-    if (table.sum(axis=1) <= 0).any():
+    if (sums <= 0).any():
         raise PluginError(f"model {model.name!r} returned an all-zero probability table")
     return table
 

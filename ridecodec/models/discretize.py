@@ -20,33 +20,30 @@ import math
 import torch
 
 ALPHABET = 256
-#: Inner bin edges between consecutive 8-bit values: 0.5, 1.5, ..., 254.5.
-_INNER_EDGES = torch.arange(1, ALPHABET, dtype=torch.float32) - 0.5
+#: Bin edges of the 8-bit values: -inf, 0.5, 1.5, ..., 254.5, +inf.
+_EDGES = torch.cat([torch.tensor([-math.inf]), torch.arange(1, ALPHABET) - 0.5, torch.tensor([math.inf])])
 _SQRT_HALF = math.sqrt(0.5)
-
-
-def inner_edges(device: torch.device) -> torch.Tensor:
-    cache = _edge_cache.get(device)
-    if cache is None:
-        cache = _edge_cache[device] = _INNER_EDGES.to(device)
-    return cache
-
-
 _edge_cache: dict[torch.device, torch.Tensor] = {}
+
+
+def _edges(device: torch.device) -> torch.Tensor:
+    if device not in _edge_cache:
+        _edge_cache[device] = _EDGES.to(device)
+    return _edge_cache[device]
 
 
 def mixture_pmf(weights: torch.Tensor, means: torch.Tensor, inverse_stds: torch.Tensor, floor: float) -> torch.Tensor:
     """Probability tables (N, 256) of N Gaussian mixtures with K components each.
 
-    ``weights`` (N, K) sum to one per row; ``means`` and ``inverse_stds`` (N, K) in pixel units.
+    ``weights`` (N, K) sum to one per row; ``means`` and ``inverse_stds`` (N, K, positive) in
+    pixel units. With Phi(z) = (1 + erf(z / sqrt 2)) / 2, the mass of bin k is
+    sum_k w_k (erf(z_k,high) - erf(z_k,low)) / 2, computed for all 257 edges at once.
     """
-    a = inverse_stds * _SQRT_HALF  # Phi(z) = (1 + erf(z / sqrt 2)) / 2
-    # z[n, k, e] = (edge_e - mean_nk) * a_nk, for all 255 inner edges at once
-    z = a[:, :, None] * inner_edges(means.device) - (means * a)[:, :, None]  # (addcmul: 4x slower)
-    cdf = torch.bmm(weights[:, None, :], torch.erf_(z))[:, 0, :].mul_(0.5).add_(0.5)  # (N, 255)
-    zeros = cdf.new_zeros(len(cdf), 1)
-    masses = torch.diff(cdf, dim=1, prepend=zeros, append=zeros + 1).clamp_(min=0)
-    return masses.mul_(1 - floor).add_(floor / ALPHABET)
+    a = inverse_stds * _SQRT_HALF
+    z = a[:, :, None] * _edges(means.device) - (means * a)[:, :, None]  # (N, K, 257); addcmul is 4x slower
+    scaled_weights = weights * (0.5 * (1 - floor))  # the floor's share and the 1/2 folded in
+    cumulative = torch.bmm(scaled_weights[:, None, :], torch.erf_(z))[:, 0, :]  # (N, 257)
+    return torch.diff(cumulative, dim=1).clamp_(min=0).add_(floor / ALPHABET)
 
 
 def mixture_bin_log_mass(

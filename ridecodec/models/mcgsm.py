@@ -32,7 +32,8 @@ from .whitening import ConditionalWhitening
 @dataclass(frozen=True)
 class MCGSMConfig:
     up: int = 2  # neighbourhood rows above the pixel
-    half_width: int = 2  # neighbourhood columns either side
+    left: int = 2  # neighbourhood columns left of the pixel
+    right: int = 2  # neighbourhood columns right of the pixel, in the rows above
     num_components: int = 32
     num_scales: int = 4
     num_features: int = 32
@@ -91,55 +92,50 @@ class ChannelMCGSM(torch.nn.Module):
         self.whitening = ConditionalWhitening(dim_in)
         self.mcgsm = FactorizedMCGSM(dim_in, config.num_components, config.num_scales, config.num_features)
 
-    def _table_parameters(self):
+    def table_parameters(self) -> tuple[torch.Tensor, ...]:
         """The parameters as the tables use them, whitening folded into one affine map
         x -> [features b_n . x_w | component means in pixel units], so a table costs one matrix
-        product instead of four. Cached while the parameters are unchanged and not training."""
-        tensors = (*self.parameters(), *self.buffers())
-        key = tuple(t._version for t in tensors) + (tensors[0].device,)
-        cached = self.__dict__.get("_table_cache")
-        if cached is not None and cached[0] == key and not torch.is_grad_enabled():
-            return cached[1]
+        product instead of four. Coding computes them once per image (``MCGSMModel.begin``)."""
         w, mcgsm = self.whitening, self.mcgsm
         mean_maps = w.y_predictor[:, None] + w.y_scale * mcgsm.predictors.T  # (D, C)
         matrix = w.x_whitening @ torch.cat([mcgsm.features, mean_maps], dim=1)  # (D, F + C)
         bias = -w.x_mean @ matrix + torch.cat([torch.zeros_like(mcgsm.features[0]), w.y_mean.expand(len(mean_maps[0]))])
         gate_weights = mcgsm.weights.square().T  # (F, C)
         half_precisions = 0.5 * mcgsm.scales.exp()  # (C, S)
-        variances = (w.y_scale.square() * (-mcgsm.scales).exp()).flatten()  # (C * S,), pixel units
-        parameters = (matrix, bias, gate_weights, half_precisions, mcgsm.priors, variances)
-        if not torch.is_grad_enabled():
-            self.__dict__["_table_cache"] = (key, parameters)
-        return parameters
+        # pixel units; bounded so that a table's arithmetic stays finite whatever the weights
+        variances = (w.y_scale.square() * (-mcgsm.scales).exp()).flatten().clamp(1e-4, 1e8)  # (C * S,)
+        return matrix, bias, gate_weights, half_precisions, mcgsm.priors, variances
 
-    def condensed_mixture(self, x: torch.Tensor):
+    def condensed_mixture(self, x: torch.Tensor, parameters: tuple[torch.Tensor, ...] | None = None):
         """The mixture the tables are made of, for conditioning vectors x (N, D): weights, means
         and inverse standard deviations (pixel units), each (N, table_components + 1)."""
-        matrix, bias, gate_weights, half_precisions, priors, variances = self._table_parameters()
+        matrix, bias, gate_weights, half_precisions, priors, variances = parameters or self.table_parameters()
         num_features, num_scales = self.config.num_features, self.config.num_scales
         projected = torch.addmm(bias, x, matrix)
-        features, component_means = projected[:, :num_features], projected[:, num_features:]
+        features, means = projected[:, :num_features], projected[:, num_features:]  # means: (N, C)
         energy = features.square() @ gate_weights  # (N, C)
         logits = priors - half_precisions * energy[:, :, None]  # (N, C, S)
-        weights = torch.softmax(logits.flatten(1), dim=1)  # (N, C * S)
-        means = component_means.repeat_interleave(num_scales, dim=1)
+        weights = torch.softmax(logits.flatten(1), dim=1)  # (N, C * S), component-major
         top_weights, top = torch.topk(weights, self.config.table_components, dim=1, sorted=False)
         # The rest, condensed into one Gaussian with their total weight, mean and variance.
         rest = weights.scatter(1, top, 0.0)
-        rest_weight = rest.sum(1, keepdim=True)
-        rest_mean = (rest * means).sum(1, keepdim=True) / rest_weight.clamp(min=1e-12)
-        rest_variance = (rest * (variances + (means - rest_mean).square())).sum(1, keepdim=True)
-        rest_variance = rest_variance / rest_weight.clamp(min=1e-12)
+        rest_per_component = rest.view(len(x), -1, num_scales).sum(2)  # (N, C): scales share a mean
+        rest_weight = rest_per_component.sum(1, keepdim=True)
+        normalizer = rest_weight.clamp(min=1e-12)
+        rest_mean = (rest_per_component * means).sum(1, keepdim=True) / normalizer
+        spread = (rest_per_component * (means - rest_mean).square()).sum(1, keepdim=True)
+        rest_variance = (torch.addmm(spread, rest, variances[:, None]) / normalizer).clamp_(min=0.01)
+        top_means = means.gather(1, torch.div(top, num_scales, rounding_mode="floor"))
         return (
             torch.cat([top_weights, rest_weight], dim=1),
-            torch.cat([means.gather(1, top), rest_mean], dim=1),
-            torch.cat([variances[top], rest_variance.clamp(min=0.01)], dim=1).rsqrt(),
+            torch.cat([top_means, rest_mean], dim=1),
+            torch.cat([variances[top], rest_variance], dim=1).rsqrt_(),
         )
 
-    def pmf(self, x: torch.Tensor) -> torch.Tensor:
+    def pmf(self, x: torch.Tensor, parameters: tuple[torch.Tensor, ...] | None = None) -> torch.Tensor:
         """Probability tables (N, 256) float32 of the pixel given conditioning vectors x (N, D).
         Coding and ``log_prob`` both come here, so their probabilities are the same numbers."""
-        return mixture_pmf(*self.condensed_mixture(x), self.config.floor)
+        return mixture_pmf(*self.condensed_mixture(x, parameters), self.config.floor)
 
     def bin_log_prob(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """log P(y | x) of 8-bit values y (N,), differentiably: the training loss."""
@@ -151,7 +147,7 @@ def _channel_conditioning_size(neighbourhood: CausalNeighbourhood, channels: int
 
 
 def build_channel_models(config: MCGSMConfig, num_channels: int) -> torch.nn.ModuleList:
-    neighbourhood = CausalNeighbourhood(config.up, config.half_width)
+    neighbourhood = CausalNeighbourhood(config.up, config.left, config.right)
     return torch.nn.ModuleList(
         ChannelMCGSM(_channel_conditioning_size(neighbourhood, num_channels, c), config) for c in range(num_channels)
     )
@@ -207,12 +203,13 @@ class MCGSMModel(DensityModel):
         if "L" not in self.layouts:
             raise ValueError("the mcgsm model needs gray weights")
         self.neighbourhoods = {
-            layout: CausalNeighbourhood(config.up, config.half_width) for layout, config in configs.items()
+            layout: CausalNeighbourhood(config.up, config.left, config.right) for layout, config in configs.items()
         }
         self.modes = ("L", "RGB", "RGBA") if "RGB" in self.layouts else ("L",)
         up = max(n.up for n in self.neighbourhoods.values())
-        right = max(n.half_width for n in self.neighbourhoods.values())
-        self.reach = CausalReach(up=up, left=right, right=right)
+        left = max(n.left for n in self.neighbourhoods.values())
+        right = max(n.right for n in self.neighbourhoods.values())
+        self.reach = CausalReach(up=up, left=left, right=right)
 
     @staticmethod
     def _shipped() -> dict[str, Path]:
@@ -233,11 +230,12 @@ class MCGSMModel(DensityModel):
         return plan
 
     def begin(self, canvas: torch.Tensor) -> StepFunction:
-        plan = self._plan(canvas.shape[0])
+        plan = [(model, model.table_parameters(), neighbourhood, canvas[planes], index)
+                for model, neighbourhood, planes, index in self._plan(canvas.shape[0])]
 
         def step(rows: torch.Tensor, cols: torch.Tensor, channel: int) -> torch.Tensor:
-            model, neighbourhood, planes, index = plan[channel]
-            return model.pmf(neighbourhood.gather(canvas[planes], rows, cols, index))
+            model, parameters, neighbourhood, planes, index = plan[channel]
+            return model.pmf(neighbourhood.gather(planes, rows, cols, index), parameters)
 
         return step
 
@@ -247,10 +245,11 @@ class MCGSMModel(DensityModel):
         totals = torch.zeros(batch, dtype=torch.float64)
         for b in range(batch):
             for channel, (model, neighbourhood, planes, index) in enumerate(plan):
+                parameters = model.table_parameters()
                 for first in range(0, height, rows_per_chunk):
                     last = min(first + rows_per_chunk, height)
                     x = neighbourhood.gather_all(images[b, planes], index, first, last)
                     y = images[b, channel, first:last].reshape(-1).long()
-                    table = model.pmf(x).double()
+                    table = model.pmf(x, parameters).double()
                     totals[b] += torch.log(table.gather(1, y[:, None]) / table.sum(1, keepdim=True)).sum().cpu()
         return totals

@@ -1,8 +1,8 @@
 """Causal pixel neighbourhoods: what an autoregressive model may read when it predicts (i, j).
 
-The neighbourhood of pixel (i, j) is the ``up`` rows above it, ``half_width`` columns either
-side, plus the ``half_width`` pixels to its left in its own row: for up=2, half_width=2
-(the RIDE paper's default, 12 pixels)::
+The neighbourhood of pixel (i, j) is the ``up`` rows above it, from ``left`` columns left of it
+to ``right`` columns right of it, plus the ``left`` pixels to its left in its own row: for up=2,
+left=right=2 (the RIDE paper's default, 12 pixels)::
 
     x x x x x
     x x x x x
@@ -34,47 +34,60 @@ MID_GREY = 128
 @dataclass(frozen=True)
 class CausalNeighbourhood:
     up: int
-    half_width: int
+    left: int
+    right: int
 
     def __post_init__(self):
-        if self.up < 1 or self.half_width < 1:
-            raise ValueError("a neighbourhood needs at least one row above and one column aside")
+        if self.up < 1 or self.left < 1 or self.right < 0:
+            raise ValueError("a neighbourhood needs at least one row above and one column to the left")
 
     @cached_property
     def offsets(self) -> tuple[tuple[int, int], ...]:
         """(dy, dx) of every neighbour, row by row, top row first."""
-        above = [(dy, dx) for dy in range(-self.up, 0) for dx in range(-self.half_width, self.half_width + 1)]
-        return tuple(above + [(0, dx) for dx in range(-self.half_width, 0)])
+        above = [(dy, dx) for dy in range(-self.up, 0) for dx in range(-self.left, self.right + 1)]
+        return tuple(above + [(0, dx) for dx in range(-self.left, 0)])
 
     @property
     def size(self) -> int:
         return len(self.offsets)
 
-    def _offset_tensors(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        # Cached per device: the step loop asks for them thousands of times.
-        cache = self.__dict__.setdefault("_offset_cache", {})
-        if device not in cache:
-            dy = torch.tensor([o[0] for o in self.offsets], device=device)
-            dx = torch.tensor([o[1] for o in self.offsets], device=device)
-            cache[device] = (dy, dx)
-        return cache[device]
-
-    def flat_indices(self, height: int, width: int, rows: torch.Tensor, cols: torch.Tensor):
-        """Indices into a flattened (H * W) plane for the neighbours of each (row, col), after the
-        border fill, and a mask of entries that read mid-grey instead. Both (N, size)."""
-        dy, dx = self._offset_tensors(rows.device)
+    def _rule(self, width: int, rows: torch.Tensor, cols: torch.Tensor):
+        """The border fill spelled out: flat indices into an (H * W) plane of the neighbours of
+        each (row, col), and a mask of entries that read mid-grey instead. Both (N, size)."""
+        dy = torch.tensor([o[0] for o in self.offsets])
+        dx = torch.tensor([o[1] for o in self.offsets])
         rows, cols = rows[:, None], cols[:, None]
         r = rows + dy
         c = (cols + dx).clamp(0, width - 1)
         unknown = (r < 0) | ((dy == 0) & (c >= cols))
         # Fallback: the left neighbour, or in column 0 the upper one, or for (0, 0) none (r = -1).
         in_first_column = cols == 0
-        fallback_r = torch.where(in_first_column, rows - 1, rows)
-        fallback_c = torch.where(in_first_column, cols, cols - 1)
-        r = torch.where(unknown, fallback_r, r)
-        c = torch.where(unknown, fallback_c, c)
-        grey = r < 0
-        return r.clamp(min=0) * width + c, grey
+        r = torch.where(unknown, torch.where(in_first_column, rows - 1, rows), r)
+        c = torch.where(unknown, torch.where(in_first_column, cols, cols - 1), c)
+        return r.clamp(min=0) * width + c, r < 0
+
+    def _tables(self, width: int, device: torch.device):
+        """The rule evaluated once per image width: for rows 0 .. up-1, and for row ``up``, which
+        stands for every later row (their indices differ by a whole number of rows). Each
+        (up + 1, W, size). The step loop then costs a few tensor operations, not twenty."""
+        cache = self.__dict__.setdefault("_table_cache", {})
+        key = (width, device)
+        if key not in cache:
+            rows = torch.arange(self.up + 1).repeat_interleave(width)
+            cols = torch.arange(width).repeat(self.up + 1)
+            index, grey = self._rule(width, rows, cols)
+            shape = (self.up + 1, width, self.size)
+            cache[key] = (index.reshape(shape).to(device), grey.reshape(shape).to(device))
+            if len(cache) > 8:  # a few widths at a time is plenty
+                cache.pop(next(iter(cache)))
+        return cache[key]
+
+    def flat_indices(self, width: int, rows: torch.Tensor, cols: torch.Tensor):
+        """Flat indices into an (H * W) plane of the neighbours of each (row, col) after the
+        border fill, and the mask of entries that read mid-grey. Both (N, size)."""
+        index, grey = self._tables(width, rows.device)
+        band = rows.clamp(max=self.up)
+        return index[band, cols] + ((rows - band) * width)[:, None], grey[band, cols]
 
     def gather(
         self, canvas: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, channel: int = 0
@@ -83,7 +96,7 @@ class CausalNeighbourhood:
         neighbourhood in every channel of ``canvas`` (C, H, W), channel-major, followed by the
         pixel's own channels before ``channel``. Float32, (N, C * size + channel)."""
         channels, height, width = canvas.shape
-        index, grey = self.flat_indices(height, width, rows, cols)
+        index, grey = self.flat_indices(width, rows, cols)
         planes = canvas.reshape(channels, height * width)
         values = planes[:, index].to(torch.float32).masked_fill_(grey, MID_GREY)  # (C, N, size)
         values = values.permute(1, 0, 2).reshape(len(rows), channels * self.size)

@@ -91,7 +91,7 @@ def train_mcgsm(options: TrainingOptions, echo=None) -> dict:
     """Train, write the weights to ``options.out``, return the training summary."""
     log = _Log(options.log, echo)
     config = options.model
-    neighbourhood = CausalNeighbourhood(config.up, config.half_width)
+    neighbourhood = CausalNeighbourhood(config.up, config.left, config.right)
     paths = list_images(options.data)
     train_paths, validation_paths = split_images(paths, options.validation_fraction, options.seed)
     started = time.time()
@@ -104,7 +104,7 @@ def train_mcgsm(options: TrainingOptions, echo=None) -> dict:
     generator = torch.Generator().manual_seed(options.seed)
     if options.init:
         config, models, _ = load_weights(options.init)
-        if (config.up, config.half_width, len(models)) != (neighbourhood.up, neighbourhood.half_width, num_channels):
+        if CausalNeighbourhood(config.up, config.left, config.right) != neighbourhood or len(models) != num_channels:
             raise ValueError(f"{options.init} has another neighbourhood or channel count")
         config = replace(config, table_components=options.model.table_components, floor=options.model.floor)
         for model in models:
