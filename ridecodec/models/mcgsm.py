@@ -74,6 +74,41 @@ class FactorizedMCGSM(torch.nn.Module):
         return x @ self.predictors.T  # (N, C)
 
 
+def condense_mixture(
+    features: torch.Tensor,
+    means: torch.Tensor,
+    gate_weights: torch.Tensor,
+    half_precisions: torch.Tensor,
+    priors: torch.Tensor,
+    variances: torch.Tensor,
+    table_components: int,
+):
+    """The condensed mixture (see :class:`ChannelMCGSM`) from the MCGSM's per-pixel quantities:
+    ``features`` (N, F), the projections b_n . x; ``means`` (N, C), the component means in pixel
+    units; and the table parameters of :meth:`ChannelMCGSM.table_parameters`. Returns weights,
+    means and inverse standard deviations (pixel units), each (N, table_components + 1). (RIDE
+    reuses it with its hidden state in the place of x.)"""
+    num_scales = priors.shape[1]
+    energy = features.square() @ gate_weights  # (N, C)
+    logits = priors - half_precisions * energy[:, :, None]  # (N, C, S)
+    weights = torch.softmax(logits.flatten(1), dim=1)  # (N, C * S), component-major
+    top_weights, top = torch.topk(weights, table_components, dim=1, sorted=False)
+    # The rest, condensed into one Gaussian with their total weight, mean and variance.
+    rest = weights.scatter(1, top, 0.0)
+    rest_per_component = rest.view(len(features), -1, num_scales).sum(2)  # (N, C): scales share a mean
+    rest_weight = rest_per_component.sum(1, keepdim=True)
+    normalizer = rest_weight.clamp(min=1e-12)
+    rest_mean = (rest_per_component * means).sum(1, keepdim=True) / normalizer
+    spread = (rest_per_component * (means - rest_mean).square()).sum(1, keepdim=True)
+    rest_variance = (torch.addmm(spread, rest, variances[:, None]) / normalizer).clamp_(min=0.01)
+    top_means = means.gather(1, torch.div(top, num_scales, rounding_mode="floor"))
+    return (
+        torch.cat([top_weights, rest_weight], dim=1),
+        torch.cat([top_means, rest_mean], dim=1),
+        torch.cat([variances[top], rest_variance], dim=1).rsqrt_(),
+    )
+
+
 class ChannelMCGSM(torch.nn.Module):
     """p(pixel | conditioning vector) for one channel: whitening, MCGSM, discretization.
 
@@ -110,26 +145,11 @@ class ChannelMCGSM(torch.nn.Module):
         """The mixture the tables are made of, for conditioning vectors x (N, D): weights, means
         and inverse standard deviations (pixel units), each (N, table_components + 1)."""
         matrix, bias, gate_weights, half_precisions, priors, variances = parameters or self.table_parameters()
-        num_features, num_scales = self.config.num_features, self.config.num_scales
+        num_features = self.config.num_features
         projected = torch.addmm(bias, x, matrix)
         features, means = projected[:, :num_features], projected[:, num_features:]  # means: (N, C)
-        energy = features.square() @ gate_weights  # (N, C)
-        logits = priors - half_precisions * energy[:, :, None]  # (N, C, S)
-        weights = torch.softmax(logits.flatten(1), dim=1)  # (N, C * S), component-major
-        top_weights, top = torch.topk(weights, self.config.table_components, dim=1, sorted=False)
-        # The rest, condensed into one Gaussian with their total weight, mean and variance.
-        rest = weights.scatter(1, top, 0.0)
-        rest_per_component = rest.view(len(x), -1, num_scales).sum(2)  # (N, C): scales share a mean
-        rest_weight = rest_per_component.sum(1, keepdim=True)
-        normalizer = rest_weight.clamp(min=1e-12)
-        rest_mean = (rest_per_component * means).sum(1, keepdim=True) / normalizer
-        spread = (rest_per_component * (means - rest_mean).square()).sum(1, keepdim=True)
-        rest_variance = (torch.addmm(spread, rest, variances[:, None]) / normalizer).clamp_(min=0.01)
-        top_means = means.gather(1, torch.div(top, num_scales, rounding_mode="floor"))
-        return (
-            torch.cat([top_weights, rest_weight], dim=1),
-            torch.cat([top_means, rest_mean], dim=1),
-            torch.cat([variances[top], rest_variance], dim=1).rsqrt_(),
+        return condense_mixture(
+            features, means, gate_weights, half_precisions, priors, variances, self.config.table_components
         )
 
     def pmf(self, x: torch.Tensor, parameters: tuple[torch.Tensor, ...] | None = None) -> torch.Tensor:
@@ -239,6 +259,7 @@ class MCGSMModel(DensityModel):
 
         return step
 
+    @torch.no_grad()  # an evaluation: training differentiates ChannelMCGSM.bin_log_prob instead
     def log_prob(self, images: torch.Tensor, rows_per_chunk: int = 64) -> torch.Tensor:
         batch, channels, height, width = images.shape
         plan = self._plan(channels)
