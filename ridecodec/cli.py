@@ -414,5 +414,86 @@ def train_mcgsm_command(data, out, color, validation_fraction, seed, samples_per
     click.echo(f"wrote {out}: validation {summary['validation_bits_per_pixel_tables']:.4f} bits per pixel")
 
 
+def _patch_sizes(context, parameter, value: str) -> tuple[int, ...]:
+    try:
+        sizes = tuple(int(size) for size in value.split(","))
+    except ValueError:
+        raise click.BadParameter("give sizes separated by commas, e.g. 8,12,16,22")
+    if not sizes or min(sizes) < 2:
+        raise click.BadParameter("patch sizes must be at least 2")
+    return sizes
+
+
+@train.command(name="ride")
+@click.option("--data", "-d", "data", multiple=True, required=True, help="Folder of training images (repeatable).")
+@click.option("--out", "-o", required=True, help="Weights file to write (.pt).")
+@click.option("--color", type=click.Choice(["gray", "rgb"]), default="gray", show_default=True,
+              help="Train the grayscale model or the RGB (channel after channel) model.")
+@click.option("--validation-fraction", type=click.FloatRange(0, 0.9), default=0.1, show_default=True,
+              help="Share of the images held back for validation (whole images, after every epoch).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the split, the patches and the initialization.")
+@click.option("--patch-sizes", default="8,12,16,22", show_default=True, callback=_patch_sizes,
+              help="The curriculum: one training stage per patch size, in this order.")
+@click.option("--patches-per-image", type=click.IntRange(min=1), default=32, show_default=True,
+              help="Random patches drawn from each training image per epoch.")
+@click.option("--epochs", type=click.IntRange(min=1), default=10, show_default=True, help="At most this many epochs per stage.")
+@click.option("--patience", type=click.IntRange(min=1), default=3, show_default=True,
+              help="End a stage after this many epochs without a validation gain.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True, help="Patches per step.")
+@click.option("--learning-rate", type=click.FloatRange(min=0, min_open=True), default=1e-3, show_default=True)
+@click.option("--lbfgs-steps", type=click.IntRange(min=0), default=20, show_default=True,
+              help="L-BFGS iterations on the MCGSM head before each stage (0: none).")
+@click.option("--layers", type=click.IntRange(min=1), default=1, show_default=True, help="Spatial LSTM layers.")
+@click.option("--hidden", type=click.IntRange(min=1), default=64, show_default=True, help="Hidden units per layer.")
+@click.option("--extended", is_flag=True, help="Gates also read the neighbouring memory cells.")
+@click.option("--up", type=click.IntRange(min=1), default=2, show_default=True, help="Neighbourhood rows above the pixel.")
+@click.option("--left", type=click.IntRange(min=1), default=2, show_default=True, help="Neighbourhood columns left of the pixel.")
+@click.option("--right", type=click.IntRange(min=0), default=2, show_default=True,
+              help="Neighbourhood columns right of the pixel (rows above); decoding takes (right + 1) steps per row.")
+@click.option("--components", type=click.IntRange(min=1), default=32, show_default=True)
+@click.option("--scales", type=click.IntRange(min=1), default=4, show_default=True)
+@click.option("--features", type=click.IntRange(min=1), default=32, show_default=True)
+@click.option("--table-components", type=click.IntRange(min=1), default=4, show_default=True,
+              help="Mixture components kept per pixel when coding (speed against a little rate).")
+@click.option("--init", "init_weights", help="Start from these weights (fine-tuning) instead of from scratch.")
+@click.option("--checkpoint", help="Checkpoint file, written after every epoch.")
+@click.option("--resume", is_flag=True, help="Continue from --checkpoint if it exists.")
+@click.option("--log", "log_path", help="Append a JSON line per epoch to this file.")
+@device_option
+@force_option
+def train_ride_command(data, out, color, validation_fraction, seed, patch_sizes, patches_per_image, epochs,
+                       patience, batch_size, learning_rate, lbfgs_steps, layers, hidden, extended, up, left, right,
+                       components, scales, features, table_components, init_weights, checkpoint, resume, log_path,
+                       device, force):
+    """Train RIDE weights (whitening, spatial LSTMs, MCGSM) on growing patches, by maximum
+    likelihood of the 8-bit pixels."""
+    from .models.ride import RIDEConfig
+    from .training.ride import RIDETrainingOptions, train_ride
+
+    config = RIDEConfig(up=up, left=left, right=right, num_layers=layers, num_hiddens=hidden, extended=extended,
+                        num_components=components, num_scales=scales, num_features=features,
+                        table_components=min(table_components, components * scales))
+    try:
+        _check_writable(Path(out), force)
+        options = RIDETrainingOptions(
+            data=list(data), out=out, color=color, model=config, validation_fraction=validation_fraction, seed=seed,
+            patch_sizes=patch_sizes, patches_per_image=patches_per_image, batch_size=batch_size,
+            learning_rate=learning_rate, epochs=epochs, patience=patience, lbfgs_steps=lbfgs_steps,
+            device=str(api.resolve_device(device)), init=init_weights, checkpoint=checkpoint, log=log_path,
+            resume=resume, command="ridecodec train ride " + " ".join(sys.argv[3:]),
+        )
+        summary = train_ride(options, echo=lambda line: click.echo(line, err=True))
+    except RidecodecError as error:
+        _error(str(error))
+        sys.exit(error.exit_code)
+    except ValueError as error:  # patches larger than the images, --init weights that do not fit
+        _error(str(error))
+        sys.exit(1)
+    except (FileNotFoundError, NotADirectoryError) as error:
+        _error(str(error))
+        sys.exit(InputError.exit_code)
+    click.echo(f"wrote {out}: validation {summary['validation_bits_per_pixel']:.4f} bits per pixel")
+
+
 if __name__ == "__main__":
     main()

@@ -1,0 +1,317 @@
+"""RIDE, the recurrent image density estimator of Theis & Bethge 2015, as the model ``ride``.
+
+For pixel (i, j) of one channel:
+
+    x_<ij     the causal neighbourhood (neighbourhood.py), whitened: x_w = W (x - mean)
+    h_ij      the top hidden state of a stack of spatial LSTM layers (slstm.py) reading x_w,
+              h_(i,j-1) and h_(i-1,j)
+    p(y | x_<ij) = MCGSM(y_w | h_ij),  y_w = (y - mean_y - p . x_w) / scale
+
+The MCGSM and the conditional whitening are the MCGSM model's (mcgsm.py, whitening.py): the
+MCGSM's input is the hidden state instead of the neighbourhood, while the whitening's linear
+prediction from x still sets where the residual y_w is centred. In pixel units, component c of
+scale s has the mean ``mean_y + p . x_w + scale * a_c . h`` and the variance
+``scale^2 exp(-alpha_cs)``; tables and the training loss come from the same condensed mixture as
+the MCGSM's (``mcgsm.condense_mixture``, ``discretize.py``), so the training loss is the coded
+size and ``log_prob`` reads the coder's tables.
+
+Colour as for the MCGSM: RGB channel after channel, each channel its own RIDE (its own states)
+reading the neighbourhood in all three channels plus the pixel's earlier channels; the alpha of
+RGBA uses the gray RIDE on the alpha plane.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import asdict, dataclass
+from importlib import resources
+from pathlib import Path
+
+import torch
+
+from .base import CausalReach, DensityModel
+from .discretize import mixture_bin_log_mass, mixture_pmf
+from .mcgsm import FactorizedMCGSM, condense_mixture
+from .neighbourhood import MID_GREY, CausalNeighbourhood
+from .slstm import NUM_GATES, SpatialLSTMStack, SpatialLSTMStepper
+from .whitening import ConditionalWhitening
+
+
+@dataclass(frozen=True)
+class RIDEConfig:
+    up: int = 2  # neighbourhood rows above the pixel
+    left: int = 2  # neighbourhood columns left of the pixel
+    right: int = 2  # neighbourhood columns right of the pixel, in the rows above
+    num_layers: int = 1  # spatial LSTM layers (the paper: 1 to 3)
+    num_hiddens: int = 64  # units per layer (the paper: 64 to 128)
+    extended: bool = False  # gates also read the neighbouring memory cells
+    num_components: int = 32
+    num_scales: int = 4
+    num_features: int = 32
+    #: (component, scale) pairs kept exactly in the tables; the rest are condensed (mcgsm.py)
+    table_components: int = 4
+    #: Uniform probability mixed into every table (see discretize.py).
+    floor: float = 2.0**-12
+
+
+#: The scan of ``log_prob`` handles bands of rows whose first-layer pre-activations hold at most
+#: this many numbers (256 MB), carrying the states of a band's last row into the next band, so
+#: multi-megapixel images fit; a 481 x 321 image is one band.
+BAND_ELEMENTS = 2**26
+#: Pixels per table batch in ``log_prob``: a batch holds (N, K + 1, 257) erf arguments, and
+#: at 4096 they stay in cache (a 512 x 512 image: 3.1 s on one core, 4.8 s at 16384).
+TABLE_CHUNK = 4096
+
+
+def conditioning(
+    neighbourhood: CausalNeighbourhood,
+    planes: torch.Tensor,
+    channel: int,
+    first_row: int = 0,
+    last_row: int | None = None,
+) -> torch.Tensor:
+    """``neighbourhood.gather`` for every pixel of rows first_row .. last_row - 1 of a batch of
+    images ``planes`` (B, C, H, W) uint8: (B, rows, W, C * size + channel) float32, the same
+    numbers as gathering image by image."""
+    batch, channels, height, width = planes.shape
+    last_row = height if last_row is None else last_row
+    rows = torch.arange(first_row, last_row, device=planes.device).repeat_interleave(width)
+    cols = torch.arange(width, device=planes.device).repeat(last_row - first_row)
+    index, grey = neighbourhood.flat_indices(width, rows, cols)  # (N, size)
+    flat = planes.reshape(batch, channels, height * width)
+    values = flat[:, :, index].to(torch.float32).masked_fill_(grey, MID_GREY)  # (B, C, N, size)
+    values = values.permute(0, 2, 1, 3).reshape(batch, len(rows), channels * neighbourhood.size)
+    own = flat[:, :channel, rows * width + cols].to(torch.float32).transpose(1, 2)  # (B, N, channel)
+    return torch.cat([values, own], dim=2).view(batch, last_row - first_row, width, -1)
+
+
+class ChannelRIDE(torch.nn.Module):
+    """p(pixel | everything before it) for one channel: whitening, spatial LSTMs, MCGSM."""
+
+    def __init__(self, dim_in: int, config: RIDEConfig):
+        super().__init__()
+        self.config = config
+        self.whitening = ConditionalWhitening(dim_in)
+        self.slstm = SpatialLSTMStack(dim_in, config.num_hiddens, config.num_layers, config.extended)
+        self.mcgsm = FactorizedMCGSM(config.num_hiddens, config.num_components, config.num_scales, config.num_features)
+
+    def initialize(self, generator: torch.Generator) -> None:
+        """Random spatial LSTMs; the MCGSM as cmt initializes it, but with the scales of each
+        component spread over a range of precisions (log precision -1 to 1 around cmt's), so
+        that the head starts as a scale mixture: residuals of natural images are heavy-tailed,
+        and from near-identical scales gradient training takes long to break the symmetry."""
+        self.slstm.initialize(generator)
+        self.mcgsm.initialize(generator)
+        if self.config.num_scales > 1:
+            with torch.no_grad():
+                self.mcgsm.scales += torch.linspace(-1, 1, self.config.num_scales)
+
+    def folded(self) -> tuple[torch.Tensor, ...]:
+        """The parameters as coding and training use them, the whitening folded in:
+
+        * ``input_matrix`` (D, 5 * hidden + 1), ``input_bias``: raw x -> [the first layer's
+          input pre-activations T_x x_w + bias | the linear prediction mean_y + p . x_w];
+        * ``head_matrix`` (hidden, F + C): h -> [features b_n . h | scale * a_c . h];
+        * the MCGSM's gate weights, half precisions, priors and variances (pixel units), as
+          in ``ChannelMCGSM.table_parameters``.
+
+        Coding computes them once per image; training recomputes them per batch (they are
+        differentiable)."""
+        w, mcgsm, first = self.whitening, self.mcgsm, self.slstm.layers[0]
+        input_matrix = w.x_whitening @ torch.cat([first.input_weights, w.y_predictor[:, None]], dim=1)
+        input_bias = torch.cat([first.bias, w.y_mean[None]]) - w.x_mean @ input_matrix
+        head_matrix = torch.cat([mcgsm.features, w.y_scale * mcgsm.predictors.T], dim=1)
+        gate_weights = mcgsm.weights.square().T  # (F, C)
+        half_precisions = 0.5 * mcgsm.scales.exp()  # (C, S)
+        # bounded so that a table's arithmetic stays finite whatever the weights
+        variances = (w.y_scale.square() * (-mcgsm.scales).exp()).flatten().clamp(1e-4, 1e8)  # (C * S,)
+        return input_matrix, input_bias, head_matrix, gate_weights, half_precisions, mcgsm.priors, variances
+
+    def first_layer_inputs(self, x: torch.Tensor, folded) -> tuple[torch.Tensor, torch.Tensor]:
+        """For conditioning vectors x (N, D): the first layer's input pre-activations
+        (N, 5 * hidden), a view, and the linear prediction of the pixel (N,)."""
+        projected = torch.addmm(folded[1], x, folded[0])
+        return projected[:, :-1], projected[:, -1]
+
+    def mixture(self, h: torch.Tensor, prediction: torch.Tensor, folded):
+        """The condensed mixture for top hidden states h (N, hidden) and linear predictions (N,):
+        weights, means and inverse standard deviations (pixel units), each (N, K + 1)."""
+        _, _, head_matrix, gate_weights, half_precisions, priors, variances = folded
+        projected = h @ head_matrix
+        features = projected[:, : self.config.num_features]
+        means = projected[:, self.config.num_features :] + prediction[:, None]  # (N, C)
+        return condense_mixture(
+            features, means, gate_weights, half_precisions, priors, variances, self.config.table_components
+        )
+
+    def bands(self, neighbourhood: CausalNeighbourhood, planes: torch.Tensor, channel: int, folded):
+        """Scan a batch of images (B, C, H, W) band of rows by band of rows; yields
+        (first_row, last_row, h (B, rows * W, hidden), prediction (B, rows * W)). Differentiable."""
+        batch, _, height, width = planes.shape
+        rows_per_band = max(1, BAND_ELEMENTS // max(1, batch * width * NUM_GATES * self.config.num_hiddens))
+        tops = None
+        for first in range(0, height, rows_per_band):
+            last = min(height, first + rows_per_band)
+            x = conditioning(neighbourhood, planes, channel, first, last)
+            pre, prediction = self.first_layer_inputs(x.flatten(0, 2), folded)
+            h, tops = self.slstm.scan(pre.view(batch, last - first, width, -1), tops)
+            yield first, last, h.view(batch, -1, h.shape[-1]), prediction.view(batch, -1)
+
+    def log_likelihood(
+        self,
+        neighbourhood: CausalNeighbourhood,
+        planes: torch.Tensor,
+        channel: int,
+        values: torch.Tensor,
+        tables: bool = False,
+    ) -> torch.Tensor:
+        """Natural-log likelihood (B,) float64 of ``values`` (B, H, W) uint8, the pixels of this
+        channel, given the images ``planes`` (B, C, H, W) the channel reads. ``tables``: from
+        the coder's tables (``log_prob``); otherwise from the bins' masses directly, cheaper
+        and differentiable (training; the same numbers up to float rounding)."""
+        folded = self.folded()
+        total = torch.zeros(len(planes), dtype=torch.float64, device=planes.device)
+        for first, last, h, prediction in self.bands(neighbourhood, planes, channel, folded):
+            h, prediction = h.flatten(0, 1), prediction.flatten()
+            y = values[:, first:last].reshape(-1).long()
+            if tables:
+                pieces = []
+                for start in range(0, len(y), TABLE_CHUNK):
+                    part = slice(start, start + TABLE_CHUNK)
+                    mixture = self.mixture(h[part], prediction[part], folded)
+                    table = mixture_pmf(*mixture, self.config.floor).double()
+                    pieces.append(torch.log(table.gather(1, y[part, None])[:, 0] / table.sum(1)))
+                log_p = torch.cat(pieces)
+            else:
+                log_p = mixture_bin_log_mass(y, *self.mixture(h, prediction, folded), self.config.floor).double()
+            total = total + log_p.view(len(planes), -1).sum(1)
+        return total
+
+
+def _channel_conditioning_size(neighbourhood: CausalNeighbourhood, channels: int, channel: int) -> int:
+    return channels * neighbourhood.size + channel
+
+
+def build_channel_models(config: RIDEConfig, num_channels: int) -> torch.nn.ModuleList:
+    neighbourhood = CausalNeighbourhood(config.up, config.left, config.right)
+    return torch.nn.ModuleList(
+        ChannelRIDE(_channel_conditioning_size(neighbourhood, num_channels, c), config) for c in range(num_channels)
+    )
+
+
+WEIGHTS_FORMAT = "ridecodec-ride-1"
+
+
+def save_weights(path: str | Path, config: RIDEConfig, models: torch.nn.ModuleList, metadata: dict) -> None:
+    """Write weights as plain tensors and strings, loadable with ``torch.load(weights_only=True)``."""
+    temporary = f"{path}.partial"  # never a half-written weights file under the real name
+    torch.save(
+        {"format": WEIGHTS_FORMAT, "config": asdict(config), "num_channels": len(models),
+         "state": {k: v.detach().cpu() for k, v in models.state_dict().items()}, "metadata": metadata},
+        temporary,
+    )
+    os.replace(temporary, path)
+
+
+def load_weights(path) -> tuple[RIDEConfig, torch.nn.ModuleList, dict]:
+    """Read weights written by :func:`save_weights`; never executes code from the file."""
+    blob = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(blob, dict) or blob.get("format") != WEIGHTS_FORMAT:
+        raise ValueError(f"{path} is not a ridecodec RIDE weights file")
+    config = RIDEConfig(**blob["config"])
+    models = build_channel_models(config, blob["num_channels"])
+    models.load_state_dict(blob["state"])
+    return config, models, blob["metadata"]
+
+
+#: Weights as they would ship, inside the package: gray for L (and alpha), colour for RGB.
+SHIPPED_WEIGHTS = {"L": "ride-gray.pt", "RGB": "ride-rgb.pt"}
+
+
+class RIDESteps:
+    """The step function of one image (what ``RIDEModel.begin`` returns): for each channel of
+    the canvas, its RIDE, its folded parameters and its spatial LSTM states."""
+
+    def __init__(self, model: "RIDEModel", canvas: torch.Tensor):
+        width = canvas.shape[2]
+        with torch.no_grad():
+            self.plan = [
+                (channel_model, channel_model.folded(), neighbourhood, canvas[planes], index,
+                 SpatialLSTMStepper(channel_model.slstm, width, canvas.device))
+                for channel_model, neighbourhood, planes, index in model._plan(canvas.shape[0])
+            ]
+
+    def __call__(self, rows: torch.Tensor, cols: torch.Tensor, channel: int) -> torch.Tensor:
+        model, folded, neighbourhood, planes, index, states = self.plan[channel]
+        pre, prediction = model.first_layer_inputs(neighbourhood.gather(planes, rows, cols, index), folded)
+        h = states.step(pre, cols)
+        return mixture_pmf(*model.mixture(h, prediction, folded), model.config.floor)
+
+    def state_elements(self) -> int:
+        """Numbers of recurrent state held for the image, all channels and layers."""
+        return sum(states.state_elements() for *_, states in self.plan)
+
+
+class RIDEModel(DensityModel):
+    """The built-in model ``ride`` (to be registered once trained weights ship).
+
+    ``weights`` maps "L" (required) and "RGB" (optional) to weights files written by
+    :func:`save_weights`; by default the shipped ones.
+    """
+
+    name = "ride"
+    version = "1"
+    exact_across_devices = False
+
+    def __init__(self, weights: dict[str, str | Path] | None = None):
+        super().__init__()
+        self.layouts = torch.nn.ModuleDict()
+        configs = {}
+        for layout, path in (weights or self._shipped()).items():
+            configs[layout], self.layouts[layout], _ = load_weights(path)
+        if "L" not in self.layouts:
+            raise ValueError("the ride model needs gray weights")
+        self.neighbourhoods = {
+            layout: CausalNeighbourhood(config.up, config.left, config.right) for layout, config in configs.items()
+        }
+        self.modes = ("L", "RGB", "RGBA") if "RGB" in self.layouts else ("L",)
+        # The reach. Through h_(i,j-1) and h_(i-1,j) the state at (i, j) depends on every state
+        # up and to the left of it, so the reach up and left is unbounded. To the right it is the
+        # neighbourhood's: the recurrence only ever steps left or up, and every state (k, l) with
+        # k <= i, l <= j reads pixels at most `right` columns right of l, in rows above k; so the
+        # prediction of (i, j) reads at most column j + right, in earlier rows. That is what the
+        # engine's wavefront t = (right + 1) * i + j needs: (i, j - 1) is in step t - 1, (i - 1, j)
+        # in step t - right - 1, and a pixel (i - a, j + b) with a >= 1, b <= right in step
+        # t - (right + 1) * a + b <= t - 1. (math.inf: base.CausalReach has no other way to say
+        # "unbounded" for up and left, which only document the model; only `right` schedules.)
+        right = max(n.right for n in self.neighbourhoods.values())
+        self.reach = CausalReach(up=math.inf, left=math.inf, right=right)
+
+    @staticmethod
+    def _shipped() -> dict[str, Path]:
+        folder = resources.files("ridecodec") / "weights"
+        found = {layout: Path(str(folder / name)) for layout, name in SHIPPED_WEIGHTS.items()}
+        return {layout: path for layout, path in found.items() if path.exists()}
+
+    def _plan(self, num_channels: int):
+        """For each channel of the canvas: (its RIDE, its neighbourhood, the canvas channels it
+        reads, its index among them)."""
+        if num_channels == 1:
+            return [(self.layouts["L"][0], self.neighbourhoods["L"], slice(0, 1), 0)]
+        if "RGB" not in self.layouts:
+            raise ValueError("these ride weights code grayscale images only")
+        plan = [(self.layouts["RGB"][c], self.neighbourhoods["RGB"], slice(0, 3), c) for c in range(3)]
+        if num_channels == 4:
+            plan.append((self.layouts["L"][0], self.neighbourhoods["L"], slice(3, 4), 0))
+        return plan
+
+    def begin(self, canvas: torch.Tensor) -> RIDESteps:
+        return RIDESteps(self, canvas)
+
+    @torch.no_grad()  # an evaluation: training differentiates ChannelRIDE.log_likelihood
+    def log_prob(self, images: torch.Tensor) -> torch.Tensor:
+        totals = torch.zeros(len(images), dtype=torch.float64, device=images.device)
+        for channel, (model, neighbourhood, planes, index) in enumerate(self._plan(images.shape[1])):
+            totals += model.log_likelihood(neighbourhood, images[:, planes], index, images[:, channel], tables=True)
+        return totals.cpu()

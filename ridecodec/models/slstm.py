@@ -1,0 +1,220 @@
+"""Spatial LSTM layers (Theis & Bethge 2015, "Generative Image Modeling Using Spatial LSTMs").
+
+At pixel (i, j) a layer reads its input u_ij (the first layer: the pixel's causal neighbourhood
+x_<ij; a stacked layer: the hidden state of the layer below at the same position) and the states
+of its left and upper neighbours:
+
+    (i, o, f_c, f_r) = sigmoid(T [u_ij; h_(i,j-1); h_(i-1,j)])     gates
+    g                = tanh(T [u_ij; h_(i,j-1); h_(i-1,j)])         candidate
+    c_ij = g * i + c_(i,j-1) * f_c + c_(i-1,j) * f_r                 memory
+    h_ij = tanh(c_ij * o)                                           hidden state
+
+T is affine (``input_weights``, ``recurrent_weights``, ``bias``). States outside the image are
+zero. The *extended* variant also feeds the neighbouring memory cells c_(i,j-1) and c_(i-1,j)
+to T. h_ij depends on everything up and to the left of (i, j), through the recurrence; to the
+right it sees only what the inputs see.
+
+Two ways of running a layer stack, giving the same numbers up to float rounding:
+
+* :meth:`SpatialLSTMStack.scan`, whole images or patches at once (training, ``log_prob``): the
+  positions of one anti-diagonal i + j = d depend only on diagonal d - 1, so a layer costs
+  H + W - 1 batched steps. Bands of rows can be scanned one after another, handing the last
+  row's states down, so memory follows the band, not the image.
+* :class:`SpatialLSTMStepper`, for the coding engine: computes the states of the positions of
+  one wavefront step from stored states. See its docstring for why one row of states per layer
+  is all it keeps.
+
+Both call :meth:`SpatialLSTM.cell` on pre-activations built with the same weight layout, so the
+math lives in one place.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import torch
+
+#: Gates per hidden unit, in the order of the pre-activation columns: i, o, f_c, f_r (sigmoid)
+#: and g (tanh).
+NUM_GATES = 5
+#: Memory cells are clipped to +-CELL_LIMIT. Nothing in the equations keeps c bounded: where
+#: f_c + f_r > 1, c grows geometrically along the diagonals, and a model trained on 22 x 22
+#: patches never sees what that does 500 pixels in. (Measured with random weights and zero
+#: forget-gate biases: c reached 1e8 by diagonal 64 of a 512 x 512 image, inf by diagonal 256,
+#: then NaN; whole BSDS images gave NaN likelihoods.) h = tanh(c * o) is saturated long before
+#: the limit, so a well-behaved model never meets it; a misbehaving one stays finite.
+CELL_LIMIT = 50.0
+#: Initial bias of the forget gates f_c and f_r: sigmoid(-1) = 0.27 each, so the memory starts
+#: out leaky (f_c + f_r around 0.5) rather than at the edge of growing (1, with zero bias).
+FORGET_BIAS = -1.0
+
+
+class SpatialLSTM(torch.nn.Module):
+    """One spatial LSTM layer: its affine map T and its cell equations."""
+
+    def __init__(self, dim_in: int, num_hiddens: int, extended: bool = False):
+        super().__init__()
+        self.num_hiddens = num_hiddens
+        self.extended = extended
+        #: the recurrent inputs, stacked in this order: h_(i,j-1), h_(i-1,j) [, c_(i,j-1), c_(i-1,j)]
+        self.num_recurrent = 4 if extended else 2
+        gates = NUM_GATES * num_hiddens  # pre-activation columns: i, o, f_c, f_r, g, each `hidden` wide
+        self.input_weights = torch.nn.Parameter(torch.zeros(dim_in, gates))
+        self.recurrent_weights = torch.nn.Parameter(torch.zeros(self.num_recurrent * num_hiddens, gates))
+        self.bias = torch.nn.Parameter(torch.zeros(gates))
+
+    def initialize(self, generator: torch.Generator) -> None:
+        """Random weights with unit-variance pre-activations for unit-variance inputs; zero
+        bias except for the forget gates (FORGET_BIAS)."""
+        hidden = self.num_hiddens
+        with torch.no_grad():
+            for weights in (self.input_weights, self.recurrent_weights):
+                weights.copy_(torch.randn(weights.shape, generator=generator) / math.sqrt(len(weights)))
+            self.bias.zero_()
+            self.bias[2 * hidden : 4 * hidden] = FORGET_BIAS  # f_c, f_r
+
+    def cell(self, pre: torch.Tensor, c_left: torch.Tensor, c_up: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The paper's equations, from pre-activations (N, 5 * hidden) and the neighbours'
+        memories (N, hidden) to (h, c) of the positions, each (N, hidden)."""
+        hidden = self.num_hiddens
+        i, o, f_c, f_r = torch.sigmoid(pre[:, : 4 * hidden]).split(hidden, dim=1)
+        g = torch.tanh(pre[:, 4 * hidden :])
+        c = torch.addcmul(torch.addcmul(g * i, c_left, f_c), c_up, f_r).clamp(-CELL_LIMIT, CELL_LIMIT)
+        return torch.tanh(c * o), c
+
+
+@functools.lru_cache(maxsize=16)
+def _diagonals(height: int, width: int, device: torch.device):
+    """For each anti-diagonal d = i + j: its first row and the raster indices i * W + j of its
+    positions, rows ascending; and the permutation from diagonal order back to raster order."""
+    first_rows, indices = [], []
+    for d in range(height + width - 1):
+        lo, hi = max(0, d - width + 1), min(height - 1, d)
+        rows = torch.arange(lo, hi + 1)
+        first_rows.append(lo)
+        indices.append((rows * width + d - rows).to(device))
+    to_raster = torch.argsort(torch.cat(indices).cpu()).to(device)
+    return first_rows, indices, to_raster
+
+
+class SpatialLSTMStack(torch.nn.Module):
+    """Layers stacked as in the paper: layer l > 0 reads the hidden state of layer l - 1 at the
+    same position; the top layer's hidden state is the stack's output."""
+
+    def __init__(self, dim_in: int, num_hiddens: int, num_layers: int, extended: bool = False):
+        super().__init__()
+        self.num_hiddens = num_hiddens
+        self.layers = torch.nn.ModuleList(
+            SpatialLSTM(dim_in if l == 0 else num_hiddens, num_hiddens, extended) for l in range(num_layers)
+        )
+
+    def initialize(self, generator: torch.Generator) -> None:
+        for layer in self.layers:
+            layer.initialize(generator)
+
+    def scan(self, first_pre: torch.Tensor, tops: list | None = None):
+        """Run the stack over images or patches.
+
+        ``first_pre`` (B, H, W, 5 * hidden): the first layer's pre-activations from its inputs,
+        bias included (the caller folds its input normalisation into them). ``tops``: per layer,
+        (h, c) of the row just above, each (B, W, hidden), or None for the image's top edge.
+        Returns the top layer's h (B, H, W, hidden) and, per layer, (h, c) of the last row, to
+        continue with the next band of rows.
+        """
+        pre = first_pre
+        last_rows = []
+        for l, layer in enumerate(self.layers):
+            if l > 0:  # the layer below's states, at the same positions
+                pre = torch.addmm(layer.bias, h.flatten(0, 2), layer.input_weights).view(*h.shape[:3], -1)
+            h, last_row = _scan_layer(layer, pre, None if tops is None else tops[l])
+            last_rows.append(last_row)
+        return h, last_rows
+
+
+def _scan_layer(layer: SpatialLSTM, pre: torch.Tensor, top):
+    """One layer over (B, H, W, 5 * hidden) input pre-activations, anti-diagonal by anti-diagonal.
+
+    Diagonal d holds rows lo..hi (position (i, d - i) for row i). The left neighbour of (i, d - i)
+    is row i of diagonal d - 1 and its upper neighbour is row i - 1 there, so padding the previous
+    diagonal's states with a zero row on either side turns both into contiguous slices: the
+    zeros are the states outside the image (column -1, row -1), unless ``top`` gives row -1.
+    Everything is functional (no in-place writes), so autograd can run through it."""
+    batch, height, width, _ = pre.shape
+    hidden = layer.num_hiddens
+    first_rows, indices, to_raster = _diagonals(height, width, pre.device)
+    flat_pre = pre.reshape(batch, height * width, -1)
+    zero = pre.new_zeros(batch, 1, hidden)
+    h_prev = c_prev = pre.new_zeros(batch, 0, hidden)
+    lo_prev = 0
+    hs, cs = [], []
+    for d, (lo, index) in enumerate(zip(first_rows, indices)):
+        n = len(index)
+        shift = lo - lo_prev  # 0, or 1 once row lo_prev has reached the last column
+        h_pad, c_pad = torch.cat([zero, h_prev, zero], 1), torch.cat([zero, c_prev, zero], 1)
+        h_left, c_left = h_pad[:, shift + 1 : shift + 1 + n], c_pad[:, shift + 1 : shift + 1 + n]
+        h_up, c_up = h_pad[:, shift : shift + n], c_pad[:, shift : shift + n]
+        if top is not None and lo == 0:  # row 0 reads the band above instead of zeros
+            h_up = torch.cat([top[0][:, d : d + 1], h_up[:, 1:]], 1)
+            c_up = torch.cat([top[1][:, d : d + 1], c_up[:, 1:]], 1)
+        recurrent = [h_left, h_up] + ([c_left, c_up] if layer.extended else [])
+        recurrent = torch.cat(recurrent, 2).reshape(batch * n, -1)
+        step_pre = torch.addmm(flat_pre[:, index].reshape(batch * n, -1), recurrent, layer.recurrent_weights)
+        h, c = layer.cell(step_pre, c_left.reshape(batch * n, hidden), c_up.reshape(batch * n, hidden))
+        h_prev, c_prev = h.view(batch, n, hidden), c.view(batch, n, hidden)
+        hs.append(h_prev)
+        cs.append(c_prev)
+        lo_prev = lo
+    h_all = torch.cat(hs, 1)[:, to_raster].view(batch, height, width, hidden)
+    # the last row is the last position of each diagonal from d = H - 1 on
+    last_row = tuple(torch.stack([s[:, -1] for s in states[height - 1 :]], 1) for states in (hs, cs))
+    return h_all, last_row
+
+
+class SpatialLSTMStepper:
+    """The stack's states while coding one image, one wavefront step at a time.
+
+    Pixel (i, j) needs the states of (i, j - 1) and (i - 1, j). In the engine's wavefront (step
+    t = (right + 1) * i + j, any right >= 0) and in raster order alike, the positions of each
+    column are visited top to bottom, and when (i, j) is visited, column j's last visited
+    position is (i - 1, j) and column j - 1's is (i, j - 1): its next one, (i + 1, j - 1), is at
+    step t + right. So one "skyline" per layer is all the state there is: for every column, the
+    (h, c) of its last visited position. Slot 0 stands for column -1 and stays zero; slot j + 1
+    holds column j, zero until the column's row 0 is visited (the row above the image is zero).
+    Memory: 2 * (W + 1) * hidden numbers per layer, whatever the height.
+
+    A step gathers the left and upper states of its positions, runs the cells and scatters the
+    new states back: a fixed handful of tensor operations per layer, no host synchronisation,
+    on whatever device the states live. The positions of one step lie in distinct columns and
+    all reads come before the writes, so with right reach 0, where (i, j) and (i + 1, j - 1)
+    share a step, (i, j) still reads the old value of column j - 1, which is (i, j - 1).
+    """
+
+    def __init__(self, stack: SpatialLSTMStack, width: int, device: torch.device):
+        self.stack = stack
+        hidden = stack.num_hiddens
+        self.h = [torch.zeros(width + 1, hidden, device=device) for _ in stack.layers]
+        self.c = [torch.zeros(width + 1, hidden, device=device) for _ in stack.layers]
+
+    def state_elements(self) -> int:
+        """Numbers held for the image (the test of O(width) memory reads this)."""
+        return sum(t.numel() for t in self.h + self.c)
+
+    def step(self, first_pre: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+        """States of the positions in columns ``cols`` (N,) of one wavefront step, given the
+        first layer's input pre-activations (N, 5 * hidden); returns the top layer's h (N, hidden)."""
+        n = len(cols)
+        neighbours = torch.stack([cols, cols + 1], 1).view(-1)  # slots of (i, j-1) and (i-1, j)
+        pre = first_pre
+        for l, layer in enumerate(self.stack.layers):
+            hidden = layer.num_hiddens
+            h_both = self.h[l].index_select(0, neighbours).view(n, 2 * hidden)  # [h_left | h_up]
+            c_both = self.c[l].index_select(0, neighbours).view(n, 2 * hidden)  # [c_left | c_up]
+            if l > 0:
+                pre = torch.addmm(layer.bias, h, layer.input_weights)
+            recurrent = torch.cat([h_both, c_both], 1) if layer.extended else h_both
+            pre = torch.addmm(pre, recurrent, layer.recurrent_weights)
+            h, c = layer.cell(pre, c_both[:, :hidden], c_both[:, hidden:])
+            self.h[l].index_copy_(0, cols + 1, h)
+            self.c[l].index_copy_(0, cols + 1, c)
+        return h

@@ -1,0 +1,357 @@
+"""RIDE: spatial LSTM scans against stepping, the codec contract with small random weights,
+memory, training and its command. (``ride`` is not registered until trained weights ship, so
+these tests build models from explicit weight files.)"""
+
+from __future__ import annotations
+
+import json
+import math
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from PIL import Image
+
+from ridecodec import engine
+from ridecodec.cli import main
+from ridecodec.engine import Wavefront
+from ridecodec.models import ride as ride_module
+from ridecodec.models.neighbourhood import CausalNeighbourhood
+from ridecodec.models.ride import RIDEConfig, RIDEModel, build_channel_models, conditioning, load_weights, save_weights
+from ridecodec.models.slstm import CELL_LIMIT, SpatialLSTMStack, SpatialLSTMStepper
+from ridecodec.models.whitening import ConditionalWhitening
+from ridecodec.training.ride import RIDETrainingOptions, sample_patches, train_ride
+from conftest import natural_like
+from test_models import stepped_tables
+
+
+def _planes(image: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(image.transpose(2, 0, 1)) if image.ndim == 3 else image[None].copy()
+
+
+def _random_weights(path, channels: int, seed: int = 0, **changes) -> RIDEConfig:
+    """A small RIDE with random spatial LSTM and MCGSM weights and a whitening fitted on a
+    synthetic image, written to ``path``."""
+    config = RIDEConfig(**{**dict(num_layers=2, num_hiddens=5, num_components=3, num_scales=2, num_features=3,
+                                  table_components=2), **changes})
+    models = build_channel_models(config, channels)
+    image = torch.from_numpy(_planes(natural_like(20, 24, channels, seed=seed)))
+    hood = CausalNeighbourhood(config.up, config.left, config.right)
+    rows, cols = torch.arange(20).repeat_interleave(24), torch.arange(24).repeat(20)
+    x = hood.gather(image, rows, cols, channels - 1)
+    generator = torch.Generator().manual_seed(seed)
+    for channel, model in enumerate(models):
+        fitted = ConditionalWhitening.fit(x[:, : model.whitening.x_mean.numel()], image[channel, rows, cols].float())
+        model.whitening.load_state_dict(fitted.state_dict())
+        model.initialize(generator)
+        with torch.no_grad():  # livelier than the initial near-uniform gates, to test more of the math
+            model.mcgsm.features.mul_(30)
+            model.mcgsm.priors.normal_(generator=generator)
+    save_weights(path, config, models, {"note": "random"})
+    return config
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("ride")
+    _random_weights(folder / "gray.pt", 1, seed=1)
+    _random_weights(folder / "rgb.pt", 3, seed=2, right=1, extended=True)
+    return RIDEModel({"L": folder / "gray.pt", "RGB": folder / "rgb.pt"})
+
+
+# -- spatial LSTM: the scan and the stepping compute the same states ----------------------------
+
+
+def _stack(layers, extended, dim_in=4, hidden=6, seed=0):
+    stack = SpatialLSTMStack(dim_in, hidden, layers, extended)
+    stack.initialize(torch.Generator().manual_seed(seed))
+    return stack
+
+
+def _first_pre(stack, inputs):
+    first = stack.layers[0]
+    return (inputs.flatten(0, 2) @ first.input_weights + first.bias).view(*inputs.shape[:3], -1)
+
+
+@pytest.mark.parametrize("layers,extended", [(1, False), (2, False), (2, True)])
+@pytest.mark.parametrize("right", [0, 2, None])  # None: raster order
+def test_scan_equals_stepping(layers, extended, right):
+    stack = _stack(layers, extended)
+    height, width = 7, 9
+    pre = _first_pre(stack, torch.randn(2, height, width, 4, generator=torch.Generator().manual_seed(1)))
+    with torch.no_grad():
+        scanned, _ = stack.scan(pre)
+        for b in range(2):
+            stepper = SpatialLSTMStepper(stack, width, torch.device("cpu"))
+            stepped = torch.full((height, width, 6), math.nan)
+            for _, rows, cols in Wavefront(height, width, right).steps():
+                stepped[rows, cols] = stepper.step(pre[b, rows, cols], cols)
+            assert torch.allclose(stepped, scanned[b], atol=1e-6)
+    assert scanned.abs().mean() > 0.01  # not trivially zero
+
+
+def test_scan_follows_the_paper_equations():
+    """Position by position, with the equations written out, for a 3 x 4 image."""
+    stack = _stack(1, False, dim_in=2, hidden=3)
+    layer = stack.layers[0]
+    inputs = torch.randn(1, 3, 4, 2, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        scanned, _ = stack.scan(_first_pre(stack, inputs))
+        h = {(-1, j): torch.zeros(3) for j in range(4)} | {(i, -1): torch.zeros(3) for i in range(3)}
+        c = dict(h)
+        for i in range(3):
+            for j in range(4):
+                z = torch.cat([inputs[0, i, j], h[i, j - 1], h[i - 1, j]]) @ torch.cat(
+                    [layer.input_weights, layer.recurrent_weights]) + layer.bias
+                gate_i, gate_o, f_c, f_r, g = z.view(5, 3)
+                c[i, j] = torch.tanh(g) * torch.sigmoid(gate_i) + c[i, j - 1] * torch.sigmoid(f_c) \
+                    + c[i - 1, j] * torch.sigmoid(f_r)
+                h[i, j] = torch.tanh(c[i, j] * torch.sigmoid(gate_o))
+                assert torch.allclose(scanned[0, i, j], h[i, j], atol=1e-6)
+
+
+def test_scan_in_bands_equals_one_scan():
+    stack = _stack(2, True)
+    pre = _first_pre(stack, torch.randn(2, 10, 6, 4, generator=torch.Generator().manual_seed(3)))
+    with torch.no_grad():
+        whole, _ = stack.scan(pre)
+        top, carried = stack.scan(pre[:, :4])
+        rest, _ = stack.scan(pre[:, 4:], carried)
+    assert torch.allclose(torch.cat([top, rest], 1), whole, atol=1e-6)
+
+
+def test_memory_stays_finite_when_forget_gates_saturate():
+    """f_c = f_r = 1 doubles c along every diagonal: float32 overflows after ~128 diagonals
+    unless the cells are bounded."""
+    stack = _stack(1, False, dim_in=4, hidden=2)
+    with torch.no_grad():
+        stack.layers[0].bias.copy_(torch.tensor([20.0, 20, 20, 20, 20, 20, 20, 20, 5, 5]))  # i, o, f_c, f_r, g
+    pre = _first_pre(stack, torch.zeros(1, 100, 100, 4))
+    with torch.no_grad():
+        h, ((last_h, last_c),) = stack.scan(pre)
+    assert torch.isfinite(h).all() and torch.isfinite(last_c).all() and last_c.abs().max() == CELL_LIMIT
+
+
+def test_batched_conditioning_equals_gather():
+    hood = CausalNeighbourhood(up=2, left=3, right=1)
+    images = torch.from_numpy(np.stack([_planes(natural_like(7, 9, 3, seed=s)) for s in range(2)]))
+    rows, cols = torch.arange(2, 6).repeat_interleave(9), torch.arange(9).repeat(4)
+    batched = conditioning(hood, images, 2, first_row=2, last_row=6)
+    for b in range(2):
+        assert torch.equal(batched[b].reshape(36, -1), hood.gather(images[b], rows, cols, 2))
+
+
+def test_stepping_memory_grows_with_width_not_height(model):
+    sizes = {}
+    for height, width in [(5, 16), (80, 16), (5, 32)]:
+        steps = model.begin(torch.zeros(1, height, width, dtype=torch.uint8))
+        sizes[height, width] = steps.state_elements()
+    assert sizes[5, 16] == sizes[80, 16]
+    # 2 layers x (h, c) x (W + 1) columns x 5 units
+    assert sizes[5, 16] == 2 * 2 * 17 * 5 and sizes[5, 32] == 2 * 2 * 33 * 5
+
+
+# -- the codec contract ---------------------------------------------------------------------------
+
+
+def test_reach_is_the_neighbourhoods_to_the_right(model):
+    # the gray neighbourhood reaches 2 columns right, the colour one 1: the schedule needs 2
+    assert model.reach.right == 2 and math.isinf(model.reach.up) and math.isinf(model.reach.left)
+
+
+@pytest.mark.parametrize("channels", [1, 3, 4])
+def test_log_prob_equals_stepped_probabilities(model, channels):
+    pixels = _planes(natural_like(8, 11, channels, seed=channels))
+    tables, symbols = stepped_tables(model, pixels)
+    assert torch.allclose(tables.double().sum(1), torch.ones(len(tables), dtype=torch.float64), atol=1e-5)
+    stepped = torch.log(tables.double()[torch.arange(len(symbols)), symbols] / tables.double().sum(1)).sum()
+    log_prob = model.log_prob(torch.from_numpy(pixels)[None])
+    assert log_prob.shape == (1,) and log_prob.dtype == torch.float64
+    assert math.isclose(float(log_prob), float(stepped), rel_tol=1e-6)
+    # training's objective (the bins' masses directly) is the same number
+    planes = torch.from_numpy(pixels)[None]
+    with torch.no_grad():
+        direct = sum(m.log_likelihood(hood, planes[:, sl], index, planes[:, c])
+                     for c, (m, hood, sl, index) in enumerate(model._plan(channels)))
+    assert math.isclose(float(direct), float(stepped), rel_tol=1e-4)
+
+
+def test_log_prob_in_bands_and_batches(model, monkeypatch):
+    images = torch.from_numpy(np.stack([_planes(natural_like(9, 7, 3, seed=s)) for s in range(3)]))
+    whole = model.log_prob(images)
+    singles = torch.cat([model.log_prob(images[i : i + 1]) for i in range(3)])
+    monkeypatch.setattr(ride_module, "BAND_ELEMENTS", 1)  # one row per band
+    banded = model.log_prob(images)
+    assert torch.allclose(whole, singles) and torch.allclose(whole, banded)
+
+
+@pytest.mark.parametrize("channels,channel", [(1, 0), (3, 0), (3, 2)])
+def test_model_is_causal(model, channels, channel):
+    """Changing every pixel after (i, j) in raster order, and channels >= channel of (i, j),
+    never changes the tables of earlier pixels, nor those of (i, j) below ``channel``; and
+    revealing the whole image at once changes nothing. (Gray and colour have different right
+    reaches: the schedule must suit both.)"""
+    pixels = _planes(natural_like(6, 7, channels, seed=4))
+    honest, _ = stepped_tables(model, pixels)
+    peeking, _ = stepped_tables(model, pixels, reveal_everything=True)
+    assert torch.equal(honest, peeking)
+    # the tables' positions and channels, in the schedule's order
+    order = [(int(r) * 7 + int(k), c) for _, rows, cols in Wavefront(6, 7, model.reach.right).steps()
+             for c in range(channels) for r, k in zip(rows, cols)]
+    generator = np.random.default_rng(0)
+    for position in [0, 8, 20, 40]:
+        scrambled = pixels.reshape(channels, -1).copy()
+        scrambled[:, position + 1 :] = generator.integers(0, 256, scrambled[:, position + 1 :].shape)
+        scrambled[channel:, position] = 255 - scrambled[channel:, position]
+        tables, _ = stepped_tables(model, scrambled.reshape(pixels.shape))
+        earlier = torch.tensor([p < position or (p == position and c <= channel) for p, c in order])
+        assert torch.equal(tables[earlier], honest[earlier])
+        assert not torch.equal(tables[~earlier], honest[~earlier])  # the rest did see the change
+
+
+@pytest.mark.parametrize("shape", [(1, 9, 13), (3, 10, 7), (4, 5, 6), (1, 12, 1), (3, 1, 9), (1, 1, 1)])
+def test_round_trip(model, shape):
+    channels, height, width = shape
+    pixels = _planes(natural_like(height, width, channels, seed=sum(shape)))
+    payload = engine.encode_pixels(model, pixels)
+    assert np.array_equal(engine.decode_pixels(model, payload, pixels.shape), pixels)
+    # and the payload costs what log_prob says
+    assert len(payload) * 32 <= engine.code_length_bits(model, pixels) * 1.001 + 64
+
+
+def test_gray_only_weights_refuse_colour(tmp_path):
+    _random_weights(tmp_path / "gray.pt", 1)
+    model = RIDEModel({"L": tmp_path / "gray.pt"})
+    assert model.modes == ("L",)
+    with pytest.raises(ValueError, match="gray"):
+        RIDEModel({"RGB": tmp_path / "gray.pt"})
+
+
+class _Sneaky:
+    """Stands for any object whose unpickling could run code."""
+
+
+def test_weights_round_trip_and_refuse_pickles(tmp_path):
+    config = _random_weights(tmp_path / "w.pt", 3, extended=True)
+    loaded_config, models, metadata = load_weights(tmp_path / "w.pt")
+    assert loaded_config == config and metadata == {"note": "random"} and len(models) == 3
+    torch.save({"format": "ridecodec-ride-1", "payload": _Sneaky()}, tmp_path / "bad.pt")
+    with pytest.raises(pickle.UnpicklingError, match="weights_only"):
+        load_weights(tmp_path / "bad.pt")
+    with pytest.raises(ValueError, match="not a ridecodec RIDE"):
+        load_weights(_mcgsm_file(tmp_path))
+
+
+def _mcgsm_file(tmp_path):
+    from ridecodec.models import mcgsm
+
+    config = mcgsm.MCGSMConfig(num_components=2, num_scales=1, num_features=2)
+    mcgsm.save_weights(tmp_path / "mcgsm.pt", config, mcgsm.build_channel_models(config, 1), {})
+    return tmp_path / "mcgsm.pt"
+
+
+# -- training -------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def image_folder(tmp_path_factory):
+    """Smooth images with noise of two strengths (a third of the pixels are much noisier):
+    something a mixture learns quickly beyond the whitening's linear-Gaussian start."""
+    folder = tmp_path_factory.mktemp("train")
+    for seed in range(6):
+        rng = np.random.default_rng(seed)
+        noise = rng.normal(0, 1, (14, 16, 3)) * np.where(rng.random((14, 16, 1)) < 0.7, 1, 16)
+        image = np.clip(natural_like(14, 16, channels=3, seed=seed) + noise, 0, 255).astype(np.uint8)
+        Image.fromarray(image).save(folder / f"{seed}.png")
+    return folder
+
+
+def _options(folder, tmp_path, **changes):
+    config = RIDEConfig(num_layers=1, num_hiddens=4, num_components=3, num_scales=2, num_features=3, table_components=2)
+    base = dict(data=[str(folder)], out=str(tmp_path / "w.pt"), model=config, patch_sizes=(8, 12), epochs=1,
+                patches_per_image=16, batch_size=8, learning_rate=1e-2, validation_fraction=0.34,
+                whitening_samples_per_image=200, lbfgs_steps=0, checkpoint=str(tmp_path / "ck.pt"),
+                log=str(tmp_path / "log.jsonl"))
+    return RIDETrainingOptions(**{**base, **changes})
+
+
+def test_patches_are_sampled_and_flipped():
+    image = torch.arange(5 * 7, dtype=torch.uint8).view(1, 5, 7)
+    patches = sample_patches([image, image[:, :2]], 3, 40, torch.Generator().manual_seed(0))
+    assert patches.shape == (40, 1, 3, 3)  # the 2-row image is too small for 3 x 3 patches
+    rising = (patches[:, 0, :, 1:] > patches[:, 0, :, :-1]).all(dim=(1, 2))
+    assert 5 < int(rising.sum()) < 35  # both orientations occur
+    assert (patches[:, 0, 1:] - patches[:, 0, :-1] == 7).all()  # rows stay whole rows of the image
+
+
+def test_training_writes_usable_weights_and_a_log(image_folder, tmp_path):
+    summary = train_ride(_options(image_folder, tmp_path))
+    records = [json.loads(line) for line in open(tmp_path / "log.jsonl")]
+    initial = next(r for r in records if r["event"] == "initial")["validation_bits_per_pixel"]
+    epochs = [r for r in records if r["event"] == "epoch"]
+    assert [r["patch_size"] for r in epochs] == [8, 12]  # one epoch per curriculum stage
+    assert summary["validation_bits_per_pixel"] < initial - 0.02  # training improved on its start
+    assert summary["images"] == {"train": 4, "validation": 2} and summary["epochs"] == 2
+    torch.load(tmp_path / "w.pt", weights_only=True)
+    model = RIDEModel({"L": tmp_path / "w.pt"})
+    pixels = natural_like(10, 12)[None].copy()
+    payload = engine.encode_pixels(model, pixels)
+    assert np.array_equal(engine.decode_pixels(model, payload, pixels.shape), pixels)
+
+
+class _Interrupted(Exception):
+    pass
+
+
+def _interrupt_at_second_stage(line):
+    record = json.loads(line)
+    if record["event"] == "head_tuned" and record["stage"] == 1:  # after stage 0's checkpoint
+        raise _Interrupted
+
+
+def test_training_resumes_from_its_checkpoint(image_folder, tmp_path):
+    with pytest.raises(_Interrupted):
+        train_ride(_options(image_folder, tmp_path, lbfgs_steps=3), echo=_interrupt_at_second_stage)
+    assert not (tmp_path / "w.pt").exists()
+    resumed = train_ride(_options(image_folder, tmp_path, resume=True, lbfgs_steps=3))
+    straight = train_ride(_options(image_folder, tmp_path / "..", checkpoint=None, out=str(tmp_path / "s.pt"),
+                                   log=None, lbfgs_steps=3))
+    assert resumed["epochs"] == 2
+    assert resumed["validation_bits_per_pixel"] == pytest.approx(straight["validation_bits_per_pixel"], abs=1e-6)
+    records = [json.loads(line) for line in open(tmp_path / "log.jsonl")]
+    tuned = [r for r in records if r["event"] == "head_tuned"]  # L-BFGS before each stage
+    assert [r["stage"] for r in tuned] == [0, 1, 1]  # the interrupted run's, then the resumed one's
+    assert all(r["patch_bits_after"] <= r["patch_bits_before"] for r in tuned)
+    assert tuned[-1]["patch_bits_after"] < tuned[-1]["patch_bits_before"] - 0.005
+
+
+def test_rgb_training(image_folder, tmp_path):
+    summary = train_ride(_options(image_folder, tmp_path, color="rgb", patch_sizes=(8,), checkpoint=None))
+    assert summary["epochs"] == 1
+    _, models, _ = load_weights(tmp_path / "w.pt")
+    assert len(models) == 3
+
+
+def test_train_command(image_folder, tmp_path):
+    runner = CliRunner()
+    missing = runner.invoke(main, ["train", "ride", "--data", str(tmp_path / "nope"), "--out", str(tmp_path / "w.pt")])
+    assert missing.exit_code == 3 and "nope" in missing.output
+    (tmp_path / "w.pt").write_bytes(b"keep me")
+    exists = runner.invoke(main, ["train", "ride", "--data", str(image_folder), "--out", str(tmp_path / "w.pt")])
+    assert exists.exit_code == 8 and (tmp_path / "w.pt").read_bytes() == b"keep me"
+    too_big = runner.invoke(main, ["train", "ride", "--data", str(image_folder), "--out", str(tmp_path / "x.pt"),
+                                   "--patch-sizes", "8,15"])
+    assert too_big.exit_code == 1 and "larger than every training image" in too_big.output
+    unvalidated = runner.invoke(main, ["train", "ride", "--data", str(image_folder), "--out", str(tmp_path / "x.pt"),
+                                       "--validation-fraction", "0"])
+    assert unvalidated.exit_code == 1 and "validation" in unvalidated.output
+    tiny = ["--patch-sizes", "6", "--epochs", "1", "--patches-per-image", "2", "--layers", "2", "--hidden", "3",
+            "--extended", "--lbfgs-steps", "2", "--components", "2", "--scales", "2", "--features", "2",
+            "--device", "cpu"]
+    done = runner.invoke(main, ["train", "ride", "--data", str(image_folder), "--out", str(tmp_path / "t.pt"), *tiny])
+    assert done.exit_code == 0, done.output
+    config, models, metadata = load_weights(tmp_path / "t.pt")
+    assert (config.num_layers, config.num_hiddens, config.extended) == (2, 3, True)
+    assert metadata["command"].startswith("ridecodec train ride")
