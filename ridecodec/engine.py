@@ -98,17 +98,21 @@ def _checked_table(table: object, count: int, model: DensityModel) -> np.ndarray
 
 
 @contextlib.contextmanager
-def _one_cpu_thread():
-    """Run the coding loop on one CPU thread.
+def coding_context():
+    """How every table is computed: under inference mode, on one CPU thread.
 
-    Each step is a few small tensor operations: splitting them across threads only adds barrier
-    waits, and when another process holds a core those waits cost 6-8x the whole run (measured on
-    the 2-core dev machine). One thread also keeps the arithmetic independent of the core count.
+    One thread, because torch's CPU arithmetic depends on the thread count (a matrix product
+    splits its work differently: measured, the RGB MCGSM's tables change in the last bits between
+    1 and 2 threads), so the encoder and decoder must agree on it, and one is what every machine
+    has. It is also faster: each step is a few small tensor operations, where threads only add
+    barrier waits, and when another process holds a core those waits cost 6-8x the whole run
+    (measured on the 2-core dev machine).
     """
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        yield
+        with torch.inference_mode():
+            yield
     finally:
         torch.set_num_threads(threads)
 
@@ -127,7 +131,7 @@ def _run(
     channels, height, width = canvas.shape
     schedule = wavefront_for(model, height, width)
     total = schedule.num_steps
-    with torch.inference_mode(), _one_cpu_thread():
+    with coding_context():
         try:
             step = model.begin(canvas)
         except Exception as error:
@@ -179,6 +183,24 @@ def decode_pixels(
 
     _run(model, canvas, decode_step, progress)
     return canvas.cpu().numpy()
+
+
+def replayed_log_prob(model: DensityModel, image: torch.Tensor) -> float:
+    """Natural-log likelihood of one uint8 image (C, H, W) from the coder's own tables: the
+    decoding schedule replayed on the whole image. A causal model gives exactly the tables it
+    gives while coding, so this equals the ideal code length to the last bit; a model whose
+    batched arithmetic differs from its stepped one (float rounding in far tails) can implement
+    ``log_prob`` with it."""
+    image = image.to(model.device)
+    total = 0.0
+    with coding_context():
+        step = model.begin(image)
+        for _, rows, cols in wavefront_for(model, *image.shape[1:]).steps(image.device):
+            for channel in range(image.shape[0]):
+                table = step(rows, cols, channel).double()
+                actual = image[channel, rows, cols].long()
+                total += float(torch.log(table.gather(1, actual[:, None]) / table.sum(1, keepdim=True)).sum())
+    return total
 
 
 def code_length_bits(model: DensityModel, pixels: np.ndarray) -> float:

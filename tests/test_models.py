@@ -24,9 +24,9 @@ def stepped_tables(model: DensityModel, pixels: np.ndarray, reveal_everything: b
     peeks at pixels it may not know gives different tables."""
     truth = torch.from_numpy(pixels)
     canvas = truth.clone() if reveal_everything else torch.zeros_like(truth)
-    step = model.begin(canvas)
     tables, symbols = [], []
-    with torch.inference_mode():
+    with engine.coding_context():  # as the coder computes its tables
+        step = model.begin(canvas)
         for _, rows, cols in engine.wavefront_for(model, *pixels.shape[1:]).steps():
             for channel in range(pixels.shape[0]):
                 tables.append(step(rows, cols, channel).clone())
