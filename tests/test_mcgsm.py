@@ -206,6 +206,20 @@ def test_training_resumes_from_its_checkpoint(image_folder, tmp_path):
     assert resumed["validation_bits_per_pixel"] == pytest.approx(straight["validation_bits_per_pixel"], abs=1e-6)
 
 
+def test_fine_tuning_starts_from_given_weights(image_folder, tmp_path):
+    first = train_mcgsm(_options(image_folder, tmp_path, max_epochs=1, checkpoint=None))
+    tuned_options = _options(image_folder, tmp_path, init=str(tmp_path / "w.pt"), out=str(tmp_path / "t.pt"),
+                             checkpoint=None, max_epochs=1)
+    tuned_options.model = MCGSMConfig(num_components=4, num_scales=2, num_features=4, table_components=2)
+    tuned = train_mcgsm(tuned_options)
+    assert tuned["initialized_from"]["metadata"]["validation_bits_per_pixel"] == first["validation_bits_per_pixel"]
+    config, _, _ = load_weights(tmp_path / "t.pt")
+    assert config.table_components == 2  # the new table size, the old mixture
+    records = [json.loads(line) for line in open(tmp_path / "log.jsonl")]
+    starts = [r["validation_bits_per_pixel"] for r in records if r["event"] == "initial"]
+    assert starts[1] < starts[0]  # the second run started from the trained weights, not afresh
+
+
 def test_rgb_training_and_coding(image_folder, tmp_path):
     train_mcgsm(_options(image_folder, tmp_path, color="rgb", out=str(tmp_path / "rgb.pt"), max_epochs=1))
     train_mcgsm(_options(image_folder, tmp_path, out=str(tmp_path / "gray.pt"), max_epochs=1, checkpoint=None))

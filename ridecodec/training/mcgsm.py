@@ -102,8 +102,10 @@ def train_mcgsm(options: TrainingOptions, echo=None) -> dict:
         train_samples=len(x_train), validation_samples=len(x_val), seconds=round(time.time() - started, 1))
 
     generator = torch.Generator().manual_seed(options.seed)
+    initialized_from = None
     if options.init:
-        config, models, _ = load_weights(options.init)
+        config, models, init_metadata = load_weights(options.init)
+        initialized_from = {"weights": str(options.init), "metadata": init_metadata}
         if CausalNeighbourhood(config.up, config.left, config.right) != neighbourhood or len(models) != num_channels:
             raise ValueError(f"{options.init} has another neighbourhood or channel count")
         config = replace(config, table_components=options.model.table_components, floor=options.model.floor)
@@ -184,6 +186,7 @@ def train_mcgsm(options: TrainingOptions, echo=None) -> dict:
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}",
         "date": time.strftime("%Y-%m-%d"),
         "options": {k: v for k, v in asdict(options).items() if k not in ("data", "out", "command", "model")},
+        "initialized_from": initialized_from,  # the earlier stage's summary, when fine-tuning
     }
     log(event="done", **{k: summary[k] for k in ("epochs", "best_epoch", "validation_bits_per_pixel",
                                                    "validation_bits_per_pixel_tables", "training_seconds")})
