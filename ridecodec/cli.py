@@ -364,7 +364,7 @@ def train():
 @click.option("--out", "-o", required=True, help="Weights file to write (.pt).")
 @click.option("--color", type=click.Choice(["gray", "rgb"]), default="gray", show_default=True,
               help="Train the grayscale model or the RGB (channel after channel) model.")
-@click.option("--validation-fraction", type=click.FloatRange(0, 0.9), default=0.1, show_default=True,
+@click.option("--validation-fraction", type=click.FloatRange(0, 0.9, min_open=True), default=0.1, show_default=True,
               help="Share of the images held back for validation (early stopping, reported score).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the split, the samples and the initialization.")
 @click.option("--samples-per-image", type=click.IntRange(min=1), default=8000, show_default=True)

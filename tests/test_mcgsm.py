@@ -192,7 +192,7 @@ def test_training_writes_usable_weights_and_a_log(image_folder, tmp_path):
     summary = train_mcgsm(_options(image_folder, tmp_path))
     records = [json.loads(line) for line in open(tmp_path / "log.jsonl")]
     initial = next(r for r in records if r["event"] == "initial")["validation_bits_per_pixel"]
-    assert summary["validation_bits_per_pixel"] < initial  # training improved on the linear start
+    assert summary["validation_bits_per_pixel"] < initial  # training improved on its start
     assert summary["images"] == {"train": 4, "validation": 2} and summary["epochs"] == 2
     model = MCGSMModel({"L": tmp_path / "w.pt"})
     _assert_round_trip(model, natural_like(12, 16)[None])
@@ -237,3 +237,11 @@ def test_train_command_errors(tmp_path):
     (tmp_path / "w.pt").write_bytes(b"keep me")
     exists = runner.invoke(main, ["train", "mcgsm", "--data", str(tmp_path), "--out", str(tmp_path / "w.pt")])
     assert exists.exit_code == 8 and (tmp_path / "w.pt").read_bytes() == b"keep me"
+    (tmp_path / "images").mkdir()
+    Image.fromarray(natural_like(20, 20)).save(tmp_path / "images" / "a.png")
+    too_few = runner.invoke(main, ["train", "mcgsm", "--data", str(tmp_path / "images"), "--out", str(tmp_path / "v.pt")])
+    assert too_few.exit_code == 3 and "at least 2 images" in too_few.output
+    Image.fromarray(natural_like(20, 20, seed=1)).save(tmp_path / "images" / "b.png")
+    bad_init = runner.invoke(main, ["train", "mcgsm", "--data", str(tmp_path / "images"), "--out",
+                                    str(tmp_path / "v.pt"), "--init", str(tmp_path / "w.pt")])
+    assert bad_init.exit_code == 3 and "--init" in bad_init.output and "Traceback" not in bad_init.output

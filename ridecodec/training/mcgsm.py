@@ -25,6 +25,7 @@ import torch
 
 from ..models.mcgsm import MCGSMConfig, build_channel_models, load_weights, save_weights
 from ..models.neighbourhood import CausalNeighbourhood
+from ..errors import InputError
 from ..models.whitening import ConditionalWhitening
 from .data import list_images, sample_pairs, split_images
 
@@ -71,8 +72,8 @@ class _Log:
 
 
 def _bits_per_pixel(models, x: torch.Tensor, y: torch.Tensor, batch: int = 65536, tables: bool = False) -> float:
-    """Mean bits per sample over all channels: the full mixture, or (``tables``) the truncated
-    tables that coding uses."""
+    """Mean bits per sample, summed over channels: from the training objective, or (``tables``)
+    from the float32 tables that coding uses (the same definition; a check of it)."""
     total = 0.0
     with torch.no_grad():
         for start in range(0, len(x), batch):
@@ -94,6 +95,8 @@ def train_mcgsm(options: TrainingOptions, echo=None) -> dict:
     neighbourhood = CausalNeighbourhood(config.up, config.left, config.right)
     paths = list_images(options.data)
     train_paths, validation_paths = split_images(paths, options.validation_fraction, options.seed)
+    if not train_paths or not validation_paths:
+        raise InputError(f"training needs at least 2 images (some to train on, some held back); found {len(paths)}")
     started = time.time()
     x_train, y_train = sample_pairs(train_paths, options.color, neighbourhood, options.samples_per_image, options.seed)
     x_val, y_val = sample_pairs(validation_paths, options.color, neighbourhood, options.samples_per_image, options.seed + 1)
@@ -104,10 +107,13 @@ def train_mcgsm(options: TrainingOptions, echo=None) -> dict:
     generator = torch.Generator().manual_seed(options.seed)
     initialized_from = None
     if options.init:
-        config, models, init_metadata = load_weights(options.init)
+        try:
+            config, models, init_metadata = load_weights(options.init)
+        except Exception as error:  # missing, not a weights file, or not loadable without code
+            raise InputError(f"--init {options.init}: {error}") from error
         initialized_from = {"weights": str(options.init), "metadata": init_metadata}
         if CausalNeighbourhood(config.up, config.left, config.right) != neighbourhood or len(models) != num_channels:
-            raise ValueError(f"{options.init} has another neighbourhood or channel count")
+            raise InputError(f"--init {options.init} has another neighbourhood or channel count than asked for")
         config = replace(config, table_components=options.model.table_components, floor=options.model.floor)
         for model in models:
             model.config = config
@@ -130,8 +136,7 @@ def train_mcgsm(options: TrainingOptions, echo=None) -> dict:
         generator.set_state(saved["generator"])
         log(event="resumed", epoch=state["epoch"], best_bits=state["best_bits"])
     if state["epoch"] == 0:
-        linear = _bits_per_pixel(models, x_val, y_val)
-        log(event="initial", validation_bits_per_pixel=linear)
+        log(event="initial", validation_bits_per_pixel=_bits_per_pixel(models, x_val, y_val) / num_channels)
 
     while state["epoch"] < options.max_epochs and state["stale"] < options.patience:
         epoch_started = time.time()
