@@ -373,14 +373,14 @@ def train():
               help="Stop after this many epochs without a validation gain.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=8192, show_default=True)
 @click.option("--learning-rate", type=click.FloatRange(min=0, min_open=True), default=3e-3, show_default=True)
-@click.option("--up", type=click.IntRange(min=1), default=2, show_default=True, help="Neighbourhood rows above the pixel.")
-@click.option("--left", type=click.IntRange(min=1), default=2, show_default=True, help="Neighbourhood columns left of the pixel.")
+@click.option("--up", type=click.IntRange(min=1), default=4, show_default=True, help="Neighbourhood rows above the pixel.")
+@click.option("--left", type=click.IntRange(min=1), default=4, show_default=True, help="Neighbourhood columns left of the pixel.")
 @click.option("--right", type=click.IntRange(min=0), default=2, show_default=True,
               help="Neighbourhood columns right of the pixel (rows above); decoding takes (right + 1) steps per row.")
 @click.option("--components", type=click.IntRange(min=1), default=32, show_default=True)
 @click.option("--scales", type=click.IntRange(min=1), default=4, show_default=True)
 @click.option("--features", type=click.IntRange(min=1), default=32, show_default=True)
-@click.option("--table-components", type=click.IntRange(min=1), default=6, show_default=True,
+@click.option("--table-components", type=click.IntRange(min=1), default=2, show_default=True,
               help="Mixture components kept per pixel when coding (speed against a little rate).")
 @click.option("--init", "init_weights", help="Start from these weights (fine-tuning) instead of from scratch.")
 @click.option("--checkpoint", help="Checkpoint file, written after every epoch.")

@@ -75,13 +75,6 @@ def test_precomputed_tables_follow_the_rule():
     assert torch.equal(torch.stack(hood.flat_indices(9, rows, cols)), torch.stack(hood._rule(9, rows, cols)))
 
 
-def test_gather_all_equals_gather():
-    hood = CausalNeighbourhood(up=2, left=3, right=2)
-    image = torch.from_numpy(natural_like(7, 9, channels=3).transpose(2, 0, 1).copy())
-    rows, cols = _raster_positions(7, 9)
-    assert torch.equal(hood.gather_all(image, 1, 2, 5), hood.gather(image, rows[18:45], cols[18:45], 1))
-
-
 # -- whitening ----------------------------------------------------------------------------------
 
 

@@ -104,12 +104,3 @@ class CausalNeighbourhood:
             return values
         own = planes[:channel, rows * width + cols].to(torch.float32).T  # (N, channel)
         return torch.cat([values, own], dim=1)
-
-    def gather_all(self, canvas: torch.Tensor, channel: int = 0, first_row: int = 0, last_row: int | None = None):
-        """``gather`` for every pixel of rows ``first_row`` to ``last_row`` (exclusive), in raster
-        order: the batched path of likelihoods and training."""
-        _, height, width = canvas.shape
-        last_row = height if last_row is None else last_row
-        rows = torch.arange(first_row, last_row, device=canvas.device).repeat_interleave(width)
-        cols = torch.arange(width, device=canvas.device).repeat(last_row - first_row)
-        return self.gather(canvas, rows, cols, channel)
