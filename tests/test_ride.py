@@ -240,7 +240,7 @@ def test_weights_round_trip_and_refuse_pickles(tmp_path):
     torch.save({"format": "ridecodec-ride-1", "payload": _Sneaky()}, tmp_path / "bad.pt")
     with pytest.raises(pickle.UnpicklingError, match="weights_only"):
         load_weights(tmp_path / "bad.pt")
-    with pytest.raises(ValueError, match="not a ridecodec RIDE"):
+    with pytest.raises(ValueError, match="not a ridecodec-ride-1 weights file"):
         load_weights(_mcgsm_file(tmp_path))
 
 

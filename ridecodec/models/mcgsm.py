@@ -15,10 +15,7 @@ is the codec model ``mcgsm`` (one ChannelMCGSM per channel).
 
 from __future__ import annotations
 
-import math
-import os
-from dataclasses import asdict, dataclass
-from importlib import resources
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -26,6 +23,8 @@ import torch
 from .base import CausalReach, DensityModel, StepFunction
 from .discretize import mixture_bin_log_mass, mixture_pmf
 from .neighbourhood import CausalNeighbourhood
+from .weights import conditioning_size, shipped as shipped_weights
+from .weights import load as load_weights_file, save as save_weights_file
 from .whitening import ConditionalWhitening
 
 
@@ -157,14 +156,10 @@ class ChannelMCGSM(torch.nn.Module):
         return mixture_bin_log_mass(y, *self.condensed_mixture(x), self.config.floor)
 
 
-def _channel_conditioning_size(neighbourhood: CausalNeighbourhood, channels: int, channel: int) -> int:
-    return channels * neighbourhood.size + channel
-
-
 def build_channel_models(config: MCGSMConfig, num_channels: int) -> torch.nn.ModuleList:
     neighbourhood = CausalNeighbourhood(config.up, config.left, config.right)
     return torch.nn.ModuleList(
-        ChannelMCGSM(_channel_conditioning_size(neighbourhood, num_channels, c), config) for c in range(num_channels)
+        ChannelMCGSM(conditioning_size(neighbourhood, num_channels, c), config) for c in range(num_channels)
     )
 
 
@@ -172,25 +167,12 @@ WEIGHTS_FORMAT = "ridecodec-mcgsm-1"
 
 
 def save_weights(path: str | Path, config: MCGSMConfig, models: torch.nn.ModuleList, metadata: dict) -> None:
-    """Write weights as plain tensors and strings, loadable with ``torch.load(weights_only=True)``."""
-    temporary = f"{path}.partial"  # never a half-written weights file under the real name
-    torch.save(
-        {"format": WEIGHTS_FORMAT, "config": asdict(config), "num_channels": len(models),
-         "state": {k: v.detach().cpu() for k, v in models.state_dict().items()}, "metadata": metadata},
-        temporary,
-    )
-    os.replace(temporary, path)
+    save_weights_file(path, WEIGHTS_FORMAT, config, models, metadata)
 
 
 def load_weights(path) -> tuple[MCGSMConfig, torch.nn.ModuleList, dict]:
     """Read weights written by :func:`save_weights`; never executes code from the file."""
-    blob = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(blob, dict) or blob.get("format") != WEIGHTS_FORMAT:
-        raise ValueError(f"{path} is not a ridecodec MCGSM weights file")
-    config = MCGSMConfig(**blob["config"])
-    models = build_channel_models(config, blob["num_channels"])
-    models.load_state_dict(blob["state"])
-    return config, models, blob["metadata"]
+    return load_weights_file(path, WEIGHTS_FORMAT, MCGSMConfig, build_channel_models)
 
 
 #: Shipped weights, inside the package: gray for L (and alpha), colour for RGB.
@@ -213,7 +195,7 @@ class MCGSMModel(DensityModel):
         super().__init__()
         self.layouts = torch.nn.ModuleDict()
         configs = {}
-        for layout, path in (weights or self._shipped()).items():
+        for layout, path in (weights or shipped_weights(SHIPPED_WEIGHTS)).items():
             configs[layout], self.layouts[layout], _ = load_weights(path)
         if "L" not in self.layouts:
             raise ValueError("the mcgsm model needs gray weights")
@@ -225,12 +207,6 @@ class MCGSMModel(DensityModel):
         left = max(n.left for n in self.neighbourhoods.values())
         right = max(n.right for n in self.neighbourhoods.values())
         self.reach = CausalReach(up=up, left=left, right=right)
-
-    @staticmethod
-    def _shipped() -> dict[str, Path]:
-        folder = resources.files("ridecodec") / "weights"
-        found = {layout: Path(str(folder / name)) for layout, name in SHIPPED_WEIGHTS.items()}
-        return {layout: path for layout, path in found.items() if path.exists()}
 
     def _plan(self, num_channels: int):
         """For each channel of the canvas: (its MCGSM, its neighbourhood, the canvas channels it

@@ -23,9 +23,7 @@ RGBA uses the gray RIDE on the alpha plane.
 from __future__ import annotations
 
 import math
-import os
-from dataclasses import asdict, dataclass
-from importlib import resources
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -35,6 +33,8 @@ from .discretize import mixture_bin_log_mass, mixture_pmf
 from .mcgsm import FactorizedMCGSM, condense_mixture
 from .neighbourhood import MID_GREY, CausalNeighbourhood
 from .slstm import NUM_GATES, SpatialLSTMStack, SpatialLSTMStepper
+from .weights import conditioning_size, shipped as shipped_weights
+from .weights import load as load_weights_file, save as save_weights_file
 from .whitening import ConditionalWhitening
 
 
@@ -189,14 +189,10 @@ class ChannelRIDE(torch.nn.Module):
         return total
 
 
-def _channel_conditioning_size(neighbourhood: CausalNeighbourhood, channels: int, channel: int) -> int:
-    return channels * neighbourhood.size + channel
-
-
 def build_channel_models(config: RIDEConfig, num_channels: int) -> torch.nn.ModuleList:
     neighbourhood = CausalNeighbourhood(config.up, config.left, config.right)
     return torch.nn.ModuleList(
-        ChannelRIDE(_channel_conditioning_size(neighbourhood, num_channels, c), config) for c in range(num_channels)
+        ChannelRIDE(conditioning_size(neighbourhood, num_channels, c), config) for c in range(num_channels)
     )
 
 
@@ -204,25 +200,12 @@ WEIGHTS_FORMAT = "ridecodec-ride-1"
 
 
 def save_weights(path: str | Path, config: RIDEConfig, models: torch.nn.ModuleList, metadata: dict) -> None:
-    """Write weights as plain tensors and strings, loadable with ``torch.load(weights_only=True)``."""
-    temporary = f"{path}.partial"  # never a half-written weights file under the real name
-    torch.save(
-        {"format": WEIGHTS_FORMAT, "config": asdict(config), "num_channels": len(models),
-         "state": {k: v.detach().cpu() for k, v in models.state_dict().items()}, "metadata": metadata},
-        temporary,
-    )
-    os.replace(temporary, path)
+    save_weights_file(path, WEIGHTS_FORMAT, config, models, metadata)
 
 
 def load_weights(path) -> tuple[RIDEConfig, torch.nn.ModuleList, dict]:
     """Read weights written by :func:`save_weights`; never executes code from the file."""
-    blob = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(blob, dict) or blob.get("format") != WEIGHTS_FORMAT:
-        raise ValueError(f"{path} is not a ridecodec RIDE weights file")
-    config = RIDEConfig(**blob["config"])
-    models = build_channel_models(config, blob["num_channels"])
-    models.load_state_dict(blob["state"])
-    return config, models, blob["metadata"]
+    return load_weights_file(path, WEIGHTS_FORMAT, RIDEConfig, build_channel_models)
 
 
 #: Weights as they would ship, inside the package: gray for L (and alpha), colour for RGB.
@@ -268,7 +251,7 @@ class RIDEModel(DensityModel):
         super().__init__()
         self.layouts = torch.nn.ModuleDict()
         configs = {}
-        for layout, path in (weights or self._shipped()).items():
+        for layout, path in (weights or shipped_weights(SHIPPED_WEIGHTS)).items():
             configs[layout], self.layouts[layout], _ = load_weights(path)
         if "L" not in self.layouts:
             raise ValueError("the ride model needs gray weights")
@@ -287,12 +270,6 @@ class RIDEModel(DensityModel):
         # "unbounded" for up and left, which only document the model; only `right` schedules.)
         right = max(n.right for n in self.neighbourhoods.values())
         self.reach = CausalReach(up=math.inf, left=math.inf, right=right)
-
-    @staticmethod
-    def _shipped() -> dict[str, Path]:
-        folder = resources.files("ridecodec") / "weights"
-        found = {layout: Path(str(folder / name)) for layout, name in SHIPPED_WEIGHTS.items()}
-        return {layout: path for layout, path in found.items() if path.exists()}
 
     def _plan(self, num_channels: int):
         """For each channel of the canvas: (its RIDE, its neighbourhood, the canvas channels it

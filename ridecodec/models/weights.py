@@ -1,0 +1,56 @@
+"""Weights files of the built-in models, and where the shipped ones live.
+
+A weights file is a dict of plain tensors, numbers and strings written with ``torch.save``:
+its format name, the model's config, the channel count, the state dict and a free-form metadata
+dict (the training summary). It is read with ``torch.load(weights_only=True)``, so loading a
+file never runs code from it.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict
+from importlib import resources
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from .neighbourhood import CausalNeighbourhood
+
+#: Where shipped weights live inside the package (with MODEL_CARD.md).
+SHIPPED_FOLDER = "weights"
+
+
+def save(path: str | Path, format_name: str, config, models: torch.nn.ModuleList, metadata: dict) -> None:
+    temporary = f"{path}.partial"  # never a half-written weights file under the real name
+    torch.save(
+        {"format": format_name, "config": asdict(config), "num_channels": len(models),
+         "state": {k: v.detach().cpu() for k, v in models.state_dict().items()}, "metadata": metadata},
+        temporary,
+    )
+    os.replace(temporary, path)
+
+
+def load(path, format_name: str, config_type: type, build: Callable[[object, int], torch.nn.ModuleList]):
+    """(config, models, metadata) from a file written by :func:`save` with ``format_name``."""
+    blob = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(blob, dict) or blob.get("format") != format_name:
+        raise ValueError(f"{path} is not a {format_name} weights file")
+    config = config_type(**blob["config"])
+    models = build(config, blob["num_channels"])
+    models.load_state_dict(blob["state"])
+    return config, models, blob["metadata"]
+
+
+def shipped(file_names: dict[str, str]) -> dict[str, Path]:
+    """The shipped weights files, by channel layout, of those that are installed."""
+    folder = resources.files("ridecodec") / SHIPPED_FOLDER
+    found = {layout: Path(str(folder / name)) for layout, name in file_names.items()}
+    return {layout: path for layout, path in found.items() if path.exists()}
+
+
+def conditioning_size(neighbourhood: CausalNeighbourhood, channels: int, channel: int) -> int:
+    """Inputs of the model for ``channel``: the neighbourhood in every channel, then the pixel's
+    own channels coded before it (the layout of ``CausalNeighbourhood.gather``)."""
+    return channels * neighbourhood.size + channel
