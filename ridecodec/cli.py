@@ -359,6 +359,23 @@ def train():
     """Train a built-in model's weights on a folder of images."""
 
 
+def _run_training(run, out: str, force: bool, checkpoint: str | None, log_path: str | None) -> dict:
+    """Run a training job: refuse now what would only fail at its end, after minutes or hours
+    (an existing or unwritable output), and end in one line whatever happens."""
+    try:
+        _check_writable(Path(out), force)
+        for path in (out, checkpoint, log_path):
+            if path and not Path(path).absolute().parent.is_dir():
+                raise InputError(f"{path}: its folder does not exist")
+        return run()
+    except RidecodecError as error:
+        _error(str(error))
+        sys.exit(error.exit_code)
+    except KeyboardInterrupt:
+        _error("interrupted; no weights were written (the last epoch's checkpoint, if any, is kept: --resume)")
+        sys.exit(EXIT_INTERRUPTED)
+
+
 @train.command(name="mcgsm")
 @click.option("--data", "-d", "data", multiple=True, required=True, help="Folder of training images (repeatable).")
 @click.option("--out", "-o", required=True, help="Weights file to write (.pt).")
@@ -402,15 +419,8 @@ def train_mcgsm_command(data, out, color, validation_fraction, seed, samples_per
         patience=patience, init=init_weights, checkpoint=checkpoint, log=log_path, resume=resume,
         command="ridecodec train mcgsm " + " ".join(sys.argv[3:]),
     )
-    try:
-        _check_writable(Path(out), force)
-        summary = train_mcgsm(options, echo=lambda line: click.echo(line, err=True))
-    except RidecodecError as error:
-        _error(str(error))
-        sys.exit(error.exit_code)
-    except (FileNotFoundError, NotADirectoryError) as error:
-        _error(str(error))
-        sys.exit(InputError.exit_code)
+    summary = _run_training(lambda: train_mcgsm(options, echo=lambda line: click.echo(line, err=True)),
+                            out, force, checkpoint, log_path)
     click.echo(f"wrote {out}: validation {summary['validation_bits_per_pixel_tables']:.4f} bits per pixel")
 
 
@@ -473,8 +483,7 @@ def train_ride_command(data, out, color, validation_fraction, seed, patch_sizes,
     config = RIDEConfig(up=up, left=left, right=right, num_layers=layers, num_hiddens=hidden, extended=extended,
                         num_components=components, num_scales=scales, num_features=features,
                         table_components=min(table_components, components * scales))
-    try:
-        _check_writable(Path(out), force)
+    def run():
         options = RIDETrainingOptions(
             data=list(data), out=out, color=color, model=config, validation_fraction=validation_fraction, seed=seed,
             patch_sizes=patch_sizes, patches_per_image=patches_per_image, batch_size=batch_size,
@@ -482,16 +491,9 @@ def train_ride_command(data, out, color, validation_fraction, seed, patch_sizes,
             device=str(api.resolve_device(device)), init=init_weights, checkpoint=checkpoint, log=log_path,
             resume=resume, command="ridecodec train ride " + " ".join(sys.argv[3:]),
         )
-        summary = train_ride(options, echo=lambda line: click.echo(line, err=True))
-    except RidecodecError as error:
-        _error(str(error))
-        sys.exit(error.exit_code)
-    except ValueError as error:  # patches larger than the images, --init weights that do not fit
-        _error(str(error))
-        sys.exit(1)
-    except (FileNotFoundError, NotADirectoryError) as error:
-        _error(str(error))
-        sys.exit(InputError.exit_code)
+        return train_ride(options, echo=lambda line: click.echo(line, err=True))
+
+    summary = _run_training(run, out, force, checkpoint, log_path)
     click.echo(f"wrote {out}: validation {summary['validation_bits_per_pixel']:.4f} bits per pixel")
 
 

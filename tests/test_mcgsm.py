@@ -238,3 +238,19 @@ def test_train_command_errors(tmp_path):
     bad_init = runner.invoke(main, ["train", "mcgsm", "--data", str(tmp_path / "images"), "--out",
                                     str(tmp_path / "v.pt"), "--init", str(tmp_path / "w.pt")])
     assert bad_init.exit_code == 3 and "--init" in bad_init.output and "Traceback" not in bad_init.output
+    nowhere = runner.invoke(main, ["train", "mcgsm", "--data", str(tmp_path / "images"), "--out",
+                                   str(tmp_path / "missing" / "w.pt")])
+    assert nowhere.exit_code == 3 and "folder does not exist" in nowhere.output
+    (tmp_path / "images" / "c.png").write_bytes(b"not a png")
+    broken = runner.invoke(main, ["train", "mcgsm", "--data", str(tmp_path / "images"), "--out", str(tmp_path / "v.pt")])
+    assert broken.exit_code == 3 and "c.png" in broken.output and len(broken.output.strip().splitlines()) == 1
+    assert not (tmp_path / "v.pt").exists() and (tmp_path / "w.pt").read_bytes() == b"keep me"
+
+
+def test_interrupted_training_leaves_no_weights(image_folder, tmp_path, monkeypatch):
+    def interrupt(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("ridecodec.training.mcgsm.sample_pairs", interrupt)
+    result = CliRunner().invoke(main, ["train", "mcgsm", "--data", str(image_folder), "--out", str(tmp_path / "w.pt")])
+    assert result.exit_code == 130 and "interrupted" in result.output and not (tmp_path / "w.pt").exists()

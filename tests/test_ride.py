@@ -343,10 +343,10 @@ def test_train_command(image_folder, tmp_path):
     assert exists.exit_code == 8 and (tmp_path / "w.pt").read_bytes() == b"keep me"
     too_big = runner.invoke(main, ["train", "ride", "--data", str(image_folder), "--out", str(tmp_path / "x.pt"),
                                    "--patch-sizes", "8,15"])
-    assert too_big.exit_code == 1 and "larger than every training image" in too_big.output
+    assert too_big.exit_code == 3 and "larger than every training image" in too_big.output
     unvalidated = runner.invoke(main, ["train", "ride", "--data", str(image_folder), "--out", str(tmp_path / "x.pt"),
                                        "--validation-fraction", "0"])
-    assert unvalidated.exit_code == 1 and "validation" in unvalidated.output
+    assert unvalidated.exit_code == 3 and "validation" in unvalidated.output
     tiny = ["--patch-sizes", "6", "--epochs", "1", "--patches-per-image", "2", "--layers", "2", "--hidden", "3",
             "--extended", "--lbfgs-steps", "2", "--components", "2", "--scales", "2", "--features", "2",
             "--device", "cpu"]

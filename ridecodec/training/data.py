@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
-
+from ..errors import InputError
+from ..imageio import open_image
 from ..models.neighbourhood import CausalNeighbourhood
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".ppm", ".pgm", ".webp"}
@@ -26,10 +26,10 @@ def list_images(folders: list[str | Path]) -> list[Path]:
     for folder in folders:
         folder = Path(folder)
         if not folder.is_dir():
-            raise FileNotFoundError(f"{folder} is not a folder")
+            raise InputError(f"{folder}: not a folder")
         found += sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     if not found:
-        raise FileNotFoundError(f"no images in {', '.join(map(str, folders))}")
+        raise InputError(f"no images in {', '.join(map(str, folders))}")
     return found
 
 
@@ -43,7 +43,7 @@ def split_images(paths: list[Path], validation_fraction: float, seed: int) -> tu
 
 def load_planes(path: Path, color: str) -> torch.Tensor:
     """The image as uint8 planes (C, H, W); gray is Pillow's convert("L")."""
-    with Image.open(path) as image:
+    with open_image(path) as image:  # a file that is not a readable image: one-line InputError
         array = np.array(image.convert(COLOR_MODES[color]))
     planes = np.ascontiguousarray(array.transpose(2, 0, 1) if array.ndim == 3 else array[None])
     if color == "rct":

@@ -31,6 +31,7 @@ from pathlib import Path
 
 import torch
 
+from ..errors import InputError
 from ..models.discretize import mixture_bin_log_mass
 from ..models.neighbourhood import CausalNeighbourhood
 from ..models.ride import RIDEConfig, build_channel_models, load_weights, save_weights
@@ -80,7 +81,7 @@ def sample_patches(images: list[torch.Tensor], size: int, per_image: int, genera
             patch = planes[:, top : top + size, left : left + size]
             patches.append(patch.flip(2) if flip else patch)
     if not patches:
-        raise ValueError(f"no training image is at least {size} x {size} pixels")
+        raise InputError(f"no training image is at least {size} x {size} pixels")
     patches = torch.stack(patches)
     return patches[torch.randperm(len(patches), generator=generator)]
 
@@ -155,18 +156,21 @@ def train_ride(options: RIDETrainingOptions, echo=None) -> dict:
     validation_images = [load_planes(path, options.color) for path in validation_paths]
     num_channels = train_images[0].shape[0]
     if not validation_images:
-        raise ValueError("training RIDE needs held-back validation images: use a --validation-fraction above 0")
+        raise InputError("training RIDE needs held-back validation images: use a --validation-fraction above 0")
     fits = max(min(planes.shape[1:]) for planes in train_images)
     if max(options.patch_sizes) > fits:
-        raise ValueError(f"patch size {max(options.patch_sizes)} is larger than every training image (at most {fits})")
+        raise InputError(f"patch size {max(options.patch_sizes)} is larger than every training image (at most {fits})")
     log(event="data", train_images=len(train_images), validation_images=len(validation_images),
         seconds=round(time.time() - started, 1))
 
     generator = torch.Generator().manual_seed(options.seed)
     if options.init:
-        config, models, _ = load_weights(options.init)
+        try:
+            config, models, _ = load_weights(options.init)
+        except Exception as error:  # missing, not a weights file, or not loadable without code
+            raise InputError(f"--init {options.init}: {error}") from error
         if CausalNeighbourhood(config.up, config.left, config.right) != neighbourhood or len(models) != num_channels:
-            raise ValueError(f"{options.init} has another neighbourhood or channel count")
+            raise InputError(f"--init {options.init} has another neighbourhood or channel count than asked for")
         config = replace(config, table_components=options.model.table_components, floor=options.model.floor)
         for model in models:
             model.config = config
