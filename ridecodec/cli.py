@@ -359,6 +359,45 @@ def train():
     """Train a built-in model's weights on a folder of images."""
 
 
+def _training_options(neighbourhood: tuple[int, int, int], table_components: int):
+    """The options every `train` command shares; the defaults of the neighbourhood (up, left,
+    right) and of the table size are the model's own."""
+    up, left, right = neighbourhood
+    options = [
+        click.option("--data", "-d", "data", multiple=True, required=True, help="Folder of training images (repeatable)."),
+        click.option("--out", "-o", required=True, help="Weights file to write (.pt)."),
+        click.option("--color", type=click.Choice(["gray", "rgb"]), default="gray", show_default=True,
+                     help="Train the grayscale model or the RGB (channel after channel) model."),
+        click.option("--validation-fraction", type=click.FloatRange(0, 0.9), default=0.1, show_default=True,
+                     help="Share of the images held back for validation (whole images: early stopping, reported score)."),
+        click.option("--seed", type=int, default=0, show_default=True,
+                     help="Seed of the split, the samples and the initialization."),
+        click.option("--up", type=click.IntRange(min=1), default=up, show_default=True,
+                     help="Neighbourhood rows above the pixel."),
+        click.option("--left", type=click.IntRange(min=1), default=left, show_default=True,
+                     help="Neighbourhood columns left of the pixel."),
+        click.option("--right", type=click.IntRange(min=0), default=right, show_default=True,
+                     help="Neighbourhood columns right of the pixel (rows above); decoding takes (right + 1) steps per row."),
+        click.option("--components", type=click.IntRange(min=1), default=32, show_default=True),
+        click.option("--scales", type=click.IntRange(min=1), default=4, show_default=True),
+        click.option("--features", type=click.IntRange(min=1), default=32, show_default=True),
+        click.option("--table-components", type=click.IntRange(min=1), default=table_components, show_default=True,
+                     help="Mixture components kept per pixel when coding (speed against a little rate)."),
+        click.option("--init", "init_weights", help="Start from these weights (fine-tuning) instead of from scratch."),
+        click.option("--checkpoint", help="Checkpoint file, written after every epoch."),
+        click.option("--resume", is_flag=True, help="Continue from --checkpoint if it exists."),
+        click.option("--log", "log_path", help="Append a JSON line per epoch to this file."),
+        force_option,
+    ]
+
+    def decorate(command):
+        for option in reversed(options):  # so that --help lists them in this order
+            command = option(command)
+        return command
+
+    return decorate
+
+
 def _run_training(run, out: str, force: bool, checkpoint: str | None, log_path: str | None) -> dict:
     """Run a training job: refuse now what would only fail at its end, after minutes or hours
     (an existing or unwritable output), and end in one line whatever happens."""
@@ -377,33 +416,13 @@ def _run_training(run, out: str, force: bool, checkpoint: str | None, log_path: 
 
 
 @train.command(name="mcgsm")
-@click.option("--data", "-d", "data", multiple=True, required=True, help="Folder of training images (repeatable).")
-@click.option("--out", "-o", required=True, help="Weights file to write (.pt).")
-@click.option("--color", type=click.Choice(["gray", "rgb"]), default="gray", show_default=True,
-              help="Train the grayscale model or the RGB (channel after channel) model.")
-@click.option("--validation-fraction", type=click.FloatRange(0, 0.9, min_open=True), default=0.1, show_default=True,
-              help="Share of the images held back for validation (early stopping, reported score).")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the split, the samples and the initialization.")
+@_training_options(neighbourhood=(4, 4, 2), table_components=2)
 @click.option("--samples-per-image", type=click.IntRange(min=1), default=8000, show_default=True)
 @click.option("--epochs", type=click.IntRange(min=1), default=60, show_default=True, help="At most this many epochs.")
 @click.option("--patience", type=click.IntRange(min=1), default=4, show_default=True,
               help="Stop after this many epochs without a validation gain.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=8192, show_default=True)
 @click.option("--learning-rate", type=click.FloatRange(min=0, min_open=True), default=3e-3, show_default=True)
-@click.option("--up", type=click.IntRange(min=1), default=4, show_default=True, help="Neighbourhood rows above the pixel.")
-@click.option("--left", type=click.IntRange(min=1), default=4, show_default=True, help="Neighbourhood columns left of the pixel.")
-@click.option("--right", type=click.IntRange(min=0), default=2, show_default=True,
-              help="Neighbourhood columns right of the pixel (rows above); decoding takes (right + 1) steps per row.")
-@click.option("--components", type=click.IntRange(min=1), default=32, show_default=True)
-@click.option("--scales", type=click.IntRange(min=1), default=4, show_default=True)
-@click.option("--features", type=click.IntRange(min=1), default=32, show_default=True)
-@click.option("--table-components", type=click.IntRange(min=1), default=2, show_default=True,
-              help="Mixture components kept per pixel when coding (speed against a little rate).")
-@click.option("--init", "init_weights", help="Start from these weights (fine-tuning) instead of from scratch.")
-@click.option("--checkpoint", help="Checkpoint file, written after every epoch.")
-@click.option("--resume", is_flag=True, help="Continue from --checkpoint if it exists.")
-@click.option("--log", "log_path", help="Append a JSON line per epoch to this file.")
-@force_option
 def train_mcgsm_command(data, out, color, validation_fraction, seed, samples_per_image, epochs, patience,
                         batch_size, learning_rate, up, left, right, components, scales, features,
                         table_components, init_weights, checkpoint, resume, log_path, force):
@@ -435,13 +454,7 @@ def _patch_sizes(context, parameter, value: str) -> tuple[int, ...]:
 
 
 @train.command(name="ride")
-@click.option("--data", "-d", "data", multiple=True, required=True, help="Folder of training images (repeatable).")
-@click.option("--out", "-o", required=True, help="Weights file to write (.pt).")
-@click.option("--color", type=click.Choice(["gray", "rgb"]), default="gray", show_default=True,
-              help="Train the grayscale model or the RGB (channel after channel) model.")
-@click.option("--validation-fraction", type=click.FloatRange(0, 0.9), default=0.1, show_default=True,
-              help="Share of the images held back for validation (whole images, after every epoch).")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the split, the patches and the initialization.")
+@_training_options(neighbourhood=(2, 2, 2), table_components=4)
 @click.option("--patch-sizes", default="8,12,16,22", show_default=True, callback=_patch_sizes,
               help="The curriculum: one training stage per patch size, in this order.")
 @click.option("--patches-per-image", type=click.IntRange(min=1), default=32, show_default=True,
@@ -456,21 +469,7 @@ def _patch_sizes(context, parameter, value: str) -> tuple[int, ...]:
 @click.option("--layers", type=click.IntRange(min=1), default=1, show_default=True, help="Spatial LSTM layers.")
 @click.option("--hidden", type=click.IntRange(min=1), default=64, show_default=True, help="Hidden units per layer.")
 @click.option("--extended", is_flag=True, help="Gates also read the neighbouring memory cells.")
-@click.option("--up", type=click.IntRange(min=1), default=2, show_default=True, help="Neighbourhood rows above the pixel.")
-@click.option("--left", type=click.IntRange(min=1), default=2, show_default=True, help="Neighbourhood columns left of the pixel.")
-@click.option("--right", type=click.IntRange(min=0), default=2, show_default=True,
-              help="Neighbourhood columns right of the pixel (rows above); decoding takes (right + 1) steps per row.")
-@click.option("--components", type=click.IntRange(min=1), default=32, show_default=True)
-@click.option("--scales", type=click.IntRange(min=1), default=4, show_default=True)
-@click.option("--features", type=click.IntRange(min=1), default=32, show_default=True)
-@click.option("--table-components", type=click.IntRange(min=1), default=4, show_default=True,
-              help="Mixture components kept per pixel when coding (speed against a little rate).")
-@click.option("--init", "init_weights", help="Start from these weights (fine-tuning) instead of from scratch.")
-@click.option("--checkpoint", help="Checkpoint file, written after every epoch.")
-@click.option("--resume", is_flag=True, help="Continue from --checkpoint if it exists.")
-@click.option("--log", "log_path", help="Append a JSON line per epoch to this file.")
 @device_option
-@force_option
 def train_ride_command(data, out, color, validation_fraction, seed, patch_sizes, patches_per_image, epochs,
                        patience, batch_size, learning_rate, lbfgs_steps, layers, hidden, extended, up, left, right,
                        components, scales, features, table_components, init_weights, checkpoint, resume, log_path,

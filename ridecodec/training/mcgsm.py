@@ -12,22 +12,18 @@ seed, optimizer state, history).
 
 from __future__ import annotations
 
-import json
 import math
-import os
-import platform
 import sys
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 
 from ..models.mcgsm import MCGSMConfig, build_channel_models, load_weights, save_weights
 from ..models.neighbourhood import CausalNeighbourhood
-from ..errors import InputError
-from ..models.whitening import ConditionalWhitening
-from .data import list_images, sample_pairs, split_images
+from .common import TrainingLog, atomic_save, fit_whitening, machine_description, starting_weights, training_split
+from .data import sample_pairs
 
 LOG2 = math.log(2.0)
 
@@ -52,25 +48,6 @@ class TrainingOptions:
     command: str = ""
 
 
-def _atomic_save(obj, path: str) -> None:
-    temporary = f"{path}.partial"
-    torch.save(obj, temporary)
-    os.replace(temporary, path)
-
-
-class _Log:
-    def __init__(self, path: str | None, echo):
-        self.path, self.echo = path, echo
-
-    def __call__(self, **record) -> None:
-        record = {"time": time.strftime("%Y-%m-%dT%H:%M:%S"), **record}
-        if self.path:
-            with open(self.path, "a") as handle:
-                handle.write(json.dumps(record) + "\n")
-        if self.echo:
-            self.echo(json.dumps(record))
-
-
 def _bits_per_pixel(models, x: torch.Tensor, y: torch.Tensor, batch: int = 65536, tables: bool = False) -> float:
     """Mean bits per sample, summed over channels: from the training objective, or (``tables``)
     from the float32 tables that coding uses (the same definition; a check of it)."""
@@ -90,13 +67,10 @@ def _bits_per_pixel(models, x: torch.Tensor, y: torch.Tensor, batch: int = 65536
 
 def train_mcgsm(options: TrainingOptions, echo=None) -> dict:
     """Train, write the weights to ``options.out``, return the training summary."""
-    log = _Log(options.log, echo)
+    log = TrainingLog(options.log, echo)
     config = options.model
     neighbourhood = CausalNeighbourhood(config.up, config.left, config.right)
-    paths = list_images(options.data)
-    train_paths, validation_paths = split_images(paths, options.validation_fraction, options.seed)
-    if not train_paths or not validation_paths:
-        raise InputError(f"training needs at least 2 images (some to train on, some held back); found {len(paths)}")
+    train_paths, validation_paths = training_split(options.data, options.validation_fraction, options.seed)
     started = time.time()
     x_train, y_train = sample_pairs(train_paths, options.color, neighbourhood, options.samples_per_image, options.seed)
     x_val, y_val = sample_pairs(validation_paths, options.color, neighbourhood, options.samples_per_image, options.seed + 1)
@@ -107,22 +81,12 @@ def train_mcgsm(options: TrainingOptions, echo=None) -> dict:
     generator = torch.Generator().manual_seed(options.seed)
     initialized_from = None
     if options.init:
-        try:
-            config, models, init_metadata = load_weights(options.init)
-        except Exception as error:  # missing, not a weights file, or not loadable without code
-            raise InputError(f"--init {options.init}: {error}") from error
-        initialized_from = {"weights": str(options.init), "metadata": init_metadata}
-        if CausalNeighbourhood(config.up, config.left, config.right) != neighbourhood or len(models) != num_channels:
-            raise InputError(f"--init {options.init} has another neighbourhood or channel count than asked for")
-        config = replace(config, table_components=options.model.table_components, floor=options.model.floor)
-        for model in models:
-            model.config = config
+        config, models, initialized_from = starting_weights(options.init, load_weights, neighbourhood,
+                                                            num_channels, options.model)
     else:
         models = build_channel_models(config, num_channels)
-        for channel, model in enumerate(models):
-            dim = model.whitening.x_mean.numel()
-            fitted = ConditionalWhitening.fit(x_train[:, :dim], y_train[:, channel].float())
-            model.whitening.load_state_dict(fitted.state_dict())
+        fit_whitening(models, x_train, y_train)
+        for model in models:
             model.mcgsm.initialize(generator)
     optimizer = torch.optim.Adam(models.parameters(), lr=options.learning_rate)
     state = {"epoch": 0, "best_bits": math.inf, "best_epoch": 0, "best_state": None, "history": [],
@@ -171,7 +135,7 @@ def train_mcgsm(options: TrainingOptions, echo=None) -> dict:
         state["history"].append(record)
         log(event="epoch", **record)
         if options.checkpoint:
-            _atomic_save({"models": models.state_dict(), "optimizer": optimizer.state_dict(), "state": state,
+            atomic_save({"models": models.state_dict(), "optimizer": optimizer.state_dict(), "state": state,
                           "generator": generator.get_state()}, options.checkpoint)
 
     models.load_state_dict(state["best_state"] or models.state_dict())
@@ -188,7 +152,7 @@ def train_mcgsm(options: TrainingOptions, echo=None) -> dict:
         "validation_bits_per_pixel": round(state["best_bits"], 5),
         "validation_bits_per_pixel_tables": round(table_bits, 5),
         "command": options.command,
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}",
+        "machine": machine_description(),
         "date": time.strftime("%Y-%m-%d"),
         "options": {k: v for k, v in asdict(options).items() if k not in ("data", "out", "command", "model")},
         "initialized_from": initialized_from,  # the earlier stage's summary, when fine-tuning

@@ -22,11 +22,9 @@ best epoch is kept. Every epoch writes a checkpoint from which ``--resume`` cont
 from __future__ import annotations
 
 import math
-import os
-import platform
 import sys
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -35,9 +33,8 @@ from ..errors import InputError
 from ..models.discretize import mixture_bin_log_mass
 from ..models.neighbourhood import CausalNeighbourhood
 from ..models.ride import RIDEConfig, build_channel_models, load_weights, save_weights
-from ..models.whitening import ConditionalWhitening
-from .data import list_images, load_planes, sample_pairs, split_images
-from .mcgsm import _atomic_save, _Log
+from .data import load_planes, sample_pairs
+from .common import TrainingLog, atomic_save, fit_whitening, machine_description, starting_weights, training_split
 
 LOG2 = math.log(2.0)
 
@@ -145,18 +142,15 @@ def tune_head(models, neighbourhood, patches: torch.Tensor, steps: int) -> tuple
 
 def train_ride(options: RIDETrainingOptions, echo=None) -> dict:
     """Train, write the weights to ``options.out``, return the training summary."""
-    log = _Log(options.log, echo)
+    log = TrainingLog(options.log, echo)
     config = options.model
     device = torch.device(options.device)
     neighbourhood = CausalNeighbourhood(config.up, config.left, config.right)
-    paths = list_images(options.data)
-    train_paths, validation_paths = split_images(paths, options.validation_fraction, options.seed)
+    train_paths, validation_paths = training_split(options.data, options.validation_fraction, options.seed)
     started = time.time()
     train_images = [load_planes(path, options.color) for path in train_paths]
     validation_images = [load_planes(path, options.color) for path in validation_paths]
     num_channels = train_images[0].shape[0]
-    if not validation_images:
-        raise InputError("training RIDE needs held-back validation images: use a --validation-fraction above 0")
     fits = max(min(planes.shape[1:]) for planes in train_images)
     if max(options.patch_sizes) > fits:
         raise InputError(f"patch size {max(options.patch_sizes)} is larger than every training image (at most {fits})")
@@ -165,22 +159,13 @@ def train_ride(options: RIDETrainingOptions, echo=None) -> dict:
 
     generator = torch.Generator().manual_seed(options.seed)
     if options.init:
-        try:
-            config, models, _ = load_weights(options.init)
-        except Exception as error:  # missing, not a weights file, or not loadable without code
-            raise InputError(f"--init {options.init}: {error}") from error
-        if CausalNeighbourhood(config.up, config.left, config.right) != neighbourhood or len(models) != num_channels:
-            raise InputError(f"--init {options.init} has another neighbourhood or channel count than asked for")
-        config = replace(config, table_components=options.model.table_components, floor=options.model.floor)
-        for model in models:
-            model.config = config
+        config, models, _ = starting_weights(options.init, load_weights, neighbourhood, num_channels, options.model)
     else:
         models = build_channel_models(config, num_channels)
         per_image = options.whitening_samples_per_image
         x, y = sample_pairs(train_paths, options.color, neighbourhood, per_image, options.seed)
-        for channel, model in enumerate(models):
-            dim = model.whitening.x_mean.numel()
-            model.whitening.load_state_dict(ConditionalWhitening.fit(x[:, :dim], y[:, channel].float()).state_dict())
+        fit_whitening(models, x, y)
+        for model in models:
             model.initialize(generator)
     models.to(device)
     optimizer = torch.optim.Adam(models.parameters(), lr=options.learning_rate)
@@ -244,7 +229,7 @@ def train_ride(options: RIDETrainingOptions, echo=None) -> dict:
             for group in optimizer.param_groups:
                 group["lr"] = options.learning_rate
         if options.checkpoint:
-            _atomic_save({"models": models.state_dict(), "optimizer": optimizer.state_dict(), "state": state,
+            atomic_save({"models": models.state_dict(), "optimizer": optimizer.state_dict(), "state": state,
                           "generator": generator.get_state()}, options.checkpoint)
 
     models.load_state_dict(state["best_state"] or models.state_dict())
@@ -258,7 +243,7 @@ def train_ride(options: RIDETrainingOptions, echo=None) -> dict:
         "training_seconds": round(state["seconds"], 1),
         "validation_bits_per_pixel": round(state["best_bits"], 5),
         "command": options.command,
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, {device}",
+        "machine": machine_description(device),
         "date": time.strftime("%Y-%m-%d"),
         "options": {k: v for k, v in asdict(options).items() if k not in ("data", "out", "command", "model")},
     }
