@@ -55,13 +55,10 @@ class RIDEConfig:
     floor: float = 2.0**-12
 
 
-#: The scan of ``log_prob`` handles bands of rows whose first-layer pre-activations hold at most
-#: this many numbers (256 MB), carrying the states of a band's last row into the next band, so
-#: multi-megapixel images fit; a 481 x 321 image is one band.
+#: The scan of whole images (training's validation) handles bands of rows whose first-layer
+#: pre-activations hold at most this many numbers (256 MB), carrying the states of a band's last
+#: row into the next band, so multi-megapixel images fit; a 481 x 321 image is one band.
 BAND_ELEMENTS = 2**26
-#: Pixels per table batch in ``log_prob``: a batch holds (N, K + 1, 257) erf arguments, and
-#: at 4096 they stay in cache (a 512 x 512 image: 3.1 s on one core, 4.8 s at 16384).
-TABLE_CHUNK = 4096
 
 
 def conditioning(
@@ -159,33 +156,18 @@ class ChannelRIDE(torch.nn.Module):
             yield first, last, h.view(batch, -1, h.shape[-1]), prediction.view(batch, -1)
 
     def log_likelihood(
-        self,
-        neighbourhood: CausalNeighbourhood,
-        planes: torch.Tensor,
-        channel: int,
-        values: torch.Tensor,
-        tables: bool = False,
+        self, neighbourhood: CausalNeighbourhood, planes: torch.Tensor, channel: int, values: torch.Tensor
     ) -> torch.Tensor:
         """Natural-log likelihood (B,) float64 of ``values`` (B, H, W) uint8, the pixels of this
-        channel, given the images ``planes`` (B, C, H, W) the channel reads. ``tables``: from
-        the coder's tables (``log_prob``); otherwise from the bins' masses directly, cheaper
-        and differentiable (training; the same numbers up to float rounding)."""
+        channel, given the images ``planes`` (B, C, H, W) the channel reads: the bins' masses of
+        the condensed mixture, differentiable (training's objective and its validation score; the
+        coder's tables give the same numbers up to float rounding, see ``RIDEModel.log_prob``)."""
         folded = self.folded()
         total = torch.zeros(len(planes), dtype=torch.float64, device=planes.device)
         for first, last, h, prediction in self.bands(neighbourhood, planes, channel, folded):
-            h, prediction = h.flatten(0, 1), prediction.flatten()
             y = values[:, first:last].reshape(-1).long()
-            if tables:
-                pieces = []
-                for start in range(0, len(y), TABLE_CHUNK):
-                    part = slice(start, start + TABLE_CHUNK)
-                    mixture = self.mixture(h[part], prediction[part], folded)
-                    table = mixture_pmf(*mixture, self.config.floor).double()
-                    pieces.append(torch.log(table.gather(1, y[part, None])[:, 0] / table.sum(1)))
-                log_p = torch.cat(pieces)
-            else:
-                log_p = mixture_bin_log_mass(y, *self.mixture(h, prediction, folded), self.config.floor).double()
-            total = total + log_p.view(len(planes), -1).sum(1)
+            log_p = mixture_bin_log_mass(y, *self.mixture(h.flatten(0, 1), prediction.flatten(), folded), self.config.floor)
+            total = total + log_p.double().view(len(planes), -1).sum(1)
         return total
 
 
@@ -286,9 +268,12 @@ class RIDEModel(DensityModel):
     def begin(self, canvas: torch.Tensor) -> RIDESteps:
         return RIDESteps(self, canvas)
 
-    @torch.no_grad()  # an evaluation: training differentiates ChannelRIDE.log_likelihood
     def log_prob(self, images: torch.Tensor) -> torch.Tensor:
-        totals = torch.zeros(len(images), dtype=torch.float64, device=images.device)
-        for channel, (model, neighbourhood, planes, index) in enumerate(self._plan(images.shape[1])):
-            totals += model.log_likelihood(neighbourhood, images[:, planes], index, images[:, channel], tables=True)
-        return totals.cpu()
+        """From the coder's own tables, replaying the decoding schedule (engine.replayed_log_prob),
+        as ``mcgsm`` does: the batched scan (``ChannelRIDE.log_likelihood``) is the same function,
+        but its float rounding differs with the batch shape (far-tail masses are differences of
+        cumulative sums near 1), so only the replay makes likelihood and file size agree to the
+        coder's overhead. It costs what decoding costs."""
+        from ..engine import replayed_log_prob  # the engine imports models: import at call time
+
+        return torch.tensor([replayed_log_prob(self, image) for image in images], dtype=torch.float64)
