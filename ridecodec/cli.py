@@ -7,8 +7,11 @@ follows.
 
 from __future__ import annotations
 
+import concurrent.futures
+import functools
 import io
 import json
+import multiprocessing
 import os
 import sys
 import time
@@ -45,6 +48,16 @@ effort_option = click.option(
     show_default=True,
     help="Try N flips/transposes of each image and keep the smallest file: N encodes; "
     "decoding costs the same whatever N.",
+)
+
+jobs_option = click.option(
+    "--jobs",
+    "-j",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Code this many files at once, each in its own process (one core each; on a GPU they "
+    "share it). Every file is coded exactly as alone.",
 )
 
 
@@ -134,27 +147,52 @@ def _shown(destination) -> str:
     return "<stdout>" if destination == STREAM else str(destination)
 
 
-def _run_each(sources: tuple[str, ...], work, output: str | None = None) -> None:
-    """Run ``work(source)`` for each input; report failures, carry on, exit non-zero if any."""
+def _run_each(sources: tuple[str, ...], work, output: str | None = None, jobs: int = 1, quiet: bool = True) -> None:
+    """Run ``work(source)`` for each input, reporting the message it returns; report failures,
+    carry on, exit non-zero if any. With ``jobs`` > 1, inputs run in that many worker processes
+    (spawned, so CUDA works in them), reported in input order."""
     if len(sources) > 1 and (STREAM in sources or output == STREAM):
         _error("standard input and output (-) work with a single input only")
         sys.exit(RidecodecError.exit_code)
     failures: list[int] = []
-    for source in sources:
-        try:
-            work(source)
-        except RidecodecError as error:
-            message = str(error)
+
+    def outcomes():
+        if jobs == 1 or len(sources) == 1:
+            for source in sources:
+                yield source, _outcome(work, source)
+            return
+        context = multiprocessing.get_context("spawn")
+        with concurrent.futures.ProcessPoolExecutor(min(jobs, len(sources)), mp_context=context) as pool:
+            try:
+                yield from zip(sources, pool.map(functools.partial(_outcome, work), sources))
+            except BaseException:  # Ctrl-C: the workers got it too; don't start the rest
+                pool.shutdown(wait=True, cancel_futures=True)
+                raise
+
+    try:
+        for source, (message, error) in outcomes():
+            if error is None:
+                _report(message, quiet)
+                continue
             name = _name(source)
-            _error(message if message.startswith(name) else f"{name}: {message}")
+            _error(str(error) if str(error).startswith(name) else f"{name}: {error}")
             failures.append(error.exit_code)
-        except KeyboardInterrupt:
-            _error("interrupted; no partial output was left")
-            sys.exit(EXIT_INTERRUPTED)
+    except KeyboardInterrupt:
+        _error("interrupted; no partial output was left")
+        sys.exit(EXIT_INTERRUPTED)
     if failures:
         if len(sources) > 1:
             _error(f"{len(failures)} of {len(sources)} files failed")
         sys.exit(failures[0] if len(set(failures)) == 1 else 1)
+
+
+def _outcome(work, source) -> tuple[str | None, RidecodecError | None]:
+    """(the report, None) or (None, the user's error): a worker returns errors, so that one
+    bad file does not stop the others."""
+    try:
+        return work(source), None
+    except RidecodecError as error:
+        return None, error
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -163,40 +201,55 @@ def main():
     """Lossless image compression with learned density models."""
 
 
+def _compress_one(source, *, output, many, model, effort, device, force, show_progress) -> str:
+    destination = _destination(source, output, many, api.default_compressed_path)
+    _check_writable(destination, force)
+    image = imageio.open_image(io.BytesIO(_read(source)), "<stdin>") if source == STREAM else source
+    progress = Progress(f"compressing {_name(source)}", show_progress)
+    try:
+        data = api.compress(image, model=model, device=device, progress=progress, effort=effort)
+    finally:
+        progress.close()
+    _write(destination, data, force)
+    header = api.read_header(data)
+    oriented = f", {orientation.describe(header.orientation)}" if header.orientation else ""
+    return (
+        f"{_name(source)} -> {_shown(destination)}: "
+        f"{len(data)} bytes, {8 * len(data) / header.num_pixels:.3f} bits per pixel "
+        f"({header.model_name}{oriented})"
+    )
+
+
 @main.command()
 @click.argument("images", nargs=-1, required=True)
 @click.option("--output", "-o", help="Output file (one input) or existing folder (any number).")
 @click.option("--model", "-m", help="Density model (see `ridecodec models`); default: the best installed.")
 @effort_option
 @device_option
+@jobs_option
 @force_option
 @quiet_option
-def compress(images, output, model, effort, device, force, quiet):
+def compress(images, output, model, effort, device, jobs, force, quiet):
     """Compress IMAGES to .rdc files (img.png -> img.rdc beside it).
 
     `-` reads an image from standard input; `-o -` writes to standard output (the default for
     standard input)."""
+    work = functools.partial(_compress_one, output=output, many=len(images) > 1, model=model, effort=effort,
+                             device=device, force=force, show_progress=not quiet and jobs == 1)
+    _run_each(images, work, output, jobs, quiet)
 
-    def one(source):
-        destination = _destination(source, output, len(images) > 1, api.default_compressed_path)
-        _check_writable(destination, force)
-        image = imageio.open_image(io.BytesIO(_read(source)), "<stdin>") if source == STREAM else source
-        progress = Progress(f"compressing {_name(source)}", not quiet)
-        try:
-            data = api.compress(image, model=model, device=device, progress=progress, effort=effort)
-        finally:
-            progress.close()
-        _write(destination, data, force)
-        header = api.read_header(data)
-        oriented = f", {orientation.describe(header.orientation)}" if header.orientation else ""
-        _report(
-            f"{_name(source)} -> {_shown(destination)}: "
-            f"{len(data)} bytes, {8 * len(data) / header.num_pixels:.3f} bits per pixel "
-            f"({header.model_name}{oriented})",
-            quiet,
-        )
 
-    _run_each(images, one, output)
+def _decompress_one(source, *, output, many, max_pixels, device, force, show_progress) -> str:
+    destination = _destination(source, output, many, api.default_decompressed_path)
+    _check_writable(destination, force)
+    data = _read(source)
+    progress = Progress(f"decompressing {_name(source)}", show_progress)
+    try:
+        image = api.decompress_image(data, device=device, progress=progress, max_pixels=max_pixels)
+    finally:
+        progress.close()
+    _write(destination, imageio.png_bytes(image), force)
+    return f"{_name(source)} -> {_shown(destination)}"
 
 
 @main.command()
@@ -210,27 +263,17 @@ def compress(images, output, model, effort, device, force, quiet):
     help="Refuse files declaring more pixels than this (guards against hostile files).",
 )
 @device_option
+@jobs_option
 @force_option
 @quiet_option
-def decompress(files, output, max_pixels, device, force, quiet):
+def decompress(files, output, max_pixels, device, jobs, force, quiet):
     """Decompress .rdc FILES to PNG (img.rdc -> img.png beside it), in the original mode.
 
     `-` reads from standard input; `-o -` writes to standard output (the default for standard
     input)."""
-
-    def one(source):
-        destination = _destination(source, output, len(files) > 1, api.default_decompressed_path)
-        _check_writable(destination, force)
-        data = _read(source)
-        progress = Progress(f"decompressing {_name(source)}", not quiet)
-        try:
-            image = api.decompress_image(data, device=device, progress=progress, max_pixels=max_pixels)
-        finally:
-            progress.close()
-        _write(destination, imageio.png_bytes(image), force)
-        _report(f"{_name(source)} -> {_shown(destination)}", quiet)
-
-    _run_each(files, one, output)
+    work = functools.partial(_decompress_one, output=output, many=len(files) > 1, max_pixels=max_pixels,
+                             device=device, force=force, show_progress=not quiet and jobs == 1)
+    _run_each(files, work, output, jobs, quiet)
 
 
 def _header_fields(path: str) -> dict:

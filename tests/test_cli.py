@@ -81,6 +81,29 @@ def test_one_bad_input_does_not_stop_the_others(runner, images, tmp_path):
     assert (tmp_path / "gray.rdc").exists() and (tmp_path / "rgb.rdc").exists()
 
 
+def test_jobs_code_files_in_worker_processes(runner, images, tmp_path):
+    """--jobs 2: the same files as one at a time, reports in input order, and a bad input is
+    reported without stopping the others."""
+    gray, rgb = images
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    assert run(runner, "compress", gray, rgb, "-m", "loco", "-o", alone, "-q").exit_code == 0
+    missing = tmp_path / "missing.png"
+    result = run(runner, "compress", gray, missing, rgb, "-m", "loco", "--jobs", "2")
+    assert result.exit_code == InputError.exit_code
+    lines = result.output.splitlines()
+    assert lines[0].startswith(f"{gray} -> ") and lines[2].startswith(f"{rgb} -> ")
+    assert f"{missing}: no such file" in lines[1] and "1 of 3 files failed" in lines[3]
+    for name in ("gray", "rgb"):
+        assert (tmp_path / f"{name}.rdc").read_bytes() == (alone / f"{name}.rdc").read_bytes()
+    out = tmp_path / "out"
+    out.mkdir()
+    result = run(runner, "decompress", tmp_path / "gray.rdc", tmp_path / "rgb.rdc", "-o", out, "-j", "2", "-q")
+    assert result.exit_code == 0, result.output
+    for name in ("gray", "rgb"):
+        assert np.array_equal(np.asarray(Image.open(out / f"{name}.png")), np.asarray(Image.open(tmp_path / f"{name}.png")))
+
+
 def test_errors_are_one_line_without_traceback(runner, tmp_path):
     not_image = tmp_path / "notes.png"
     not_image.write_text("hello")
