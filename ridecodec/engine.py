@@ -49,18 +49,16 @@ class Wavefront:
             return self.height * self.width
         return (self.right + 1) * (self.height - 1) + self.width
 
-    def steps(
-        self, device: torch.device | str = "cpu"
-    ) -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
-        """Yield (t, rows, cols) for every non-empty step t; rows and cols are int64 tensors,
+    def steps(self) -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
+        """Yield (t, rows, cols) for every non-empty step t; rows and cols are int64 CPU tensors,
         rows ascending within a step. (A tall, narrow image has empty steps; they are skipped.)"""
         if self.right is None:
             for t in range(self.num_steps):
                 row, col = divmod(t, self.width)
-                yield t, torch.tensor([row], device=device), torch.tensor([col], device=device)
+                yield t, torch.tensor([row]), torch.tensor([col])
             return
         stride = self.right + 1
-        all_rows = torch.arange(self.height, device=device)
+        all_rows = torch.arange(self.height)
         for t in range(self.num_steps):
             # rows i with 0 <= t - stride * i < width
             first = max(0, -(-(t - self.width + 1) // stride))
@@ -125,8 +123,9 @@ def _run(
 ) -> None:
     """The loop shared by encoder and decoder.
 
-    ``code_step(rows, cols, channel, table)`` codes one batch of symbols and returns them; they are
-    written into the canvas before the next model call.
+    ``code_step(rows, cols, channel, table)`` codes one batch of symbols (rows and cols: CPU
+    tensors; table: a CPU array) and returns them; they are written into the canvas before the
+    next model call.
     """
     channels, height, width = canvas.shape
     schedule = wavefront_for(model, height, width)
@@ -136,14 +135,17 @@ def _run(
             step = model.begin(canvas)
         except Exception as error:
             raise PluginError(f"model {model.name!r} failed to start: {error}") from error
-        for t, rows, cols in schedule.steps(canvas.device):
+        # The schedule is made on the CPU, where the coder needs it, and copied to the model's
+        # device once per step: on a GPU, reading indices back would cost a synchronisation each.
+        for t, rows, cols in schedule.steps():
+            device_rows, device_cols = rows.to(canvas.device), cols.to(canvas.device)
             for channel in range(channels):
                 try:
-                    table = step(rows, cols, channel)
+                    table = step(device_rows, device_cols, channel)
                 except Exception as error:
                     raise PluginError(f"model {model.name!r} failed during coding: {error}") from error
                 symbols = code_step(rows, cols, channel, _checked_table(table, len(rows), model))
-                canvas[channel, rows, cols] = torch.from_numpy(symbols).to(canvas.device, torch.uint8)
+                canvas[channel, device_rows, device_cols] = torch.from_numpy(symbols).to(canvas.device, torch.uint8)
             if progress is not None:
                 progress(t + 1, total)
 
@@ -157,7 +159,7 @@ def encode_pixels(
     encoder = constriction.stream.queue.RangeEncoder()
 
     def encode_step(rows, cols, channel, table):
-        symbols = source[channel, rows.cpu(), cols.cpu()].numpy().astype(np.int32)
+        symbols = source[channel, rows, cols].numpy().astype(np.int32)
         encoder.encode(symbols, _CATEGORICAL, table)
         return symbols
 
@@ -195,7 +197,8 @@ def replayed_log_prob(model: DensityModel, image: torch.Tensor) -> float:
     total = 0.0
     with coding_context():
         step = model.begin(image)
-        for _, rows, cols in wavefront_for(model, *image.shape[1:]).steps(image.device):
+        for _, rows, cols in wavefront_for(model, *image.shape[1:]).steps():
+            rows, cols = rows.to(image.device), cols.to(image.device)
             for channel in range(image.shape[0]):
                 table = step(rows, cols, channel).double()
                 actual = image[channel, rows, cols].long()
