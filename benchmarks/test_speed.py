@@ -2,12 +2,16 @@
 
     pytest benchmarks/test_speed.py --benchmark-only
     pytest benchmarks/test_speed.py --benchmark-only -k "mcgsm and decode"
+    pytest benchmarks/test_speed.py --benchmark-only -k "files"      # a batch of files in one call
 
 Not part of the test suite (pyproject's testpaths is tests/): these take seconds each. The image
 is synthetic, smooth plus noise, so the benchmark runs anywhere without data sets.
 """
 
 from __future__ import annotations
+
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -19,7 +23,9 @@ from ridecodec.api import describe_device, resolve_device
 MODELS = [name for name in ("loco", "mcgsm", "ride") if name in registry.available_models()]
 DEVICE = resolve_device("auto")
 SIZES = [256, 512, 1024]  # time should grow about linearly in the pixel count
+DECODE_SIZES = SIZES + [2048]  # one round at 2048 (a minute for ride on one core)
 ROUNDS = 3  # the minimum of a few rounds is steadier on a shared machine
+BATCH = 4  # files of 512 x 512 decoded by one `ridecodec decompress` call
 
 
 def synthetic_image(size: int, seed: int = 0) -> np.ndarray:
@@ -51,11 +57,26 @@ def test_encode(benchmark, model, size):
     describe(benchmark, model, image, data)
 
 
-@pytest.mark.parametrize("size", SIZES)
+@pytest.mark.parametrize("size", DECODE_SIZES)
 def test_decode(benchmark, model, size):
     image = synthetic_image(size)
     data = ridecodec.compress(image, model=model, device=DEVICE)
     decoded = benchmark.pedantic(ridecodec.decompress, args=(data,), kwargs={"device": DEVICE},
-                                 rounds=ROUNDS, iterations=1)
+                                 rounds=ROUNDS if size <= 1024 else 1, iterations=1)
     assert np.array_equal(decoded, image)
     describe(benchmark, model, image, data)
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_decode_files(benchmark, model, jobs, tmp_path):
+    """Throughput of one `ridecodec decompress --jobs N` call on BATCH files (process start and
+    model loading included): files per second is BATCH over the time."""
+    files = []
+    for seed in range(BATCH):
+        path = tmp_path / f"{seed}.rdc"
+        path.write_bytes(ridecodec.compress(synthetic_image(512, seed), model=model, device=DEVICE))
+        files.append(str(path))
+    command = [sys.executable, "-m", "ridecodec.cli", "decompress", *files, "--jobs", str(jobs), "--force", "-q",
+               "--device", DEVICE.type]
+    benchmark.pedantic(subprocess.run, args=(command,), kwargs={"check": True}, rounds=1, iterations=1)
+    benchmark.extra_info.update(model=model, device=describe_device(DEVICE), files=BATCH, jobs=jobs)

@@ -95,7 +95,7 @@ def compress(
         raise RidecodecError(f"effort must be 1..{orientation.NUM_ORIENTATIONS}, not {effort}")
     coded = _coded_image(image)
     device = resolve_device(device)
-    name = model or registry.default_model()
+    name = model or registry.default_model(coded.layout)
     density_model = registry.load_model(name, device)
     if coded.layout not in density_model.modes:
         raise UnsupportedImageError(

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .errors import ModelNotFoundError, PluginError
+from .errors import ModelNotFoundError, PluginError, RidecodecError
 from .models.base import CHANNEL_LAYOUTS, DensityModel
 
 ENTRY_POINT_GROUP = "ridecodec.models"
@@ -52,16 +52,25 @@ def available_models() -> list[str]:
     return sorted(_entry_points())
 
 
-def default_model() -> str:
+def default_model(layout: str | None = None) -> str:
+    """The best installed model: the first of DEFAULT_MODEL_PREFERENCE, else the first by name.
+    With ``layout`` ("L", "RGB", ...), the best that codes images of that layout, since a model
+    may ship weights for some layouts only; if none does, the best, whose refusal then says so."""
     names = _entry_points()
-    for name in DEFAULT_MODEL_PREFERENCE:
-        if name in names:
-            return name
-    if names:
-        return sorted(names)[0]
-    raise ModelNotFoundError(
-        "no density model is installed; install one, e.g. `pip install plugins/ridecodec-loco`"
-    )
+    ranked = [name for name in DEFAULT_MODEL_PREFERENCE if name in names]
+    ranked += sorted(set(names) - set(ranked))
+    if not ranked:
+        raise ModelNotFoundError(
+            "no density model is installed; install one, e.g. `pip install plugins/ridecodec-loco`"
+        )
+    if layout is not None:
+        for name in ranked:
+            try:
+                if layout in load_model(name).modes:
+                    return name
+            except RidecodecError:  # a broken plug-in is nobody's default
+                continue
+    return ranked[0]
 
 
 def _model_class(name: str) -> tuple[type, importlib.metadata.EntryPoint]:

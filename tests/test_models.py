@@ -167,6 +167,16 @@ def test_plugin_modes_are_enforced(installed_test_plugin, rgb_image):
         ridecodec.compress(rgb_image, model=installed_test_plugin)
 
 
+def test_default_model_is_the_best_that_codes_the_layout(installed_test_plugin, monkeypatch, rgb_image):
+    """A preferred model that codes gray images only is the default for gray images; colour
+    images go to the next preferred model that codes them."""
+    monkeypatch.setattr(registry, "DEFAULT_MODEL_PREFERENCE", (installed_test_plugin, "loco"))
+    assert ridecodec.default_model() == ridecodec.default_model("L") == installed_test_plugin
+    assert ridecodec.default_model("RGB") == "loco"
+    assert ridecodec.read_header(ridecodec.compress(natural_like(5, 6))).model_name == installed_test_plugin
+    assert ridecodec.read_header(ridecodec.compress(rgb_image[:5, :6])).model_name == "loco"
+
+
 # --- plug-ins that misbehave are reported as such ------------------------------------------
 
 
