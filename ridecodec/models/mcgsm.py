@@ -20,7 +20,8 @@ from pathlib import Path
 
 import torch
 
-from .base import CausalReach, DensityModel, StepFunction
+from .base import CausalReach, StepFunction
+from .layouts import PerChannelModel
 from .discretize import mixture_bin_log_mass, mixture_pmf
 from .neighbourhood import CausalNeighbourhood
 from .weights import conditioning_size, shipped as shipped_weights
@@ -179,12 +180,11 @@ def load_weights(path) -> tuple[MCGSMConfig, torch.nn.ModuleList, dict]:
 SHIPPED_WEIGHTS = {"L": "mcgsm-gray.pt", "RGB": "mcgsm-rgb.pt"}
 
 
-class MCGSMModel(DensityModel):
-    """The built-in model ``mcgsm``.
+class MCGSMModel(PerChannelModel):
+    """The built-in model ``mcgsm``: an MCGSM per channel (layouts.py).
 
-    Gray images use the gray MCGSM. RGB is coded channel after channel, R then G then B, each
-    channel's MCGSM reading the neighbourhood in all three channels plus the pixel's channels
-    coded before it. The alpha of RGBA uses the gray MCGSM on the alpha plane alone.
+    ``weights`` maps "L" (required) and "RGB" (optional) to weights files written by
+    :func:`save_weights`; by default the shipped ones.
     """
 
     name = "mcgsm"
@@ -192,33 +192,11 @@ class MCGSMModel(DensityModel):
     exact_across_devices = False
 
     def __init__(self, weights: dict[str, str | Path] | None = None):
-        super().__init__()
-        self.layouts = torch.nn.ModuleDict()
-        configs = {}
-        for layout, path in (weights or shipped_weights(SHIPPED_WEIGHTS)).items():
-            configs[layout], self.layouts[layout], _ = load_weights(path)
-        if "L" not in self.layouts:
-            raise ValueError("the mcgsm model needs gray weights")
-        self.neighbourhoods = {
-            layout: CausalNeighbourhood(config.up, config.left, config.right) for layout, config in configs.items()
-        }
-        self.modes = ("L", "RGB", "RGBA") if "RGB" in self.layouts else ("L",)
+        super().__init__(weights or shipped_weights(SHIPPED_WEIGHTS), load_weights)
         up = max(n.up for n in self.neighbourhoods.values())
         left = max(n.left for n in self.neighbourhoods.values())
         right = max(n.right for n in self.neighbourhoods.values())
         self.reach = CausalReach(up=up, left=left, right=right)
-
-    def _plan(self, num_channels: int):
-        """For each channel of the canvas: (its MCGSM, its neighbourhood, the canvas channels it
-        reads, its index among them)."""
-        if num_channels == 1:
-            return [(self.layouts["L"][0], self.neighbourhoods["L"], slice(0, 1), 0)]
-        if "RGB" not in self.layouts:
-            raise ValueError("these mcgsm weights code grayscale images only")
-        plan = [(self.layouts["RGB"][c], self.neighbourhoods["RGB"], slice(0, 3), c) for c in range(3)]
-        if num_channels == 4:
-            plan.append((self.layouts["L"][0], self.neighbourhoods["L"], slice(3, 4), 0))
-        return plan
 
     def begin(self, canvas: torch.Tensor) -> StepFunction:
         plan = [(model, model.table_parameters(), neighbourhood, canvas[planes], index)
@@ -229,15 +207,3 @@ class MCGSMModel(DensityModel):
             return model.pmf(neighbourhood.gather(planes, rows, cols, index), parameters)
 
         return step
-
-    def log_prob(self, images: torch.Tensor) -> torch.Tensor:
-        """From the coder's own tables, replaying the decoding schedule (engine.replayed_log_prob).
-
-        A batched pass over all pixels would be no faster here (the tables dominate) and not
-        the same numbers: in the far tails a float32 table is a difference of cumulative sums
-        near 1, and a different batch shape rounds them differently (measured: 6e-5 nats per
-        pixel on noisy images). Replayed, likelihood and file size agree to the coder's overhead.
-        """
-        from ..engine import replayed_log_prob  # the engine imports models: import at call time
-
-        return torch.tensor([replayed_log_prob(self, image) for image in images], dtype=torch.float64)

@@ -28,7 +28,8 @@ from pathlib import Path
 
 import torch
 
-from .base import CausalReach, DensityModel
+from .base import CausalReach
+from .layouts import PerChannelModel
 from .discretize import mixture_bin_log_mass, mixture_pmf
 from .mcgsm import FactorizedMCGSM, condense_mixture
 from .neighbourhood import MID_GREY, CausalNeighbourhood
@@ -218,8 +219,8 @@ class RIDESteps:
         return sum(states.state_elements() for *_, states in self.plan)
 
 
-class RIDEModel(DensityModel):
-    """The built-in model ``ride`` (to be registered once trained weights ship).
+class RIDEModel(PerChannelModel):
+    """The built-in model ``ride``: a RIDE per channel (layouts.py), each with its own states.
 
     ``weights`` maps "L" (required) and "RGB" (optional) to weights files written by
     :func:`save_weights`; by default the shipped ones.
@@ -230,17 +231,7 @@ class RIDEModel(DensityModel):
     exact_across_devices = False
 
     def __init__(self, weights: dict[str, str | Path] | None = None):
-        super().__init__()
-        self.layouts = torch.nn.ModuleDict()
-        configs = {}
-        for layout, path in (weights or shipped_weights(SHIPPED_WEIGHTS)).items():
-            configs[layout], self.layouts[layout], _ = load_weights(path)
-        if "L" not in self.layouts:
-            raise ValueError("the ride model needs gray weights")
-        self.neighbourhoods = {
-            layout: CausalNeighbourhood(config.up, config.left, config.right) for layout, config in configs.items()
-        }
-        self.modes = ("L", "RGB", "RGBA") if "RGB" in self.layouts else ("L",)
+        super().__init__(weights or shipped_weights(SHIPPED_WEIGHTS), load_weights)
         # The reach. Through h_(i,j-1) and h_(i-1,j) the state at (i, j) depends on every state
         # up and to the left of it, so the reach up and left is unbounded. To the right it is the
         # neighbourhood's: the recurrence only ever steps left or up, and every state (k, l) with
@@ -253,27 +244,5 @@ class RIDEModel(DensityModel):
         right = max(n.right for n in self.neighbourhoods.values())
         self.reach = CausalReach(up=math.inf, left=math.inf, right=right)
 
-    def _plan(self, num_channels: int):
-        """For each channel of the canvas: (its RIDE, its neighbourhood, the canvas channels it
-        reads, its index among them)."""
-        if num_channels == 1:
-            return [(self.layouts["L"][0], self.neighbourhoods["L"], slice(0, 1), 0)]
-        if "RGB" not in self.layouts:
-            raise ValueError("these ride weights code grayscale images only")
-        plan = [(self.layouts["RGB"][c], self.neighbourhoods["RGB"], slice(0, 3), c) for c in range(3)]
-        if num_channels == 4:
-            plan.append((self.layouts["L"][0], self.neighbourhoods["L"], slice(3, 4), 0))
-        return plan
-
     def begin(self, canvas: torch.Tensor) -> RIDESteps:
         return RIDESteps(self, canvas)
-
-    def log_prob(self, images: torch.Tensor) -> torch.Tensor:
-        """From the coder's own tables, replaying the decoding schedule (engine.replayed_log_prob),
-        as ``mcgsm`` does: the batched scan (``ChannelRIDE.log_likelihood``) is the same function,
-        but its float rounding differs with the batch shape (far-tail masses are differences of
-        cumulative sums near 1), so only the replay makes likelihood and file size agree to the
-        coder's overhead. It costs what decoding costs."""
-        from ..engine import replayed_log_prob  # the engine imports models: import at call time
-
-        return torch.tensor([replayed_log_prob(self, image) for image in images], dtype=torch.float64)
