@@ -114,10 +114,14 @@ def tune_head(models, neighbourhood, patches: torch.Tensor, steps: int) -> tuple
             (_, _, h, prediction), = model.bands(neighbourhood, patches, c, folded)  # one band: patches are small
         h, prediction, y = h.flatten(0, 1), prediction.flatten(), patches[:, c].reshape(-1).long()
 
-        def loss():
+        def loss():  # in nats for all the patches' pixels
             head = model.folded()  # the head's part of it depends on the MCGSM parameters
-            return -mixture_bin_log_mass(y, *model.mixture(h, prediction, head), model.config.floor).mean()
+            return -mixture_bin_log_mass(y, *model.mixture(h, prediction, head), model.config.floor).sum()
 
+        # The loss is a sum, not a mean: L-BFGS's first step is -gradient, capped at unit L1
+        # norm, and the mean's gradient near the initial head is tiny (1e-2), so its line
+        # search spent the whole evaluation budget creeping (measured: 5.788 -> 5.787 bits per
+        # pixel in 20 iterations from a fresh head on 8 x 8 patches; 5.13 with the sum).
         optimizer = torch.optim.LBFGS(model.mcgsm.parameters(), max_iter=steps, line_search_fn="strong_wolfe")
 
         def closure():
@@ -135,8 +139,8 @@ def tune_head(models, neighbourhood, patches: torch.Tensor, steps: int) -> tuple
         if not end <= start:  # a failed line search must not leave it worse
             model.mcgsm.load_state_dict(saved)
             end = start
-        before += start / LOG2 / len(models)
-        after += end / LOG2 / len(models)
+        before += start / LOG2 / len(y) / len(models)
+        after += end / LOG2 / len(y) / len(models)
     return before, after
 
 
