@@ -497,7 +497,7 @@ def _patch_sizes(context, parameter, value: str) -> tuple[int, ...]:
 
 
 @train.command(name="ride")
-@_training_options(neighbourhood=(2, 2, 2), table_components=4)
+@_training_options(neighbourhood=(4, 4, 2), table_components=2)
 @click.option("--patch-sizes", default="8,12,16,22", show_default=True, callback=_patch_sizes,
               help="The curriculum: one training stage per patch size, in this order.")
 @click.option("--patches-per-image", type=click.IntRange(min=1), default=32, show_default=True,
@@ -512,9 +512,13 @@ def _patch_sizes(context, parameter, value: str) -> tuple[int, ...]:
 @click.option("--layers", type=click.IntRange(min=1), default=1, show_default=True, help="Spatial LSTM layers.")
 @click.option("--hidden", type=click.IntRange(min=1), default=64, show_default=True, help="Hidden units per layer.")
 @click.option("--extended", is_flag=True, help="Gates also read the neighbouring memory cells.")
+@click.option("--time-budget", type=click.FloatRange(min=0), metavar="MINUTES",
+              help="Stop after the first epoch that ends past this much training time (resumed runs "
+              "included) and write the best weights so far.")
 @device_option
 def train_ride_command(data, out, color, validation_fraction, seed, patch_sizes, patches_per_image, epochs,
-                       patience, batch_size, learning_rate, lbfgs_steps, layers, hidden, extended, up, left, right,
+                       patience, batch_size, learning_rate, lbfgs_steps, layers, hidden, extended, time_budget,
+                       up, left, right,
                        components, scales, features, table_components, init_weights, checkpoint, resume, log_path,
                        device, force):
     """Train RIDE weights (whitening, spatial LSTMs, MCGSM) on growing patches, by maximum
@@ -530,7 +534,7 @@ def train_ride_command(data, out, color, validation_fraction, seed, patch_sizes,
             data=list(data), out=out, color=color, model=config, validation_fraction=validation_fraction, seed=seed,
             patch_sizes=patch_sizes, patches_per_image=patches_per_image, batch_size=batch_size,
             learning_rate=learning_rate, epochs=epochs, patience=patience, lbfgs_steps=lbfgs_steps,
-            device=str(api.resolve_device(device)), init=init_weights, checkpoint=checkpoint, log=log_path,
+            time_budget_minutes=time_budget, device=str(api.resolve_device(device)), init=init_weights, checkpoint=checkpoint, log=log_path,
             resume=resume, command="ridecodec train ride " + " ".join(sys.argv[3:]),
         )
         return train_ride(options, echo=lambda line: click.echo(line, err=True))

@@ -342,6 +342,18 @@ def test_rgb_training(image_folder, tmp_path):
     assert len(models) == 3
 
 
+def test_time_budget_stops_after_the_epoch_that_spends_it(image_folder, tmp_path):
+    """A spent budget ends training at the end of that epoch with the best weights so far; a
+    resumed run counts the time of the run before (so a budget of 0 just writes the weights)."""
+    summary = train_ride(_options(image_folder, tmp_path, time_budget_minutes=1e-6))
+    assert summary["epochs"] == 1
+    records = [json.loads(line) for line in open(tmp_path / "log.jsonl")]
+    assert records[-2]["event"] == "time_budget_spent" and records[-2]["patch_size"] == 12  # not started
+    resumed = train_ride(_options(image_folder, tmp_path, resume=True, time_budget_minutes=0, out=str(tmp_path / "r.pt")))
+    assert resumed["epochs"] == 1 and resumed["validation_bits_per_pixel"] == summary["validation_bits_per_pixel"]
+    assert RIDEModel({"L": tmp_path / "r.pt"}).weights_digest() == RIDEModel({"L": tmp_path / "w.pt"}).weights_digest()
+
+
 def test_train_command(image_folder, tmp_path):
     runner = CliRunner()
     missing = runner.invoke(main, ["train", "ride", "--data", str(tmp_path / "nope"), "--out", str(tmp_path / "w.pt")])

@@ -54,6 +54,9 @@ class RIDETrainingOptions:
     epochs: int = 10  # at most this many epochs per stage
     patience: int = 3  # a stage ends after this many epochs without a validation gain
     lbfgs_steps: int = 20  # L-BFGS iterations on the MCGSM head before each stage (0: none)
+    #: stop once this much training time (all runs of a resumed training) has passed, at the end
+    #: of an epoch, and write the best weights so far; None: no limit
+    time_budget_minutes: float | None = None
     whitening_samples_per_image: int = 4000  # pixels per image for fitting the whitening
     device: str = "cpu"
     init: str | None = None  # start from these weights (fine-tuning) instead of from scratch
@@ -188,6 +191,10 @@ def train_ride(options: RIDETrainingOptions, echo=None) -> dict:
         log(event="initial", validation_bits_per_pixel=initial)
 
     while state["stage"] < len(options.patch_sizes):
+        if options.time_budget_minutes is not None and state["seconds"] >= 60 * options.time_budget_minutes:
+            log(event="time_budget_spent", minutes=round(state["seconds"] / 60, 1), stage=state["stage"],
+                patch_size=options.patch_sizes[state["stage"]])
+            break
         size = options.patch_sizes[state["stage"]]
         if options.lbfgs_steps and state["stage"] > state["tuned_stage"] and state["stage_epoch"] == 0:
             per_image = max(1, options.batch_size * 8 // len(train_images))  # about 8 batches' worth
