@@ -277,7 +277,8 @@ def image_folder(tmp_path_factory):
 
 
 def _options(folder, tmp_path, **changes):
-    config = RIDEConfig(num_layers=1, num_hiddens=4, num_components=3, num_scales=2, num_features=3, table_components=2)
+    config = RIDEConfig(up=2, left=2, num_layers=1, num_hiddens=4, num_components=3, num_scales=2, num_features=3,
+                        table_components=2)  # a small neighbourhood: the images are 14 x 16
     base = dict(data=[str(folder)], out=str(tmp_path / "w.pt"), model=config, patch_sizes=(8, 12), epochs=1,
                 patches_per_image=16, batch_size=8, learning_rate=1e-2, validation_fraction=0.34,
                 whitening_samples_per_image=200, lbfgs_steps=0, checkpoint=str(tmp_path / "ck.pt"),

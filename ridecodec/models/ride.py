@@ -41,8 +41,8 @@ from .whitening import ConditionalWhitening
 
 @dataclass(frozen=True)
 class RIDEConfig:
-    up: int = 2  # neighbourhood rows above the pixel
-    left: int = 2  # neighbourhood columns left of the pixel
+    up: int = 4  # neighbourhood rows above the pixel
+    left: int = 4  # neighbourhood columns left of the pixel
     right: int = 2  # neighbourhood columns right of the pixel, in the rows above
     num_layers: int = 1  # spatial LSTM layers (the paper: 1 to 3)
     num_hiddens: int = 64  # units per layer (the paper: 64 to 128)
@@ -51,7 +51,7 @@ class RIDEConfig:
     num_scales: int = 4
     num_features: int = 32
     #: (component, scale) pairs kept exactly in the tables; the rest are condensed (mcgsm.py)
-    table_components: int = 4
+    table_components: int = 2
     #: Uniform probability mixed into every table (see discretize.py).
     floor: float = 2.0**-12
 
