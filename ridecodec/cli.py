@@ -512,12 +512,16 @@ def _patch_sizes(context, parameter, value: str) -> tuple[int, ...]:
 @click.option("--layers", type=click.IntRange(min=1), default=1, show_default=True, help="Spatial LSTM layers.")
 @click.option("--hidden", type=click.IntRange(min=1), default=64, show_default=True, help="Hidden units per layer.")
 @click.option("--extended", is_flag=True, help="Gates also read the neighbouring memory cells.")
+@click.option("--from-mcgsm", metavar="FILE",
+              help="Start as these MCGSM weights code (their neighbourhood, mixture, whitening and head; "
+              "the head also reads the LSTM state, from zero weights), instead of from scratch.")
 @click.option("--time-budget", type=click.FloatRange(min=0), metavar="MINUTES",
               help="Stop after the first epoch that ends past this much training time (resumed runs "
               "included) and write the best weights so far.")
 @device_option
 def train_ride_command(data, out, color, validation_fraction, seed, patch_sizes, patches_per_image, epochs,
-                       patience, batch_size, learning_rate, lbfgs_steps, layers, hidden, extended, time_budget,
+                       patience, batch_size, learning_rate, lbfgs_steps, layers, hidden, extended, from_mcgsm,
+                       time_budget,
                        up, left, right,
                        components, scales, features, table_components, init_weights, checkpoint, resume, log_path,
                        device, force):
@@ -534,7 +538,7 @@ def train_ride_command(data, out, color, validation_fraction, seed, patch_sizes,
             data=list(data), out=out, color=color, model=config, validation_fraction=validation_fraction, seed=seed,
             patch_sizes=patch_sizes, patches_per_image=patches_per_image, batch_size=batch_size,
             learning_rate=learning_rate, epochs=epochs, patience=patience, lbfgs_steps=lbfgs_steps,
-            time_budget_minutes=time_budget, device=str(api.resolve_device(device)), init=init_weights, checkpoint=checkpoint, log=log_path,
+            time_budget_minutes=time_budget, from_mcgsm=from_mcgsm, device=str(api.resolve_device(device)), init=init_weights, checkpoint=checkpoint, log=log_path,
             resume=resume, command="ridecodec train ride " + " ".join(sys.argv[3:]),
         )
         return train_ride(options, echo=lambda line: click.echo(line, err=True))

@@ -17,6 +17,7 @@ from PIL import Image
 from ridecodec import engine
 from ridecodec.cli import main
 from ridecodec.engine import Wavefront
+from ridecodec.errors import InputError
 from ridecodec.models import ride as ride_module
 from ridecodec.models.neighbourhood import CausalNeighbourhood
 from ridecodec.models.ride import RIDEConfig, RIDEModel, build_channel_models, conditioning, load_weights, save_weights
@@ -353,6 +354,35 @@ def test_time_budget_stops_after_the_epoch_that_spends_it(image_folder, tmp_path
     resumed = train_ride(_options(image_folder, tmp_path, resume=True, time_budget_minutes=0, out=str(tmp_path / "r.pt")))
     assert resumed["epochs"] == 1 and resumed["validation_bits_per_pixel"] == summary["validation_bits_per_pixel"]
     assert RIDEModel({"L": tmp_path / "r.pt"}).weights_digest() == RIDEModel({"L": tmp_path / "w.pt"}).weights_digest()
+
+
+def test_a_ride_started_from_an_mcgsm_codes_as_it_does(tmp_path):
+    """--from-mcgsm: with the head's weights on h at zero, the RIDE's tables are the MCGSM's
+    (up to float rounding: the whitening is folded differently); the LSTM only comes in as
+    training moves those weights."""
+    from ridecodec.models import mcgsm
+    from ridecodec.training.ride import start_from_mcgsm
+
+    config = mcgsm.MCGSMConfig(up=2, left=2, right=1, num_components=3, num_scales=2, num_features=4)
+    models = mcgsm.build_channel_models(config, 1)
+    image = torch.from_numpy(natural_like(12, 14)[None].copy())
+    hood = CausalNeighbourhood(2, 2, 1)
+    rows, cols = torch.arange(12).repeat_interleave(14), torch.arange(14).repeat(12)
+    x = hood.gather(image, rows, cols)
+    models[0].whitening.load_state_dict(ConditionalWhitening.fit(x, image[0, rows, cols].float()).state_dict())
+    models[0].mcgsm.initialize(torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        models[0].mcgsm.features.mul_(30)  # lively gates
+    mcgsm.save_weights(tmp_path / "m.pt", config, models, {})
+    ride_config, rides = start_from_mcgsm(str(tmp_path / "m.pt"), RIDEConfig(num_hiddens=5), 1, torch.Generator())
+    assert ride_config.head_reads_neighbourhood and (ride_config.up, ride_config.right, ride_config.num_components) == (2, 1, 3)
+    save_weights(tmp_path / "r.pt", ride_config, rides, {})
+    pixels = image.numpy()
+    ride_tables, _ = stepped_tables(RIDEModel({"L": tmp_path / "r.pt"}), pixels)
+    mcgsm_tables, _ = stepped_tables(mcgsm.MCGSMModel({"L": tmp_path / "m.pt"}), pixels)
+    assert torch.allclose(ride_tables, mcgsm_tables, rtol=1e-3, atol=1e-6)
+    with pytest.raises(InputError, match="--from-mcgsm"):
+        start_from_mcgsm(str(tmp_path / "r.pt"), RIDEConfig(), 1, torch.Generator())  # not MCGSM weights
 
 
 def test_train_command(image_folder, tmp_path):

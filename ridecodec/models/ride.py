@@ -47,6 +47,9 @@ class RIDEConfig:
     num_layers: int = 1  # spatial LSTM layers (the paper: 1 to 3)
     num_hiddens: int = 64  # units per layer (the paper: 64 to 128)
     extended: bool = False  # gates also read the neighbouring memory cells
+    #: The MCGSM reads the whitened neighbourhood x_w besides h (not in the paper): a skip
+    #: connection, so that a RIDE can start out as a trained MCGSM (``train ride --from-mcgsm``).
+    head_reads_neighbourhood: bool = False
     num_components: int = 32
     num_scales: int = 4
     num_features: int = 32
@@ -92,7 +95,8 @@ class ChannelRIDE(torch.nn.Module):
         self.config = config
         self.whitening = ConditionalWhitening(dim_in)
         self.slstm = SpatialLSTMStack(dim_in, config.num_hiddens, config.num_layers, config.extended)
-        self.mcgsm = FactorizedMCGSM(config.num_hiddens, config.num_components, config.num_scales, config.num_features)
+        head_inputs = config.num_hiddens + (dim_in if config.head_reads_neighbourhood else 0)
+        self.mcgsm = FactorizedMCGSM(head_inputs, config.num_components, config.num_scales, config.num_features)
 
     def initialize(self, generator: torch.Generator) -> None:
         """Random spatial LSTMs; the MCGSM as cmt initializes it, but with the scales of each
@@ -108,17 +112,23 @@ class ChannelRIDE(torch.nn.Module):
     def folded(self) -> tuple[torch.Tensor, ...]:
         """The parameters as coding and training use them, the whitening folded in:
 
-        * ``input_matrix`` (D, 5 * hidden + 1), ``input_bias``: raw x -> [the first layer's
-          input pre-activations T_x x_w + bias | the linear prediction mean_y + p . x_w];
-        * ``head_matrix`` (hidden, F + C): h -> [features b_n . h | scale * a_c . h];
+        * ``input_matrix`` (D, 5 * hidden + 1 [+ D]), ``input_bias``: raw x -> [the first
+          layer's input pre-activations T_x x_w + bias | the linear prediction mean_y + p . x_w
+          [| x_w, if the head reads it]];
+        * ``head_matrix`` (hidden [+ D], F + C): u -> [features b_n . u | scale * a_c . u] for
+          the head's input u = h [or (h, x_w)];
         * the MCGSM's gate weights, half precisions, priors and variances (pixel units), as
           in ``ChannelMCGSM.table_parameters``.
 
         Coding computes them once per image; training recomputes them per batch (they are
         differentiable)."""
         w, mcgsm, first = self.whitening, self.mcgsm, self.slstm.layers[0]
-        input_matrix = w.x_whitening @ torch.cat([first.input_weights, w.y_predictor[:, None]], dim=1)
-        input_bias = torch.cat([first.bias, w.y_mean[None]]) - w.x_mean @ input_matrix
+        columns, biases = [first.input_weights, w.y_predictor[:, None]], [first.bias, w.y_mean[None]]
+        if self.config.head_reads_neighbourhood:
+            columns.append(torch.eye(len(w.x_mean), device=w.x_mean.device))
+            biases.append(torch.zeros_like(w.x_mean))
+        input_matrix = w.x_whitening @ torch.cat(columns, dim=1)
+        input_bias = torch.cat(biases) - w.x_mean @ input_matrix
         head_matrix = torch.cat([mcgsm.features, w.y_scale * mcgsm.predictors.T], dim=1)
         gate_weights = mcgsm.weights.square().T  # (F, C)
         half_precisions = 0.5 * mcgsm.scales.exp()  # (C, S)
@@ -128,33 +138,38 @@ class ChannelRIDE(torch.nn.Module):
 
     def first_layer_inputs(self, x: torch.Tensor, folded) -> tuple[torch.Tensor, torch.Tensor]:
         """For conditioning vectors x (N, D): the first layer's input pre-activations
-        (N, 5 * hidden), a view, and the linear prediction of the pixel (N,)."""
+        (N, 5 * hidden) and what the head takes from x directly (N, 1 [+ D]): the linear
+        prediction of the pixel [and x_w]; both views."""
         projected = torch.addmm(folded[1], x, folded[0])
-        return projected[:, :-1], projected[:, -1]
+        gates = NUM_GATES * self.config.num_hiddens
+        return projected[:, :gates], projected[:, gates:]
 
-    def mixture(self, h: torch.Tensor, prediction: torch.Tensor, folded):
-        """The condensed mixture for top hidden states h (N, hidden) and linear predictions (N,):
-        weights, means and inverse standard deviations (pixel units), each (N, K + 1)."""
+    def mixture(self, h: torch.Tensor, direct: torch.Tensor, folded):
+        """The condensed mixture for top hidden states h (N, hidden) and what the head takes
+        from x directly (N, 1 [+ D], ``first_layer_inputs``): weights, means and inverse standard
+        deviations (pixel units), each (N, K + 1)."""
         _, _, head_matrix, gate_weights, half_precisions, priors, variances = folded
-        projected = h @ head_matrix
+        head_input = torch.cat([h, direct[:, 1:]], dim=1) if self.config.head_reads_neighbourhood else h
+        projected = head_input @ head_matrix
         features = projected[:, : self.config.num_features]
-        means = projected[:, self.config.num_features :] + prediction[:, None]  # (N, C)
+        means = projected[:, self.config.num_features :] + direct[:, :1]  # (N, C)
         return condense_mixture(
             features, means, gate_weights, half_precisions, priors, variances, self.config.table_components
         )
 
     def bands(self, neighbourhood: CausalNeighbourhood, planes: torch.Tensor, channel: int, folded):
         """Scan a batch of images (B, C, H, W) band of rows by band of rows; yields
-        (first_row, last_row, h (B, rows * W, hidden), prediction (B, rows * W)). Differentiable."""
+        (first_row, last_row, h (B, rows * W, hidden), direct (B, rows * W, 1 [+ D])), ``direct``
+        as from ``first_layer_inputs``. Differentiable."""
         batch, _, height, width = planes.shape
         rows_per_band = max(1, BAND_ELEMENTS // max(1, batch * width * NUM_GATES * self.config.num_hiddens))
         tops = None
         for first in range(0, height, rows_per_band):
             last = min(height, first + rows_per_band)
             x = conditioning(neighbourhood, planes, channel, first, last)
-            pre, prediction = self.first_layer_inputs(x.flatten(0, 2), folded)
+            pre, direct = self.first_layer_inputs(x.flatten(0, 2), folded)
             h, tops = self.slstm.scan(pre.view(batch, last - first, width, -1), tops)
-            yield first, last, h.view(batch, -1, h.shape[-1]), prediction.view(batch, -1)
+            yield first, last, h.view(batch, -1, h.shape[-1]), direct.view(batch, -1, direct.shape[-1])
 
     def log_likelihood(
         self, neighbourhood: CausalNeighbourhood, planes: torch.Tensor, channel: int, values: torch.Tensor
@@ -165,9 +180,9 @@ class ChannelRIDE(torch.nn.Module):
         coder's tables give the same numbers up to float rounding, see ``RIDEModel.log_prob``)."""
         folded = self.folded()
         total = torch.zeros(len(planes), dtype=torch.float64, device=planes.device)
-        for first, last, h, prediction in self.bands(neighbourhood, planes, channel, folded):
+        for first, last, h, direct in self.bands(neighbourhood, planes, channel, folded):
             y = values[:, first:last].reshape(-1).long()
-            log_p = mixture_bin_log_mass(y, *self.mixture(h.flatten(0, 1), prediction.flatten(), folded), self.config.floor)
+            log_p = mixture_bin_log_mass(y, *self.mixture(h.flatten(0, 1), direct.flatten(0, 1), folded), self.config.floor)
             total = total + log_p.double().view(len(planes), -1).sum(1)
         return total
 
@@ -210,9 +225,9 @@ class RIDESteps:
 
     def __call__(self, rows: torch.Tensor, cols: torch.Tensor, channel: int) -> torch.Tensor:
         model, folded, neighbourhood, planes, index, states = self.plan[channel]
-        pre, prediction = model.first_layer_inputs(neighbourhood.gather(planes, rows, cols, index), folded)
+        pre, direct = model.first_layer_inputs(neighbourhood.gather(planes, rows, cols, index), folded)
         h = states.step(pre, cols)
-        return mixture_pmf(*model.mixture(h, prediction, folded), model.config.floor)
+        return mixture_pmf(*model.mixture(h, direct, folded), model.config.floor)
 
     def state_elements(self) -> int:
         """Numbers of recurrent state held for the image, all channels and layers."""

@@ -24,7 +24,7 @@ from __future__ import annotations
 import math
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -32,6 +32,7 @@ import torch
 from ..errors import InputError
 from ..models.discretize import mixture_bin_log_mass
 from ..models.neighbourhood import CausalNeighbourhood
+from ..models.mcgsm import load_weights as load_mcgsm_weights
 from ..models.ride import RIDEConfig, build_channel_models, load_weights, save_weights
 from .data import load_planes, sample_pairs
 from .common import TrainingLog, atomic_save, fit_whitening, machine_description, starting_weights, training_split
@@ -60,6 +61,9 @@ class RIDETrainingOptions:
     whitening_samples_per_image: int = 4000  # pixels per image for fitting the whitening
     device: str = "cpu"
     init: str | None = None  # start from these weights (fine-tuning) instead of from scratch
+    #: start from these MCGSM weights: their neighbourhood, mixture sizes, whitening and head,
+    #: the head also reading h with zero weights, so training starts at that MCGSM's score
+    from_mcgsm: str | None = None
     checkpoint: str | None = None
     log: str | None = None
     resume: bool = False
@@ -114,12 +118,12 @@ def tune_head(models, neighbourhood, patches: torch.Tensor, steps: int) -> tuple
     for c, model in enumerate(models):
         with torch.no_grad():
             folded = model.folded()
-            (_, _, h, prediction), = model.bands(neighbourhood, patches, c, folded)  # one band: patches are small
-        h, prediction, y = h.flatten(0, 1), prediction.flatten(), patches[:, c].reshape(-1).long()
+            (_, _, h, direct), = model.bands(neighbourhood, patches, c, folded)  # one band: patches are small
+        h, direct, y = h.flatten(0, 1), direct.flatten(0, 1), patches[:, c].reshape(-1).long()
 
         def loss():  # in nats for all the patches' pixels
             head = model.folded()  # the head's part of it depends on the MCGSM parameters
-            return -mixture_bin_log_mass(y, *model.mixture(h, prediction, head), model.config.floor).sum()
+            return -mixture_bin_log_mass(y, *model.mixture(h, direct, head), model.config.floor).sum()
 
         # The loss is a sum, not a mean: L-BFGS's first step is -gradient, capped at unit L1
         # norm, and the mean's gradient near the initial head is tiny (1e-2), so its line
@@ -147,6 +151,33 @@ def tune_head(models, neighbourhood, patches: torch.Tensor, steps: int) -> tuple
     return before, after
 
 
+def start_from_mcgsm(path: str, asked: RIDEConfig, num_channels: int, generator: torch.Generator):
+    """(config, models) of a RIDE that codes exactly as the MCGSM weights at ``path`` do: their
+    neighbourhood, mixture sizes, table size and floor, whitening and head, with the head reading
+    (h, x_w) and its weights on h zero; random spatial LSTMs of the ``asked`` size. Training then
+    starts from the MCGSM's score, and the LSTMs come in as the head learns to read h."""
+    try:
+        mcgsm_config, mcgsm_models, _ = load_mcgsm_weights(path)
+    except Exception as error:  # missing, not MCGSM weights, or not loadable without code
+        raise InputError(f"--from-mcgsm {path}: {error}") from error
+    if len(mcgsm_models) != num_channels:
+        raise InputError(f"--from-mcgsm {path} codes {len(mcgsm_models)} channels, the training images {num_channels}")
+    sizes = ("up", "left", "right", "num_components", "num_scales", "num_features", "table_components", "floor")
+    config = replace(asked, head_reads_neighbourhood=True, **{name: getattr(mcgsm_config, name) for name in sizes})
+    models = build_channel_models(config, num_channels)
+    hidden = config.num_hiddens
+    for model, source in zip(models, mcgsm_models):
+        model.initialize(generator)
+        model.whitening.load_state_dict(source.whitening.state_dict())
+        head, trained = model.mcgsm, source.mcgsm
+        with torch.no_grad():
+            for name in ("priors", "scales", "weights"):
+                getattr(head, name).copy_(getattr(trained, name))
+            head.features.zero_()[hidden:] = trained.features
+            head.predictors.zero_()[:, hidden:] = trained.predictors
+    return config, models
+
+
 def train_ride(options: RIDETrainingOptions, echo=None) -> dict:
     """Train, write the weights to ``options.out``, return the training summary."""
     log = TrainingLog(options.log, echo)
@@ -167,6 +198,9 @@ def train_ride(options: RIDETrainingOptions, echo=None) -> dict:
     generator = torch.Generator().manual_seed(options.seed)
     if options.init:
         config, models, _ = starting_weights(options.init, load_weights, neighbourhood, num_channels, options.model)
+    elif options.from_mcgsm:
+        config, models = start_from_mcgsm(options.from_mcgsm, config, num_channels, generator)
+        neighbourhood = CausalNeighbourhood(config.up, config.left, config.right)
     else:
         models = build_channel_models(config, num_channels)
         per_image = options.whitening_samples_per_image
