@@ -398,7 +398,10 @@ def test_train_command(image_folder, tmp_path):
     unvalidated = runner.invoke(main, ["train", "ride", "--data", str(image_folder), "--out", str(tmp_path / "x.pt"),
                                        "--validation-fraction", "0"])
     assert unvalidated.exit_code == 3 and "validation" in unvalidated.output
-    tiny = ["--patch-sizes", "6", "--epochs", "1", "--patches-per-image", "2", "--layers", "2", "--hidden", "3",
+    no_interior = runner.invoke(main, ["train", "ride", "--data", str(image_folder), "--out", str(tmp_path / "x.pt"),
+                                       "--patch-sizes", "6,8"])  # the default neighbourhood reaches 4 up
+    assert no_interior.exit_code == 3 and "patch size 6 leaves no pixel" in no_interior.output
+    tiny = ["--patch-sizes", "6", "--up", "2", "--left", "2", "--epochs", "1", "--patches-per-image", "2", "--layers", "2", "--hidden", "3",
             "--extended", "--lbfgs-steps", "2", "--components", "2", "--scales", "2", "--features", "2",
             "--device", "cpu"]
     done = runner.invoke(main, ["train", "ride", "--data", str(image_folder), "--out", str(tmp_path / "t.pt"), *tiny])

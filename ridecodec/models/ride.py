@@ -87,6 +87,18 @@ def conditioning(
     return torch.cat([values, own], dim=2).view(batch, last_row - first_row, width, -1)
 
 
+def interior(neighbourhood: CausalNeighbourhood, first_row: int, last_row: int, width: int):
+    """Index (rows, columns) of a band of rows first_row .. last_row - 1 selecting the pixels
+    whose neighbourhood lies inside the image: rows from ``up`` on, columns from ``left`` to
+    ``width - 1 - right``. Training on small patches scores only these: in a 12 x 12 patch two
+    thirds of the pixels read the border fill, against a few percent in a whole image, and a
+    model fitted to all of them fits the border (measured: L-BFGS on the head of a RIDE started
+    from the MCGSM took 12 x 12 patches from 4.59 to 4.43 bits per pixel, and whole held-back
+    images from 3.867 to 3.973)."""
+    return (slice(max(0, neighbourhood.up - first_row), last_row - first_row),
+            slice(neighbourhood.left, width - neighbourhood.right))
+
+
 class ChannelRIDE(torch.nn.Module):
     """p(pixel | everything before it) for one channel: whitening, spatial LSTMs, MCGSM."""
 
@@ -172,18 +184,29 @@ class ChannelRIDE(torch.nn.Module):
             yield first, last, h.view(batch, -1, h.shape[-1]), direct.view(batch, -1, direct.shape[-1])
 
     def log_likelihood(
-        self, neighbourhood: CausalNeighbourhood, planes: torch.Tensor, channel: int, values: torch.Tensor
+        self,
+        neighbourhood: CausalNeighbourhood,
+        planes: torch.Tensor,
+        channel: int,
+        values: torch.Tensor,
+        interior_only: bool = False,
     ) -> torch.Tensor:
         """Natural-log likelihood (B,) float64 of ``values`` (B, H, W) uint8, the pixels of this
         channel, given the images ``planes`` (B, C, H, W) the channel reads: the bins' masses of
         the condensed mixture, differentiable (training's objective and its validation score; the
-        coder's tables give the same numbers up to float rounding, see ``RIDEModel.log_prob``)."""
+        coder's tables give the same numbers up to float rounding, see ``RIDEModel.log_prob``).
+        ``interior_only``: of the pixels whose neighbourhood lies inside the image only
+        (``interior``)."""
         folded = self.folded()
         total = torch.zeros(len(planes), dtype=torch.float64, device=planes.device)
         for first, last, h, direct in self.bands(neighbourhood, planes, channel, folded):
             y = values[:, first:last].reshape(-1).long()
             log_p = mixture_bin_log_mass(y, *self.mixture(h.flatten(0, 1), direct.flatten(0, 1), folded), self.config.floor)
-            total = total + log_p.double().view(len(planes), -1).sum(1)
+            log_p = log_p.view(len(planes), last - first, -1)
+            if interior_only:
+                rows, cols = interior(neighbourhood, first, last, log_p.shape[2])
+                log_p = log_p[:, rows, cols]
+            total = total + log_p.double().sum((1, 2))
         return total
 
 

@@ -33,7 +33,7 @@ from ..errors import InputError
 from ..models.discretize import mixture_bin_log_mass
 from ..models.neighbourhood import CausalNeighbourhood
 from ..models.mcgsm import load_weights as load_mcgsm_weights
-from ..models.ride import RIDEConfig, build_channel_models, load_weights, save_weights
+from ..models.ride import RIDEConfig, build_channel_models, interior, load_weights, save_weights
 from .data import load_planes, sample_pairs
 from .common import TrainingLog, atomic_save, fit_whitening, machine_description, starting_weights, training_split
 
@@ -90,10 +90,18 @@ def sample_patches(images: list[torch.Tensor], size: int, per_image: int, genera
     return patches[torch.randperm(len(patches), generator=generator)]
 
 
-def _log_likelihood(models, neighbourhood, images: torch.Tensor) -> torch.Tensor:
+def _log_likelihood(models, neighbourhood, images: torch.Tensor, interior_only: bool = False) -> torch.Tensor:
     """Natural-log likelihood (B,) of a batch of images (B, C, H, W), all channels, from the
-    bins' masses: the training objective, differentiable."""
-    return sum(model.log_likelihood(neighbourhood, images, c, images[:, c]) for c, model in enumerate(models))
+    bins' masses, differentiable; of the interior pixels only for patches (the training
+    objective, see ``ride.interior``), of all pixels for whole images."""
+    return sum(model.log_likelihood(neighbourhood, images, c, images[:, c], interior_only)
+               for c, model in enumerate(models))
+
+
+def interior_samples(neighbourhood, patches: torch.Tensor) -> int:
+    """Pixels times channels that the training objective scores in ``patches`` (B, C, S, S)."""
+    rows, cols = interior(neighbourhood, 0, patches.shape[2], patches.shape[3])
+    return patches[:, :, rows, cols].numel()
 
 
 def validation_bits_per_pixel(models, neighbourhood, images: list[torch.Tensor], device, batch_size: int = 4) -> float:
@@ -119,7 +127,11 @@ def tune_head(models, neighbourhood, patches: torch.Tensor, steps: int) -> tuple
         with torch.no_grad():
             folded = model.folded()
             (_, _, h, direct), = model.bands(neighbourhood, patches, c, folded)  # one band: patches are small
-        h, direct, y = h.flatten(0, 1), direct.flatten(0, 1), patches[:, c].reshape(-1).long()
+        # the interior pixels only, as in training
+        rows, cols = interior(neighbourhood, 0, patches.shape[2], patches.shape[3])
+        h = h.view(*patches.shape[::2], patches.shape[3], -1)[:, rows, cols].flatten(0, 2)
+        direct = direct.view(*patches.shape[::2], patches.shape[3], -1)[:, rows, cols].flatten(0, 2)
+        y = patches[:, c, rows, cols].reshape(-1).long()
 
         def loss():  # in nats for all the patches' pixels
             head = model.folded()  # the head's part of it depends on the MCGSM parameters
@@ -192,6 +204,9 @@ def train_ride(options: RIDETrainingOptions, echo=None) -> dict:
     fits = max(min(planes.shape[1:]) for planes in train_images)
     if max(options.patch_sizes) > fits:
         raise InputError(f"patch size {max(options.patch_sizes)} is larger than every training image (at most {fits})")
+    if min(options.patch_sizes) <= max(config.up, config.left + config.right):
+        raise InputError(f"patch size {min(options.patch_sizes)} leaves no pixel whose neighbourhood lies inside the "
+                         f"patch (up {config.up}, left {config.left}, right {config.right}); use larger patches")
     log(event="data", train_images=len(train_images), validation_images=len(validation_images),
         seconds=round(time.time() - started, 1))
 
@@ -244,14 +259,15 @@ def train_ride(options: RIDETrainingOptions, echo=None) -> dict:
         total = 0.0
         for start in range(0, len(patches), options.batch_size):
             batch = patches[start : start + options.batch_size].to(device)
-            loss = -_log_likelihood(models, neighbourhood, batch).sum() / batch.numel()
+            scored = interior_samples(neighbourhood, batch)
+            loss = -_log_likelihood(models, neighbourhood, batch, interior_only=True).sum() / scored
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
-            total += float(loss.detach()) * batch.numel()
+            total += float(loss.detach()) * scored
         state["epoch"] += 1
         state["stage_epoch"] += 1
-        train_bits = total / patches.numel() / LOG2
+        train_bits = total / interior_samples(neighbourhood, patches) / LOG2
         val_bits = validation_bits_per_pixel(models, neighbourhood, validation_images, device)
         if math.isfinite(val_bits) and val_bits < state["best_bits"] - 1e-4:
             state.update(best_bits=val_bits, best_epoch=state["epoch"], stale=0,
