@@ -385,6 +385,30 @@ def test_a_ride_started_from_an_mcgsm_codes_as_it_does(tmp_path):
         start_from_mcgsm(str(tmp_path / "r.pt"), RIDEConfig(), 1, torch.Generator())  # not MCGSM weights
 
 
+def test_trained_starting_weights_are_kept_if_training_makes_them_worse(image_folder, tmp_path):
+    """Starting from trained weights (--from-mcgsm, --init), the start is epoch 0 of the search
+    for the best epoch: an epoch that makes them worse is not what gets written."""
+    from ridecodec.models import mcgsm
+
+    config = mcgsm.MCGSMConfig(up=2, left=2, right=1, num_components=2, num_scales=2, num_features=2,
+                               table_components=2)
+    models = mcgsm.build_channel_models(config, 1)
+    image = torch.from_numpy(np.asarray(Image.open(next(image_folder.glob("*.png"))).convert("L"))[None].copy())
+    hood = CausalNeighbourhood(2, 2, 1)
+    rows, cols = torch.arange(14).repeat_interleave(16), torch.arange(16).repeat(14)
+    fitted = ConditionalWhitening.fit(hood.gather(image, rows, cols), image[0, rows, cols].float())
+    models[0].whitening.load_state_dict(fitted.state_dict())
+    models[0].mcgsm.initialize(torch.Generator().manual_seed(0))
+    mcgsm.save_weights(tmp_path / "m.pt", config, models, {})
+    summary = train_ride(_options(image_folder, tmp_path, from_mcgsm=str(tmp_path / "m.pt"), learning_rate=30.0,
+                                  patch_sizes=(8,), color="gray"))
+    records = [json.loads(line) for line in open(tmp_path / "log.jsonl")]
+    initial = next(r for r in records if r["event"] == "initial")["validation_bits_per_pixel"]
+    epoch = next(r for r in records if r["event"] == "epoch")["validation_bits_per_pixel"]
+    assert not epoch <= initial  # the step size ruined it (NaN included)
+    assert summary["best_epoch"] == 0 and summary["validation_bits_per_pixel"] == pytest.approx(initial, abs=1e-5)
+
+
 def test_train_command(image_folder, tmp_path):
     runner = CliRunner()
     missing = runner.invoke(main, ["train", "ride", "--data", str(tmp_path / "nope"), "--out", str(tmp_path / "w.pt")])

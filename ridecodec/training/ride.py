@@ -238,6 +238,8 @@ def train_ride(options: RIDETrainingOptions, echo=None) -> dict:
     if state["epoch"] == 0:
         initial = validation_bits_per_pixel(models, neighbourhood, validation_images, device)
         log(event="initial", validation_bits_per_pixel=initial)
+        if options.init or options.from_mcgsm:  # trained weights: a candidate for the best, as epoch 0
+            state.update(best_bits=initial, best_state={k: v.detach().clone() for k, v in models.state_dict().items()})
 
     while state["stage"] < len(options.patch_sizes):
         if options.time_budget_minutes is not None and state["seconds"] >= 60 * options.time_budget_minutes:
