@@ -1,6 +1,6 @@
-"""RIDE: spatial LSTM scans against stepping, the codec contract with small random weights,
-memory, training and its command. (``ride`` is not registered until trained weights ship, so
-these tests build models from explicit weight files.)"""
+"""RIDE: spatial LSTM scans against stepping, the codec contract with small random weights
+(explicit weight files, so that every path is exercised quickly; the shipped weights go through
+the contract tests of test_models.py), memory, training and its command."""
 
 from __future__ import annotations
 
