@@ -409,6 +409,24 @@ def test_trained_starting_weights_are_kept_if_training_makes_them_worse(image_fo
     assert summary["best_epoch"] == 0 and summary["validation_bits_per_pixel"] == pytest.approx(initial, abs=1e-5)
 
 
+def test_head_tuning_sees_patches_scanned_in_bands(monkeypatch):
+    """Many or large patches are scanned in several bands of rows; L-BFGS on the head must fit
+    the same pixels as from one band (it once assumed a single band)."""
+    from ridecodec.training.ride import tune_head
+
+    config = RIDEConfig(up=2, left=2, num_hiddens=4, num_components=2, num_scales=2, num_features=2)
+    patches = torch.from_numpy(np.stack([_planes(natural_like(9, 9, seed=s)) for s in range(4)]))
+
+    def tuned():
+        models = build_channel_models(config, 1)
+        models[0].initialize(torch.Generator().manual_seed(0))
+        return tune_head(models, CausalNeighbourhood(2, 2, 2), patches, steps=3)
+
+    one_band = tuned()
+    monkeypatch.setattr(ride_module, "BAND_ELEMENTS", 1)  # one row per band
+    assert tuned() == pytest.approx(one_band, rel=1e-4)
+
+
 def test_train_command(image_folder, tmp_path):
     runner = CliRunner()
     missing = runner.invoke(main, ["train", "ride", "--data", str(tmp_path / "nope"), "--out", str(tmp_path / "w.pt")])

@@ -126,7 +126,8 @@ def tune_head(models, neighbourhood, patches: torch.Tensor, steps: int) -> tuple
     for c, model in enumerate(models):
         with torch.no_grad():
             folded = model.folded()
-            (_, _, h, direct), = model.bands(neighbourhood, patches, c, folded)  # one band: patches are small
+            bands = list(model.bands(neighbourhood, patches, c, folded))  # in raster order
+            h, direct = (torch.cat([band[i] for band in bands], dim=1) for i in (2, 3))
         # the interior pixels only, as in training
         rows, cols = interior(neighbourhood, 0, patches.shape[2], patches.shape[3])
         h = h.view(*patches.shape[::2], patches.shape[3], -1)[:, rows, cols].flatten(0, 2)
