@@ -440,6 +440,10 @@ def test_train_command(image_folder, tmp_path):
     unvalidated = runner.invoke(main, ["train", "ride", "--data", str(image_folder), "--out", str(tmp_path / "x.pt"),
                                        "--validation-fraction", "0"])
     assert unvalidated.exit_code == 3 and "validation" in unvalidated.output
+    not_weights = runner.invoke(main, ["train", "ride", "--data", str(image_folder), "--out", str(tmp_path / "x.pt"),
+                                       "--patch-sizes", "8", "--from-mcgsm", str(next(image_folder.glob("*.png")))])
+    error = [line for line in not_weights.output.splitlines() if not line.startswith("{")]  # the log's lines
+    assert not_weights.exit_code == 3 and len(error) == 1 and "is not a weights file that loads" in error[0]
     no_interior = runner.invoke(main, ["train", "ride", "--data", str(image_folder), "--out", str(tmp_path / "x.pt"),
                                        "--patch-sizes", "6,8"])  # the default neighbourhood reaches 4 up
     assert no_interior.exit_code == 3 and "patch size 6 leaves no pixel" in no_interior.output

@@ -9,6 +9,7 @@ file never runs code from it.
 from __future__ import annotations
 
 import os
+import pickle
 from dataclasses import asdict
 from importlib import resources
 from pathlib import Path
@@ -34,7 +35,12 @@ def save(path: str | Path, format_name: str, config, models: torch.nn.ModuleList
 
 def load(path, format_name: str, config_type: type, build: Callable[[object, int], torch.nn.ModuleList]):
     """(config, models, metadata) from a file written by :func:`save` with ``format_name``."""
-    blob = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:  # torch's own message runs to a dozen lines
+        raise pickle.UnpicklingError(
+            f"{path} is not a weights file that loads without running code (weights_only)"
+        ) from error
     if not isinstance(blob, dict) or blob.get("format") != format_name:
         raise ValueError(f"{path} is not a {format_name} weights file")
     config = config_type(**blob["config"])
