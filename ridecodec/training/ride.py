@@ -211,19 +211,19 @@ def train_ride(options: RIDETrainingOptions, echo=None) -> dict:
     fits = max(min(planes.shape[1:]) for planes in train_images)
     if max(options.patch_sizes) > fits:
         raise InputError(f"patch size {max(options.patch_sizes)} is larger than every training image (at most {fits})")
-    if min(options.patch_sizes) <= max(config.up, config.left + config.right):
-        raise InputError(f"patch size {min(options.patch_sizes)} leaves no pixel whose neighbourhood lies inside the "
-                         f"patch (up {config.up}, left {config.left}, right {config.right}); use larger patches")
     log(event="data", train_images=len(train_images), validation_images=len(validation_images),
         seconds=round(time.time() - started, 1))
 
     generator = torch.Generator().manual_seed(options.seed)
     if options.init:
         config, models, _ = starting_weights(options.init, load_weights, neighbourhood, num_channels, options.model)
-    elif options.from_mcgsm:
+    elif options.from_mcgsm:  # the neighbourhood is the MCGSM's
         config, models = start_from_mcgsm(options.from_mcgsm, config, num_channels, generator)
         neighbourhood = CausalNeighbourhood(config.up, config.left, config.right)
-    else:
+    if min(options.patch_sizes) <= max(config.up, config.left + config.right):
+        raise InputError(f"patch size {min(options.patch_sizes)} leaves no pixel whose neighbourhood lies inside the "
+                         f"patch (up {config.up}, left {config.left}, right {config.right}); use larger patches")
+    if not (options.init or options.from_mcgsm):
         models = build_channel_models(config, num_channels)
         per_image = options.whitening_samples_per_image
         x, y = sample_pairs(train_paths, options.color, neighbourhood, per_image, options.seed)
