@@ -509,6 +509,9 @@ def _patch_sizes(context, parameter, value: str) -> tuple[int, ...]:
 @click.option("--learning-rate", type=click.FloatRange(min=0, min_open=True), default=1e-3, show_default=True)
 @click.option("--lbfgs-steps", type=click.IntRange(min=0), default=20, show_default=True,
               help="L-BFGS iterations on the MCGSM head before each stage (0: none).")
+@click.option("--average-decay", type=click.FloatRange(min=0, max=1, max_open=True), default=0.0, show_default=True,
+              help="Validate and keep an exponential moving average of the weights with this decay per step "
+              "(e.g. 0.998) instead of the last step's weights; 0: no averaging.")
 @click.option("--layers", type=click.IntRange(min=1), default=1, show_default=True, help="Spatial LSTM layers.")
 @click.option("--hidden", type=click.IntRange(min=1), default=64, show_default=True, help="Hidden units per layer.")
 @click.option("--extended", is_flag=True, help="Gates also read the neighbouring memory cells.")
@@ -520,7 +523,7 @@ def _patch_sizes(context, parameter, value: str) -> tuple[int, ...]:
               "included) and write the best weights so far.")
 @device_option
 def train_ride_command(data, out, color, validation_fraction, seed, patch_sizes, patches_per_image, epochs,
-                       patience, batch_size, learning_rate, lbfgs_steps, layers, hidden, extended, from_mcgsm,
+                       patience, batch_size, learning_rate, lbfgs_steps, average_decay, layers, hidden, extended, from_mcgsm,
                        time_budget,
                        up, left, right,
                        components, scales, features, table_components, init_weights, checkpoint, resume, log_path,
@@ -538,7 +541,7 @@ def train_ride_command(data, out, color, validation_fraction, seed, patch_sizes,
             data=list(data), out=out, color=color, model=config, validation_fraction=validation_fraction, seed=seed,
             patch_sizes=patch_sizes, patches_per_image=patches_per_image, batch_size=batch_size,
             learning_rate=learning_rate, epochs=epochs, patience=patience, lbfgs_steps=lbfgs_steps,
-            time_budget_minutes=time_budget, from_mcgsm=from_mcgsm, device=str(api.resolve_device(device)), init=init_weights, checkpoint=checkpoint, log=log_path,
+            average_decay=average_decay, time_budget_minutes=time_budget, from_mcgsm=from_mcgsm, device=str(api.resolve_device(device)), init=init_weights, checkpoint=checkpoint, log=log_path,
             resume=resume, command="ridecodec train ride " + " ".join(sys.argv[3:]),
         )
         return train_ride(options, echo=lambda line: click.echo(line, err=True))

@@ -321,13 +321,15 @@ def _interrupt_at_second_stage(line):
         raise _Interrupted
 
 
-def test_training_resumes_from_its_checkpoint(image_folder, tmp_path):
+@pytest.mark.parametrize("average_decay", [0.0, 0.9])
+def test_training_resumes_from_its_checkpoint(image_folder, tmp_path, average_decay):
     with pytest.raises(_Interrupted):
-        train_ride(_options(image_folder, tmp_path, lbfgs_steps=3), echo=_interrupt_at_second_stage)
+        train_ride(_options(image_folder, tmp_path, lbfgs_steps=3, average_decay=average_decay),
+                   echo=_interrupt_at_second_stage)
     assert not (tmp_path / "w.pt").exists()
-    resumed = train_ride(_options(image_folder, tmp_path, resume=True, lbfgs_steps=3))
+    resumed = train_ride(_options(image_folder, tmp_path, resume=True, lbfgs_steps=3, average_decay=average_decay))
     straight = train_ride(_options(image_folder, tmp_path / "..", checkpoint=None, out=str(tmp_path / "s.pt"),
-                                   log=None, lbfgs_steps=3))
+                                   log=None, lbfgs_steps=3, average_decay=average_decay))
     assert resumed["epochs"] == 2
     assert resumed["validation_bits_per_pixel"] == pytest.approx(straight["validation_bits_per_pixel"], abs=1e-6)
     records = [json.loads(line) for line in open(tmp_path / "log.jsonl")]
@@ -407,6 +409,22 @@ def test_trained_starting_weights_are_kept_if_training_makes_them_worse(image_fo
     epoch = next(r for r in records if r["event"] == "epoch")["validation_bits_per_pixel"]
     assert not epoch <= initial  # the step size ruined it (NaN included)
     assert summary["best_epoch"] == 0 and summary["validation_bits_per_pixel"] == pytest.approx(initial, abs=1e-5)
+
+
+@pytest.mark.parametrize("average_decay", [0.0, 0.99999])
+def test_validation_sees_the_weight_average(image_folder, tmp_path, average_decay):
+    """Fine-tuning with a step size far too large ruins the last step's weights, while an average
+    with a decay close to 1 barely leaves the start; validation must score the average."""
+    train_ride(_options(image_folder, tmp_path, patch_sizes=(8,), checkpoint=None, log=None))
+    train_ride(_options(image_folder, tmp_path, init=str(tmp_path / "w.pt"), out=str(tmp_path / "t.pt"),
+                        patch_sizes=(8,), learning_rate=3.0, checkpoint=None, average_decay=average_decay))
+    records = [json.loads(line) for line in open(tmp_path / "log.jsonl")]
+    initial = next(r for r in records if r["event"] == "initial")["validation_bits_per_pixel"]
+    epoch = next(r for r in records if r["event"] == "epoch")["validation_bits_per_pixel"]
+    if average_decay:
+        assert epoch == pytest.approx(initial, abs=0.01)
+    else:
+        assert not epoch < initial + 0.1  # ruined (NaN included)
 
 
 def test_head_tuning_sees_patches_scanned_in_bands(monkeypatch):
