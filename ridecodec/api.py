@@ -53,28 +53,35 @@ def _coded_image(image) -> CodedImage:
 
 def _encode_smallest(
     density_model, pixels: np.ndarray, effort: int, progress: engine.ProgressCallback | None
-) -> tuple[bytes, int]:
-    """Encode ``pixels`` (C, H, W) in the first ``effort`` orientations of the search order; the
-    smallest payload and its orientation (on a tie, the one tried first: effort 1 is plain coding).
+) -> tuple[bytes, int, np.ndarray | None]:
+    """Encode ``pixels`` (C, H, W) in the first ``effort`` orientations of the search order, each
+    with the model's tables as they are and, where the image leaves values unused, restricted to
+    its value sets (one model pass codes both, ``engine.encode_variants``). Returns the smallest
+    payload (value sets' header bytes counted), its orientation and its value sets (or None); on
+    a tie, the one tried first: effort 1 is plain coding.
 
     Progress runs once from 0 to the steps of all candidates together (a transposed candidate may
     take a different number of steps), so the bar fills once, not once per candidate."""
+    used = engine.used_values(pixels)
+    variants = [None] if used.all() else [None, used]
     candidates = orientation.SEARCH_ORDER[:effort]
     steps = [
         engine.wavefront_for(density_model, *orientation.oriented_shape(pixels.shape, o)[1:]).num_steps
         for o in candidates
     ]
     total = sum(steps)
-    best_payload, best_orientation, steps_before = None, 0, 0
+    best, best_cost, steps_before = None, None, 0
     for candidate, candidate_steps in zip(candidates, steps):
         overall = None if progress is None else (
             lambda done, _total, before=steps_before: progress(before + done, total)
         )
-        payload = engine.encode_pixels(density_model, orientation.orient(pixels, candidate), overall).tobytes()
-        if best_payload is None or len(payload) < len(best_payload):
-            best_payload, best_orientation = payload, candidate
+        payloads = engine.encode_variants(density_model, orientation.orient(pixels, candidate), variants, overall)
+        for payload, value_sets in zip(payloads, variants):
+            cost = payload.nbytes + (0 if value_sets is None else container.value_sets_bytes(len(value_sets)))
+            if best_cost is None or cost < best_cost:
+                best, best_cost = (payload.tobytes(), candidate, value_sets), cost
         steps_before += candidate_steps
-    return best_payload, best_orientation
+    return best
 
 
 def compress(
@@ -102,11 +109,11 @@ def compress(
             f"model {name!r} does not code {coded.layout} images (it codes "
             f"{', '.join(density_model.modes)}); choose another with --model"
         )
-    payload, chosen = _encode_smallest(density_model, coded.pixels, effort, progress)
+    payload, chosen, value_sets = _encode_smallest(density_model, coded.pixels, effort, progress)
     coder = container.CODER_RANGE_CATEGORICAL
     if len(payload) >= coded.pixels.nbytes:  # the model cannot compress it: never expand
         # raw pixels cost the same in any orientation: store them as they are
-        payload, coder, chosen = coded.pixels.tobytes(), container.CODER_STORED, 0
+        payload, coder, chosen, value_sets = coded.pixels.tobytes(), container.CODER_STORED, 0, None
     header = Header(
         width=coded.width,
         height=coded.height,
@@ -123,8 +130,10 @@ def compress(
         palette=coded.palette,
         palette_mode=coded.palette_mode,
         transparency=coded.transparency,
+        value_sets=None if value_sets is None else container.pack_value_sets(value_sets),
     )
     return container.pack(header, payload)
+
 
 
 def read_header(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Header:
@@ -151,7 +160,9 @@ def _decode(data: bytes, device, progress, max_pixels: int) -> CodedImage:
                 f"weights {digest[:12]}; install the matching model version"
             )
         words = np.frombuffer(payload, dtype="<u4")
-        pixels = engine.decode_pixels(density_model, words, shape, progress)
+        value_sets = (None if header.value_sets is None
+                      else container.unpack_value_sets(header.value_sets, header.channels))
+        pixels = engine.decode_pixels(density_model, words, shape, progress, value_sets)
     pixels = orientation.unorient(pixels, header.orientation)
     if zlib.crc32(pixels.tobytes()) != header.pixel_crc32:
         here = describe_device(device) if device is not None else header.encoder_device

@@ -21,6 +21,8 @@ import struct
 import zlib
 from dataclasses import dataclass, field, replace
 
+import numpy as np
+
 from .errors import FormatError, VersionError
 from .imageio import SUPPORTED_MODES, ModeTransform
 from .models.base import CHANNEL_LAYOUTS
@@ -52,6 +54,8 @@ _TRANSFORM_MODES = {
 _EXT_PALETTE = 1
 _EXT_TRANSPARENCY_INDEX = 2
 _EXT_TRANSPARENCY_ALPHAS = 3
+_EXT_VALUE_SETS = 4
+_VALUE_SET_BYTES = 32  # 256 values, one bit each
 
 
 @dataclass(frozen=True)
@@ -75,6 +79,9 @@ class Header:
     palette: bytes | None = None
     palette_mode: str | None = None
     transparency: int | bytes | None = None
+    #: the values each coded channel takes, 32 bytes per channel (bit v % 8 of byte v // 8 is set
+    #: when value v occurs); None: the tables were not restricted (see engine.restricted)
+    value_sets: bytes | None = None
     format_version: int = FORMAT_VERSION
     header_length: int = field(default=0, compare=False)  # total bytes before the payload
 
@@ -120,10 +127,28 @@ def _pack_body(header: Header) -> bytes:
         extensions.append((_EXT_TRANSPARENCY_INDEX, struct.pack("<H", header.transparency)))
     elif isinstance(header.transparency, bytes):
         extensions.append((_EXT_TRANSPARENCY_ALPHAS, header.transparency))
+    if header.value_sets is not None:
+        extensions.append((_EXT_VALUE_SETS, header.value_sets))
     body += struct.pack("<B", len(extensions))
     for tag, value in extensions:
         body += struct.pack("<BH", tag, len(value)) + value
     return bytes(body)
+
+
+def value_sets_bytes(channels: int) -> int:
+    """What value sets for ``channels`` channels add to a header: the record and its tag, length."""
+    return 3 + channels * _VALUE_SET_BYTES
+
+
+def pack_value_sets(used: np.ndarray) -> bytes:
+    """The header's form of (C, 256) bools from ``engine.used_values``."""
+    return np.packbits(used, axis=1, bitorder="little").tobytes()
+
+
+def unpack_value_sets(packed: bytes, channels: int) -> np.ndarray:
+    """(C, 256) bools from :func:`pack_value_sets`'s bytes."""
+    raw = np.frombuffer(packed, dtype=np.uint8).reshape(channels, _VALUE_SET_BYTES)
+    return np.unpackbits(raw, axis=1, bitorder="little").astype(bool)
 
 
 def pack(header: Header, payload: bytes) -> bytes:
@@ -217,7 +242,7 @@ def parse(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[Header, me
     weights_digest = reader.take(32).hex()
     encoder_device = reader.string()
     pixel_crc32, payload_length = reader.unpack("<IQ")
-    palette = palette_mode = transparency = None
+    palette = palette_mode = transparency = value_sets = None
     (extension_count,) = reader.unpack("<B")
     for _ in range(extension_count):
         tag, length = reader.unpack("<BH")
@@ -231,6 +256,8 @@ def parse(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[Header, me
             (transparency,) = struct.unpack("<H", value)
         elif tag == _EXT_TRANSPARENCY_ALPHAS:
             transparency = value
+        elif tag == _EXT_VALUE_SETS:
+            value_sets = value
         else:
             raise FormatError(f"the header holds an unknown extension ({tag})")
     if reader.offset != len(reader.data):
@@ -241,6 +268,12 @@ def parse(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[Header, me
         raise FormatError(
             f"the header's modes are inconsistent ({original_mode} coded as {layout} by {transform.name})"
         )
+    if value_sets is not None and (
+        coder != CODER_RANGE_CATEGORICAL
+        or len(value_sets) != CHANNEL_LAYOUTS[layout] * _VALUE_SET_BYTES
+        or not unpack_value_sets(value_sets, CHANNEL_LAYOUTS[layout]).any(axis=1).all()
+    ):
+        raise FormatError("the header holds malformed value sets")
     if transform == ModeTransform.PALETTE_TO_RGB and (palette is None or palette_mode != "RGB"):
         raise FormatError("the header is missing the palette it needs")
     payload_length_found = len(data) - header_end
@@ -263,6 +296,6 @@ def parse(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[Header, me
         model_version=model_version, weights_digest=weights_digest, pixel_crc32=pixel_crc32,
         encoder_device=encoder_device, orientation=orientation, bit_depth=bit_depth, coder=coder,
         payload_length=payload_length, palette=palette, palette_mode=palette_mode,
-        transparency=transparency, format_version=version, header_length=header_end,
+        transparency=transparency, value_sets=value_sets, format_version=version, header_length=header_end,
     )
     return header, data[header_end:]

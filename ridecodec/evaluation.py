@@ -4,7 +4,8 @@ For each image this measures
 
 * the model's *likelihood* code length, ``-log2 p(image)`` from ``log_prob``: the size an ideal
   entropy coder would reach (with ``effort`` above 1, of the image in the orientation the
-  encoder chose, so that the difference to the payload stays the coder's overhead);
+  encoder chose, and for a file whose tables are restricted to the image's value sets, of the
+  model so restricted, so that the difference to the payload stays the coder's overhead);
 * the size of the actual .rdc file, and of its payload alone (the file less its header): the
   difference between payload and likelihood is the entropy coder's overhead, which should be a
   fraction of a percent;
@@ -28,7 +29,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from . import api, engine, imageio, orientation, registry
+from . import api, container, engine, imageio, orientation, registry
 from .errors import InputError, RidecodecError
 
 #: Files a directory contributes (compared in lower case).
@@ -121,7 +122,7 @@ class ImageResult:
     width: int
     height: int
     channels: int
-    likelihood_bpp: float  # -log2 p(image) / pixels, from the model's log_prob
+    likelihood_bpp: float  # -log2 p(image) / pixels, of the model as the file codes with it
     file_bpp: float  # the whole .rdc file
     payload_bpp: float  # the .rdc file less its header
     overhead_percent: float  # of the payload over the likelihood: the entropy coder's cost
@@ -130,6 +131,7 @@ class ImageResult:
     decode_seconds: float | None = None  # only measured with verify=True
     verified: bool | None = None  # decompress(compress(x)) == x, with verify=True
     orientation: int = 0  # the flip/transpose the encoder chose (0 unless effort > 1)
+    value_sets: bool = False  # the file restricts the tables to the image's values
 
     @property
     def num_pixels(self) -> int:
@@ -271,7 +273,8 @@ def evaluate_image(
     channels, height, width = planes.shape
     num_pixels = height * width
     density_model = registry.load_model(model, api.resolve_device(device))
-    likelihood_bits = engine.code_length_bits(density_model, orientation.orient(planes, header.orientation))
+    value_sets = None if header.value_sets is None else container.unpack_value_sets(header.value_sets, channels)
+    likelihood_bits = engine.code_length_bits(density_model, orientation.orient(planes, header.orientation), value_sets)
     payload_bits = 8 * (len(data) - header.header_length)
     return ImageResult(
         name=name,
@@ -289,6 +292,7 @@ def evaluate_image(
         decode_seconds=decode_seconds,
         verified=verified,
         orientation=header.orientation,
+        value_sets=value_sets is not None,
     )
 
 

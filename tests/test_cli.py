@@ -237,7 +237,7 @@ def test_interrupt_exits_130_and_leaves_nothing(runner, images, tmp_path, monkey
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(ridecodec.engine, "encode_pixels", interrupted)
+    monkeypatch.setattr(ridecodec.engine, "encode_variants", interrupted)
     before = sorted(os.listdir(tmp_path))
     result = run(runner, "compress", gray, rgb, "-q")
     assert result.exit_code == 130
