@@ -19,7 +19,12 @@ def refuse_to_overwrite(path: str | os.PathLike, force: bool) -> None:
     """Raise OutputExistsError if ``path`` exists and ``force`` is off: callers check before
     slow work, and write_atomically checks again when it writes."""
     if not force and Path(path).exists():
-        raise OutputExistsError(f"{path}: exists; use --force to overwrite it")
+        raise _exists(path)
+
+
+def _exists(path) -> OutputExistsError:
+    # "a.png: a.rdc exists; ..." once the command names the input it was working on
+    return OutputExistsError(f"{path} exists; use --force to overwrite it")
 
 
 def read_file(path: str | os.PathLike) -> bytes:
@@ -58,10 +63,10 @@ def write_atomically(path: str | os.PathLike, data: bytes, force: bool = False) 
             try:
                 os.link(temporary, path)
             except FileExistsError:
-                raise OutputExistsError(f"{path}: exists; use --force to overwrite it") from None
+                raise _exists(path) from None
             except OSError:  # file systems without hard links: a rename after a last check
                 if path.exists():
-                    raise OutputExistsError(f"{path}: exists; use --force to overwrite it") from None
+                    raise _exists(path) from None
                 os.replace(temporary, path)
     except OSError as error:
         raise RidecodecError(f"{path}: cannot write ({error.strerror})") from error

@@ -61,7 +61,7 @@ def test_never_overwrites_without_force(runner, images, tmp_path):
     target.write_bytes(b"precious")
     result = run(runner, "compress", gray, "-q")
     assert result.exit_code == OutputExistsError.exit_code
-    assert "exists; use --force" in result.output
+    assert f"{gray}: {target} exists; use --force to overwrite it" in result.output  # which input, which output
     assert target.read_bytes() == b"precious"
     assert run(runner, "compress", gray, "-q", "--force").exit_code == 0
     assert target.read_bytes().startswith(b"\x89RDC")
