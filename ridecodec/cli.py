@@ -20,7 +20,7 @@ from pathlib import Path
 
 import click
 
-from . import api, imageio, orientation, registry
+from . import api, container, imageio, orientation, registry
 from .container import DEFAULT_MAX_PIXELS
 from .errors import InputError, RidecodecError
 from .fileio import read_file, refuse_to_overwrite, write_atomically
@@ -289,6 +289,9 @@ def _header_fields(path: str) -> dict:
     fields["palette"] = header.palette.hex() if header.palette is not None else None
     if isinstance(header.transparency, bytes):
         fields["transparency"] = header.transparency.hex()
+    if header.value_sets is not None:  # how many values each channel takes, not the raw bits
+        used = container.unpack_value_sets(header.value_sets, header.channels)
+        fields["value_sets"] = [int(count) for count in used.sum(axis=1)]
     return fields
 
 
@@ -314,7 +317,9 @@ def info(files, as_json):
                 f"  encoded:  on {fields['encoder_device']}, format version {fields['format_version']}, "
                 + ("stored raw (the model could not compress it)" if fields["coder"] == 0 else "range coded")
                 + f", orientation {fields['orientation']} ({fields['orientation_name']})\n"
-                f"  size:     {fields['file_bytes']} bytes ({fields['header_length']} header),"
+                + (f"  values:   {', '.join(map(str, fields['value_sets']))} of 256 per channel"
+                   " (tables restricted to them)\n" if fields["value_sets"] else "")
+                + f"  size:     {fields['file_bytes']} bytes ({fields['header_length']} header),"
                 f" {fields['bits_per_pixel']:.4f} bits per pixel\n"
                 f"  pixel CRC32: {fields['pixel_crc32']:08x}"
             )

@@ -4,13 +4,17 @@ the header, chosen by the encoder only where they make the file smaller."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import zlib
 
 import numpy as np
 import pytest
+from click.testing import CliRunner
+from PIL import Image
 
 import ridecodec
 from ridecodec import api, container, engine, registry
+from ridecodec.cli import main
 from ridecodec.errors import FormatError
 from ridecodec.evaluation import evaluate_image
 from conftest import natural_like
@@ -93,3 +97,14 @@ def test_value_sets_missing_a_value_of_the_image_fail_the_crc():
     with pytest.raises(ridecodec.errors.RidecodecError):
         ridecodec.decompress(forged)
     assert zlib.crc32(image.tobytes()) == api.read_header(forged).pixel_crc32
+
+
+def test_info_shows_how_many_values_each_channel_takes(tmp_path):
+    Image.fromarray(sparse(channels=3)).save(tmp_path / "s.png")
+    runner = CliRunner()
+    assert runner.invoke(main, ["compress", "-q", str(tmp_path / "s.png")]).exit_code == 0
+    counts = [len(np.unique(plane)) for plane in sparse(channels=3).transpose(2, 0, 1)]
+    text = runner.invoke(main, ["info", str(tmp_path / "s.rdc")]).output
+    assert f"values:   {', '.join(map(str, counts))} of 256 per channel" in text
+    fields = json.loads(runner.invoke(main, ["info", "--json", str(tmp_path / "s.rdc")]).output)
+    assert fields[0]["value_sets"] == counts
