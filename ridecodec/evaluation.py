@@ -208,7 +208,8 @@ class Report:
             "",
             "diff %: the payload (file less header) over the model's likelihood code length, "
             "i.e. the entropy coder's overhead (for an image stored raw because the model "
-            "cannot compress it, the raw size instead: then well below zero).",
+            "cannot compress it, the raw size instead: then well below zero). For a file coded "
+            "with value sets, the likelihood is that of the model restricted to them.",
         ]
         timing = f"Encoding took {totals['encode_seconds']:.1f} s"
         if totals["decode_seconds"] is not None:
