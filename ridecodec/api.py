@@ -135,7 +135,6 @@ def compress(
     return container.pack(header, payload)
 
 
-
 def read_header(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Header:
     """The validated header of .rdc bytes (the payload is checked for length only)."""
     header, _ = container.parse(data, max_pixels)

@@ -192,7 +192,8 @@ def encode_variants(
     def encode_step(rows, cols, channel, table):
         symbols = source[channel, rows, cols].numpy().astype(np.int32)
         for encoder, value_sets in zip(encoders, variants):
-            encoder.encode(symbols, _CATEGORICAL, table if value_sets is None else restricted(table, value_sets[channel]))
+            coded = table if value_sets is None else restricted(table, value_sets[channel])
+            encoder.encode(symbols, _CATEGORICAL, coded)
         return symbols
 
     _run(model, canvas, encode_step, progress)
