@@ -265,7 +265,7 @@ class RIDEModel(PerChannelModel):
     """
 
     name = "ride"
-    version = "1"
+    version = "2"  # 2: gray weights trained further (MODEL_CARD.md); files of 1 need ridecodec with 1
     exact_across_devices = False
 
     def __init__(self, weights: dict[str, str | Path] | None = None):
