@@ -528,8 +528,8 @@ def _patch_sizes(context, parameter, value: str) -> tuple[int, ...]:
               "included) and write the best weights so far.")
 @device_option
 def train_ride_command(data, out, color, validation_fraction, seed, patch_sizes, patches_per_image, epochs,
-                       patience, batch_size, learning_rate, lbfgs_steps, average_decay, layers, hidden, extended, from_mcgsm,
-                       time_budget,
+                       patience, batch_size, learning_rate, lbfgs_steps, average_decay, layers, hidden, extended,
+                       from_mcgsm, time_budget,
                        up, left, right,
                        components, scales, features, table_components, init_weights, checkpoint, resume, log_path,
                        device, force):
@@ -546,7 +546,8 @@ def train_ride_command(data, out, color, validation_fraction, seed, patch_sizes,
             data=list(data), out=out, color=color, model=config, validation_fraction=validation_fraction, seed=seed,
             patch_sizes=patch_sizes, patches_per_image=patches_per_image, batch_size=batch_size,
             learning_rate=learning_rate, epochs=epochs, patience=patience, lbfgs_steps=lbfgs_steps,
-            average_decay=average_decay, time_budget_minutes=time_budget, from_mcgsm=from_mcgsm, device=str(api.resolve_device(device)), init=init_weights, checkpoint=checkpoint, log=log_path,
+            average_decay=average_decay, time_budget_minutes=time_budget, from_mcgsm=from_mcgsm,
+            device=str(api.resolve_device(device)), init=init_weights, checkpoint=checkpoint, log=log_path,
             resume=resume, command="ridecodec train ride " + " ".join(sys.argv[3:]),
         )
         return train_ride(options, echo=lambda line: click.echo(line, err=True))

@@ -4,12 +4,11 @@ The paper's curriculum: the model is trained on random patches that grow from st
 (``patch_sizes``, e.g. 8, 12, 16, 22), each patch coded as a whole image (zero states and the
 border fill outside it). The objective is the discrete likelihood under the condensed mixture
 (what a file would cost) of the patch's interior pixels, those whose neighbourhood lies inside
-it (``ride.interior`` says why not all of them). Patches are flipped
-left-right at random (augmentation). Optimization is mini-batch Adam, whose weights may be
-smoothed by an exponential moving average (``average_decay``: validation then scores and keeps
-the average); a stage ends after
-``epochs`` epochs or ``patience`` epochs without a validation gain (each of which halves the
-step size); the next stage starts from the best weights so far with the initial step size.
+it (``ride.interior`` says why not all of them). Patches are flipped left-right at random
+(augmentation). Optimization is mini-batch Adam, whose weights may be smoothed by an exponential
+moving average (``average_decay``: validation then scores and keeps the average); a stage ends
+after ``epochs`` epochs or ``patience`` epochs without a validation gain (each of which halves
+the step size); the next stage starts from the best weights so far with the initial step size.
 
 Before each stage, L-BFGS fits the MCGSM head alone to the spatial LSTM states of fresh patches
 of the stage's size (``lbfgs_steps``). Adam is slow on the head's priors and scales: in a small
@@ -205,9 +204,11 @@ def start_from_mcgsm(path: str, asked: RIDEConfig, num_channels: int, generator:
 def _weight_average(models, decay: float):
     """The running average of the weights that validation sees, or None without averaging.
 
-    Why: with batches of 32 small patches, Adam's last step is noisy; in the runs that trained the
-    shipped weights, validation went up and down by several thousandths of a bit per pixel from
-    epoch to epoch. An exponential moving average smooths that noise out of the kept weights.
+    Why: with batches of 32 small patches, Adam's last step is noisy; validation went up and down
+    by several thousandths of a bit per pixel from epoch to epoch. An exponential moving average
+    smooths that noise out of the kept weights: continuing the shipped gray weights of version 1
+    at 22 x 22, on the same patches, one epoch gave 3.8230 bits per pixel with the average
+    (decay 0.998) against 3.8317 with the last step's weights. Version 2 was trained with it.
     """
     if not decay:
         return None
