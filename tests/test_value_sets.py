@@ -108,3 +108,11 @@ def test_info_shows_how_many_values_each_channel_takes(tmp_path):
     assert f"values:   {', '.join(map(str, counts))} of 256 per channel" in text
     fields = json.loads(runner.invoke(main, ["info", "--json", str(tmp_path / "s.rdc")]).output)
     assert fields[0]["value_sets"] == counts
+
+
+def test_value_sets_combine_with_effort():
+    image = sparse(30, 40)
+    data = ridecodec.compress(image, effort=4)
+    assert api.read_header(data).value_sets is not None
+    assert np.array_equal(ridecodec.decompress(data), image)
+    assert len(data) <= len(ridecodec.compress(image))  # effort 4 includes effort 1's candidates
