@@ -159,9 +159,7 @@ def _decode(data: bytes, device, progress, max_pixels: int) -> CodedImage:
                 f"weights {digest[:12]}; install the matching model version"
             )
         words = np.frombuffer(payload, dtype="<u4")
-        value_sets = (None if header.value_sets is None
-                      else container.unpack_value_sets(header.value_sets, header.channels))
-        pixels = engine.decode_pixels(density_model, words, shape, progress, value_sets)
+        pixels = engine.decode_pixels(density_model, words, shape, progress, header.used_values())
     pixels = orientation.unorient(pixels, header.orientation)
     if zlib.crc32(pixels.tobytes()) != header.pixel_crc32:
         here = describe_device(device) if device is not None else header.encoder_device

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import click
 
-from . import api, container, imageio, orientation, registry
+from . import api, imageio, orientation, registry
 from .container import DEFAULT_MAX_PIXELS
 from .errors import InputError, RidecodecError
 from .fileio import read_file, refuse_to_overwrite, write_atomically
@@ -290,8 +290,7 @@ def _header_fields(path: str) -> dict:
     if isinstance(header.transparency, bytes):
         fields["transparency"] = header.transparency.hex()
     if header.value_sets is not None:  # how many values each channel takes, not the raw bits
-        used = container.unpack_value_sets(header.value_sets, header.channels)
-        fields["value_sets"] = [int(count) for count in used.sum(axis=1)]
+        fields["value_sets"] = [int(count) for count in header.used_values().sum(axis=1)]
     return fields
 
 

@@ -55,6 +55,7 @@ _EXT_PALETTE = 1
 _EXT_TRANSPARENCY_INDEX = 2
 _EXT_TRANSPARENCY_ALPHAS = 3
 _EXT_VALUE_SETS = 4
+_EXT_RECORD = "<BH"  # an extension record's tag and value length, before its value
 _VALUE_SET_BYTES = 32  # 256 values, one bit each
 
 
@@ -92,6 +93,10 @@ class Header:
     @property
     def num_pixels(self) -> int:
         return self.width * self.height
+
+    def used_values(self) -> np.ndarray | None:
+        """The value sets as (C, 256) bools, as the engine takes them; None when there are none."""
+        return None if self.value_sets is None else unpack_value_sets(self.value_sets, self.channels)
 
 
 def _put_string(out: bytearray, text: str) -> None:
@@ -131,13 +136,13 @@ def _pack_body(header: Header) -> bytes:
         extensions.append((_EXT_VALUE_SETS, header.value_sets))
     body += struct.pack("<B", len(extensions))
     for tag, value in extensions:
-        body += struct.pack("<BH", tag, len(value)) + value
+        body += struct.pack(_EXT_RECORD, tag, len(value)) + value
     return bytes(body)
 
 
 def value_sets_bytes(channels: int) -> int:
     """What value sets for ``channels`` channels add to a header: the record and its tag, length."""
-    return 3 + channels * _VALUE_SET_BYTES
+    return struct.calcsize(_EXT_RECORD) + channels * _VALUE_SET_BYTES
 
 
 def pack_value_sets(used: np.ndarray) -> bytes:
@@ -245,7 +250,7 @@ def parse(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[Header, me
     palette = palette_mode = transparency = value_sets = None
     (extension_count,) = reader.unpack("<B")
     for _ in range(extension_count):
-        tag, length = reader.unpack("<BH")
+        tag, length = reader.unpack(_EXT_RECORD)
         value = reader.take(length)
         if tag == _EXT_PALETTE:
             mode_bytes, _, palette = value.partition(b"\0")

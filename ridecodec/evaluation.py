@@ -29,7 +29,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from . import api, container, engine, imageio, orientation, registry
+from . import api, engine, imageio, orientation, registry
 from .errors import InputError, RidecodecError
 
 #: Files a directory contributes (compared in lower case).
@@ -274,7 +274,7 @@ def evaluate_image(
     channels, height, width = planes.shape
     num_pixels = height * width
     density_model = registry.load_model(model, api.resolve_device(device))
-    value_sets = None if header.value_sets is None else container.unpack_value_sets(header.value_sets, channels)
+    value_sets = header.used_values()
     likelihood_bits = engine.code_length_bits(density_model, orientation.orient(planes, header.orientation), value_sets)
     payload_bits = 8 * (len(data) - header.header_length)
     return ImageResult(
