@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import os
+import platform
 import zlib
 from pathlib import Path
 
@@ -39,9 +40,13 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
 
 
 def describe_device(device: torch.device) -> str:
-    """How a file records the device it was encoded on, e.g. 'cuda (NVIDIA H100 80GB HBM3)'."""
+    """How a file records the device it was encoded on, for diagnosis: the device kind and what
+    its arithmetic depends on, e.g. 'cpu (x86_64, AVX512)' (torch's CPU kernels: AVX512, AVX2,
+    DEFAULT, ...) or 'cuda (NVIDIA H100 80GB HBM3)'."""
     if device.type == "cuda":
         return f"cuda ({torch.cuda.get_device_name(device)})"
+    if device.type == "cpu":
+        return f"cpu ({platform.machine() or '?'}, {torch.backends.cpu.get_cpu_capability()})"
     return device.type
 
 
@@ -152,6 +157,13 @@ def _decode(data: bytes, device, progress, max_pixels: int) -> CodedImage:
         device = resolve_device(device)
         density_model = registry.load_model(header.model_name, device)
         digest = density_model.weights_digest()
+        retired = density_model.retired_versions.get(header.model_version)
+        if digest != header.weights_digest and retired is not None:
+            raise WeightsMismatchError(
+                f"the file was written with {header.model_name} version {header.model_version} on "
+                f"{header.encoder_device}, which this ridecodec no longer reads (it has version "
+                f"{density_model.version}); {retired}"
+            )
         if digest != header.weights_digest:
             raise WeightsMismatchError(
                 f"the file was encoded with {header.model_name} {header.model_version} weights "

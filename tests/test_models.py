@@ -46,7 +46,7 @@ def test_log_prob_equals_stepped_probabilities(name, channels):
     pixels = _planes(natural_like(13, 21, channels, seed=channels))
     tables, symbols = stepped_tables(model, pixels)
     assert tables.shape == (pixels.size, ALPHABET_SIZE)
-    assert torch.allclose(tables.double().sum(1), torch.ones(len(tables), dtype=torch.float64), atol=1e-5)
+    assert (tables > 0).all()  # proportional to the probabilities: the coder normalizes
     stepped = torch.log(tables.double()[torch.arange(len(symbols)), symbols] / tables.double().sum(1)).sum()
     log_prob = model.log_prob(torch.from_numpy(pixels)[None])
     assert log_prob.shape == (1,) and log_prob.dtype == torch.float64

@@ -44,6 +44,12 @@ ALPHABET_SIZE = 256
 #: The channel layouts the codec can hand a model, by PIL mode name.
 CHANNEL_LAYOUTS = {"L": 1, "RGB": 3, "RGBA": 4}
 
+#: What the built-in models' retired float versions (ride 1 and 2, mcgsm 1) tell the user.
+FLOAT_VERSIONS_NOTE = (
+    "to read it, install ridecodec 0.1.0 (git commit 8a797f6) and decode on the kind of machine that "
+    "wrote it: those versions computed their tables in float arithmetic, which other CPUs and GPUs round differently"
+)
+
 StepFunction = Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor]
 
 
@@ -78,6 +84,9 @@ class DensityModel(torch.nn.Module, abc.ABC):
     reach: ClassVar[CausalReach | None]
     #: True when the tables are bit-identical on every device (not only on the encoding one).
     exact_across_devices: ClassVar[bool] = False
+    #: Earlier versions whose files this code no longer decodes, each with what to do to read
+    #: them (one line, e.g. which release to install); the decoder says so instead of "weights differ".
+    retired_versions: ClassVar[dict[str, str]] = {}
 
     @abc.abstractmethod
     def begin(self, canvas: torch.Tensor) -> StepFunction:

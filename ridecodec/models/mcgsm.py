@@ -15,17 +15,19 @@ is the codec model ``mcgsm`` (one ChannelMCGSM per channel).
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from .base import CausalReach, StepFunction
+from .. import exact
+from .base import FLOAT_VERSIONS_NOTE, CausalReach, StepFunction
 from .layouts import PerChannelModel
 from .discretize import mixture_bin_log_mass, mixture_pmf
 from .neighbourhood import CausalNeighbourhood
 from .weights import conditioning_size, shipped as shipped_weights
-from .weights import load as load_weights_file, save as save_weights_file
+from .weights import load as load_weights_file, load_exact as load_exact_weights_file, save as save_weights_file
 from .whitening import ConditionalWhitening
 
 
@@ -157,6 +159,129 @@ class ChannelMCGSM(torch.nn.Module):
         return mixture_bin_log_mass(y, *self.condensed_mixture(x), self.config.floor)
 
 
+#: Fixed-point formats of the exact head (exact.py has the common ones): the features b_n . x are
+#: clamped to +-FEATURE_LIMIT and squared at 2**-12 before the gate's matrix product, whose
+#: weights (beta_cn^2 exp(alpha_cs) / 2) are at 2**-GATE_BITS; gate logits and priors at
+#: 2**-LOGIT_BITS; variances at 2**-(2 * exact.MEAN_BITS) pixel units squared, within
+#: VARIANCE_RANGE (standard deviations 0.01 to 256 pixel units).
+FEATURE_LIMIT = 32
+GATE_BITS = 12
+LOGIT_BITS = 16
+VARIANCE_RANGE = (7, 2**32)
+_FEATURE_BITS = 12
+
+
+class ExactMCGSMHead(torch.nn.Module):
+    """The condensed MCGSM mixture and its tables in integer arithmetic (exact.py): the same
+    definition as :class:`ChannelMCGSM`'s (gate softmax over the (component, scale) pairs, the
+    ``table_components`` heaviest pairs exactly and the rest moment-matched into one Gaussian, a
+    2**-12 uniform floor), every step exact on every device.
+
+    Input: the projections (N, F + C) at 2**-PRE_BITS: the features b_n . x, then the components'
+    means in pixel units. Buffers (int64): ``gate`` (F, C * S), ``priors`` (C * S,) and
+    ``variances`` (C * S,), component-major."""
+
+    def __init__(self, num_features: int, num_components: int, num_scales: int, table_components: int):
+        super().__init__()
+        self.shape = (num_features, num_components, num_scales)
+        self.table_components = table_components
+        pairs = num_components * num_scales
+        self.register_buffer("gate", torch.zeros(num_features, pairs, dtype=torch.int64))
+        self.register_buffer("priors", torch.zeros(pairs, dtype=torch.int64))
+        self.register_buffer("variances", torch.ones(pairs, dtype=torch.int64))
+        self._linear = {}
+
+    @classmethod
+    def quantize(cls, mcgsm: FactorizedMCGSM, y_scale: torch.Tensor, table_components: int) -> "ExactMCGSMHead":
+        """From trained float parameters (``y_scale``: the whitening's residual scale)."""
+        mcgsm = copy.deepcopy(mcgsm).double().requires_grad_(False)
+        c, s = mcgsm.scales.shape
+        head = cls(mcgsm.weights.shape[1], c, s, table_components)
+        gate = mcgsm.weights.square().T[:, :, None] * (0.5 * mcgsm.scales.exp())[None]  # (F, C, S)
+        variances = y_scale.double().square() * (-mcgsm.scales).exp()
+        head.gate.copy_(exact.to_fixed(gate.flatten(1), GATE_BITS))
+        head.priors.copy_(exact.to_fixed(mcgsm.priors.flatten(), LOGIT_BITS))
+        head.variances.copy_(exact.to_fixed(variances.flatten(), 2 * exact.MEAN_BITS).clamp(*VARIANCE_RANGE))
+        return head
+
+    def _gate_linear(self) -> exact.ExactLinear:
+        key = (self.gate.device, self.gate._version)  # rebuilt if the weights are loaded anew
+        if key not in self._linear:
+            self._linear = {key: exact.ExactLinear(self.gate, None, (FEATURE_LIMIT << _FEATURE_BITS) ** 2)}
+        return self._linear[key]
+
+    def frequencies(self, projected: torch.Tensor) -> torch.Tensor:
+        """Integer frequency tables (N, 256) as float32 (exact.mixture_frequencies)."""
+        num_features, num_components, num_scales = self.shape
+        n = len(projected)
+        limit = FEATURE_LIMIT << _FEATURE_BITS
+        features = exact.shift_round(projected[:, :num_features], exact.PRE_BITS - _FEATURE_BITS).clamp_(-limit, limit)
+        means = exact.shift_round(projected[:, num_features:], exact.PRE_BITS - exact.MEAN_BITS)  # (N, C)
+        means = means.clamp_(exact.MEAN_RANGE[0] << exact.MEAN_BITS, exact.MEAN_RANGE[1] << exact.MEAN_BITS)
+        # gate: logits = priors - sum_n f_n^2 beta_cn^2 exp(alpha_cs) / 2, at 2**-LOGIT_BITS
+        energy = self._gate_linear()(features * features)  # at 2**-(2 * _FEATURE_BITS + GATE_BITS)
+        logits = self.priors - exact.shift_round(energy, 2 * _FEATURE_BITS + GATE_BITS - LOGIT_BITS)
+        weights = exact.exp_neg(logits.max(1, keepdim=True).values - logits, LOGIT_BITS)  # (N, C * S), max 2**24
+        # the heaviest pairs; ties go to the lower index (unique keys, so any device picks the same)
+        pairs = weights.shape[1]
+        index_bits = max(1, (pairs - 1).bit_length())
+        keys = (weights << index_bits) + (pairs - 1 - torch.arange(pairs, device=weights.device))
+        top = (pairs - 1) - (keys.topk(self.table_components, dim=1).values & ((1 << index_bits) - 1))
+        top_weights = weights.gather(1, top)
+        # the rest, moment-matched into one Gaussian
+        rest = weights.scatter(1, top, 0)
+        rest_per_component = rest.view(n, num_components, num_scales).sum(2)  # (N, C), at most 2**26
+        rest_total = rest_per_component.sum(1, keepdim=True)
+        rest_mean = (rest_per_component * means).sum(1, keepdim=True) // rest_total.clamp(min=1)
+        # variance at 2**-12 pixel units squared, from weights at 2**-16: spread of the means + mean variance
+        coarse = rest >> 8
+        coarse_per_component = coarse.view(n, num_components, num_scales).sum(2)
+        spread = ((means - rest_mean) >> 2).square()  # 2**-12
+        second_moment = (coarse_per_component * spread).sum(1, keepdim=True)
+        second_moment += (coarse * (self.variances >> 4)).sum(1, keepdim=True)
+        coarse_total = coarse_per_component.sum(1, keepdim=True)
+        rest_variance = torch.where(coarse_total > 0, (second_moment // coarse_total.clamp(min=1)) << 4, 1 << 16)
+        rest_variance = rest_variance.clamp_(*VARIANCE_RANGE)
+        mixture_weights = torch.cat([top_weights, rest_total], dim=1)
+        mixture_means = torch.cat([means.gather(1, top // num_scales), rest_mean], dim=1)
+        mixture_variances = torch.cat([self.variances[top], rest_variance], dim=1)
+        return exact.mixture_frequencies(mixture_weights, mixture_means, exact.inverse_scales(mixture_variances))
+
+
+class ExactChannelMCGSM(torch.nn.Module):
+    """An MCGSM channel in exact arithmetic: the whitening and the MCGSM's linear maps folded into
+    one integer matrix from the raw neighbourhood (pixel values) to the head's projections."""
+
+    def __init__(self, dim_in: int, config: MCGSMConfig):
+        super().__init__()
+        outputs = config.num_features + config.num_components
+        self.register_buffer("input_weight", torch.zeros(dim_in, outputs, dtype=torch.int64))
+        self.register_buffer("input_bias", torch.zeros(outputs, dtype=torch.int64))
+        self.head = ExactMCGSMHead(config.num_features, config.num_components, config.num_scales, config.table_components)
+        self._linear = {}
+
+    @classmethod
+    def quantize(cls, model: ChannelMCGSM) -> "ExactChannelMCGSM":
+        config = model.config
+        exact_model = cls(len(model.whitening.x_mean), config)
+        with torch.no_grad():
+            matrix, bias, *_ = copy.deepcopy(model).double().table_parameters()
+            exact_model.input_weight.copy_(exact.to_fixed(matrix, exact.PRE_BITS))
+            exact_model.input_bias.copy_(exact.to_fixed(bias, exact.PRE_BITS))
+            exact_model.head = ExactMCGSMHead.quantize(model.mcgsm, model.whitening.y_scale, config.table_components)
+        return exact_model
+
+    def input_linear(self) -> exact.ExactLinear:
+        key = (self.input_weight.device, self.input_weight._version, self.input_bias._version)
+        if key not in self._linear:
+            self._linear = {key: exact.ExactLinear(self.input_weight, self.input_bias, 255)}
+        return self._linear[key]
+
+    def frequencies(self, x: torch.Tensor) -> torch.Tensor:
+        """Tables (N, 256) for conditioning vectors x (N, D), int64 pixel values."""
+        return self.head.frequencies(self.input_linear()(x))
+
+
 def build_channel_models(config: MCGSMConfig, num_channels: int) -> torch.nn.ModuleList:
     neighbourhood = CausalNeighbourhood(config.up, config.left, config.right)
     return torch.nn.ModuleList(
@@ -176,8 +301,29 @@ def load_weights(path) -> tuple[MCGSMConfig, torch.nn.ModuleList, dict]:
     return load_weights_file(path, WEIGHTS_FORMAT, MCGSMConfig, build_channel_models)
 
 
-#: Shipped weights, inside the package: gray for L (and alpha), colour for RGB.
+EXACT_WEIGHTS_FORMAT = "ridecodec-mcgsm-exact-1"
+
+
+def build_exact_channel_models(config: MCGSMConfig, num_channels: int) -> torch.nn.ModuleList:
+    neighbourhood = CausalNeighbourhood(config.up, config.left, config.right)
+    return torch.nn.ModuleList(
+        ExactChannelMCGSM(conditioning_size(neighbourhood, num_channels, c), config) for c in range(num_channels)
+    )
+
+
+def load_exact_weights(path) -> tuple[MCGSMConfig, torch.nn.ModuleList, dict]:
+    """Exact weights (``export``'s files), or trained float weights quantized on loading."""
+    return load_exact_weights_file(
+        path, EXACT_WEIGHTS_FORMAT, MCGSMConfig, build_exact_channel_models,
+        WEIGHTS_FORMAT, load_weights, ExactChannelMCGSM.quantize,
+    )
+
+
+#: Shipped weights, inside the package: gray for L (and alpha), colour for RGB. The float files
+#: are the trained weights (training starts from them); the exact files are their quantization,
+#: which coding uses (``python -m ridecodec.models.export``).
 SHIPPED_WEIGHTS = {"L": "mcgsm-gray.pt", "RGB": "mcgsm-rgb.pt"}
+SHIPPED_EXACT_WEIGHTS = {"L": "mcgsm-gray-exact.pt", "RGB": "mcgsm-rgb-exact.pt"}
 
 
 class MCGSMModel(PerChannelModel):
@@ -188,22 +334,25 @@ class MCGSMModel(PerChannelModel):
     """
 
     name = "mcgsm"
-    version = "1"
-    exact_across_devices = False
+    #: 2: exact integer arithmetic, the version 1 weights quantized; 1: float tables (files of 1
+    #: need ridecodec 0.1, errors.py).
+    version = "2"
+    exact_across_devices = True
+    retired_versions = {"1": FLOAT_VERSIONS_NOTE}
 
     def __init__(self, weights: dict[str, str | Path] | None = None):
-        super().__init__(weights or shipped_weights(SHIPPED_WEIGHTS), load_weights)
+        super().__init__(weights or shipped_weights(SHIPPED_EXACT_WEIGHTS), load_exact_weights)
         up = max(n.up for n in self.neighbourhoods.values())
         left = max(n.left for n in self.neighbourhoods.values())
         right = max(n.right for n in self.neighbourhoods.values())
         self.reach = CausalReach(up=up, left=left, right=right)
 
     def begin(self, canvas: torch.Tensor) -> StepFunction:
-        plan = [(model, model.table_parameters(), neighbourhood, canvas[planes], index)
+        plan = [(model, neighbourhood, canvas[planes], index)
                 for model, neighbourhood, planes, index in self._plan(canvas.shape[0])]
 
         def step(rows: torch.Tensor, cols: torch.Tensor, channel: int) -> torch.Tensor:
-            model, parameters, neighbourhood, planes, index = plan[channel]
-            return model.pmf(neighbourhood.gather(planes, rows, cols, index), parameters)
+            model, neighbourhood, planes, index = plan[channel]
+            return model.frequencies(neighbourhood.gather(planes, rows, cols, index, dtype=torch.int64))
 
         return step

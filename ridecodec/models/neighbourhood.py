@@ -90,17 +90,18 @@ class CausalNeighbourhood:
         return index[band, cols] + ((rows - band) * width)[:, None], grey[band, cols]
 
     def gather(
-        self, canvas: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, channel: int = 0
+        self, canvas: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, channel: int = 0,
+        dtype: torch.dtype = torch.float32,
     ) -> torch.Tensor:
         """The conditioning vector of each (row, col) for predicting ``channel``: the
         neighbourhood in every channel of ``canvas`` (C, H, W), channel-major, followed by the
-        pixel's own channels before ``channel``. Float32, (N, C * size + channel)."""
+        pixel's own channels before ``channel``. (N, C * size + channel), of ``dtype``."""
         channels, height, width = canvas.shape
         index, grey = self.flat_indices(width, rows, cols)
         planes = canvas.reshape(channels, height * width)
-        values = planes[:, index].to(torch.float32).masked_fill_(grey, MID_GREY)  # (C, N, size)
+        values = planes[:, index].to(dtype).masked_fill_(grey, MID_GREY)  # (C, N, size)
         values = values.permute(1, 0, 2).reshape(len(rows), channels * self.size)
         if channel == 0:
             return values
-        own = planes[:channel, rows * width + cols].to(torch.float32).T  # (N, channel)
+        own = planes[:channel, rows * width + cols].to(dtype).T  # (N, channel)
         return torch.cat([values, own], dim=1)

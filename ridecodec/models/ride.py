@@ -22,20 +22,22 @@ RGBA uses the gray RIDE on the alpha plane.
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from .base import CausalReach
+from .base import FLOAT_VERSIONS_NOTE, CausalReach
 from .layouts import PerChannelModel
-from .discretize import mixture_bin_log_mass, mixture_pmf
-from .mcgsm import FactorizedMCGSM, condense_mixture
+from .. import exact
+from .discretize import mixture_bin_log_mass
+from .mcgsm import ExactMCGSMHead, FactorizedMCGSM, condense_mixture
 from .neighbourhood import MID_GREY, CausalNeighbourhood
-from .slstm import NUM_GATES, SpatialLSTMStack, SpatialLSTMStepper
+from .slstm import NUM_GATES, ExactSpatialLSTM, ExactSpatialLSTMStepper, SpatialLSTMStack
 from .weights import conditioning_size, shipped as shipped_weights
-from .weights import load as load_weights_file, save as save_weights_file
+from .weights import load as load_weights_file, load_exact as load_exact_weights_file, save as save_weights_file
 from .whitening import ConditionalWhitening
 
 
@@ -229,32 +231,114 @@ def load_weights(path) -> tuple[RIDEConfig, torch.nn.ModuleList, dict]:
     return load_weights_file(path, WEIGHTS_FORMAT, RIDEConfig, build_channel_models)
 
 
-#: Weights as they would ship, inside the package: gray for L (and alpha), colour for RGB.
-SHIPPED_WEIGHTS = {"L": "ride-gray.pt", "RGB": "ride-rgb.pt"}
+class ExactChannelRIDE(torch.nn.Module):
+    """A RIDE channel in exact arithmetic (exact.py), quantized from a trained :class:`ChannelRIDE`.
+
+    One integer matrix maps the raw neighbourhood (pixel values) to the first layer's input
+    pre-activations and to the head's direct inputs: the whitening, the linear prediction and
+    (``head_reads_neighbourhood``) the head's weights on x_w folded in. The spatial LSTM layers
+    are :class:`ExactSpatialLSTM`; the head reads the top h through ``head_weight`` (hidden,
+    F + C) at 2**-(PRE_BITS - ACT_BITS), adds the direct inputs and ends in the exact MCGSM head
+    (``mcgsm.ExactMCGSMHead``)."""
+
+    def __init__(self, dim_in: int, config: RIDEConfig):
+        super().__init__()
+        hidden, heads = config.num_hiddens, config.num_features + config.num_components
+        self.config = config
+        self.register_buffer("input_weight", torch.zeros(dim_in, NUM_GATES * hidden + heads, dtype=torch.int64))
+        self.register_buffer("input_bias", torch.zeros(NUM_GATES * hidden + heads, dtype=torch.int64))
+        self.layers = torch.nn.ModuleList(
+            ExactSpatialLSTM(hidden, config.extended, stacked=l > 0) for l in range(config.num_layers)
+        )
+        self.register_buffer("head_weight", torch.zeros(hidden, heads, dtype=torch.int64))
+        self.head = ExactMCGSMHead(config.num_features, config.num_components, config.num_scales, config.table_components)
+        self._linear = {}
+
+    @classmethod
+    def quantize(cls, model: ChannelRIDE) -> "ExactChannelRIDE":
+        config = model.config
+        hidden, gates = config.num_hiddens, NUM_GATES * config.num_hiddens
+        exact_model = cls(len(model.whitening.x_mean), config)
+        with torch.no_grad():
+            input_matrix, input_bias, head_matrix, *_ = copy.deepcopy(model).double().folded()
+            prediction, prediction_bias = input_matrix[:, gates], input_bias[gates]
+            if config.head_reads_neighbourhood:  # x_w = (x - mean) W, then the head's rows for x_w
+                direct = input_matrix[:, gates + 1 :] @ head_matrix[hidden:]
+                direct_bias = input_bias[gates + 1 :] @ head_matrix[hidden:]
+            else:
+                direct = input_matrix.new_zeros(len(input_matrix), head_matrix.shape[1])
+                direct_bias = input_bias.new_zeros(head_matrix.shape[1])
+            # the components' means all add the linear prediction
+            direct[:, config.num_features :] += prediction[:, None]
+            direct_bias[config.num_features :] += prediction_bias
+            exact_model.input_weight.copy_(exact.to_fixed(torch.cat([input_matrix[:, :gates], direct], 1), exact.PRE_BITS))
+            exact_model.input_bias.copy_(exact.to_fixed(torch.cat([input_bias[:gates], direct_bias]), exact.PRE_BITS))
+            exact_model.head_weight.copy_(exact.to_fixed(head_matrix[:hidden], exact.PRE_BITS - exact.ACT_BITS))
+            exact_model.layers = torch.nn.ModuleList(
+                ExactSpatialLSTM.quantize(layer, stacked=l > 0) for l, layer in enumerate(model.slstm.layers)
+            )
+            exact_model.head = ExactMCGSMHead.quantize(model.mcgsm, model.whitening.y_scale, config.table_components)
+        return exact_model
+
+    def linears(self) -> tuple[exact.ExactLinear, exact.ExactLinear]:
+        """(input, head) exact products, built once per device and weights."""
+        key = (self.input_weight.device, self.input_weight._version, self.head_weight._version)
+        if key not in self._linear:
+            self._linear = {key: (
+                exact.ExactLinear(self.input_weight, self.input_bias, 255),
+                exact.ExactLinear(self.head_weight, None, 1 << exact.ACT_BITS),
+            )}
+        return self._linear[key]
 
 
-class RIDESteps:
+class ExactRIDESteps:
     """The step function of one image (what ``RIDEModel.begin`` returns): for each channel of
-    the canvas, its RIDE, its folded parameters and its spatial LSTM states."""
+    the canvas, its exact RIDE and its spatial LSTM states."""
 
     def __init__(self, model: "RIDEModel", canvas: torch.Tensor):
         width = canvas.shape[2]
-        with torch.no_grad():
-            self.plan = [
-                (channel_model, channel_model.folded(), neighbourhood, canvas[planes], index,
-                 SpatialLSTMStepper(channel_model.slstm, width, canvas.device))
-                for channel_model, neighbourhood, planes, index in model._plan(canvas.shape[0])
-            ]
+        self.plan = [
+            (channel_model, neighbourhood, canvas[planes], index,
+             ExactSpatialLSTMStepper(channel_model.layers, width, canvas.device))
+            for channel_model, neighbourhood, planes, index in model._plan(canvas.shape[0])
+        ]
 
     def __call__(self, rows: torch.Tensor, cols: torch.Tensor, channel: int) -> torch.Tensor:
-        model, folded, neighbourhood, planes, index, states = self.plan[channel]
-        pre, direct = model.first_layer_inputs(neighbourhood.gather(planes, rows, cols, index), folded)
-        h = states.step(pre, cols)
-        return mixture_pmf(*model.mixture(h, direct, folded), model.config.floor)
+        model, neighbourhood, planes, index, states = self.plan[channel]
+        input_linear, head_linear = model.linears()
+        gates = NUM_GATES * model.config.num_hiddens
+        projected = input_linear(neighbourhood.gather(planes, rows, cols, index, dtype=torch.int64))
+        h = states.step(projected[:, :gates], cols)
+        return model.head.frequencies(projected[:, gates:] + head_linear(h))
 
     def state_elements(self) -> int:
         """Numbers of recurrent state held for the image, all channels and layers."""
         return sum(states.state_elements() for *_, states in self.plan)
+
+
+EXACT_WEIGHTS_FORMAT = "ridecodec-ride-exact-1"
+
+
+def build_exact_channel_models(config: RIDEConfig, num_channels: int) -> torch.nn.ModuleList:
+    neighbourhood = CausalNeighbourhood(config.up, config.left, config.right)
+    return torch.nn.ModuleList(
+        ExactChannelRIDE(conditioning_size(neighbourhood, num_channels, c), config) for c in range(num_channels)
+    )
+
+
+def load_exact_weights(path) -> tuple[RIDEConfig, torch.nn.ModuleList, dict]:
+    """Exact weights (``export_exact``'s files), or trained float weights quantized on loading."""
+    return load_exact_weights_file(
+        path, EXACT_WEIGHTS_FORMAT, RIDEConfig, build_exact_channel_models,
+        WEIGHTS_FORMAT, load_weights, ExactChannelRIDE.quantize,
+    )
+
+
+#: Shipped weights, inside the package: gray for L (and alpha), colour for RGB. The float files
+#: are the trained weights (for training on from them); the exact files are their quantization,
+#: which coding uses (``python -m ridecodec.models.export``).
+SHIPPED_WEIGHTS = {"L": "ride-gray.pt", "RGB": "ride-rgb.pt"}
+SHIPPED_EXACT_WEIGHTS = {"L": "ride-gray-exact.pt", "RGB": "ride-rgb-exact.pt"}
 
 
 class RIDEModel(PerChannelModel):
@@ -265,11 +349,14 @@ class RIDEModel(PerChannelModel):
     """
 
     name = "ride"
-    version = "2"  # 2: gray weights trained further (MODEL_CARD.md); files of 1 need ridecodec with 1
-    exact_across_devices = False
+    #: 3: exact integer arithmetic, the version 2 weights quantized; 2: gray weights trained
+    #: further (MODEL_CARD.md), float tables. Files of 1 and 2 need ridecodec 0.1 (errors.py).
+    version = "3"
+    exact_across_devices = True
+    retired_versions = {"1": FLOAT_VERSIONS_NOTE, "2": FLOAT_VERSIONS_NOTE}
 
     def __init__(self, weights: dict[str, str | Path] | None = None):
-        super().__init__(weights or shipped_weights(SHIPPED_WEIGHTS), load_weights)
+        super().__init__(weights or shipped_weights(SHIPPED_EXACT_WEIGHTS), load_exact_weights)
         # The reach. Through h_(i,j-1) and h_(i-1,j) the state at (i, j) depends on every state
         # up and to the left of it, so the reach up and left is unbounded. To the right it is the
         # neighbourhood's: the recurrence only ever steps left or up, and every state (k, l) with
@@ -282,5 +369,5 @@ class RIDEModel(PerChannelModel):
         right = max(n.right for n in self.neighbourhoods.values())
         self.reach = CausalReach(up=math.inf, left=math.inf, right=right)
 
-    def begin(self, canvas: torch.Tensor) -> RIDESteps:
-        return RIDESteps(self, canvas)
+    def begin(self, canvas: torch.Tensor) -> ExactRIDESteps:
+        return ExactRIDESteps(self, canvas)

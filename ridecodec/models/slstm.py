@@ -35,6 +35,8 @@ import math
 
 import torch
 
+from .. import exact
+
 #: Gates per hidden unit, in the order of the pre-activation columns: i, o, f_c, f_r (sigmoid)
 #: and g (tanh).
 NUM_GATES = 5
@@ -214,6 +216,92 @@ class SpatialLSTMStepper:
                 pre = torch.addmm(layer.bias, h, layer.input_weights)
             recurrent = torch.cat([h_both, c_both], 1) if layer.extended else h_both
             pre = torch.addmm(pre, recurrent, layer.recurrent_weights)
+            h, c = layer.cell(pre, c_both[:, :hidden], c_both[:, hidden:])
+            self.h[l].index_copy_(0, cols + 1, h)
+            self.c[l].index_copy_(0, cols + 1, c)
+        return h
+
+
+class ExactSpatialLSTM(torch.nn.Module):
+    """One spatial LSTM layer in integer arithmetic (exact.py): the same equations as
+    :class:`SpatialLSTM`, with the sigmoid and tanh from lookup tables and every number fixed
+    point, so its states are identical on every device.
+
+    Formats: pre-activations at 2**-PRE_BITS; gates, g, h and c at 2**-ACT_BITS, c clipped to
+    +-CELL_LIMIT. Buffers (int64): ``recurrent_weights`` (2 or 4 hidden, 5 hidden) at
+    2**-(PRE_BITS - ACT_BITS), and for a stacked layer ``input_weights`` (hidden, 5 hidden) at the
+    same scale and ``bias`` at 2**-PRE_BITS (the first layer's input map is folded into the
+    model's input matrix)."""
+
+    def __init__(self, num_hiddens: int, extended: bool, stacked: bool):
+        super().__init__()
+        self.num_hiddens = num_hiddens
+        self.extended = extended
+        gates = NUM_GATES * num_hiddens
+        self.register_buffer("recurrent_weights", torch.zeros((4 if extended else 2) * num_hiddens, gates, dtype=torch.int64))
+        if stacked:
+            self.register_buffer("input_weights", torch.zeros(num_hiddens, gates, dtype=torch.int64))
+            self.register_buffer("bias", torch.zeros(gates, dtype=torch.int64))
+        self._linear = {}
+
+    @classmethod
+    def quantize(cls, layer: SpatialLSTM, stacked: bool) -> "ExactSpatialLSTM":
+        weight_bits = exact.PRE_BITS - exact.ACT_BITS
+        exact_layer = cls(layer.num_hiddens, layer.extended, stacked)
+        with torch.no_grad():
+            exact_layer.recurrent_weights.copy_(exact.to_fixed(layer.recurrent_weights, weight_bits))
+            if stacked:
+                exact_layer.input_weights.copy_(exact.to_fixed(layer.input_weights, weight_bits))
+                exact_layer.bias.copy_(exact.to_fixed(layer.bias, exact.PRE_BITS))
+        return exact_layer
+
+    def linears(self):
+        """(recurrent, input) exact products, built once per device and weights."""
+        stacked = hasattr(self, "input_weights")
+        key = (self.recurrent_weights.device, self.recurrent_weights._version)
+        if key not in self._linear:
+            state_bound = max(1 << exact.ACT_BITS, int(CELL_LIMIT) << exact.ACT_BITS if self.extended else 0)
+            recurrent = exact.ExactLinear(self.recurrent_weights, None, state_bound)
+            upward = exact.ExactLinear(self.input_weights, self.bias, 1 << exact.ACT_BITS) if stacked else None
+            self._linear = {key: (recurrent, upward)}
+        return self._linear[key]
+
+    def cell(self, pre: torch.Tensor, c_left: torch.Tensor, c_up: torch.Tensor):
+        hidden = self.num_hiddens
+        i, o, f_c, f_r = exact.sigmoid(pre[:, : 4 * hidden]).split(hidden, dim=1)
+        g = exact.tanh(pre[:, 4 * hidden :])
+        limit = int(CELL_LIMIT) << exact.ACT_BITS
+        c = exact.shift_round(g * i + c_left * f_c + c_up * f_r, exact.ACT_BITS).clamp_(-limit, limit)
+        return exact.tanh(c * o, in_bits=2 * exact.ACT_BITS), c
+
+
+class ExactSpatialLSTMStepper:
+    """:class:`SpatialLSTMStepper`'s skyline of states for exact layers: int64 states, the same
+    schedule."""
+
+    def __init__(self, layers, width: int, device: torch.device):
+        self.layers = layers
+        self.h = [torch.zeros(width + 1, layer.num_hiddens, dtype=torch.int64, device=device) for layer in layers]
+        self.c = [torch.zeros(width + 1, layer.num_hiddens, dtype=torch.int64, device=device) for layer in layers]
+
+    def state_elements(self) -> int:
+        return sum(t.numel() for t in self.h + self.c)
+
+    def step(self, first_pre: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+        """Top layer's h (N, hidden) at 2**-ACT_BITS for the positions in columns ``cols``, given
+        the first layer's input pre-activations (N, 5 * hidden) at 2**-PRE_BITS."""
+        n = len(cols)
+        neighbours = torch.stack([cols, cols + 1], 1).view(-1)
+        pre = first_pre
+        for l, layer in enumerate(self.layers):
+            hidden = layer.num_hiddens
+            recurrent_linear, upward_linear = layer.linears()
+            h_both = self.h[l].index_select(0, neighbours).view(n, 2 * hidden)
+            c_both = self.c[l].index_select(0, neighbours).view(n, 2 * hidden)
+            if l > 0:
+                pre = upward_linear(h)
+            recurrent = torch.cat([h_both, c_both], 1) if layer.extended else h_both
+            pre = pre + recurrent_linear(recurrent)
             h, c = layer.cell(pre, c_both[:, :hidden], c_both[:, hidden:])
             self.h[l].index_copy_(0, cols + 1, h)
             self.c[l].index_copy_(0, cols + 1, c)

@@ -49,6 +49,44 @@ def load(path, format_name: str, config_type: type, build: Callable[[object, int
     return config, models, blob["metadata"]
 
 
+def save_exact(path: str | Path, format_name: str, config, models: torch.nn.ModuleList, metadata: dict) -> None:
+    """Exact (integer) weights: the state as int32 where every value fits, else int64."""
+    state = {}
+    for key, tensor in models.state_dict().items():
+        tensor = tensor.detach().cpu()
+        fits = tensor.numel() == 0 or int(tensor.abs().max()) < 2**31
+        state[key] = tensor.to(torch.int32) if fits else tensor
+    temporary = f"{path}.partial"
+    torch.save({"format": format_name, "config": asdict(config), "num_channels": len(models), "state": state,
+                "metadata": metadata}, temporary)
+    os.replace(temporary, path)
+
+
+def load_exact(path, format_name: str, config_type: type, build: Callable, float_format: str, load_float: Callable,
+               quantize: Callable):
+    """(config, exact models, metadata) from exact weights written by :func:`save_exact`, or from
+    trained float weights (``float_format``), quantized on loading with ``quantize`` per channel.
+
+    Quantizing runs float64 arithmetic whose last bits may differ between machines, and so may, very
+    rarely, a rounded weight: the weights digest covers the integers, so such a file is refused with
+    a clear error, never decoded wrongly. Shipped weights are exact files, the same everywhere."""
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        raise pickle.UnpicklingError(
+            f"{path} is not a weights file that loads without running code (weights_only)"
+        ) from error
+    if isinstance(blob, dict) and blob.get("format") == float_format:
+        config, models, metadata = load_float(path)
+        return config, torch.nn.ModuleList(quantize(model) for model in models), metadata
+    if not isinstance(blob, dict) or blob.get("format") != format_name:
+        raise ValueError(f"{path} is not a {format_name} or {float_format} weights file")
+    config = config_type(**blob["config"])
+    models = build(config, blob["num_channels"])
+    models.load_state_dict({key: value.to(torch.int64) for key, value in blob["state"].items()})
+    return config, models, blob["metadata"]
+
+
 def shipped(file_names: dict[str, str]) -> dict[str, Path]:
     """The shipped weights files, by channel layout, of those that are installed."""
     folder = resources.files("ridecodec") / SHIPPED_FOLDER

@@ -1,0 +1,318 @@
+"""Exact arithmetic for density models: tables that are bit-identical on every device.
+
+A range coder needs the decoder's probability tables to equal the encoder's to the last bit, and
+float arithmetic does not give that across machines: torch's AVX-512, AVX2 and generic CPU
+kernels vectorise softmax, sigmoid and fused multiply-adds differently, a matrix product's
+summation order changes with the batch size and the library, and a GPU differs again. So a model
+whose files must decode anywhere computes its tables from integers only:
+
+* **Fixed point.** A real number ``v`` at scale ``b`` bits is the integer ``round(v * 2**b)``,
+  held in an int64 tensor. Elementwise integer arithmetic (``+ - *``, shifts, floor division,
+  comparisons, gathers) is exact on every device.
+* **Matrix products** (:func:`matmul`, :class:`ExactLinear`) run in float64 on integer values,
+  where a bound proven from the weights and the inputs' range keeps every partial sum below
+  2**53: then every product and every sum is an exact integer, whatever the order, blocking,
+  fused multiply-add or device (BLAS, MKL, cuBLAS; float64 has no TF32), and the result is
+  converted back to int64 exactly. Inputs whose bound is too big are split into limbs.
+* **Nonlinearities** (:func:`sigmoid`, :func:`tanh`, :func:`exp_neg`, :func:`gaussian_cdf`,
+  :func:`logistic_cdf`) are lookups in integer tables shipped with the package
+  (``exact_tables.npz``, generated once by :func:`build_tables` and pinned by its SHA-256), on a
+  fixed-point grid, rounding the argument to the nearest grid point.
+* **Probability tables** (:func:`mixture_frequencies`) are positive integer frequencies, at most
+  2**24 each, returned as float32 (which holds them exactly): the engine hands the coder the same
+  numbers on every device. No value is impossible.
+
+Integer reductions (``sum`` over a dimension) are exact in any order, so they are safe too; what
+must never appear in an exact model's path is a float operation on non-integers whose rounding
+depends on the kernel (softmax, erf, exp, sigmoid, float sums, addcmul).
+
+Plug-in authors: build your model from these pieces and set ``exact_across_devices = True``;
+``ridecodec.testing`` checks the claim (README, "Write your own model").
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from functools import lru_cache
+from importlib import resources
+
+import numpy as np
+import torch
+
+#: Largest integer below which float64 arithmetic on integers is exact.
+FLOAT64_EXACT = 2**53
+
+#: Pre-activations and the outputs of matrix products (ExactLinear): real numbers at 2**-32.
+PRE_BITS = 32
+#: Activations (sigmoid, tanh, hidden states, memory cells): real numbers at 2**-16.
+ACT_BITS = 16
+#: Probabilities inside the tables (CDF values, exp weights): 2**-24.
+PROB_BITS = 24
+
+#: The lookup grids: (first argument, grid bits, number of entries). Arguments outside the grid
+#: are clamped to its ends, where each function is flat to within its output resolution.
+SIGMOID_GRID = (-16.0, 12, 2 * 16 * 4096 + 1)  # also tanh (tanh x = 2 sigmoid 2x - 1) and the logistic CDF
+EXP_NEG_GRID = (0.0, 12, 32 * 4096 + 1)  # exp(-z), z in [0, 32]
+GAUSSIAN_CDF_GRID = (-8.0, 12, 2 * 8 * 4096 + 1)
+
+TABLES_FILE = "exact_tables.npz"
+#: SHA-256 of the shipped tables' contents (see :func:`tables_digest`): a changed table would
+#: change every exact model's tables, so it is refused rather than used.
+TABLES_SHA256 = "9ead66d3c91c88c4af1ff40128bb14e36630f60a89091afcdc91510e080a4c40"
+
+
+def _grid_points(grid) -> np.ndarray:
+    first, bits, count = grid
+    return first + np.arange(count, dtype=np.float64) / 2**bits
+
+
+def build_tables() -> dict[str, np.ndarray]:
+    """Compute the lookup tables (float64 math, then rounded): how ``exact_tables.npz`` was made.
+    Run once; the shipped file, not this function, defines the tables (a platform's libm may
+    differ in a last bit, which could move a rounding)."""
+    x = _grid_points(SIGMOID_GRID)
+    sigmoid_values = 1.0 / (1.0 + np.exp(-x))
+    z = _grid_points(EXP_NEG_GRID)
+    g = _grid_points(GAUSSIAN_CDF_GRID)
+    gaussian = np.array([0.5 * math.erfc(-v / math.sqrt(2.0)) for v in g])
+    scale = 2.0**PROB_BITS
+    return {
+        "sigmoid": np.floor(sigmoid_values * scale + 0.5).astype(np.int32),
+        "exp_neg": np.floor(np.exp(-z) * scale + 0.5).astype(np.int32),
+        "gaussian_cdf": np.floor(gaussian * scale + 0.5).astype(np.int32),
+    }
+
+
+def tables_digest(tables: dict[str, np.ndarray]) -> str:
+    digest = hashlib.sha256()
+    for name in sorted(tables):
+        array = np.ascontiguousarray(tables[name], dtype="<i4")
+        digest.update(f"{name}\0{array.shape}\0".encode())
+        digest.update(array.tobytes())
+    return digest.hexdigest()
+
+
+@lru_cache(maxsize=1)
+def _shipped_tables() -> dict[str, np.ndarray]:
+    with resources.files("ridecodec").joinpath(TABLES_FILE).open("rb") as handle:
+        with np.load(handle) as archive:
+            tables = {name: archive[name].astype(np.int32) for name in archive.files}
+    if tables_digest(tables) != TABLES_SHA256:
+        raise RuntimeError(f"ridecodec's {TABLES_FILE} is damaged (SHA-256 mismatch); reinstall ridecodec")
+    return tables
+
+
+_device_tables: dict[tuple[str, torch.device], torch.Tensor] = {}
+
+
+def table(name: str, device: torch.device) -> torch.Tensor:
+    """A shipped lookup table as an int64 tensor on ``device`` (cached)."""
+    device = torch.device(device)
+    key = (name, device)
+    if key not in _device_tables:
+        _device_tables[key] = torch.from_numpy(_shipped_tables()[name].astype(np.int64)).to(device)
+    return _device_tables[key]
+
+
+# --- fixed point ---------------------------------------------------------------------------------
+
+
+def to_fixed(values: torch.Tensor | float, bits: int) -> torch.Tensor:
+    """Real numbers -> int64 at scale 2**-bits (round half up, in float64). For converting
+    weights once, when a model is exported; never in a model's coding path."""
+    values = torch.as_tensor(values, dtype=torch.float64)
+    return torch.floor(values * 2.0**bits + 0.5).to(torch.int64)
+
+
+def from_fixed(values: torch.Tensor, bits: int) -> torch.Tensor:
+    """int64 at scale 2**-bits -> float64 (for inspection and tests)."""
+    return values.to(torch.float64) / 2.0**bits
+
+
+def shift_round(values: torch.Tensor, bits: int) -> torch.Tensor:
+    """values * 2**-bits rounded to the nearest integer (halves up): a rescaling between fixed-point
+    scales. ``bits`` must be positive."""
+    return (values + (1 << (bits - 1))) >> bits
+
+
+def _lookup(values: torch.Tensor, in_bits: int, grid, name: str) -> torch.Tensor:
+    """Table ``name`` at ``values`` (int64 at 2**-in_bits), the argument rounded to the grid."""
+    first, grid_bits, count = grid
+    offset = int(round(-first * 2**grid_bits))
+    shift = in_bits - grid_bits
+    index = (shift_round(values, shift) if shift > 0 else values << -shift) + offset
+    return table(name, values.device)[index.clamp_(0, count - 1)]
+
+
+def sigmoid(values: torch.Tensor, in_bits: int = PRE_BITS, out_bits: int = ACT_BITS) -> torch.Tensor:
+    """sigmoid of int64 fixed-point ``values`` (scale 2**-in_bits), at scale 2**-out_bits."""
+    return shift_round(_lookup(values, in_bits, SIGMOID_GRID, "sigmoid"), PROB_BITS - out_bits)
+
+
+def tanh(values: torch.Tensor, in_bits: int = PRE_BITS, out_bits: int = ACT_BITS) -> torch.Tensor:
+    """tanh of int64 fixed-point ``values``, as 2 sigmoid(2x) - 1 from the sigmoid table."""
+    doubled = _lookup(values, in_bits - 1, SIGMOID_GRID, "sigmoid")  # sigmoid(2x)
+    return shift_round(2 * doubled - (1 << PROB_BITS), PROB_BITS - out_bits)
+
+
+def exp_neg(values: torch.Tensor, in_bits: int, out_bits: int = PROB_BITS) -> torch.Tensor:
+    """exp(-z) for int64 fixed-point z >= 0 (larger z gives 0 beyond the table)."""
+    result = _lookup(values, in_bits, EXP_NEG_GRID, "exp_neg")  # the table ends at exp(-32), 0
+    return result if out_bits == PROB_BITS else shift_round(result, PROB_BITS - out_bits)
+
+
+def gaussian_cdf(values: torch.Tensor, in_bits: int) -> torch.Tensor:
+    """Phi(z), the standard normal CDF, at scale 2**-PROB_BITS."""
+    return _lookup(values, in_bits, GAUSSIAN_CDF_GRID, "gaussian_cdf")
+
+
+def logistic_cdf(values: torch.Tensor, in_bits: int) -> torch.Tensor:
+    """The standard logistic CDF (= sigmoid), at scale 2**-PROB_BITS."""
+    return _lookup(values, in_bits, SIGMOID_GRID, "sigmoid")
+
+
+def isqrt(values: torch.Tensor) -> torch.Tensor:
+    """floor(sqrt(n)) of int64 values 0 <= n < 2**52, exactly: float64 sqrt gives an estimate
+    within one of the answer, and integer comparisons correct it on every device."""
+    root = torch.sqrt(values.to(torch.float64)).to(torch.int64)
+    root = root - (root * root > values).to(torch.int64)
+    return root + ((root + 1) * (root + 1) <= values).to(torch.int64)
+
+
+# --- exact matrix products -----------------------------------------------------------------------
+
+
+def product_bound(weight: torch.Tensor, input_bound: int) -> int:
+    """The largest magnitude any partial sum of ``x @ weight`` can reach for integer inputs with
+    |x| <= input_bound: input_bound times the largest column sum of |weight|."""
+    if weight.numel() == 0:
+        return 0
+    return int(input_bound) * int(weight.abs().sum(0).max())
+
+
+class ExactLinear:
+    """``x @ weight + bias`` for int64 x, exact on every device.
+
+    ``weight`` (D, K) and ``bias`` (K,) are int64; inputs are promised to satisfy |x| <= input_bound
+    (callers clamp to it). When input_bound * (largest column sum of |weight|) is below 2**53 the
+    product is one float64 matrix product; otherwise the inputs are split into ``limbs`` pieces of
+    ``limb_bits`` bits each, one product per piece, recombined in int64. The bound is checked here,
+    once: if it fails, no limb split helps and construction fails (the model's weights are too big
+    for its fixed-point formats)."""
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, input_bound: int):
+        if weight.dtype != torch.int64 or (bias is not None and bias.dtype != torch.int64):
+            raise TypeError("ExactLinear takes int64 weights")
+        self.input_bound = int(input_bound)
+        column_bound = int(weight.abs().sum(0).max()) if weight.numel() else 0
+        bias_bound = int(bias.abs().max()) if bias is not None and bias.numel() else 0
+        if column_bound * self.input_bound + bias_bound >= 2**62:
+            raise ValueError("an exact product's result would overflow int64")
+        # limbs of limb_bits bits, each limb's product below 2**53 (the top limb, signed, may
+        # reach -2**limb_bits)
+        input_bits = max(1, self.input_bound.bit_length())
+        self.limb_bits = input_bits
+        while self.limb_bits > 0 and column_bound << self.limb_bits >= FLOAT64_EXACT:
+            self.limb_bits -= 1
+        if self.limb_bits == 0:
+            raise ValueError("weights too large for an exact product")
+        self.limbs = -(-input_bits // self.limb_bits)
+        self.weight = weight.to(torch.float64)
+        self.bias = bias
+
+    def to(self, device) -> "ExactLinear":
+        moved = object.__new__(ExactLinear)
+        moved.__dict__.update(self.__dict__)
+        moved.weight = self.weight.to(device)
+        moved.bias = None if self.bias is None else self.bias.to(device)
+        return moved
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if self.limbs == 1:
+            result = (x.to(torch.float64) @ self.weight).to(torch.int64)
+        else:
+            # two's-complement limbs of x: x = sum_k limb_k * 2**(k * limb_bits), the top limb signed
+            mask = (1 << self.limb_bits) - 1
+            result = None
+            for k in reversed(range(self.limbs)):
+                limb = x >> (k * self.limb_bits)
+                if k < self.limbs - 1:
+                    limb = limb & mask
+                part = (limb.to(torch.float64) @ self.weight).to(torch.int64)
+                result = part if result is None else (result << self.limb_bits) + part
+        return result if self.bias is None else result + self.bias
+
+
+def matmul(x: torch.Tensor, weight: torch.Tensor, input_bound: int) -> torch.Tensor:
+    """Exact ``x @ weight`` for int64 tensors (see :class:`ExactLinear`); builds the layer each
+    call, so prefer an ExactLinear kept with the model."""
+    return ExactLinear(weight, None, input_bound)(x)
+
+
+# --- probability tables --------------------------------------------------------------------------
+
+#: Every table has this many entries (8-bit values).
+ALPHABET = 256
+#: Mixture mass is distributed over this many frequency units, plus ...
+MIXTURE_UNITS = 2**24 - 2**12
+#: ... this many on every value (2**12 in all: a 2**-12 uniform floor), so no value costs more
+#: than about 20 bits and none is impossible.
+FLOOR_UNITS = 2**12 // ALPHABET
+#: Fixed-point scale of means and of the bin edges (pixel units) in mixture_frequencies.
+MEAN_BITS = 8
+#: Means are clamped to this range (pixel units): beyond it every bin's mass is in a tail.
+MEAN_RANGE = (-1024, 1280)
+#: Fixed-point scale of the standardized argument z = (edge - mean) / scale.
+_Z_BITS = 36
+#: Inverse scales as (2**_INVERSE_NUMERATOR_BITS) // (scale at 2**-_SCALE_BITS):
+_SCALE_BITS = 12
+_INVERSE_NUMERATOR_BITS = _Z_BITS - MEAN_BITS + _SCALE_BITS
+
+_edge_cache: dict[torch.device, torch.Tensor] = {}
+
+
+def _inner_edges(device: torch.device) -> torch.Tensor:
+    """The 255 bin edges between 8-bit values, 0.5 .. 254.5, at 2**-MEAN_BITS, int64."""
+    if device not in _edge_cache:
+        _edge_cache[device] = ((torch.arange(1, ALPHABET, dtype=torch.int64) << MEAN_BITS) - (1 << (MEAN_BITS - 1))).to(device)
+    return _edge_cache[device]
+
+
+def inverse_scales(variances: torch.Tensor) -> torch.Tensor:
+    """For variances in pixel units squared at 2**-(2 * MEAN_BITS) (int64, >= 1): the inverse
+    standard deviations as :func:`mixture_frequencies` takes them."""
+    std = isqrt(variances << (2 * (_SCALE_BITS - MEAN_BITS))).clamp_(min=1)  # at 2**-_SCALE_BITS
+    return (1 << _INVERSE_NUMERATOR_BITS) // std
+
+
+def mixture_frequencies(
+    weights: torch.Tensor, means: torch.Tensor, inverse_scale: torch.Tensor, cdf: str = "gaussian"
+) -> torch.Tensor:
+    """Integer frequency tables (N, 256), returned as float32, of N mixtures of K components.
+
+    ``weights`` (N, K): non-negative int64, each row summing to a positive total below 2**40;
+    ``means`` (N, K): int64 pixel units at 2**-MEAN_BITS; ``inverse_scale`` (N, K): from
+    :func:`inverse_scales` (Gaussian: the standard deviation; logistic: its scale parameter).
+    ``cdf``: "gaussian" or "logistic".
+
+    Value k's frequency is FLOOR_UNITS plus its share of MIXTURE_UNITS: the mixture's mass on
+    [k - 1/2, k + 1/2], the bins of 0 and 255 taking the tails, computed from the CDF at the 255
+    inner edges. Every frequency is a positive integer below 2**24, the same on every device.
+    """
+    n, k = weights.shape
+    device = weights.device
+    means = means.clamp(MEAN_RANGE[0] << MEAN_BITS, MEAN_RANGE[1] << MEAN_BITS)
+    # normalized weights summing to exactly 2**15 per row; the rounding remainder goes to the first
+    total = weights.sum(1, keepdim=True).clamp_(min=1)
+    normalized = (weights << 15) // total
+    normalized[:, :1] += (1 << 15) - normalized.sum(1, keepdim=True)
+    # z at 2**-_Z_BITS for every component and edge: (edge - mean) * inverse scale
+    z = (_inner_edges(device)[None, None, :] - means[:, :, None]) * inverse_scale[:, :, None]  # (N, K, 255)
+    values = gaussian_cdf(z, _Z_BITS) if cdf == "gaussian" else logistic_cdf(z, _Z_BITS)
+    cumulative = (values * normalized[:, :, None]).sum(1)  # (N, 255) at 2**-(PROB_BITS + 15)
+    top = torch.full((n, 1), 1 << (PROB_BITS + 15), dtype=torch.int64, device=device)
+    cumulative = torch.cat([torch.zeros_like(top), cumulative, top], dim=1)  # (N, 257)
+    # frequencies: scale the CDF to MIXTURE_UNITS first, then take differences, so they sum exactly
+    scaled = (cumulative * (MIXTURE_UNITS >> 12)) >> (PROB_BITS + 15 - 12)
+    return (torch.diff(scaled, dim=1) + FLOOR_UNITS).to(torch.float32)

@@ -1,0 +1,47 @@
+"""Quantize trained float weights into the exact (integer) weights that coding uses.
+
+    python -m ridecodec.models.export mcgsm trained-gray.pt mcgsm-gray-exact.pt
+    python -m ridecodec.models.export ride trained-gray.pt ride-gray-exact.pt
+
+The shipped ``*-exact.pt`` files were made this way from the shipped float files. Quantizing
+involves float64 arithmetic whose last bits may differ between machines, so it is done once and
+its result shipped: exact files are identical everywhere, and so are the tables they give.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+from pathlib import Path
+
+from . import mcgsm, ride
+from .weights import save_exact
+
+_KINDS = {
+    "mcgsm": (mcgsm.load_weights, mcgsm.ExactChannelMCGSM.quantize, mcgsm.EXACT_WEIGHTS_FORMAT),
+    "ride": (ride.load_weights, ride.ExactChannelRIDE.quantize, ride.EXACT_WEIGHTS_FORMAT),
+}
+
+
+def export(kind: str, source: str | Path, destination: str | Path) -> None:
+    load_float, quantize, format_name = _KINDS[kind]
+    config, models, metadata = load_float(source)
+    import torch
+
+    exact_models = torch.nn.ModuleList(quantize(model) for model in models)
+    source_digest = hashlib.sha256(Path(source).read_bytes()).hexdigest()
+    save_exact(destination, format_name, config, exact_models,
+               {**metadata, "quantized_from": Path(source).name, "quantized_from_sha256": source_digest})
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("kind", choices=sorted(_KINDS))
+    parser.add_argument("source", help="float weights written by `ridecodec train`")
+    parser.add_argument("destination", help="exact weights file to write")
+    arguments = parser.parse_args(argv)
+    export(arguments.kind, arguments.source, arguments.destination)
+
+
+if __name__ == "__main__":
+    main()
