@@ -117,23 +117,43 @@ def restricted(table: np.ndarray, used: np.ndarray) -> np.ndarray:
 
 
 @contextlib.contextmanager
-def coding_context():
-    """How every table is computed: under inference mode, on one CPU thread.
+def coding_context(threads: int = 1):
+    """How every table is computed: under inference mode, on ``threads`` CPU threads (1 unless
+    the caller knows the model is exact).
 
-    One thread, because torch's CPU arithmetic depends on the thread count (a matrix product
-    splits its work differently: measured, the RGB MCGSM's tables change in the last bits between
-    1 and 2 threads), so the encoder and decoder must agree on it, and one is what every machine
-    has. It is also faster: each step is a few small tensor operations, where threads only add
-    barrier waits, and when another process holds a core those waits cost 6-8x the whole run
-    (measured on the 2-core dev machine).
+    One thread by default, because torch's float CPU arithmetic depends on the thread count (a
+    matrix product splits its work differently: measured, the float RGB MCGSM's tables changed in
+    the last bits between 1 and 2 threads), so for a model that is not exact the encoder and
+    decoder must agree on it, and one is what every machine has. An exact model's tables do not
+    depend on it (``ridecodec.testing`` checks), so more threads are safe for it.
     """
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(max(1, threads))
     try:
         with torch.inference_mode():
             yield
     finally:
-        torch.set_num_threads(threads)
+        torch.set_num_threads(previous)
+
+
+def _chunks(rows: torch.Tensor, cols: torch.Tensor, rows_per_call: int | None):
+    if rows_per_call is None or len(rows) <= rows_per_call:
+        yield rows, cols
+        return
+    for start in range(0, len(rows), rows_per_call):
+        yield rows[start : start + rows_per_call], cols[start : start + rows_per_call]
+
+
+@dataclass(frozen=True)
+class Split:
+    """How the loop hands a step's positions to the model: ``rows_per_call`` positions per call
+    (None: the whole step in one call), on ``threads`` CPU threads. Only an exact model
+    (``exact_across_devices``) may be coded with anything but the default, since only its tables
+    are the same whatever the split; the conformance kit (``ridecodec.testing``) decodes with
+    several to prove it."""
+
+    rows_per_call: int | None = None
+    threads: int = 1
 
 
 def _run(
@@ -141,32 +161,37 @@ def _run(
     canvas: torch.Tensor,
     code_step: Callable[[torch.Tensor, torch.Tensor, int, np.ndarray], np.ndarray],
     progress: ProgressCallback | None,
+    split: Split = Split(),
 ) -> None:
     """The loop shared by encoder and decoder.
 
     ``code_step(rows, cols, channel, table)`` codes one batch of symbols (rows and cols: CPU
     tensors; table: a CPU array) and returns them; they are written into the canvas before the
-    next model call.
+    next model call. Within a step, channel after channel; within a channel, the step's
+    positions in ascending rows, in one call or in consecutive calls of ``split.rows_per_call``.
     """
     channels, height, width = canvas.shape
     schedule = wavefront_for(model, height, width)
     total = schedule.num_steps
-    with coding_context():
+    if not model.exact_across_devices and split != Split():
+        raise ValueError(f"model {model.name!r} is not exact: it must be coded in whole steps on one thread")
+    with coding_context(split.threads):
         try:
             step = model.begin(canvas)
         except Exception as error:
             raise PluginError(f"model {model.name!r} failed to start: {error}") from error
         # The schedule is made on the CPU, where the coder needs it, and copied to the model's
         # device once per step: on a GPU, reading indices back would cost a synchronisation each.
-        for t, rows, cols in schedule.steps():
-            device_rows, device_cols = rows.to(canvas.device), cols.to(canvas.device)
+        for t, step_rows, step_cols in schedule.steps():
             for channel in range(channels):
-                try:
-                    table = step(device_rows, device_cols, channel)
-                except Exception as error:
-                    raise PluginError(f"model {model.name!r} failed during coding: {error}") from error
-                symbols = code_step(rows, cols, channel, _checked_table(table, len(rows), model))
-                canvas[channel, device_rows, device_cols] = torch.from_numpy(symbols).to(canvas.device, torch.uint8)
+                for rows, cols in _chunks(step_rows, step_cols, split.rows_per_call):
+                    device_rows, device_cols = rows.to(canvas.device), cols.to(canvas.device)
+                    try:
+                        table = step(device_rows, device_cols, channel)
+                    except Exception as error:
+                        raise PluginError(f"model {model.name!r} failed during coding: {error}") from error
+                    symbols = code_step(rows, cols, channel, _checked_table(table, len(rows), model))
+                    canvas[channel, device_rows, device_cols] = torch.from_numpy(symbols).to(canvas.device, torch.uint8)
             if progress is not None:
                 progress(t + 1, total)
 
@@ -176,6 +201,7 @@ def encode_variants(
     pixels: np.ndarray,
     variants: list[np.ndarray | None],
     progress: ProgressCallback | None = None,
+    split: Split = Split(),
 ) -> list[np.ndarray]:
     """Entropy-code ``pixels`` (uint8, (C, H, W)) with ``model`` once per variant of the tables,
     in one pass of the model: for each entry of ``variants``, value sets ((C, 256) bool from
@@ -196,7 +222,7 @@ def encode_variants(
             encoder.encode(symbols, _CATEGORICAL, coded)
         return symbols
 
-    _run(model, canvas, encode_step, progress)
+    _run(model, canvas, encode_step, progress, split)
     return [encoder.get_compressed() for encoder in encoders]
 
 
@@ -205,10 +231,11 @@ def encode_pixels(
     pixels: np.ndarray,
     progress: ProgressCallback | None = None,
     value_sets: np.ndarray | None = None,
+    split: Split = Split(),
 ) -> np.ndarray:
     """Entropy-code ``pixels`` (uint8, (C, H, W)) with ``model``; returns the uint32 payload.
     ``value_sets``: one variant of :func:`encode_variants` (None: the model's own tables)."""
-    return encode_variants(model, pixels, [value_sets], progress)[0]
+    return encode_variants(model, pixels, [value_sets], progress, split)[0]
 
 
 def decode_pixels(
@@ -217,9 +244,10 @@ def decode_pixels(
     shape: tuple[int, int, int],
     progress: ProgressCallback | None = None,
     value_sets: np.ndarray | None = None,
+    split: Split = Split(),
 ) -> np.ndarray:
     """Decode a payload made by :func:`encode_pixels` (with the same ``value_sets``) into uint8
-    pixels of ``shape`` (C, H, W)."""
+    pixels of ``shape`` (C, H, W). An exact model may decode with any ``split``."""
     canvas = torch.zeros(shape, dtype=torch.uint8, device=model.device)
     decoder = constriction.stream.queue.RangeDecoder(np.ascontiguousarray(payload, dtype=np.uint32))
 
@@ -231,7 +259,7 @@ def decode_pixels(
         except Exception as error:  # constriction raises on payloads that cannot be decoded
             raise FormatError(f"the compressed data is corrupt ({error})") from error
 
-    _run(model, canvas, decode_step, progress)
+    _run(model, canvas, decode_step, progress, split)
     return canvas.cpu().numpy()
 
 

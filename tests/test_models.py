@@ -1,4 +1,4 @@
-"""The plug-in contract, checked for every installed model, and plug-in registration."""
+"""The plug-in contract beyond the conformance kit (test_conformance.py), and plug-in registration."""
 
 from __future__ import annotations
 
@@ -12,45 +12,10 @@ import ridecodec
 from ridecodec import engine, registry
 from ridecodec.errors import PluginError
 from ridecodec.models import ALPHABET_SIZE, CausalReach, DensityModel
+from ridecodec.testing import stepped_tables
 from conftest import natural_like
 
 INSTALLED = registry.available_models()
-
-
-def stepped_tables(model: DensityModel, pixels: np.ndarray, reveal_everything: bool = False):
-    """Every table the engine's schedule asks for, with the true pixel of each row.
-
-    With ``reveal_everything`` the canvas holds the whole image from the start, so a model that
-    peeks at pixels it may not know gives different tables."""
-    truth = torch.from_numpy(pixels)
-    canvas = truth.clone() if reveal_everything else torch.zeros_like(truth)
-    tables, symbols = [], []
-    with engine.coding_context():  # as the coder computes its tables
-        step = model.begin(canvas)
-        for _, rows, cols in engine.wavefront_for(model, *pixels.shape[1:]).steps():
-            for channel in range(pixels.shape[0]):
-                tables.append(step(rows, cols, channel).clone())
-                symbols.append(truth[channel, rows, cols].long())
-                canvas[channel, rows, cols] = truth[channel, rows, cols]
-    return torch.cat(tables), torch.cat(symbols)
-
-
-def _planes(image):
-    return np.ascontiguousarray(image.transpose(2, 0, 1)) if image.ndim == 3 else image[None].copy()
-
-
-@pytest.mark.parametrize("name", INSTALLED)
-@pytest.mark.parametrize("channels", [1, 3, 4])
-def test_log_prob_equals_stepped_probabilities(name, channels):
-    model = registry.load_model(name)
-    pixels = _planes(natural_like(13, 21, channels, seed=channels))
-    tables, symbols = stepped_tables(model, pixels)
-    assert tables.shape == (pixels.size, ALPHABET_SIZE)
-    assert (tables > 0).all()  # proportional to the probabilities: the coder normalizes
-    stepped = torch.log(tables.double()[torch.arange(len(symbols)), symbols] / tables.double().sum(1)).sum()
-    log_prob = model.log_prob(torch.from_numpy(pixels)[None])
-    assert log_prob.shape == (1,) and log_prob.dtype == torch.float64
-    assert math.isclose(float(log_prob), float(stepped), rel_tol=1e-6, abs_tol=1e-3)
 
 
 @pytest.mark.parametrize("name", INSTALLED)
@@ -60,26 +25,6 @@ def test_log_prob_of_a_batch_is_per_image(name):
     batch = model.log_prob(images)
     singles = torch.cat([model.log_prob(images[i : i + 1]) for i in range(3)])
     assert torch.allclose(batch, singles)
-
-
-@pytest.mark.parametrize("name", INSTALLED)
-def test_model_is_causal(name):
-    model = registry.load_model(name)
-    pixels = _planes(natural_like(12, 15, 3, seed=5))
-    honest, _ = stepped_tables(model, pixels)
-    peeking, _ = stepped_tables(model, pixels, reveal_everything=True)
-    assert torch.equal(honest, peeking), "the model's tables depend on pixels not yet decoded"
-
-
-@pytest.mark.parametrize("name", INSTALLED)
-def test_file_size_matches_code_length(name):
-    image = natural_like(64, 80, seed=3)
-    model = registry.load_model(name)
-    code_length = engine.code_length_bits(model, image[None])
-    data = ridecodec.compress(image, model=name)
-    payload_bits = 8 * (len(data) - ridecodec.read_header(data).header_length)
-    # the range coder adds at most a word or two of termination
-    assert payload_bits <= code_length * 1.001 + 64
 
 
 @pytest.mark.parametrize("name", INSTALLED)

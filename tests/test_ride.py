@@ -25,11 +25,7 @@ from ridecodec.models.slstm import CELL_LIMIT, SpatialLSTMStack, SpatialLSTMStep
 from ridecodec.models.whitening import ConditionalWhitening
 from ridecodec.training.ride import RIDETrainingOptions, sample_patches, train_ride
 from conftest import natural_like
-from test_models import stepped_tables
-
-
-def _planes(image: np.ndarray) -> np.ndarray:
-    return np.ascontiguousarray(image.transpose(2, 0, 1)) if image.ndim == 3 else image[None].copy()
+from ridecodec.testing import planes_of as _planes, stepped_tables
 
 
 def _random_weights(path, channels: int, seed: int = 0, **changes) -> RIDEConfig:

@@ -1,0 +1,238 @@
+"""The conformance kit: checks that a density model keeps the plug-in contract, for any model's
+own tests to import.
+
+    # tests/test_my_model.py of a plug-in package
+    import pytest
+    from ridecodec import testing
+
+    @pytest.mark.parametrize("check", testing.CHECKS)
+    def test_conformance(check):
+        check("my-model")
+
+Each check takes a registered model name, raises AssertionError with a message that says what
+broke, and needs no data files (the images are synthetic). What they check:
+
+* :func:`check_tables` -- every table is (N, 256), finite, positive where an exact model says so;
+* :func:`check_causality` -- the tables never depend on pixels the decoder does not yet know;
+* :func:`check_log_prob` -- ``log_prob`` is the sum of the logs of the stepped probabilities;
+* :func:`check_file_size` -- a compressed file costs the model's code length, within 0.1%;
+* :func:`check_determinism` -- the same calls give the same tables; for a model that claims
+  ``exact_across_devices``, also whatever the split of a step into calls (1, 3 or all positions)
+  and the thread count (1 or 2);
+* :func:`check_cross_kernel` -- for an exact model, a file encoded here decodes to the same
+  pixels in fresh processes running torch's generic, AVX2 and (where the CPU has it) AVX-512
+  kernels, with MKL and oneDNN held to the same instruction sets, on 1 and 2 threads and with
+  each step split in calls of 1, 3 and all positions.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import api, container, engine, orientation, registry
+from .models.base import ALPHABET_SIZE, CHANNEL_LAYOUTS, DensityModel
+
+
+def synthetic_image(height: int, width: int, channels: int = 1, seed: int = 0) -> np.ndarray:
+    """A smooth, textured uint8 image (random-walk fields plus noise, correlated channels), the
+    statistics a predictive model is built for. (H, W) for one channel, else (H, W, C)."""
+    rng = np.random.default_rng(seed)
+    base = np.cumsum(np.cumsum(rng.normal(0, 1.5, (height, width)), axis=0), axis=1)
+    base = (base - base.min()) / max(np.ptp(base), 1e-9) * 200 + 28
+    planes = [base + rng.normal(0, 2 + 3 * c, (height, width)) + 10 * c for c in range(channels)]
+    image = np.clip(np.stack(planes, axis=-1), 0, 255).round().astype(np.uint8)
+    return image[:, :, 0] if channels == 1 else image
+
+
+def planes_of(image: np.ndarray) -> np.ndarray:
+    """(H, W) or (H, W, C) -> (C, H, W), as the engine codes it."""
+    return np.ascontiguousarray(image.transpose(2, 0, 1)) if image.ndim == 3 else image[None].copy()
+
+
+def stepped_tables(
+    model: DensityModel, pixels: np.ndarray, reveal_everything: bool = False, split: engine.Split = engine.Split()
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every table the engine's schedule asks for, concatenated (float64), with the true value of
+    each row, for ``pixels`` (C, H, W) uint8. With ``reveal_everything`` the canvas holds the whole
+    image from the start, so a model that peeks at pixels it may not know gives other tables."""
+    truth = torch.from_numpy(np.ascontiguousarray(pixels)).to(model.device)
+    canvas = truth.clone() if reveal_everything else torch.zeros_like(truth)
+    tables, symbols = [], []
+    with engine.coding_context(split.threads):
+        step = model.begin(canvas)
+        for _, step_rows, step_cols in engine.wavefront_for(model, *pixels.shape[1:]).steps():
+            for channel in range(pixels.shape[0]):
+                for rows, cols in engine._chunks(step_rows, step_cols, split.rows_per_call):
+                    rows, cols = rows.to(truth.device), cols.to(truth.device)
+                    tables.append(step(rows, cols, channel).to("cpu", torch.float64))
+                    symbols.append(truth[channel, rows, cols].long().cpu())
+                    canvas[channel, rows, cols] = truth[channel, rows, cols]
+    return torch.cat(tables), torch.cat(symbols)
+
+
+def _images(model: DensityModel, height: int = 11, width: int = 14):
+    """One synthetic image per layout the model codes, as (C, H, W)."""
+    return {layout: planes_of(synthetic_image(height, width, CHANNEL_LAYOUTS[layout], seed=len(layout)))
+            for layout in model.modes}
+
+
+def check_tables(name: str) -> None:
+    model = registry.load_model(name)
+    for layout, pixels in _images(model).items():
+        tables, _ = stepped_tables(model, pixels)
+        assert tables.shape == (pixels.size, ALPHABET_SIZE), f"{name} {layout}: tables of shape {tuple(tables.shape)}"
+        assert torch.isfinite(tables).all() and (tables >= 0).all(), f"{name} {layout}: negative or non-finite tables"
+        assert (tables.sum(1) > 0).all(), f"{name} {layout}: an all-zero table"
+        if model.exact_across_devices:
+            assert (tables > 0).all(), f"{name} {layout}: an exact model's table gives a value zero frequency"
+
+
+def check_causality(name: str) -> None:
+    model = registry.load_model(name)
+    for layout, pixels in _images(model).items():
+        honest, _ = stepped_tables(model, pixels)
+        peeking, _ = stepped_tables(model, pixels, reveal_everything=True)
+        assert torch.equal(honest, peeking), f"{name} {layout}: the tables depend on pixels not yet decoded"
+
+
+def check_log_prob(name: str) -> None:
+    model = registry.load_model(name)
+    for layout, pixels in _images(model).items():
+        tables, symbols = stepped_tables(model, pixels)
+        stepped = float(torch.log(tables[torch.arange(len(symbols)), symbols] / tables.sum(1)).sum())
+        with torch.inference_mode():
+            log_prob = model.log_prob(torch.from_numpy(pixels)[None].to(model.device))
+        assert log_prob.shape == (1,) and log_prob.dtype == torch.float64, f"{name}: log_prob must give (B,) float64"
+        assert math.isclose(float(log_prob), stepped, rel_tol=1e-6, abs_tol=1e-3), (
+            f"{name} {layout}: log_prob {float(log_prob):.4f} nats, the stepped tables {stepped:.4f}"
+        )
+
+
+def check_file_size(name: str) -> None:
+    model = registry.load_model(name)
+    image = synthetic_image(40, 48, seed=3)
+    code_length = engine.code_length_bits(model, image[None])
+    data = api.compress(image, model=name, device="cpu")
+    header = api.read_header(data)
+    assert header.coder == container.CODER_RANGE_CATEGORICAL, f"{name}: a smooth image was stored raw"
+    payload_bits = 8 * (len(data) - header.header_length)
+    assert payload_bits <= code_length * 1.001 + 64, (
+        f"{name}: the payload costs {payload_bits} bits, the code length is {code_length:.0f}"
+    )
+
+
+def check_determinism(name: str) -> None:
+    model = registry.load_model(name)
+    for layout, pixels in _images(model, 9, 17).items():
+        reference, _ = stepped_tables(model, pixels)
+        again, _ = stepped_tables(model, pixels)
+        assert torch.equal(reference, again), f"{name} {layout}: the same calls gave other tables"
+        if not model.exact_across_devices:
+            continue
+        for split in (engine.Split(1), engine.Split(3), engine.Split(None, 2), engine.Split(3, 2)):
+            tables, _ = stepped_tables(model, pixels, split=split)
+            assert torch.equal(reference, tables), (
+                f"{name} {layout}: tables change with {split.rows_per_call or 'all'} positions per call "
+                f"on {split.threads} threads, but the model claims to be exact"
+            )
+
+
+#: The kernel sets the cross-kernel check runs, weakest first: torch's ATEN_CPU_CAPABILITY, and
+#: the same limit for MKL and oneDNN, which pick their own kernels for matrix products.
+KERNEL_SETS = {
+    "default": {"ATEN_CPU_CAPABILITY": "default", "MKL_ENABLE_INSTRUCTIONS": "SSE4_2", "ONEDNN_MAX_CPU_ISA": "SSE41"},
+    "avx2": {"ATEN_CPU_CAPABILITY": "avx2", "MKL_ENABLE_INSTRUCTIONS": "AVX2", "ONEDNN_MAX_CPU_ISA": "AVX2"},
+    "avx512": {"ATEN_CPU_CAPABILITY": "avx512", "MKL_ENABLE_INSTRUCTIONS": "AVX512", "ONEDNN_MAX_CPU_ISA": "AVX512_CORE"},
+}
+
+
+def available_kernel_sets() -> list[str]:
+    """The kernel sets of KERNEL_SETS this CPU runs: up to the one torch picks by itself."""
+    best = torch.backends.cpu.get_cpu_capability().lower()
+    order = list(KERNEL_SETS)
+    return order[: order.index(best) + 1] if best in order else ["default"]
+
+
+_DECODE_SCRIPT = r"""
+import json, sys, zlib
+import numpy as np, torch
+from ridecodec import container, engine, orientation, registry
+results = {"capability": torch.backends.cpu.get_cpu_capability(), "files": {}}
+for path in sys.argv[1:]:
+    header, payload = container.parse(open(path, "rb").read())
+    model = registry.load_model(header.model_name, "cpu")
+    shape = orientation.oriented_shape((header.channels, header.height, header.width), header.orientation)
+    outcomes = []
+    for threads in (1, 2):
+        for rows in (1, 3, None):
+            if header.coder == container.CODER_STORED:
+                pixels = np.frombuffer(payload, dtype=np.uint8).reshape(shape)
+            else:
+                words = np.frombuffer(payload, dtype="<u4")
+                try:
+                    pixels = engine.decode_pixels(model, words, shape, None, header.used_values(), engine.Split(rows, threads))
+                except Exception as error:
+                    outcomes.append(f"{threads} threads, {rows or 'all'} per call: {error}")
+                    continue
+            pixels = orientation.unorient(pixels, header.orientation)
+            if zlib.crc32(pixels.tobytes()) != header.pixel_crc32:
+                outcomes.append(f"{threads} threads, {rows or 'all'} per call: other pixels")
+    results["files"][path] = outcomes
+print(json.dumps(results))
+"""
+
+
+def decode_under_kernels(paths: list[str | Path], kernel_set: str, timeout: float = 600) -> dict[str, list[str]]:
+    """Decode .rdc files in a fresh process restricted to ``kernel_set`` (KERNEL_SETS), on 1 and 2
+    threads and with steps split in calls of 1, 3 and all positions; returns, per file, what went
+    wrong (empty lists: every decode matched the file's pixel CRC)."""
+    environment = {**os.environ, **KERNEL_SETS[kernel_set]}
+    completed = subprocess.run(
+        [sys.executable, "-c", _DECODE_SCRIPT, *map(str, paths)],
+        env=environment, capture_output=True, text=True, timeout=timeout,
+    )
+    assert completed.returncode == 0, f"the {kernel_set} decoder failed: {completed.stderr.strip()[-2000:]}"
+    results = json.loads(completed.stdout.strip().splitlines()[-1])
+    assert results["capability"].lower() == kernel_set, (
+        f"asked torch for {kernel_set} kernels, it ran {results['capability']}"
+    )
+    return results["files"]
+
+
+def check_cross_kernel(name: str) -> None:
+    model = registry.load_model(name)
+    if not model.exact_across_devices:
+        return  # a float model promises only same-device decoding
+    with tempfile.TemporaryDirectory() as folder:
+        paths = []
+        for layout, pixels in _images(model, 13, 19).items():
+            image = pixels[0] if layout == "L" else pixels.transpose(1, 2, 0)
+            path = Path(folder) / f"{layout}.rdc"
+            path.write_bytes(api.compress(image, model=name, device="cpu"))
+            paths.append(path)
+        failures = {
+            f"{kernels}: {Path(path).name}: {problem}"
+            for kernels in available_kernel_sets()
+            for path, problems in decode_under_kernels(paths, kernels).items()
+            for problem in problems
+        }
+    assert not failures, f"{name} is not exact across kernels: " + "; ".join(sorted(failures))
+
+
+#: Every check, for ``pytest.mark.parametrize``.
+CHECKS = [check_tables, check_causality, check_log_prob, check_file_size, check_determinism, check_cross_kernel]
+
+
+def check_model(name: str) -> None:
+    """Run every check on the model registered as ``name``."""
+    for check in CHECKS:
+        check(name)
