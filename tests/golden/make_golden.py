@@ -1,0 +1,94 @@
+"""Write the golden corpus: small .rdc files per model and version that every test run must
+decode to the committed pixels (tests/test_golden.py).
+
+    python tests/golden/make_golden.py
+
+Writes files only for (model, version) pairs the manifest does not have yet, and never replaces
+a file: a model version's tables are fixed for good once its golden files exist. A change that
+alters a model's tables must come with a new version, and then this script adds its files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+import ridecodec
+from ridecodec import registry
+from ridecodec.testing import synthetic_image
+
+HERE = Path(__file__).resolve().parent
+MANIFEST = HERE / "MANIFEST.json"
+#: The models the corpus guards: the built-ins and the example plug-in.
+MODELS = ("ride", "mcgsm", "loco")
+
+
+def pixel_digest(pixels: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(pixels).tobytes()).hexdigest()
+
+
+def _few_values(seed: int) -> np.ndarray:
+    """A gray image taking 40 of the 256 values: coded with value sets."""
+    image = synthetic_image(24, 30, seed=seed)
+    return (image // 6 * 6).astype(np.uint8)
+
+
+def _prefers_another_orientation(name: str) -> tuple[np.ndarray, int]:
+    """A gray image that --effort 8 codes in an orientation other than 0."""
+    for seed in range(50):
+        image = synthetic_image(20, 26, seed=100 + seed)
+        image[:, 13:] = image[:, 13:][:, ::-1] // 2 + 60  # a different texture on one side
+        header = ridecodec.read_header(ridecodec.compress(image, model=name, device="cpu", effort=8))
+        if header.orientation != 0:
+            return image, 8
+    raise RuntimeError(f"no test image made {name} pick another orientation")
+
+
+def cases(name: str) -> dict[str, tuple[np.ndarray, int]]:
+    """(image as numpy, effort) per case."""
+    model = registry.load_model(name)
+    found = {
+        "gray": (synthetic_image(24, 32, seed=1), 1),
+        "values": (_few_values(2), 1),
+        "effort": _prefers_another_orientation(name),
+        "stored": (np.random.default_rng(3).integers(0, 256, (16, 16), dtype=np.uint8), 1),
+    }
+    if "RGB" in model.modes:
+        found["rgb"] = (synthetic_image(20, 28, 3, seed=4), 1)
+        found["rgba"] = (synthetic_image(16, 20, 4, seed=5), 1)
+    return found
+
+
+def main() -> None:
+    manifest = json.loads(MANIFEST.read_text()) if MANIFEST.exists() else {}
+    added = 0
+    for name in MODELS:
+        if name not in registry.available_models():
+            print(f"{name}: not installed, skipped", file=sys.stderr)
+            continue
+        version = registry.load_model(name).version
+        for case, (image, effort) in cases(name).items():
+            file_name = f"{name}-{version}-{case}.rdc"
+            if file_name in manifest or (HERE / file_name).exists():
+                continue
+            data = ridecodec.compress(image, model=name, device="cpu", effort=effort)
+            header = ridecodec.read_header(data)
+            assert np.array_equal(ridecodec.decompress(data, device="cpu"), image)
+            (HERE / file_name).write_bytes(data)
+            manifest[file_name] = {
+                "model": name, "version": version, "case": case, "shape": list(image.shape),
+                "pixels_sha256": pixel_digest(image), "orientation": header.orientation,
+                "coder": header.coder, "value_sets": header.value_sets is not None,
+            }
+            added += 1
+            print(f"wrote {file_name} ({len(data)} bytes)")
+    MANIFEST.write_text(json.dumps(dict(sorted(manifest.items())), indent=1) + "\n")
+    print(f"{added} files added; the corpus has {len(manifest)}")
+
+
+if __name__ == "__main__":
+    main()

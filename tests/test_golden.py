@@ -1,0 +1,80 @@
+"""The golden corpus (tests/golden): files written once per model version must keep decoding to
+the same pixels, here and under every CPU kernel set; files of retired versions are refused with
+a line that says what to install."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import ridecodec
+from ridecodec import registry, testing
+from ridecodec.errors import WeightsMismatchError
+
+GOLDEN = Path(__file__).resolve().parent / "golden"
+MANIFEST = json.loads((GOLDEN / "MANIFEST.json").read_text())
+#: Models the corpus guards (tests/golden/make_golden.py)
+GUARDED = ("ride", "mcgsm", "loco")
+
+
+def _installed(entry) -> bool:
+    return entry["model"] in registry.available_models()
+
+
+@pytest.mark.parametrize("file_name", sorted(MANIFEST))
+def test_golden_file_decodes_to_its_pixels(file_name):
+    entry = MANIFEST[file_name]
+    if not _installed(entry):
+        pytest.skip(f"{entry['model']} is not installed")
+    data = (GOLDEN / file_name).read_bytes()
+    header = ridecodec.read_header(data)
+    assert (header.model_name, header.model_version) == (entry["model"], entry["version"])
+    assert (header.orientation, header.coder, header.value_sets is not None) == (
+        entry["orientation"], entry["coder"], entry["value_sets"]
+    )
+    pixels = ridecodec.decompress(data, device="cpu")
+    assert list(pixels.shape) == entry["shape"]
+    assert hashlib.sha256(np.ascontiguousarray(pixels).tobytes()).hexdigest() == entry["pixels_sha256"]
+
+
+@pytest.mark.parametrize("name", GUARDED)
+def test_every_current_model_version_has_golden_files(name):
+    """A model version without golden files has tables nothing guards: a new version must come
+    with its files (python tests/golden/make_golden.py)."""
+    if name not in registry.available_models():
+        pytest.skip(f"{name} is not installed")
+    version = registry.load_model(name).version
+    cases = {entry["case"] for entry in MANIFEST.values() if (entry["model"], entry["version"]) == (name, version)}
+    expected = {"gray", "values", "effort", "stored"} | ({"rgb", "rgba"} if "RGB" in registry.load_model(name).modes else set())
+    assert cases == expected, f"{name} {version}: golden cases {sorted(cases)}"
+
+
+def test_the_corpus_covers_what_it_claims():
+    entries = list(MANIFEST.values())
+    assert any(entry["orientation"] != 0 for entry in entries)
+    assert any(entry["value_sets"] for entry in entries)
+    assert any(entry["coder"] == 0 for entry in entries)
+
+
+@pytest.mark.parametrize("kernels", testing.available_kernel_sets())
+def test_golden_files_decode_under_every_kernel_set(kernels):
+    """Written on one machine, decoded in a process running other CPU kernels, on 1 and 2 threads,
+    with steps split in calls of 1, 3 and all positions."""
+    paths = [GOLDEN / name for name, entry in sorted(MANIFEST.items()) if _installed(entry)]
+    failures = testing.decode_under_kernels(paths, kernels)
+    assert not any(failures.values()), {Path(path).name: problems for path, problems in failures.items() if problems}
+
+
+@pytest.mark.parametrize("file_name", sorted(path.name for path in (GOLDEN / "retired").glob("*.rdc")))
+def test_files_of_retired_float_versions_are_refused_with_what_to_install(file_name):
+    data = (GOLDEN / "retired" / file_name).read_bytes()
+    header = ridecodec.read_header(data)
+    with pytest.raises(WeightsMismatchError) as raised:
+        ridecodec.decompress(data, device="cpu")
+    message = str(raised.value)
+    assert f"{header.model_name} version {header.model_version}" in message
+    assert "install ridecodec 0.1.0" in message and "\n" not in message
