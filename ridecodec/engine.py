@@ -18,6 +18,7 @@ import constriction
 import numpy as np
 import torch
 
+from . import exact_cpu
 from .errors import FormatError, PluginError
 from .models.base import ALPHABET_SIZE, CausalReach, DensityModel
 
@@ -129,6 +130,7 @@ def coding_context(threads: int = 1):
     """
     previous = torch.get_num_threads()
     torch.set_num_threads(max(1, threads))
+    exact_cpu.set_threads(threads)
     try:
         with torch.inference_mode():
             yield

@@ -142,7 +142,9 @@ def _lookup(values: torch.Tensor, in_bits: int, grid, name: str) -> torch.Tensor
     offset = int(round(-first * 2**grid_bits))
     shift = in_bits - grid_bits
     index = (shift_round(values, shift) if shift > 0 else values << -shift) + offset
-    return table(name, values.device)[index.clamp_(0, count - 1)]
+    index = index.clamp_(0, count - 1)
+    # index_select on the flat index: several times faster than advanced indexing on the CPU
+    return table(name, values.device).index_select(0, index.view(-1)).view(index.shape)
 
 
 def sigmoid(values: torch.Tensor, in_bits: int = PRE_BITS, out_bits: int = ACT_BITS) -> torch.Tensor:
@@ -220,13 +222,18 @@ class ExactLinear:
         self.limbs = -(-input_bits // self.limb_bits)
         self.weight = weight.to(torch.float64)
         self.bias = bias
+        #: the largest magnitude a result can have (for callers adding results together)
+        self.result_bound = column_bound * self.input_bound + bias_bound
+        self.float_bias = None if bias is None else bias.to(torch.float64)
 
-    def to(self, device) -> "ExactLinear":
-        moved = object.__new__(ExactLinear)
-        moved.__dict__.update(self.__dict__)
-        moved.weight = self.weight.to(device)
-        moved.bias = None if self.bias is None else self.bias.to(device)
-        return moved
+    def float_result(self, x: torch.Tensor) -> torch.Tensor:
+        """The same integers as ``self(x)``, held in float64 (exact: they are below 2**53), for a
+        float64 input of integers: one matrix product, no conversions. Only for layers that need
+        no limbs and whose results with the bias stay below 2**53."""
+        if self.limbs != 1 or self.result_bound >= FLOAT64_EXACT:
+            raise ValueError("this product needs int64 arithmetic (float_result)")
+        result = x @ self.weight
+        return result if self.float_bias is None else result.add_(self.float_bias)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         if self.limbs == 1:

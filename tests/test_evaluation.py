@@ -81,7 +81,7 @@ def check_result(result: ImageResult) -> None:
 @needs_imagecodecs
 def test_evaluate_gray_folder(folder):
     report = evaluate([folder], model="loco", device="cpu", color="gray", verify=True)
-    assert (report.model, report.device, report.mode) == ("loco", "cpu", "gray")
+    assert (report.model, report.mode) == ("loco", "gray") and report.device.startswith("cpu (")
     assert [image.name for image in report.images] == ["a.png", "b.png"]
     assert [(i.width, i.height, i.channels) for i in report.images] == [(32, 24, 1), (24, 20, 1)]
     for result in report.images:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from .. import exact
+from .. import exact, exact_cpu
 from .base import FLOAT_VERSIONS_NOTE, CausalReach, StepFunction
 from .layouts import PerChannelModel
 from .discretize import mixture_bin_log_mass, mixture_pmf
@@ -160,12 +160,17 @@ class ChannelMCGSM(torch.nn.Module):
 
 
 #: Fixed-point formats of the exact head (exact.py has the common ones): the features b_n . x are
-#: clamped to +-FEATURE_LIMIT and squared at 2**-12 before the gate's matrix product, whose
-#: weights (beta_cn^2 exp(alpha_cs) / 2) are at 2**-GATE_BITS; gate logits and priors at
-#: 2**-LOGIT_BITS; variances at 2**-(2 * exact.MEAN_BITS) pixel units squared, within
-#: VARIANCE_RANGE (standard deviations 0.01 to 256 pixel units).
+#: clamped to +-FEATURE_LIMIT and squared at 2**-24; the gate's matrix product with the weights
+#: beta_cn^2 (at 2**-GATE_BITS) gives each component's energy, rescaled to 2**-ENERGY_BITS and
+#: capped at ENERGY_LIMIT, and each scale multiplies it by its half precision exp(alpha_cs) / 2
+#: (at 2**-PRECISION_BITS); gate logits and priors at 2**-LOGIT_BITS; variances at
+#: 2**-(2 * exact.MEAN_BITS) pixel units squared, within VARIANCE_RANGE (standard deviations
+#: 0.01 to 256 pixel units).
 FEATURE_LIMIT = 32
 GATE_BITS = 12
+ENERGY_BITS = 16
+ENERGY_LIMIT = 2**36
+PRECISION_BITS = 14
 LOGIT_BITS = 16
 VARIANCE_RANGE = (7, 2**32)
 _FEATURE_BITS = 12
@@ -178,7 +183,7 @@ class ExactMCGSMHead(torch.nn.Module):
     2**-12 uniform floor), every step exact on every device.
 
     Input: the projections (N, F + C) at 2**-PRE_BITS: the features b_n . x, then the components'
-    means in pixel units. Buffers (int64): ``gate`` (F, C * S), ``priors`` (C * S,) and
+    means in pixel units. Buffers (int64): ``gate`` (F, C), ``half_precisions``, ``priors`` and
     ``variances`` (C * S,), component-major."""
 
     def __init__(self, num_features: int, num_components: int, num_scales: int, table_components: int):
@@ -186,7 +191,8 @@ class ExactMCGSMHead(torch.nn.Module):
         self.shape = (num_features, num_components, num_scales)
         self.table_components = table_components
         pairs = num_components * num_scales
-        self.register_buffer("gate", torch.zeros(num_features, pairs, dtype=torch.int64))
+        self.register_buffer("gate", torch.zeros(num_features, num_components, dtype=torch.int64))
+        self.register_buffer("half_precisions", torch.zeros(pairs, dtype=torch.int64))
         self.register_buffer("priors", torch.zeros(pairs, dtype=torch.int64))
         self.register_buffer("variances", torch.ones(pairs, dtype=torch.int64))
         self._linear = {}
@@ -197,12 +203,18 @@ class ExactMCGSMHead(torch.nn.Module):
         mcgsm = copy.deepcopy(mcgsm).double().requires_grad_(False)
         c, s = mcgsm.scales.shape
         head = cls(mcgsm.weights.shape[1], c, s, table_components)
-        gate = mcgsm.weights.square().T[:, :, None] * (0.5 * mcgsm.scales.exp())[None]  # (F, C, S)
         variances = y_scale.double().square() * (-mcgsm.scales).exp()
-        head.gate.copy_(exact.to_fixed(gate.flatten(1), GATE_BITS))
+        head.gate.copy_(exact.to_fixed(mcgsm.weights.square().T, GATE_BITS))
+        head.half_precisions.copy_(exact.to_fixed(0.5 * mcgsm.scales.exp().flatten(), PRECISION_BITS))
         head.priors.copy_(exact.to_fixed(mcgsm.priors.flatten(), LOGIT_BITS))
         head.variances.copy_(exact.to_fixed(variances.flatten(), 2 * exact.MEAN_BITS).clamp(*VARIANCE_RANGE))
         return head
+
+    #: The formats below, as the compiled kernel (exact_cpu) takes them.
+    KERNEL_FORMATS = (
+        exact.PRE_BITS - _FEATURE_BITS, FEATURE_LIMIT << _FEATURE_BITS, 2 * _FEATURE_BITS + GATE_BITS - ENERGY_BITS,
+        ENERGY_LIMIT, ENERGY_BITS + PRECISION_BITS - LOGIT_BITS, LOGIT_BITS, *VARIANCE_RANGE,
+    )
 
     def _gate_linear(self) -> exact.ExactLinear:
         key = (self.gate.device, self.gate._version)  # rebuilt if the weights are loaded anew
@@ -211,16 +223,27 @@ class ExactMCGSMHead(torch.nn.Module):
         return self._linear[key]
 
     def frequencies(self, projected: torch.Tensor) -> torch.Tensor:
-        """Integer frequency tables (N, 256) as float32 (exact.mixture_frequencies)."""
+        """Integer frequency tables (N, 256) as float32 (exact.mixture_frequencies). On the CPU
+        a compiled kernel computes the same integers (exact_cpu.py)."""
+        self._gate_linear()  # proves the gate's products stay exact, for either path
+        if int(self.half_precisions.max()) * ENERGY_LIMIT >= 2**62:
+            raise ValueError("half precisions too large for the exact gate")
+        if exact_cpu.usable(projected):
+            return exact_cpu.mcgsm_frequencies(
+                projected.to(torch.float64), self.gate, self.half_precisions, self.priors, self.variances,
+                self.shape[2], self.table_components, self.KERNEL_FORMATS,
+            )
         num_features, num_components, num_scales = self.shape
         n = len(projected)
         limit = FEATURE_LIMIT << _FEATURE_BITS
         features = exact.shift_round(projected[:, :num_features], exact.PRE_BITS - _FEATURE_BITS).clamp_(-limit, limit)
         means = exact.shift_round(projected[:, num_features:], exact.PRE_BITS - exact.MEAN_BITS)  # (N, C)
         means = means.clamp_(exact.MEAN_RANGE[0] << exact.MEAN_BITS, exact.MEAN_RANGE[1] << exact.MEAN_BITS)
-        # gate: logits = priors - sum_n f_n^2 beta_cn^2 exp(alpha_cs) / 2, at 2**-LOGIT_BITS
-        energy = self._gate_linear()(features * features)  # at 2**-(2 * _FEATURE_BITS + GATE_BITS)
-        logits = self.priors - exact.shift_round(energy, 2 * _FEATURE_BITS + GATE_BITS - LOGIT_BITS)
+        # gate: logits = priors - exp(alpha_cs) / 2 * sum_n beta_cn^2 f_n^2, at 2**-LOGIT_BITS
+        energy = self._gate_linear()(features * features)  # (N, C) at 2**-(2 * _FEATURE_BITS + GATE_BITS)
+        energy = exact.shift_round(energy, 2 * _FEATURE_BITS + GATE_BITS - ENERGY_BITS).clamp_(max=ENERGY_LIMIT)
+        scaled = energy.repeat_interleave(num_scales, dim=1) * self.half_precisions  # (N, C * S)
+        logits = self.priors - exact.shift_round(scaled, ENERGY_BITS + PRECISION_BITS - LOGIT_BITS)
         weights = exact.exp_neg(logits.max(1, keepdim=True).values - logits, LOGIT_BITS)  # (N, C * S), max 2**24
         # the heaviest pairs; ties go to the lower index (unique keys, so any device picks the same)
         pairs = weights.shape[1]
@@ -278,7 +301,10 @@ class ExactChannelMCGSM(torch.nn.Module):
         return self._linear[key]
 
     def frequencies(self, x: torch.Tensor) -> torch.Tensor:
-        """Tables (N, 256) for conditioning vectors x (N, D), int64 pixel values."""
+        """Tables (N, 256) for conditioning vectors x (N, D) of pixel values: int64, or float64
+        on the CPU, where the product stays in float64 (exact) for the compiled head."""
+        if x.dtype == torch.float64:
+            return self.head.frequencies(self.input_linear().float_result(x))
         return self.head.frequencies(self.input_linear()(x))
 
 
@@ -353,6 +379,7 @@ class MCGSMModel(PerChannelModel):
 
         def step(rows: torch.Tensor, cols: torch.Tensor, channel: int) -> torch.Tensor:
             model, neighbourhood, planes, index = plan[channel]
-            return model.frequencies(neighbourhood.gather(planes, rows, cols, index, dtype=torch.int64))
+            dtype = torch.float64 if exact_cpu.usable(planes) else torch.int64
+            return model.frequencies(neighbourhood.gather(planes, rows, cols, index, dtype=dtype))
 
         return step

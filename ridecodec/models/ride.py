@@ -307,7 +307,12 @@ class ExactRIDESteps:
         model, neighbourhood, planes, index, states = self.plan[channel]
         input_linear, head_linear = model.linears()
         gates = NUM_GATES * model.config.num_hiddens
-        projected = input_linear(neighbourhood.gather(planes, rows, cols, index, dtype=torch.int64))
+        x = neighbourhood.gather(planes, rows, cols, index, dtype=states.dtype)
+        if states.dtype == torch.float64:  # the CPU kernels' path: exact integers in float64
+            projected = input_linear.float_result(x)
+            h = states.step(projected[:, :gates], cols)
+            return model.head.frequencies(projected[:, gates:] + head_linear.float_result(h))
+        projected = input_linear(x)
         h = states.step(projected[:, :gates], cols)
         return model.head.frequencies(projected[:, gates:] + head_linear(h))
 

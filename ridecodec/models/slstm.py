@@ -35,7 +35,7 @@ import math
 
 import torch
 
-from .. import exact
+from .. import exact, exact_cpu
 
 #: Gates per hidden unit, in the order of the pre-activation columns: i, o, f_c, f_r (sigmoid)
 #: and g (tanh).
@@ -267,6 +267,11 @@ class ExactSpatialLSTM(torch.nn.Module):
         return self._linear[key]
 
     def cell(self, pre: torch.Tensor, c_left: torch.Tensor, c_up: torch.Tensor):
+        """(h, c) from pre-activations (N, 5 hidden) and the neighbours' memories (N, hidden); on
+        the CPU a compiled kernel computes the same integers (exact_cpu.py)."""
+        if exact_cpu.usable(pre):
+            h, c = exact_cpu.lstm_cell(pre.to(torch.float64), c_left.to(torch.float64), c_up.to(torch.float64))
+            return h.to(pre.dtype), c.to(pre.dtype)
         hidden = self.num_hiddens
         i, o, f_c, f_r = exact.sigmoid(pre[:, : 4 * hidden]).split(hidden, dim=1)
         g = exact.tanh(pre[:, 4 * hidden :])
@@ -276,32 +281,38 @@ class ExactSpatialLSTM(torch.nn.Module):
 
 
 class ExactSpatialLSTMStepper:
-    """:class:`SpatialLSTMStepper`'s skyline of states for exact layers: int64 states, the same
-    schedule."""
+    """:class:`SpatialLSTMStepper`'s skyline of states for exact layers, the same schedule.
+
+    The states are integers, held as int64, or on the CPU (with the compiled kernels) as float64,
+    which holds them exactly and feeds the float64 matrix products without conversions; the
+    pre-activations then stay float64 too (``ExactLinear.float_result``)."""
 
     def __init__(self, layers, width: int, device: torch.device):
         self.layers = layers
-        self.h = [torch.zeros(width + 1, layer.num_hiddens, dtype=torch.int64, device=device) for layer in layers]
-        self.c = [torch.zeros(width + 1, layer.num_hiddens, dtype=torch.int64, device=device) for layer in layers]
+        self.dtype = torch.float64 if exact_cpu.usable(torch.empty(0, device=device)) else torch.int64
+        self.h = [torch.zeros(width + 1, layer.num_hiddens, dtype=self.dtype, device=device) for layer in layers]
+        self.c = [torch.zeros(width + 1, layer.num_hiddens, dtype=self.dtype, device=device) for layer in layers]
 
     def state_elements(self) -> int:
         return sum(t.numel() for t in self.h + self.c)
 
     def step(self, first_pre: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
         """Top layer's h (N, hidden) at 2**-ACT_BITS for the positions in columns ``cols``, given
-        the first layer's input pre-activations (N, 5 * hidden) at 2**-PRE_BITS."""
+        the first layer's input pre-activations (N, 5 * hidden) at 2**-PRE_BITS, both of the
+        states' dtype."""
         n = len(cols)
         neighbours = torch.stack([cols, cols + 1], 1).view(-1)
         pre = first_pre
+        in_float = self.dtype == torch.float64
         for l, layer in enumerate(self.layers):
             hidden = layer.num_hiddens
             recurrent_linear, upward_linear = layer.linears()
             h_both = self.h[l].index_select(0, neighbours).view(n, 2 * hidden)
             c_both = self.c[l].index_select(0, neighbours).view(n, 2 * hidden)
             if l > 0:
-                pre = upward_linear(h)
+                pre = upward_linear.float_result(h) if in_float else upward_linear(h)
             recurrent = torch.cat([h_both, c_both], 1) if layer.extended else h_both
-            pre = pre + recurrent_linear(recurrent)
+            pre = pre + (recurrent_linear.float_result(recurrent) if in_float else recurrent_linear(recurrent))
             h, c = layer.cell(pre, c_both[:, :hidden], c_both[:, hidden:])
             self.h[l].index_copy_(0, cols + 1, h)
             self.c[l].index_copy_(0, cols + 1, c)

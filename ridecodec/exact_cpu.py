@@ -1,0 +1,330 @@
+"""Compiled CPU kernels (numba) for the exact models' per-pixel work: the spatial LSTM cell and
+the MCGSM head, from its projections to the integer frequency tables.
+
+They compute the very integers of the torch code they replace (``exact.py``,
+``models/slstm.ExactSpatialLSTM.cell``, ``models/mcgsm.ExactMCGSMHead.frequencies``), which stays
+the reference and the path on GPUs: only integer arithmetic, in the same order where order
+matters (ties, remainders), and ``tests/test_exact.py`` compares the two on random and extreme
+inputs. What they buy is fewer, fused operations: the torch path spends most of a step in the
+fixed cost of some two hundred small tensor operations, and a compiled loop over the positions of
+a step does the same work in one call, in parallel over the step's positions (exact arithmetic
+makes any split safe).
+
+Without numba (``import numba`` fails), :data:`AVAILABLE` is False and the models use the torch
+code: the same tables, more slowly.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import exact
+
+try:  # numba is a dependency, but the codec works (more slowly) without it
+    import numba
+
+    AVAILABLE = True
+except ImportError:  # pragma: no cover - exercised only where numba cannot be installed
+    numba = None
+    AVAILABLE = False
+
+_SIG_OFFSET = int(-exact.SIGMOID_GRID[0] * 2 ** exact.SIGMOID_GRID[1])
+_SIG_LAST = exact.SIGMOID_GRID[2] - 1
+_EXP_LAST = exact.EXP_NEG_GRID[2] - 1
+_PHI_OFFSET = int(-exact.GAUSSIAN_CDF_GRID[0] * 2 ** exact.GAUSSIAN_CDF_GRID[1])
+_PHI_LAST = exact.GAUSSIAN_CDF_GRID[2] - 1
+_PRE = exact.PRE_BITS
+_ACT = exact.ACT_BITS
+_PROB = exact.PROB_BITS
+_MEAN = exact.MEAN_BITS
+
+
+def _jit(function):
+    if not AVAILABLE:
+        return None
+    return numba.njit(cache=True, parallel=True, nogil=True)(function)
+
+
+def _lookup_sigmoid(value, in_bits, sigmoid_table):
+    shift = in_bits - 12
+    index = ((value + (1 << (shift - 1))) >> shift) + _SIG_OFFSET
+    if index < 0:
+        index = 0
+    elif index > _SIG_LAST:
+        index = _SIG_LAST
+    return sigmoid_table[index]
+
+
+def _sigmoid(value, sigmoid_table):
+    """exact.sigmoid: from 2**-PRE_BITS to 2**-ACT_BITS."""
+    table_value = _lookup_sigmoid(value, _PRE, sigmoid_table)
+    return (table_value + (1 << (_PROB - _ACT - 1))) >> (_PROB - _ACT)
+
+
+def _lstm_cell(pre, c_left, c_up, sigmoid_table, h_out, c_out):
+    n, hidden = c_left.shape
+    limit = 50 << _ACT
+    for row in numba.prange(n):
+        for unit in range(hidden):
+            gate_i = _sigmoid(np.int64(pre[row, unit]), sigmoid_table)
+            gate_o = _sigmoid(np.int64(pre[row, hidden + unit]), sigmoid_table)
+            forget_left = _sigmoid(np.int64(pre[row, 2 * hidden + unit]), sigmoid_table)
+            forget_up = _sigmoid(np.int64(pre[row, 3 * hidden + unit]), sigmoid_table)
+            doubled = _lookup_sigmoid(np.int64(pre[row, 4 * hidden + unit]), _PRE - 1, sigmoid_table)
+            g = (2 * doubled - (1 << _PROB) + (1 << (_PROB - _ACT - 1))) >> (_PROB - _ACT)
+            total = g * gate_i + np.int64(c_left[row, unit]) * forget_left + np.int64(c_up[row, unit]) * forget_up
+            c = (total + (1 << (_ACT - 1))) >> _ACT
+            if c > limit:
+                c = limit
+            elif c < -limit:
+                c = -limit
+            c_out[row, unit] = np.float64(c)
+            doubled = _lookup_sigmoid(c * gate_o, 2 * _ACT - 1, sigmoid_table)
+            h_out[row, unit] = np.float64((2 * doubled - (1 << _PROB) + (1 << (_PROB - _ACT - 1))) >> (_PROB - _ACT))
+
+
+def _shift_round(value, bits):
+    """exact.shift_round (bits > 0), or a left shift for bits <= 0."""
+    if bits > 0:
+        return (value + (np.int64(1) << (bits - 1))) >> bits
+    return value << -bits
+
+
+def _isqrt(value):
+    root = np.int64(np.sqrt(np.float64(value)))
+    if root * root > value:
+        root -= 1
+    if (root + 1) * (root + 1) <= value:
+        root += 1
+    return root
+
+
+def _mcgsm_frequencies(projected, gate, half_precisions, priors, variances, num_scales, table_components,
+                       formats, exp_table, phi_table, out):
+    """``formats``: the head's fixed-point shifts and limits, as ExactMCGSMHead.kernel_formats gives
+    them (the model defines them; this only follows)."""
+    feature_shift, feature_limit, energy_shift, energy_limit, precision_shift, logit_bits = formats[:6]
+    variance_min, variance_max = formats[6], formats[7]
+    n = projected.shape[0]
+    num_features, num_components = gate.shape
+    pairs = num_components * num_scales
+    mean_low, mean_high = exact.MEAN_RANGE[0] << _MEAN, exact.MEAN_RANGE[1] << _MEAN
+    k = table_components + 1
+    scratch = np.empty((n, 2 * 257), dtype=np.int64)
+    for row in numba.prange(n):
+        squares = np.empty(num_features, dtype=np.int64)
+        for f in range(num_features):
+            value = (np.int64(projected[row, f]) + (np.int64(1) << (feature_shift - 1))) >> feature_shift
+            if value > feature_limit:
+                value = feature_limit
+            elif value < -feature_limit:
+                value = -feature_limit
+            squares[f] = value * value
+        means = np.empty(num_components, dtype=np.int64)
+        for c in range(num_components):
+            value = (np.int64(projected[row, num_features + c]) + (1 << (_PRE - _MEAN - 1))) >> (_PRE - _MEAN)
+            means[c] = min(max(value, mean_low), mean_high)
+        energies = np.zeros(num_components, dtype=np.int64)
+        for f in range(num_features):  # row by row of the gate: contiguous, vectorizes
+            square = squares[f]
+            for c in range(num_components):
+                energies[c] += square * gate[f, c]
+        logits = np.empty(pairs, dtype=np.int64)
+        best = np.int64(-(1 << 62))
+        for c in range(num_components):
+            energy = (energies[c] + (np.int64(1) << (energy_shift - 1))) >> energy_shift
+            if energy > energy_limit:
+                energy = energy_limit
+            for s in range(num_scales):
+                p = c * num_scales + s
+                logits[p] = priors[p] - ((energy * half_precisions[p] + (np.int64(1) << (precision_shift - 1))) >> precision_shift)
+                if logits[p] > best:
+                    best = logits[p]
+        weights = np.empty(pairs, dtype=np.int64)
+        for p in range(pairs):
+            index = _shift_round(best - logits[p], logit_bits - exact.EXP_NEG_GRID[1])
+            if index > _EXP_LAST:
+                index = _EXP_LAST
+            weights[p] = exp_table[index]
+        # the heaviest pairs, by weight then lower index (the torch code's unique keys)
+        top = np.empty(table_components, dtype=np.int64)
+        taken = np.zeros(pairs, dtype=np.bool_)
+        for t in range(table_components):
+            chosen = -1
+            for p in range(pairs):
+                if not taken[p] and (chosen < 0 or weights[p] > weights[chosen]):
+                    chosen = p
+            top[t] = chosen
+            taken[chosen] = True
+        # the rest, moment-matched
+        rest_total = np.int64(0)
+        mean_sum = np.int64(0)
+        coarse_total = np.int64(0)
+        second = np.int64(0)
+        for c in range(num_components):
+            per_component = np.int64(0)
+            coarse_component = np.int64(0)
+            for s in range(num_scales):
+                p = c * num_scales + s
+                if not taken[p]:
+                    per_component += weights[p]
+                    coarse = weights[p] >> 8
+                    coarse_component += coarse
+                    second += coarse * (variances[p] >> 4)
+            rest_total += per_component
+            mean_sum += per_component * means[c]
+            coarse_total += coarse_component
+        divisor = rest_total if rest_total > 1 else np.int64(1)
+        rest_mean = mean_sum // divisor
+        for c in range(num_components):
+            coarse_component = np.int64(0)
+            for s in range(num_scales):
+                p = c * num_scales + s
+                if not taken[p]:
+                    coarse_component += weights[p] >> 8
+            spread = (means[c] - rest_mean) >> 2
+            second += coarse_component * spread * spread
+        if coarse_total > 0:
+            rest_variance = (second // coarse_total) << 4
+        else:
+            rest_variance = np.int64(1 << 16)
+        rest_variance = min(max(rest_variance, variance_min), variance_max)
+        # the condensed mixture
+        mixture_weights = np.empty(k, dtype=np.int64)
+        mixture_means = np.empty(k, dtype=np.int64)
+        inverse = np.empty(k, dtype=np.int64)
+        for t in range(k):
+            if t < table_components:
+                mixture_weights[t] = weights[top[t]]
+                mixture_means[t] = means[top[t] // num_scales]
+                variance = variances[top[t]]
+            else:
+                mixture_weights[t] = rest_total
+                mixture_means[t] = rest_mean
+                variance = rest_variance
+            mixture_means[t] = min(max(mixture_means[t], mean_low), mean_high)
+            std = _isqrt(variance << 8)
+            if std < 1:
+                std = 1
+            inverse[t] = (np.int64(1) << 40) // std
+        _mixture_row(mixture_weights, mixture_means, inverse, phi_table, scratch[row, :257], scratch[row, 257:], out[row])
+
+
+def _ceil_div(numerator, denominator):
+    """ceil(numerator / denominator) for a positive denominator, in integers."""
+    return -((-numerator) // denominator)
+
+
+_PHI_FIRST_NONZERO = int(np.argmax(exact._shipped_tables()["gaussian_cdf"] > 0))
+_PHI_FIRST_FULL = int(np.argmax(exact._shipped_tables()["gaussian_cdf"] >= 1 << exact.PROB_BITS))
+
+
+def _mixture_row(weights, means, inverse, phi_table, cumulative, steps, out_row):
+    """exact.mixture_frequencies for one row (Gaussian CDF); ``cumulative`` and ``steps``: scratch
+    of 257 each.
+
+    The same integers as evaluating every component at every edge: where z lies below the
+    table's first cell the lookup gives Phi = 0 and contributes nothing, and from where it reaches
+    the last cell on it gives 1; so each component is looked up only on the edges in between
+    (found by integer division: z = (edge - mean) * inverse increases with the edge), and adds a
+    constant from there on (a step, summed in the final pass)."""
+    k = weights.shape[0]
+    total = np.int64(0)
+    for t in range(k):
+        total += weights[t]
+    if total < 1:
+        total = 1
+    normalized = np.empty(k, dtype=np.int64)
+    normalized_sum = np.int64(0)
+    for t in range(k):
+        normalized[t] = (weights[t] << 15) // total
+        normalized_sum += normalized[t]
+    normalized[0] += (1 << 15) - normalized_sum
+    # z below `low` looks up a cell before the table's first nonzero one (Phi = 0); from `high` on,
+    # one at or after its first full one (Phi = 1): the table is monotone
+    low = (_PHI_FIRST_NONZERO - _PHI_OFFSET) * (np.int64(1) << 24) - (1 << 23)
+    high = (_PHI_FIRST_FULL - _PHI_OFFSET) * (np.int64(1) << 24) - (1 << 23)
+    half = np.int64(1) << (_MEAN - 1)
+    unit = np.int64(1) << _MEAN
+    for edge in range(257):
+        cumulative[edge] = 0
+        steps[edge] = 0
+    for t in range(k):
+        # edge e (1..255) is (e << MEAN) - half; z >= low  <=>  edge - mean >= ceil(low / inverse)
+        first = _ceil_div(means[t] + _ceil_div(low, inverse[t]) + half, unit)
+        saturated = _ceil_div(means[t] + _ceil_div(high, inverse[t]) + half, unit)
+        first = min(max(first, 1), 256)
+        saturated = min(max(saturated, first), 256)
+        for edge in range(first, saturated):
+            z = ((np.int64(edge) << _MEAN) - half - means[t]) * inverse[t]
+            cumulative[edge] += phi_table[((z + (1 << 23)) >> 24) + _PHI_OFFSET] * normalized[t]
+        steps[saturated] += phi_table[_PHI_LAST] * normalized[t]
+    previous = np.int64(0)
+    running = np.int64(0)
+    for edge in range(1, 256):
+        running += steps[edge]
+        scaled = ((cumulative[edge] + running) * (exact.MIXTURE_UNITS >> 12)) >> (_PROB + 15 - 12)
+        out_row[edge - 1] = np.float32(scaled - previous + exact.FLOOR_UNITS)
+        previous = scaled
+    top = ((np.int64(1) << (_PROB + 15)) * (exact.MIXTURE_UNITS >> 12)) >> (_PROB + 15 - 12)
+    out_row[255] = np.float32(top - previous + exact.FLOOR_UNITS)
+
+
+if AVAILABLE:
+    _lookup_sigmoid = numba.njit(inline="always", cache=True)(_lookup_sigmoid)
+    _sigmoid = numba.njit(inline="always", cache=True)(_sigmoid)
+    _isqrt = numba.njit(inline="always", cache=True)(_isqrt)
+    _shift_round = numba.njit(inline="always", cache=True)(_shift_round)
+    _ceil_div = numba.njit(inline="always", cache=True)(_ceil_div)
+    _mixture_row = numba.njit(cache=True)(_mixture_row)
+lstm_cell_kernel = _jit(_lstm_cell)
+mcgsm_frequencies_kernel = _jit(_mcgsm_frequencies)
+
+
+def tables_numpy(name: str) -> np.ndarray:
+    """A shipped lookup table as a contiguous int32 array (cached): half the cache of int64."""
+    return _numpy_tables.setdefault(name, np.ascontiguousarray(exact.table(name, "cpu").numpy().astype(np.int32)))
+
+
+_numpy_tables: dict[str, np.ndarray] = {}
+
+
+def set_threads(threads: int) -> None:
+    """Threads the kernels split a step's positions over (numba's own pool)."""
+    if AVAILABLE:
+        numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))
+
+
+#: Whether the models use the kernels (where numba is there); tests switch it off to compare.
+enabled = AVAILABLE
+
+
+def usable(tensor) -> bool:
+    """Whether the kernels can take over for this tensor's computation (CPU, numba, enabled)."""
+    return enabled and tensor.device.type == "cpu"
+
+
+def lstm_cell(pre, c_left, c_up):
+    """ExactSpatialLSTM.cell on the CPU, on float64 tensors holding the integers (exact below
+    2**53): (h, c) as float64 tensors of integers."""
+    import torch
+
+    pre, c_left, c_up = (np.ascontiguousarray(t.numpy()) for t in (pre, c_left, c_up))
+    h = np.empty_like(c_left)
+    c = np.empty_like(c_left)
+    lstm_cell_kernel(pre, c_left, c_up, tables_numpy("sigmoid"), h, c)
+    return torch.from_numpy(h), torch.from_numpy(c)
+
+
+def mcgsm_frequencies(projected, gate, half_precisions, priors, variances, num_scales, table_components, formats):
+    """ExactMCGSMHead.frequencies on the CPU, for float64 projections holding integers: (N, 256)
+    float32 tensor."""
+    import torch
+
+    out = np.empty((projected.shape[0], exact.ALPHABET), dtype=np.float32)
+    mcgsm_frequencies_kernel(
+        np.ascontiguousarray(projected.numpy()), gate.numpy(), half_precisions.numpy(), priors.numpy(), variances.numpy(),
+        num_scales, table_components, np.asarray(formats, dtype=np.int64),
+        tables_numpy("exp_neg"), tables_numpy("gaussian_cdf"), out,
+    )
+    return torch.from_numpy(out)
