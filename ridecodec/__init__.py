@@ -11,7 +11,7 @@ from .api import (
 from .errors import RidecodecError
 from .registry import available_models, default_model, load_model
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "RidecodecError",

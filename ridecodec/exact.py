@@ -293,6 +293,14 @@ def inverse_scales(variances: torch.Tensor) -> torch.Tensor:
     return (1 << _INVERSE_NUMERATOR_BITS) // std
 
 
+def inverse_scale_of(scale: float) -> int:
+    """A constant scale (pixel units) as :func:`mixture_frequencies` takes it, e.g. a fixed
+    logistic scale of a plug-in. Its arithmetic is exact (a power-of-two scaling, a floor and
+    integer operations), so every machine gets the same integer."""
+    variance = to_fixed(torch.tensor([[float(scale) ** 2]]), 2 * MEAN_BITS).clamp(min=1)
+    return int(inverse_scales(variance))
+
+
 def mixture_frequencies(
     weights: torch.Tensor, means: torch.Tensor, inverse_scale: torch.Tensor, cdf: str = "gaussian"
 ) -> torch.Tensor:

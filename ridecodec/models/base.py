@@ -8,13 +8,16 @@ A model is a ``torch.nn.Module`` subclass of :class:`DensityModel`. It promises 
    decoded together. ``reach = None`` means "unbounded" and gets plain raster order.
 
 2. **A stepping function**: ``begin(canvas)`` returns a callable
-   ``step(rows, cols, channel) -> (N, 256) float32 tensor`` giving, for each listed position, the
-   probability of each 8-bit value of that channel. The engine guarantees that when it calls
-   ``step``, ``canvas`` (uint8, shape (C, H, W), on the model's device) holds every pixel of every
-   earlier call and channels ``< channel`` of these positions; everything else is zero. Calls come
-   in a fixed order (wavefront step by step, channel by channel within a step) that the encoder
-   and decoder both follow, so a model may keep state between calls (a recurrent model keeps its
-   hidden states for the live diagonals).
+   ``step(rows, cols, channel) -> (N, 256) float32 tensor`` giving, for each listed position, a
+   non-negative weight for each 8-bit value of that channel, proportional to its probability (the
+   coder normalizes; an exact model returns integer frequencies, see ``ridecodec.exact``). The
+   engine guarantees that when it calls ``step``, ``canvas`` (uint8, shape (C, H, W), on the
+   model's device) holds every pixel of every earlier call and channels ``< channel`` of these
+   positions; everything else is zero. Calls come in a fixed order (wavefront step by step,
+   channel by channel within a step, positions in ascending rows) that the encoder and decoder
+   both follow, so a model may keep state between calls (a recurrent model keeps its hidden
+   states for the live diagonals). For an exact model the engine may hand a step's positions over
+   in several consecutive calls, and run on several threads.
 
 3. **A likelihood**: ``log_prob(images)`` for a batch of uint8 images (B, C, H, W) returns the
    natural-log likelihood of each image, shape (B,), float64. Its sum must equal the sum of the
@@ -22,8 +25,10 @@ A model is a ``torch.nn.Module`` subclass of :class:`DensityModel`. It promises 
    pixel to the coded file size, and a test checks it for every model.
 
 The step function must be deterministic: the same calls on the same device give bit-identical
-tables. A model whose tables are also identical across devices (integer arithmetic and lookup
-tables, say) sets ``exact_across_devices = True``.
+tables. A model whose tables are also identical across devices, CPU kernel sets, thread counts
+and splits of a step (integer arithmetic from ``ridecodec.exact``) sets
+``exact_across_devices = True``; ``ridecodec.testing`` (the conformance kit) checks every part
+of this contract, that claim included.
 
 Plug-ins register a zero-argument factory (usually the class itself) under the entry-point group
 ``ridecodec.models``; see the README's "Write your own model".
