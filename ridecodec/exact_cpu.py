@@ -99,12 +99,12 @@ def _isqrt(value):
     return root
 
 
-def _mcgsm_frequencies(projected, gate, half_precisions, priors, variances, num_scales, table_components,
+def _mcgsm_frequencies(projected, gate, half_precisions, caps, priors, variances, num_scales, table_components,
                        formats, exp_table, phi_table, out):
-    """``formats``: the head's fixed-point shifts and limits, as ExactMCGSMHead.kernel_formats gives
+    """``formats``: the head's fixed-point shifts and limits, as ExactMCGSMHead.KERNEL_FORMATS gives
     them (the model defines them; this only follows)."""
-    feature_shift, feature_limit, energy_shift, energy_limit, precision_shift, logit_bits = formats[:6]
-    variance_min, variance_max = formats[6], formats[7]
+    feature_shift, feature_limit, limb_bits, drop, penalty_shift, logit_bits = formats[:6]
+    variance_min, variance_max, residual_bits, spread_limit = formats[6], formats[7], formats[8], formats[9]
     n = projected.shape[0]
     num_features, num_components = gate.shape
     pairs = num_components * num_scales
@@ -124,20 +124,23 @@ def _mcgsm_frequencies(projected, gate, half_precisions, priors, variances, num_
         for c in range(num_components):
             value = (np.int64(projected[row, num_features + c]) + (1 << (_PRE - _MEAN - 1))) >> (_PRE - _MEAN)
             means[c] = min(max(value, mean_low), mean_high)
-        energies = np.zeros(num_components, dtype=np.int64)
+        high = np.zeros(num_components, dtype=np.int64)
+        low = np.zeros(num_components, dtype=np.int64)
+        mask = (np.int64(1) << limb_bits) - 1
         for f in range(num_features):  # row by row of the gate: contiguous, vectorizes
-            square = squares[f]
+            square_high = squares[f] >> limb_bits
+            square_low = squares[f] & mask
             for c in range(num_components):
-                energies[c] += square * gate[f, c]
+                high[c] += square_high * gate[f, c]
+                low[c] += square_low * gate[f, c]
         logits = np.empty(pairs, dtype=np.int64)
         best = np.int64(-(1 << 62))
         for c in range(num_components):
-            energy = (energies[c] + (np.int64(1) << (energy_shift - 1))) >> energy_shift
-            if energy > energy_limit:
-                energy = energy_limit
+            energy = (high[c] << (limb_bits - drop)) + (low[c] >> drop)
             for s in range(num_scales):
                 p = c * num_scales + s
-                logits[p] = priors[p] - ((energy * half_precisions[p] + (np.int64(1) << (precision_shift - 1))) >> precision_shift)
+                capped = min(energy, caps[p])
+                logits[p] = priors[p] - ((capped * half_precisions[p] + (np.int64(1) << (penalty_shift - 1))) >> penalty_shift)
                 if logits[p] > best:
                     best = logits[p]
         weights = np.empty(pairs, dtype=np.int64)
@@ -159,33 +162,34 @@ def _mcgsm_frequencies(projected, gate, half_precisions, priors, variances, num_
         # the rest, moment-matched
         rest_total = np.int64(0)
         mean_sum = np.int64(0)
-        coarse_total = np.int64(0)
-        second = np.int64(0)
         for c in range(num_components):
             per_component = np.int64(0)
-            coarse_component = np.int64(0)
             for s in range(num_scales):
                 p = c * num_scales + s
                 if not taken[p]:
                     per_component += weights[p]
-                    coarse = weights[p] >> 8
-                    coarse_component += coarse
-                    second += coarse * (variances[p] >> 4)
             rest_total += per_component
             mean_sum += per_component * means[c]
-            coarse_total += coarse_component
         divisor = rest_total if rest_total > 1 else np.int64(1)
         rest_mean = mean_sum // divisor
+        shift = np.int64(0)  # the bit length of rest_total, less residual_bits
+        while (rest_total >> shift) >= (np.int64(1) << residual_bits):
+            shift += 1
+        coarse_total = np.int64(0)
+        second = np.int64(0)
         for c in range(num_components):
             coarse_component = np.int64(0)
             for s in range(num_scales):
                 p = c * num_scales + s
                 if not taken[p]:
-                    coarse_component += weights[p] >> 8
-            spread = (means[c] - rest_mean) >> 2
-            second += coarse_component * spread * spread
+                    coarse = weights[p] >> shift
+                    coarse_component += coarse
+                    second += coarse * variances[p]
+            distance = min(max(means[c] - rest_mean, -spread_limit), spread_limit)
+            second += coarse_component * distance * distance
+            coarse_total += coarse_component
         if coarse_total > 0:
-            rest_variance = (second // coarse_total) << 4
+            rest_variance = second // coarse_total
         else:
             rest_variance = np.int64(1 << 16)
         rest_variance = min(max(rest_variance, variance_min), variance_max)
@@ -316,14 +320,15 @@ def lstm_cell(pre, c_left, c_up):
     return torch.from_numpy(h), torch.from_numpy(c)
 
 
-def mcgsm_frequencies(projected, gate, half_precisions, priors, variances, num_scales, table_components, formats):
+def mcgsm_frequencies(projected, gate, half_precisions, caps, priors, variances, num_scales, table_components, formats):
     """ExactMCGSMHead.frequencies on the CPU, for float64 projections holding integers: (N, 256)
     float32 tensor."""
     import torch
 
     out = np.empty((projected.shape[0], exact.ALPHABET), dtype=np.float32)
     mcgsm_frequencies_kernel(
-        np.ascontiguousarray(projected.numpy()), gate.numpy(), half_precisions.numpy(), priors.numpy(), variances.numpy(),
+        np.ascontiguousarray(projected.numpy()), gate.numpy(), half_precisions.numpy(), caps.numpy(), priors.numpy(),
+        variances.numpy(),
         num_scales, table_components, np.asarray(formats, dtype=np.int64),
         tables_numpy("exp_neg"), tables_numpy("gaussian_cdf"), out,
     )

@@ -159,21 +159,29 @@ class ChannelMCGSM(torch.nn.Module):
         return mixture_bin_log_mass(y, *self.condensed_mixture(x), self.config.floor)
 
 
-#: Fixed-point formats of the exact head (exact.py has the common ones): the features b_n . x are
-#: clamped to +-FEATURE_LIMIT and squared at 2**-24; the gate's matrix product with the weights
-#: beta_cn^2 (at 2**-GATE_BITS) gives each component's energy, rescaled to 2**-ENERGY_BITS and
-#: capped at ENERGY_LIMIT, and each scale multiplies it by its half precision exp(alpha_cs) / 2
-#: (at 2**-PRECISION_BITS); gate logits and priors at 2**-LOGIT_BITS; variances at
-#: 2**-(2 * exact.MEAN_BITS) pixel units squared, within VARIANCE_RANGE (standard deviations
-#: 0.01 to 256 pixel units).
+#: Fixed-point formats of the exact head (exact.py has the common ones). The gate's logit of pair
+#: (c, s) is eta_cs - h_cs E_c, with the energy E_c = sum_n beta_cn^2 f_n^2 of the features f_n and
+#: the half precision h_cs = exp(alpha_cs) / 2. Pairs that matter have small penalties h_cs E_c,
+#: and a penalty's absolute error is what moves the mixture weights, so the formats keep it below
+#: about 1e-3 nats: features at 2**-FEATURE_BITS, clamped to +-FEATURE_LIMIT, squared at
+#: 2**-(2 FEATURE_BITS); beta^2 at 2**-GATE_BITS; energies exact, then floored to 2**-ENERGY_BITS
+#: (a product of two limbs keeps them exact without overflow); h at 2**-PRECISION_BITS; each
+#: penalty capped at PENALTY_LIMIT nats (where exp(-penalty) is 0 at the tables' resolution); logits
+#: and priors at 2**-LOGIT_BITS; variances at 2**-(2 * exact.MEAN_BITS) pixel units squared, within
+#: VARIANCE_RANGE (standard deviations 0.01 to 256 pixel units).
 FEATURE_LIMIT = 32
-GATE_BITS = 12
-ENERGY_BITS = 16
-ENERGY_LIMIT = 2**36
-PRECISION_BITS = 14
+FEATURE_BITS = 16
+GATE_BITS = 20
+ENERGY_BITS = 32
+PRECISION_BITS = 16
+PENALTY_LIMIT = 64
 LOGIT_BITS = 16
 VARIANCE_RANGE = (7, 2**32)
-_FEATURE_BITS = 12
+_LIMB_BITS = 21  # the squared features' low limb
+#: The moment matching of the rest weighs its pairs at most 2**RESIDUAL_WEIGHT_BITS in all, and
+#: their means' distances from the rest's mean count up to SPREAD_LIMIT pixel units.
+RESIDUAL_WEIGHT_BITS = 17
+SPREAD_LIMIT = 2048
 
 
 class ExactMCGSMHead(torch.nn.Module):
@@ -192,7 +200,7 @@ class ExactMCGSMHead(torch.nn.Module):
         self.table_components = table_components
         pairs = num_components * num_scales
         self.register_buffer("gate", torch.zeros(num_features, num_components, dtype=torch.int64))
-        self.register_buffer("half_precisions", torch.zeros(pairs, dtype=torch.int64))
+        self.register_buffer("half_precisions", torch.ones(pairs, dtype=torch.int64))
         self.register_buffer("priors", torch.zeros(pairs, dtype=torch.int64))
         self.register_buffer("variances", torch.ones(pairs, dtype=torch.int64))
         self._linear = {}
@@ -205,45 +213,58 @@ class ExactMCGSMHead(torch.nn.Module):
         head = cls(mcgsm.weights.shape[1], c, s, table_components)
         variances = y_scale.double().square() * (-mcgsm.scales).exp()
         head.gate.copy_(exact.to_fixed(mcgsm.weights.square().T, GATE_BITS))
-        head.half_precisions.copy_(exact.to_fixed(0.5 * mcgsm.scales.exp().flatten(), PRECISION_BITS))
+        head.half_precisions.copy_(exact.to_fixed(0.5 * mcgsm.scales.exp().flatten(), PRECISION_BITS).clamp(min=1))
         head.priors.copy_(exact.to_fixed(mcgsm.priors.flatten(), LOGIT_BITS))
         head.variances.copy_(exact.to_fixed(variances.flatten(), 2 * exact.MEAN_BITS).clamp(*VARIANCE_RANGE))
         return head
 
-    #: The formats below, as the compiled kernel (exact_cpu) takes them.
+    #: The formats above, as the compiled kernel (exact_cpu) takes them.
     KERNEL_FORMATS = (
-        exact.PRE_BITS - _FEATURE_BITS, FEATURE_LIMIT << _FEATURE_BITS, 2 * _FEATURE_BITS + GATE_BITS - ENERGY_BITS,
-        ENERGY_LIMIT, ENERGY_BITS + PRECISION_BITS - LOGIT_BITS, LOGIT_BITS, *VARIANCE_RANGE,
+        exact.PRE_BITS - FEATURE_BITS, FEATURE_LIMIT << FEATURE_BITS, _LIMB_BITS,
+        2 * FEATURE_BITS + GATE_BITS - ENERGY_BITS, ENERGY_BITS + PRECISION_BITS - LOGIT_BITS, LOGIT_BITS,
+        *VARIANCE_RANGE, RESIDUAL_WEIGHT_BITS, SPREAD_LIMIT << exact.MEAN_BITS,
     )
+
+    def energy_caps(self) -> torch.Tensor:
+        """Per pair, the energy (at 2**-ENERGY_BITS) from which its penalty is PENALTY_LIMIT."""
+        limit = PENALTY_LIMIT << (ENERGY_BITS + PRECISION_BITS)
+        return -((-limit) // self.half_precisions)  # ceil: penalties up to the limit are exact
 
     def _gate_linear(self) -> exact.ExactLinear:
         key = (self.gate.device, self.gate._version)  # rebuilt if the weights are loaded anew
         if key not in self._linear:
-            self._linear = {key: exact.ExactLinear(self.gate, None, (FEATURE_LIMIT << _FEATURE_BITS) ** 2)}
+            linear = exact.ExactLinear(self.gate, None, 1 << _LIMB_BITS)
+            if linear.limbs != 1 or linear.result_bound >= 2**53:
+                raise ValueError("gate weights too large for the exact head")
+            self._linear = {key: linear}
         return self._linear[key]
 
     def frequencies(self, projected: torch.Tensor) -> torch.Tensor:
         """Integer frequency tables (N, 256) as float32 (exact.mixture_frequencies). On the CPU
         a compiled kernel computes the same integers (exact_cpu.py)."""
-        self._gate_linear()  # proves the gate's products stay exact, for either path
-        if int(self.half_precisions.max()) * ENERGY_LIMIT >= 2**62:
-            raise ValueError("half precisions too large for the exact gate")
+        gate = self._gate_linear()  # proves the gate's products stay exact, for either path
+        caps = self.energy_caps()
         if exact_cpu.usable(projected):
             return exact_cpu.mcgsm_frequencies(
-                projected.to(torch.float64), self.gate, self.half_precisions, self.priors, self.variances,
+                projected.to(torch.float64), self.gate, self.half_precisions, caps, self.priors, self.variances,
                 self.shape[2], self.table_components, self.KERNEL_FORMATS,
             )
         num_features, num_components, num_scales = self.shape
         n = len(projected)
-        limit = FEATURE_LIMIT << _FEATURE_BITS
-        features = exact.shift_round(projected[:, :num_features], exact.PRE_BITS - _FEATURE_BITS).clamp_(-limit, limit)
+        limit = FEATURE_LIMIT << FEATURE_BITS
+        features = exact.shift_round(projected[:, :num_features], exact.PRE_BITS - FEATURE_BITS).clamp_(-limit, limit)
         means = exact.shift_round(projected[:, num_features:], exact.PRE_BITS - exact.MEAN_BITS)  # (N, C)
         means = means.clamp_(exact.MEAN_RANGE[0] << exact.MEAN_BITS, exact.MEAN_RANGE[1] << exact.MEAN_BITS)
-        # gate: logits = priors - exp(alpha_cs) / 2 * sum_n beta_cn^2 f_n^2, at 2**-LOGIT_BITS
-        energy = self._gate_linear()(features * features)  # (N, C) at 2**-(2 * _FEATURE_BITS + GATE_BITS)
-        energy = exact.shift_round(energy, 2 * _FEATURE_BITS + GATE_BITS - ENERGY_BITS).clamp_(max=ENERGY_LIMIT)
-        scaled = energy.repeat_interleave(num_scales, dim=1) * self.half_precisions  # (N, C * S)
-        logits = self.priors - exact.shift_round(scaled, ENERGY_BITS + PRECISION_BITS - LOGIT_BITS)
+        # gate: logits = priors - exp(alpha_cs) / 2 * sum_n beta_cn^2 f_n^2, at 2**-LOGIT_BITS; the
+        # energy from the squares' two limbs, floored to 2**-ENERGY_BITS without ever overflowing
+        squares = features * features  # at 2**-(2 * FEATURE_BITS)
+        high = gate(squares >> _LIMB_BITS)  # (N, C) at 2**-(2 * FEATURE_BITS + GATE_BITS - _LIMB_BITS)
+        low = gate(squares & ((1 << _LIMB_BITS) - 1))
+        drop = 2 * FEATURE_BITS + GATE_BITS - ENERGY_BITS
+        energy = (high << (_LIMB_BITS - drop)) + (low >> drop)  # (N, C) at 2**-ENERGY_BITS
+        energy = torch.minimum(energy.repeat_interleave(num_scales, dim=1), caps)  # (N, C * S)
+        penalty = exact.shift_round(energy * self.half_precisions, ENERGY_BITS + PRECISION_BITS - LOGIT_BITS)
+        logits = self.priors - penalty
         weights = exact.exp_neg(logits.max(1, keepdim=True).values - logits, LOGIT_BITS)  # (N, C * S), max 2**24
         # the heaviest pairs; ties go to the lower index (unique keys, so any device picks the same)
         pairs = weights.shape[1]
@@ -256,14 +277,17 @@ class ExactMCGSMHead(torch.nn.Module):
         rest_per_component = rest.view(n, num_components, num_scales).sum(2)  # (N, C), at most 2**26
         rest_total = rest_per_component.sum(1, keepdim=True)
         rest_mean = (rest_per_component * means).sum(1, keepdim=True) // rest_total.clamp(min=1)
-        # variance at 2**-12 pixel units squared, from weights at 2**-16: spread of the means + mean variance
-        coarse = rest >> 8
+        # its variance: the spread of its means plus its mean variance, at 2**-16 pixel units
+        # squared, with the rest's weights shifted down to at most 2**17 in all (RESIDUAL_WEIGHT_BITS),
+        # so that the sums stay in int64 however large the spread, and precise however small the rest
+        shift = (torch.frexp(rest_total.to(torch.float64)).exponent.to(torch.int64) - RESIDUAL_WEIGHT_BITS).clamp_(min=0)
+        coarse = rest >> shift
         coarse_per_component = coarse.view(n, num_components, num_scales).sum(2)
-        spread = ((means - rest_mean) >> 2).square()  # 2**-12
-        second_moment = (coarse_per_component * spread).sum(1, keepdim=True)
-        second_moment += (coarse * (self.variances >> 4)).sum(1, keepdim=True)
+        limit = SPREAD_LIMIT << exact.MEAN_BITS
+        spread = (means - rest_mean).clamp_(-limit, limit).square()
+        second_moment = (coarse_per_component * spread).sum(1, keepdim=True) + (coarse * self.variances).sum(1, keepdim=True)
         coarse_total = coarse_per_component.sum(1, keepdim=True)
-        rest_variance = torch.where(coarse_total > 0, (second_moment // coarse_total.clamp(min=1)) << 4, 1 << 16)
+        rest_variance = torch.where(coarse_total > 0, second_moment // coarse_total.clamp(min=1), 1 << 16)
         rest_variance = rest_variance.clamp_(*VARIANCE_RANGE)
         mixture_weights = torch.cat([top_weights, rest_total], dim=1)
         mixture_means = torch.cat([means.gather(1, top // num_scales), rest_mean], dim=1)
