@@ -56,8 +56,17 @@ def _coded_image(image) -> CodedImage:
     return imageio.to_coded(image)
 
 
+def coding_split(density_model, threads: int) -> engine.Split:
+    """How the engine may run a model: ``threads`` CPU threads for an exact model (its tables do
+    not depend on them), one for any other (whose float arithmetic may)."""
+    if threads < 1:
+        raise RidecodecError(f"threads must be at least 1, not {threads}")
+    return engine.Split(threads=threads) if density_model.exact_across_devices else engine.Split()
+
+
 def _encode_smallest(
-    density_model, pixels: np.ndarray, effort: int, progress: engine.ProgressCallback | None
+    density_model, pixels: np.ndarray, effort: int, progress: engine.ProgressCallback | None,
+    split: engine.Split = engine.Split(),
 ) -> tuple[bytes, int, np.ndarray | None]:
     """Encode ``pixels`` (C, H, W) in the first ``effort`` orientations of the search order, each
     with the model's tables as they are and, where the image leaves values unused, restricted to
@@ -80,7 +89,9 @@ def _encode_smallest(
         overall = None if progress is None else (
             lambda done, _total, before=steps_before: progress(before + done, total)
         )
-        payloads = engine.encode_variants(density_model, orientation.orient(pixels, candidate), variants, overall)
+        payloads = engine.encode_variants(
+            density_model, orientation.orient(pixels, candidate), variants, overall, split
+        )
         for payload, value_sets in zip(payloads, variants):
             cost = payload.nbytes + (0 if value_sets is None else container.value_sets_bytes(len(value_sets)))
             if best_cost is None or cost < best_cost:
@@ -95,13 +106,15 @@ def compress(
     device: str | torch.device = "auto",
     progress: engine.ProgressCallback | None = None,
     effort: int = 1,
+    threads: int = 1,
 ) -> bytes:
     """Compress an image (numpy array, PIL image, path or seekable binary file) to .rdc bytes.
 
     ``model`` is a registered model name (default: the best installed, see ``ridecodec models``).
     ``effort`` (1..8): code the image in that many orientations (flips and transposes, see
     ``ridecodec.orientation``) and keep the smallest; it costs ``effort`` encodes, and decoding
-    costs the same whatever the effort. 1 codes the image as it is.
+    costs the same whatever the effort. 1 codes the image as it is. ``threads``: CPU threads for
+    an exact model (every built-in model is); the file is the same whatever the number.
     """
     if not 1 <= effort <= orientation.NUM_ORIENTATIONS:
         raise RidecodecError(f"effort must be 1..{orientation.NUM_ORIENTATIONS}, not {effort}")
@@ -114,7 +127,9 @@ def compress(
             f"model {name!r} does not code {coded.layout} images (it codes "
             f"{', '.join(density_model.modes)}); choose another with --model"
         )
-    payload, chosen, value_sets = _encode_smallest(density_model, coded.pixels, effort, progress)
+    payload, chosen, value_sets = _encode_smallest(
+        density_model, coded.pixels, effort, progress, coding_split(density_model, threads)
+    )
     coder = container.CODER_RANGE_CATEGORICAL
     if len(payload) >= coded.pixels.nbytes:  # the model cannot compress it: never expand
         # raw pixels cost the same in any orientation: store them as they are
@@ -146,7 +161,7 @@ def read_header(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Header:
     return header
 
 
-def _decode(data: bytes, device, progress, max_pixels: int) -> CodedImage:
+def _decode(data: bytes, device, progress, max_pixels: int, threads: int = 1) -> CodedImage:
     header, payload = container.parse(data, max_pixels)
     # the payload holds the pixels in the recorded orientation (transposed: W rows of H)
     shape = orientation.oriented_shape((header.channels, header.height, header.width), header.orientation)
@@ -171,7 +186,8 @@ def _decode(data: bytes, device, progress, max_pixels: int) -> CodedImage:
                 f"weights {digest[:12]}; install the matching model version"
             )
         words = np.frombuffer(payload, dtype="<u4")
-        pixels = engine.decode_pixels(density_model, words, shape, progress, header.used_values())
+        split = coding_split(density_model, threads)
+        pixels = engine.decode_pixels(density_model, words, shape, progress, header.used_values(), split)
     pixels = orientation.unorient(pixels, header.orientation)
     if zlib.crc32(pixels.tobytes()) != header.pixel_crc32:
         here = describe_device(device) if device is not None else header.encoder_device
@@ -193,9 +209,11 @@ def decompress_image(
     device: str | torch.device = "auto",
     progress: engine.ProgressCallback | None = None,
     max_pixels: int = DEFAULT_MAX_PIXELS,
+    threads: int = 1,
 ) -> Image.Image:
-    """Decompress .rdc bytes to a PIL image in the original mode (palette included)."""
-    return imageio.from_coded(_decode(data, device, progress, max_pixels))
+    """Decompress .rdc bytes to a PIL image in the original mode (palette included). ``threads``:
+    CPU threads for an exact model (see :func:`compress`)."""
+    return imageio.from_coded(_decode(data, device, progress, max_pixels, threads))
 
 
 def decompress(
@@ -203,10 +221,11 @@ def decompress(
     device: str | torch.device = "auto",
     progress: engine.ProgressCallback | None = None,
     max_pixels: int = DEFAULT_MAX_PIXELS,
+    threads: int = 1,
 ) -> np.ndarray:
     """Decompress .rdc bytes to a numpy array equal to ``np.asarray`` of the original image:
     (H, W) for L (and P indices; bool for mode 1), (H, W, C) for LA, RGB and RGBA."""
-    return np.asarray(decompress_image(data, device, progress, max_pixels))
+    return np.asarray(decompress_image(data, device, progress, max_pixels, threads))
 
 
 def default_compressed_path(source: str | os.PathLike) -> Path:
@@ -228,12 +247,13 @@ def compress_file(
     device: str | torch.device = "auto",
     progress: engine.ProgressCallback | None = None,
     effort: int = 1,
+    threads: int = 1,
 ) -> Path:
     """Compress an image file to ``destination`` (default: beside it, .rdc); returns the path.
-    ``effort``: as for :func:`compress`."""
+    ``effort``, ``threads``: as for :func:`compress`."""
     destination = Path(destination) if destination is not None else default_compressed_path(source)
     refuse_to_overwrite(destination, force)  # before the slow part
-    data = compress(source, model=model, device=device, progress=progress, effort=effort)
+    data = compress(source, model=model, device=device, progress=progress, effort=effort, threads=threads)
     write_atomically(destination, data, force=force)
     return destination
 
@@ -246,10 +266,12 @@ def decompress_file(
     device: str | torch.device = "auto",
     progress: engine.ProgressCallback | None = None,
     max_pixels: int = DEFAULT_MAX_PIXELS,
+    threads: int = 1,
 ) -> Path:
     """Decompress a .rdc file to a PNG (default: beside it, .png); returns the path."""
     destination = Path(destination) if destination is not None else default_decompressed_path(source)
     refuse_to_overwrite(destination, force)  # before the slow part
-    image = decompress_image(read_file(source), device=device, progress=progress, max_pixels=max_pixels)
+    image = decompress_image(read_file(source), device=device, progress=progress, max_pixels=max_pixels,
+                             threads=threads)
     write_atomically(destination, imageio.png_bytes(image), force=force)
     return destination

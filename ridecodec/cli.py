@@ -50,6 +50,16 @@ effort_option = click.option(
     "decoding costs the same whatever N.",
 )
 
+threads_option = click.option(
+    "--threads",
+    "-t",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="CPU threads for each file's model (exact models only; every built-in model is exact). "
+    "The output is the same whatever the number.",
+)
+
 jobs_option = click.option(
     "--jobs",
     "-j",
@@ -201,13 +211,13 @@ def main():
     """Lossless image compression with learned density models."""
 
 
-def _compress_one(source, *, output, many, model, effort, device, force, show_progress) -> str:
+def _compress_one(source, *, output, many, model, effort, device, threads, force, show_progress) -> str:
     destination = _destination(source, output, many, api.default_compressed_path)
     _check_writable(destination, force)
     image = imageio.open_image(io.BytesIO(_read(source)), "<stdin>") if source == STREAM else source
     progress = Progress(f"compressing {_name(source)}", show_progress)
     try:
-        data = api.compress(image, model=model, device=device, progress=progress, effort=effort)
+        data = api.compress(image, model=model, device=device, progress=progress, effort=effort, threads=threads)
     finally:
         progress.close()
     _write(destination, data, force)
@@ -226,26 +236,27 @@ def _compress_one(source, *, output, many, model, effort, device, force, show_pr
 @click.option("--model", "-m", help="Density model (see `ridecodec models`); default: the best installed.")
 @effort_option
 @device_option
+@threads_option
 @jobs_option
 @force_option
 @quiet_option
-def compress(images, output, model, effort, device, jobs, force, quiet):
+def compress(images, output, model, effort, device, threads, jobs, force, quiet):
     """Compress IMAGES to .rdc files (img.png -> img.rdc beside it).
 
     `-` reads an image from standard input; `-o -` writes to standard output (the default for
     standard input)."""
     work = functools.partial(_compress_one, output=output, many=len(images) > 1, model=model, effort=effort,
-                             device=device, force=force, show_progress=not quiet and jobs == 1)
+                             device=device, threads=threads, force=force, show_progress=not quiet and jobs == 1)
     _run_each(images, work, output, jobs, quiet)
 
 
-def _decompress_one(source, *, output, many, max_pixels, device, force, show_progress) -> str:
+def _decompress_one(source, *, output, many, max_pixels, device, threads, force, show_progress) -> str:
     destination = _destination(source, output, many, api.default_decompressed_path)
     _check_writable(destination, force)
     data = _read(source)
     progress = Progress(f"decompressing {_name(source)}", show_progress)
     try:
-        image = api.decompress_image(data, device=device, progress=progress, max_pixels=max_pixels)
+        image = api.decompress_image(data, device=device, progress=progress, max_pixels=max_pixels, threads=threads)
     finally:
         progress.close()
     _write(destination, imageio.png_bytes(image), force)
@@ -263,16 +274,17 @@ def _decompress_one(source, *, output, many, max_pixels, device, force, show_pro
     help="Refuse files declaring more pixels than this (guards against hostile files).",
 )
 @device_option
+@threads_option
 @jobs_option
 @force_option
 @quiet_option
-def decompress(files, output, max_pixels, device, jobs, force, quiet):
+def decompress(files, output, max_pixels, device, threads, jobs, force, quiet):
     """Decompress .rdc FILES to PNG (img.rdc -> img.png beside it), in the original mode.
 
     `-` reads from standard input; `-o -` writes to standard output (the default for standard
     input)."""
     work = functools.partial(_decompress_one, output=output, many=len(files) > 1, max_pixels=max_pixels,
-                             device=device, force=force, show_progress=not quiet and jobs == 1)
+                             device=device, threads=threads, force=force, show_progress=not quiet and jobs == 1)
     _run_each(files, work, output, jobs, quiet)
 
 

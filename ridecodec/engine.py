@@ -138,7 +138,8 @@ def coding_context(threads: int = 1):
         torch.set_num_threads(previous)
 
 
-def _chunks(rows: torch.Tensor, cols: torch.Tensor, rows_per_call: int | None):
+def split_step(rows: torch.Tensor, cols: torch.Tensor, rows_per_call: int | None):
+    """A step's positions in consecutive calls of ``rows_per_call`` (None: one call)."""
     if rows_per_call is None or len(rows) <= rows_per_call:
         yield rows, cols
         return
@@ -186,7 +187,7 @@ def _run(
         # device once per step: on a GPU, reading indices back would cost a synchronisation each.
         for t, step_rows, step_cols in schedule.steps():
             for channel in range(channels):
-                for rows, cols in _chunks(step_rows, step_cols, split.rows_per_call):
+                for rows, cols in split_step(step_rows, step_cols, split.rows_per_call):
                     device_rows, device_cols = rows.to(canvas.device), cols.to(canvas.device)
                     try:
                         table = step(device_rows, device_cols, channel)

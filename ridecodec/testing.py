@@ -71,7 +71,7 @@ def stepped_tables(
         step = model.begin(canvas)
         for _, step_rows, step_cols in engine.wavefront_for(model, *pixels.shape[1:]).steps():
             for channel in range(pixels.shape[0]):
-                for rows, cols in engine._chunks(step_rows, step_cols, split.rows_per_call):
+                for rows, cols in engine.split_step(step_rows, step_cols, split.rows_per_call):
                     rows, cols = rows.to(truth.device), cols.to(truth.device)
                     tables.append(step(rows, cols, channel).to("cpu", torch.float64))
                     symbols.append(truth[channel, rows, cols].long().cpu())

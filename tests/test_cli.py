@@ -260,3 +260,18 @@ def test_cuda_without_a_gpu_is_a_clear_error(runner, images):
     result = run(runner, "compress", gray, "--device", "cuda", "-q")
     assert result.exit_code == 10
     assert "torch sees no CUDA GPU" in result.output
+
+
+def test_threads_change_nothing_in_the_file_or_the_pixels(tmp_path):
+    """Exact models may run on several threads: the same bytes, the same pixels."""
+    image = natural_like(21, 26, 3, seed=9)
+    Image.fromarray(image).save(tmp_path / "a.png")
+    runner = CliRunner()
+    for threads in ("1", "2"):
+        result = runner.invoke(main, ["compress", str(tmp_path / "a.png"), "-o", str(tmp_path / f"a{threads}.rdc"),
+                                      "--threads", threads, "--quiet"])
+        assert result.exit_code == 0, result.output
+    assert (tmp_path / "a1.rdc").read_bytes() == (tmp_path / "a2.rdc").read_bytes()
+    result = runner.invoke(main, ["decompress", str(tmp_path / "a1.rdc"), "-o", str(tmp_path / "b.png"), "-t", "2", "-q"])
+    assert result.exit_code == 0, result.output
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "b.png")), image)

@@ -14,18 +14,18 @@ zero. The *extended* variant also feeds the neighbouring memory cells c_(i,j-1) 
 to T. h_ij depends on everything up and to the left of (i, j), through the recurrence; to the
 right it sees only what the inputs see.
 
-Two ways of running a layer stack, giving the same numbers up to float rounding:
+Two ways of running a layer stack, giving the same states up to the quantization's precision:
 
 * :meth:`SpatialLSTMStack.scan`, whole images or patches at once (training, ``log_prob``): the
   positions of one anti-diagonal i + j = d depend only on diagonal d - 1, so a layer costs
   H + W - 1 batched steps. Bands of rows can be scanned one after another, handing the last
   row's states down, so memory follows the band, not the image.
-* :class:`SpatialLSTMStepper`, for the coding engine: computes the states of the positions of
-  one wavefront step from stored states. See its docstring for why one row of states per layer
-  is all it keeps.
+* :class:`ExactSpatialLSTMStepper`, for the coding engine: the layers quantized to integer
+  arithmetic (:class:`ExactSpatialLSTM`), computing the states of the positions of one wavefront
+  step from stored states. See its docstring for why one row of states per layer is all it keeps.
 
-Both call :meth:`SpatialLSTM.cell` on pre-activations built with the same weight layout, so the
-math lives in one place.
+The scan and the exact layers share the weight layout, and tests check that their states agree to
+the quantization's precision.
 """
 
 from __future__ import annotations
@@ -173,55 +173,6 @@ def _scan_layer(layer: SpatialLSTM, pre: torch.Tensor, top):
     return h_all, last_row
 
 
-class SpatialLSTMStepper:
-    """The stack's states while coding one image, one wavefront step at a time.
-
-    Pixel (i, j) needs the states of (i, j - 1) and (i - 1, j). In the engine's wavefront (step
-    t = (right + 1) * i + j, any right >= 0) and in raster order alike, the positions of each
-    column are visited top to bottom, and when (i, j) is visited, column j's last visited
-    position is (i - 1, j) and column j - 1's is (i, j - 1): its next one, (i + 1, j - 1), is at
-    step t + right. So one "skyline" per layer is all the state there is: for every column, the
-    (h, c) of its last visited position. Slot 0 stands for column -1 and stays zero; slot j + 1
-    holds column j, zero until the column's row 0 is visited (the row above the image is zero).
-    Memory: 2 * (W + 1) * hidden numbers per layer, whatever the height.
-
-    A step gathers the left and upper states of its positions, runs the cells and scatters the
-    new states back: a fixed handful of tensor operations per layer, no host synchronisation,
-    on whatever device the states live. The positions of one step lie in distinct columns and
-    all reads come before the writes, so with right reach 0, where (i, j) and (i + 1, j - 1)
-    share a step, (i, j) still reads the old value of column j - 1, which is (i, j - 1).
-    """
-
-    def __init__(self, stack: SpatialLSTMStack, width: int, device: torch.device):
-        self.stack = stack
-        hidden = stack.num_hiddens
-        self.h = [torch.zeros(width + 1, hidden, device=device) for _ in stack.layers]
-        self.c = [torch.zeros(width + 1, hidden, device=device) for _ in stack.layers]
-
-    def state_elements(self) -> int:
-        """Numbers held for the image (the test of O(width) memory reads this)."""
-        return sum(t.numel() for t in self.h + self.c)
-
-    def step(self, first_pre: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
-        """States of the positions in columns ``cols`` (N,) of one wavefront step, given the
-        first layer's input pre-activations (N, 5 * hidden); returns the top layer's h (N, hidden)."""
-        n = len(cols)
-        neighbours = torch.stack([cols, cols + 1], 1).view(-1)  # slots of (i, j-1) and (i-1, j)
-        pre = first_pre
-        for l, layer in enumerate(self.stack.layers):
-            hidden = layer.num_hiddens
-            h_both = self.h[l].index_select(0, neighbours).view(n, 2 * hidden)  # [h_left | h_up]
-            c_both = self.c[l].index_select(0, neighbours).view(n, 2 * hidden)  # [c_left | c_up]
-            if l > 0:
-                pre = torch.addmm(layer.bias, h, layer.input_weights)
-            recurrent = torch.cat([h_both, c_both], 1) if layer.extended else h_both
-            pre = torch.addmm(pre, recurrent, layer.recurrent_weights)
-            h, c = layer.cell(pre, c_both[:, :hidden], c_both[:, hidden:])
-            self.h[l].index_copy_(0, cols + 1, h)
-            self.c[l].index_copy_(0, cols + 1, c)
-        return h
-
-
 class ExactSpatialLSTM(torch.nn.Module):
     """One spatial LSTM layer in integer arithmetic (exact.py): the same equations as
     :class:`SpatialLSTM`, with the sigmoid and tanh from lookup tables and every number fixed
@@ -281,7 +232,23 @@ class ExactSpatialLSTM(torch.nn.Module):
 
 
 class ExactSpatialLSTMStepper:
-    """:class:`SpatialLSTMStepper`'s skyline of states for exact layers, the same schedule.
+    """The stack's states while coding one image, one wavefront step at a time.
+
+    Pixel (i, j) needs the states of (i, j - 1) and (i - 1, j). In the engine's wavefront (step
+    t = (right + 1) * i + j, any right >= 0) and in raster order alike, the positions of each
+    column are visited top to bottom, and when (i, j) is visited, column j's last visited
+    position is (i - 1, j) and column j - 1's is (i, j - 1): its next one, (i + 1, j - 1), is at
+    step t + right. So one "skyline" per layer is all the state there is: for every column, the
+    (h, c) of its last visited position. Slot 0 stands for column -1 and stays zero; slot j + 1
+    holds column j, zero until the column's row 0 is visited (the row above the image is zero).
+    Memory: 2 * (W + 1) * hidden numbers per layer, whatever the height.
+
+    A step gathers the left and upper states of its positions, runs the cells and scatters the
+    new states back: a fixed handful of tensor operations per layer, no host synchronisation,
+    on whatever device the states live. The positions of one step lie in distinct columns and
+    all reads come before the writes, so with right reach 0, where (i, j) and (i + 1, j - 1)
+    share a step, (i, j) still reads the old value of column j - 1, which is (i, j - 1); the same
+    holds when the engine splits a step into consecutive calls, in ascending rows.
 
     The states are integers, held as int64, or on the CPU (with the compiled kernels) as float64,
     which holds them exactly and feeds the float64 matrix products without conversions; the
