@@ -128,14 +128,15 @@ def coding_context(threads: int = 1):
     decoder must agree on it, and one is what every machine has. An exact model's tables do not
     depend on it (``ridecodec.testing`` checks), so more threads are safe for it.
     """
-    previous = torch.get_num_threads()
+    previous = torch.get_num_threads(), exact_cpu.get_threads()
     torch.set_num_threads(max(1, threads))
     exact_cpu.set_threads(threads)
     try:
         with torch.inference_mode():
             yield
     finally:
-        torch.set_num_threads(previous)
+        torch.set_num_threads(previous[0])
+        exact_cpu.set_threads(previous[1])
 
 
 def split_step(rows: torch.Tensor, cols: torch.Tensor, rows_per_call: int | None):

@@ -293,6 +293,10 @@ def tables_numpy(name: str) -> np.ndarray:
 _numpy_tables: dict[str, np.ndarray] = {}
 
 
+def get_threads() -> int:
+    return numba.get_num_threads() if AVAILABLE else 1
+
+
 def set_threads(threads: int) -> None:
     """Threads the kernels split a step's positions over (numba's own pool)."""
     if AVAILABLE:

@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import api, container, engine, orientation, registry
+from . import api, container, engine, registry
 from .models.base import ALPHABET_SIZE, CHANNEL_LAYOUTS, DensityModel
 
 

@@ -11,7 +11,7 @@ import torch
 import ridecodec
 from ridecodec import engine, registry
 from ridecodec.errors import PluginError
-from ridecodec.models import ALPHABET_SIZE, CausalReach, DensityModel
+from ridecodec.models import CausalReach, DensityModel
 from ridecodec.testing import stepped_tables
 from conftest import natural_like
 

@@ -25,8 +25,7 @@ from .. import exact, exact_cpu
 from .base import FLOAT_VERSIONS_NOTE, CausalReach, StepFunction
 from .layouts import PerChannelModel
 from .discretize import mixture_bin_log_mass, mixture_pmf
-from .neighbourhood import CausalNeighbourhood
-from .weights import conditioning_size, shipped as shipped_weights
+from .weights import build_per_channel, shipped as shipped_weights
 from .weights import load as load_weights_file, load_exact as load_exact_weights_file, save as save_weights_file
 from .whitening import ConditionalWhitening
 
@@ -333,10 +332,7 @@ class ExactChannelMCGSM(torch.nn.Module):
 
 
 def build_channel_models(config: MCGSMConfig, num_channels: int) -> torch.nn.ModuleList:
-    neighbourhood = CausalNeighbourhood(config.up, config.left, config.right)
-    return torch.nn.ModuleList(
-        ChannelMCGSM(conditioning_size(neighbourhood, num_channels, c), config) for c in range(num_channels)
-    )
+    return build_per_channel(ChannelMCGSM, config, num_channels)
 
 
 WEIGHTS_FORMAT = "ridecodec-mcgsm-1"
@@ -355,10 +351,7 @@ EXACT_WEIGHTS_FORMAT = "ridecodec-mcgsm-exact-1"
 
 
 def build_exact_channel_models(config: MCGSMConfig, num_channels: int) -> torch.nn.ModuleList:
-    neighbourhood = CausalNeighbourhood(config.up, config.left, config.right)
-    return torch.nn.ModuleList(
-        ExactChannelMCGSM(conditioning_size(neighbourhood, num_channels, c), config) for c in range(num_channels)
-    )
+    return build_per_channel(ExactChannelMCGSM, config, num_channels)
 
 
 def load_exact_weights(path) -> tuple[MCGSMConfig, torch.nn.ModuleList, dict]:

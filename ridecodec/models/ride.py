@@ -36,7 +36,7 @@ from .discretize import mixture_bin_log_mass
 from .mcgsm import ExactMCGSMHead, FactorizedMCGSM, condense_mixture
 from .neighbourhood import MID_GREY, CausalNeighbourhood
 from .slstm import NUM_GATES, ExactSpatialLSTM, ExactSpatialLSTMStepper, SpatialLSTMStack
-from .weights import conditioning_size, shipped as shipped_weights
+from .weights import build_per_channel, shipped as shipped_weights
 from .weights import load as load_weights_file, load_exact as load_exact_weights_file, save as save_weights_file
 from .whitening import ConditionalWhitening
 
@@ -213,10 +213,7 @@ class ChannelRIDE(torch.nn.Module):
 
 
 def build_channel_models(config: RIDEConfig, num_channels: int) -> torch.nn.ModuleList:
-    neighbourhood = CausalNeighbourhood(config.up, config.left, config.right)
-    return torch.nn.ModuleList(
-        ChannelRIDE(conditioning_size(neighbourhood, num_channels, c), config) for c in range(num_channels)
-    )
+    return build_per_channel(ChannelRIDE, config, num_channels)
 
 
 WEIGHTS_FORMAT = "ridecodec-ride-1"
@@ -325,10 +322,7 @@ EXACT_WEIGHTS_FORMAT = "ridecodec-ride-exact-1"
 
 
 def build_exact_channel_models(config: RIDEConfig, num_channels: int) -> torch.nn.ModuleList:
-    neighbourhood = CausalNeighbourhood(config.up, config.left, config.right)
-    return torch.nn.ModuleList(
-        ExactChannelRIDE(conditioning_size(neighbourhood, num_channels, c), config) for c in range(num_channels)
-    )
+    return build_per_channel(ExactChannelRIDE, config, num_channels)
 
 
 def load_exact_weights(path) -> tuple[RIDEConfig, torch.nn.ModuleList, dict]:

@@ -94,6 +94,15 @@ def shipped(file_names: dict[str, str]) -> dict[str, Path]:
     return {layout: path for layout, path in found.items() if path.exists()}
 
 
+def build_per_channel(channel_type: type, config, num_channels: int) -> torch.nn.ModuleList:
+    """One ``channel_type(inputs, config)`` per channel of a layout, each sized for what it reads
+    (:func:`conditioning_size`): what every built-in model's weights file is made of."""
+    neighbourhood = CausalNeighbourhood(config.up, config.left, config.right)
+    return torch.nn.ModuleList(
+        channel_type(conditioning_size(neighbourhood, num_channels, c), config) for c in range(num_channels)
+    )
+
+
 def conditioning_size(neighbourhood: CausalNeighbourhood, channels: int, channel: int) -> int:
     """Inputs of the model for ``channel``: the neighbourhood in every channel, then the pixel's
     own channels coded before it (the layout of ``CausalNeighbourhood.gather``)."""
