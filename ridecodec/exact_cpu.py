@@ -287,7 +287,9 @@ mcgsm_frequencies_kernel = _jit(_mcgsm_frequencies)
 
 def tables_numpy(name: str) -> np.ndarray:
     """A shipped lookup table as a contiguous int32 array (cached): half the cache of int64."""
-    return _numpy_tables.setdefault(name, np.ascontiguousarray(exact.table(name, "cpu").numpy().astype(np.int32)))
+    if name not in _numpy_tables:
+        _numpy_tables[name] = np.ascontiguousarray(exact.table(name, "cpu").numpy().astype(np.int32))
+    return _numpy_tables[name]
 
 
 _numpy_tables: dict[str, np.ndarray] = {}
