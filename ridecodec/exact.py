@@ -9,7 +9,7 @@ whose files must decode anywhere computes its tables from integers only:
 * **Fixed point.** A real number ``v`` at scale ``b`` bits is the integer ``round(v * 2**b)``,
   held in an int64 tensor. Elementwise integer arithmetic (``+ - *``, shifts, floor division,
   comparisons, gathers) is exact on every device.
-* **Matrix products** (:func:`matmul`, :class:`ExactLinear`) run in float64 on integer values,
+* **Matrix products** (:class:`ExactLinear`) run in float64 on integer values,
   where a bound proven from the weights and the inputs' range keeps every partial sum below
   2**53: then every product and every sum is an exact integer, whatever the order, blocking,
   fused multiply-add or device (BLAS, MKL, cuBLAS; float64 has no TF32), and the result is
@@ -185,14 +185,6 @@ def isqrt(values: torch.Tensor) -> torch.Tensor:
 # --- exact matrix products -----------------------------------------------------------------------
 
 
-def product_bound(weight: torch.Tensor, input_bound: int) -> int:
-    """The largest magnitude any partial sum of ``x @ weight`` can reach for integer inputs with
-    |x| <= input_bound: input_bound times the largest column sum of |weight|."""
-    if weight.numel() == 0:
-        return 0
-    return int(input_bound) * int(weight.abs().sum(0).max())
-
-
 class ExactLinear:
     """``x @ weight + bias`` for int64 x, exact on every device.
 
@@ -251,12 +243,6 @@ class ExactLinear:
         return result if self.bias is None else result + self.bias
 
 
-def matmul(x: torch.Tensor, weight: torch.Tensor, input_bound: int) -> torch.Tensor:
-    """Exact ``x @ weight`` for int64 tensors (see :class:`ExactLinear`); builds the layer each
-    call, so prefer an ExactLinear kept with the model."""
-    return ExactLinear(weight, None, input_bound)(x)
-
-
 # --- probability tables --------------------------------------------------------------------------
 
 #: Every table has this many entries (8-bit values).
@@ -271,10 +257,10 @@ MEAN_BITS = 8
 #: Means are clamped to this range (pixel units): beyond it every bin's mass is in a tail.
 MEAN_RANGE = (-1024, 1280)
 #: Fixed-point scale of the standardized argument z = (edge - mean) / scale.
-_Z_BITS = 36
+Z_BITS = 36
 #: Inverse scales as (2**_INVERSE_NUMERATOR_BITS) // (scale at 2**-_SCALE_BITS):
 _SCALE_BITS = 12
-_INVERSE_NUMERATOR_BITS = _Z_BITS - MEAN_BITS + _SCALE_BITS
+_INVERSE_NUMERATOR_BITS = Z_BITS - MEAN_BITS + _SCALE_BITS
 
 _edge_cache: dict[torch.device, torch.Tensor] = {}
 
@@ -322,9 +308,9 @@ def mixture_frequencies(
     total = weights.sum(1, keepdim=True).clamp_(min=1)
     normalized = (weights << 15) // total
     normalized[:, :1] += (1 << 15) - normalized.sum(1, keepdim=True)
-    # z at 2**-_Z_BITS for every component and edge: (edge - mean) * inverse scale
+    # z at 2**-Z_BITS for every component and edge: (edge - mean) * inverse scale
     z = (_inner_edges(device)[None, None, :] - means[:, :, None]) * inverse_scale[:, :, None]  # (N, K, 255)
-    values = gaussian_cdf(z, _Z_BITS) if cdf == "gaussian" else logistic_cdf(z, _Z_BITS)
+    values = gaussian_cdf(z, Z_BITS) if cdf == "gaussian" else logistic_cdf(z, Z_BITS)
     cumulative = (values * normalized[:, :, None]).sum(1)  # (N, 255) at 2**-(PROB_BITS + 15)
     top = torch.full((n, 1), 1 << (PROB_BITS + 15), dtype=torch.int64, device=device)
     cumulative = torch.cat([torch.zeros_like(top), cumulative, top], dim=1)  # (N, 257)

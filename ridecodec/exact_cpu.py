@@ -28,11 +28,13 @@ except ImportError:  # pragma: no cover - exercised only where numba cannot be i
     numba = None
     AVAILABLE = False
 
-_SIG_OFFSET = int(-exact.SIGMOID_GRID[0] * 2 ** exact.SIGMOID_GRID[1])
+_SIG_BITS = exact.SIGMOID_GRID[1]
+_SIG_OFFSET = int(-exact.SIGMOID_GRID[0] * 2**_SIG_BITS)
 _SIG_LAST = exact.SIGMOID_GRID[2] - 1
 _EXP_LAST = exact.EXP_NEG_GRID[2] - 1
 _PHI_OFFSET = int(-exact.GAUSSIAN_CDF_GRID[0] * 2 ** exact.GAUSSIAN_CDF_GRID[1])
 _PHI_LAST = exact.GAUSSIAN_CDF_GRID[2] - 1
+_PHI_SHIFT = exact.Z_BITS - exact.GAUSSIAN_CDF_GRID[1]  # z's fixed point -> the table's grid
 _PRE = exact.PRE_BITS
 _ACT = exact.ACT_BITS
 _PROB = exact.PROB_BITS
@@ -46,7 +48,8 @@ def _jit(function):
 
 
 def _lookup_sigmoid(value, in_bits, sigmoid_table):
-    shift = in_bits - 12
+    """exact._lookup of the sigmoid table, for in_bits > its grid bits."""
+    shift = in_bits - _SIG_BITS
     index = ((value + (1 << (shift - 1))) >> shift) + _SIG_OFFSET
     if index < 0:
         index = 0
@@ -246,8 +249,9 @@ def _mixture_row(weights, means, inverse, phi_table, cumulative, steps, out_row)
     normalized[0] += (1 << 15) - normalized_sum
     # z below `low` looks up a cell before the table's first nonzero one (Phi = 0); from `high` on,
     # one at or after its first full one (Phi = 1): the table is monotone
-    low = (_PHI_FIRST_NONZERO - _PHI_OFFSET) * (np.int64(1) << 24) - (1 << 23)
-    high = (_PHI_FIRST_FULL - _PHI_OFFSET) * (np.int64(1) << 24) - (1 << 23)
+    grid = np.int64(1) << _PHI_SHIFT
+    low = (_PHI_FIRST_NONZERO - _PHI_OFFSET) * grid - (grid >> 1)
+    high = (_PHI_FIRST_FULL - _PHI_OFFSET) * grid - (grid >> 1)
     half = np.int64(1) << (_MEAN - 1)
     unit = np.int64(1) << _MEAN
     for edge in range(257):
@@ -261,7 +265,7 @@ def _mixture_row(weights, means, inverse, phi_table, cumulative, steps, out_row)
         saturated = min(max(saturated, first), 256)
         for edge in range(first, saturated):
             z = ((np.int64(edge) << _MEAN) - half - means[t]) * inverse[t]
-            cumulative[edge] += phi_table[((z + (1 << 23)) >> 24) + _PHI_OFFSET] * normalized[t]
+            cumulative[edge] += phi_table[((z + (grid >> 1)) >> _PHI_SHIFT) + _PHI_OFFSET] * normalized[t]
         steps[saturated] += phi_table[_PHI_LAST] * normalized[t]
     previous = np.int64(0)
     running = np.int64(0)
