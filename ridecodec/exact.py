@@ -9,7 +9,8 @@ whose files must decode anywhere computes its tables from integers only:
 * **Fixed point.** A real number ``v`` at scale ``b`` bits is the integer ``round(v * 2**b)``,
   held in an int64 tensor. Elementwise integer arithmetic (``+ - *``, shifts, floor division,
   comparisons, gathers) is exact on every device.
-* **Matrix products** (:class:`ExactLinear`) run in float64 on integer values,
+* **Matrix products and convolutions** (:class:`ExactLinear`, :class:`ExactConv2d` with
+  PixelCNN's :func:`causal_mask`) run in float64 on integer values,
   where a bound proven from the weights and the inputs' range keeps every partial sum below
   2**53: then every product and every sum is an exact integer, whatever the order, blocking,
   fused multiply-add or device (BLAS, MKL, cuBLAS; float64 has no TF32), and the result is
@@ -241,6 +242,53 @@ class ExactLinear:
                 part = (limb.to(torch.float64) @ self.weight).to(torch.int64)
                 result = part if result is None else (result << self.limb_bits) + part
         return result if self.bias is None else result + self.bias
+
+
+def causal_mask(out_channels: int, in_channels: int, height: int, width: int, kind: str, groups: int = 1) -> torch.Tensor:
+    """PixelCNN's masks (van den Oord et al. 2016) for a (height x width) kernel, odd sizes: 1 on
+    the rows above the centre and left of it in its row; at the centre, with the channels split
+    into ``groups`` ordered groups (R, G, B), output group g sees input groups before g (kind "A",
+    the first layer: a pixel never sees itself) or up to g (kind "B"). (out, in, height, width)
+    int64 of 0 and 1."""
+    if kind not in ("A", "B") or height % 2 == 0 or width % 2 == 0:
+        raise ValueError("a causal mask is of kind 'A' or 'B', for odd kernel sizes")
+    if out_channels % groups or in_channels % groups:
+        raise ValueError("channels must split evenly into the groups")
+    mask = torch.zeros(out_channels, in_channels, height, width, dtype=torch.int64)
+    centre_row, centre_col = height // 2, width // 2
+    mask[:, :, :centre_row] = 1
+    mask[:, :, centre_row, :centre_col] = 1
+    out_group = torch.arange(out_channels) // (out_channels // groups)
+    in_group = torch.arange(in_channels) // (in_channels // groups)
+    allowed = in_group[None, :] < out_group[:, None] if kind == "A" else in_group[None, :] <= out_group[:, None]
+    mask[:, :, centre_row, centre_col] = allowed.to(torch.int64)
+    return mask
+
+
+class ExactConv2d:
+    """A 2-D convolution (same padding: zeros outside the image, odd kernel sizes) of int64
+    images, exact on every device: float64 on integers, with the bound of :class:`ExactLinear`
+    (every output's partial sums below 2**53, proven from the weights and ``input_bound``).
+    ``mask``: a 0/1 tensor like the weight (:func:`causal_mask` for a masked convolution).
+    Inputs (B, in, H, W), int64 with |x| <= input_bound; outputs (B, out, H, W) int64, at the
+    scale of the inputs' times the weights'."""
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, input_bound: int, mask: torch.Tensor | None = None):
+        if weight.dtype != torch.int64 or weight.dim() != 4 or weight.shape[2] % 2 == 0 or weight.shape[3] % 2 == 0:
+            raise TypeError("ExactConv2d takes int64 weights (out, in, height, width), odd sizes")
+        if mask is not None:
+            weight = weight * mask.to(weight.device, torch.int64)
+        bias_bound = int(bias.abs().max()) if bias is not None and bias.numel() else 0
+        self.result_bound = int(input_bound) * int(weight.abs().flatten(1).sum(1).max()) + bias_bound
+        if self.result_bound >= FLOAT64_EXACT:
+            raise ValueError("weights too large for an exact convolution of inputs this large")
+        self.weight = weight.to(torch.float64)
+        self.bias = None if bias is None else bias.to(torch.float64)
+        self.padding = (weight.shape[2] // 2, weight.shape[3] // 2)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        result = torch.nn.functional.conv2d(x.to(torch.float64), self.weight, self.bias, padding=self.padding)
+        return result.to(torch.int64)
 
 
 # --- probability tables --------------------------------------------------------------------------

@@ -209,3 +209,43 @@ def test_exact_models_code_within_a_hair_of_the_float_models(kind, module):
                 float_bits -= float(nats) / math.log(2)
         # (better is possible: the float model's far tails lose precision that the integers keep)
         assert exact_bits < float_bits * 1.001, (kind, layout, exact_bits, float_bits)
+
+
+# --- exact (masked) convolutions -------------------------------------------------------------------
+
+
+def test_exact_conv2d_equals_integer_arithmetic_and_masks_are_causal():
+    generator = torch.Generator().manual_seed(5)
+    weight = torch.randint(-2**20, 2**20, (6, 3, 5, 5), generator=generator)
+    bias = torch.randint(-2**30, 2**30, (6,), generator=generator)
+    mask = exact.causal_mask(6, 3, 5, 5, "A", groups=3)
+    layer = exact.ExactConv2d(weight, bias, 255, mask)
+    x = torch.randint(0, 256, (2, 3, 7, 8), generator=generator)
+    out = layer(x)
+    masked = weight * mask
+    for b, o, i, j in [(0, 0, 0, 0), (1, 5, 3, 4), (0, 3, 6, 7), (1, 2, 2, 0)]:
+        expected = int(bias[o])
+        for c in range(3):
+            for di in range(5):
+                for dj in range(5):
+                    y, k = i + di - 2, j + dj - 2
+                    if 0 <= y < 7 and 0 <= k < 8:
+                        expected += int(masked[o, c, di, dj]) * int(x[b, c, y, k])
+        assert int(out[b, o, i, j]) == expected
+    # mask A: output group g (channels 2g, 2g + 1) at (i, j) never reads (i, j) in groups >= g,
+    # nor anything after (i, j) in raster order
+    changed = x.clone()
+    changed[:, :, 4, 5:] += 1  # (4, 5) onwards in row 4 ...
+    changed[:, :, 5:] += 1  # ... and every later row
+    changed[:, 2, 4, 4] += 1  # group 2 of (4, 4)
+    before, after = layer(x), layer(changed)
+    assert torch.equal(before[:, :, :4], after[:, :, :4]) and torch.equal(before[:, :, 4, :4], after[:, :, 4, :4])
+    assert torch.equal(before[:, :, 4, 4], after[:, :, 4, 4])  # group 2 is no output's past at mask A ...
+    assert not torch.equal(layer(changed)[:, :, 4, 5], before[:, :, 4, 5])  # ... but (4, 4) feeds (4, 5)
+    mask_b = exact.causal_mask(6, 3, 5, 5, "B", groups=3)
+    assert mask_b[4:, 2, 2, 2].eq(1).all() and mask[4:, 2, 2, 2].eq(0).all()
+
+
+def test_exact_conv2d_refuses_weights_it_cannot_sum_exactly():
+    with pytest.raises(ValueError, match="too large"):
+        exact.ExactConv2d(torch.full((1, 4, 3, 3), 2**40, dtype=torch.int64), None, 2**16)
