@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from . import exact_cpu
-from .errors import FormatError, PluginError
+from .errors import FormatError, PluginError, RidecodecError
 from .models.base import ALPHABET_SIZE, CausalReach, DensityModel
 
 #: Called as progress(done, total) after each wavefront step.
@@ -182,6 +182,8 @@ def _run(
     with coding_context(split.threads):
         try:
             step = model.begin(canvas)
+        except RidecodecError:
+            raise  # already the user's line (a damaged installation, say)
         except Exception as error:
             raise PluginError(f"model {model.name!r} failed to start: {error}") from error
         # The schedule is made on the CPU, where the coder needs it, and copied to the model's
@@ -192,6 +194,8 @@ def _run(
                     device_rows, device_cols = rows.to(canvas.device), cols.to(canvas.device)
                     try:
                         table = step(device_rows, device_cols, channel)
+                    except RidecodecError:
+                        raise
                     except Exception as error:
                         raise PluginError(f"model {model.name!r} failed during coding: {error}") from error
                     symbols = code_step(rows, cols, channel, _checked_table(table, len(rows), model))

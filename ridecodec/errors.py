@@ -48,6 +48,12 @@ class WeightsMismatchError(RidecodecError):
     exit_code = 6
 
 
+class DamagedInstallationError(RidecodecError):
+    """Data shipped with ridecodec (the exact models' lookup tables) fails its checksum."""
+
+    exit_code = 6
+
+
 class IntegrityError(RidecodecError):
     """Decoded pixels fail the CRC stored in the file."""
 

@@ -41,6 +41,8 @@ from importlib import resources
 import numpy as np
 import torch
 
+from .errors import DamagedInstallationError
+
 #: Largest integer below which float64 arithmetic on integers is exact.
 FLOAT64_EXACT = 2**53
 
@@ -100,7 +102,9 @@ def _shipped_tables() -> dict[str, np.ndarray]:
         with np.load(handle) as archive:
             tables = {name: archive[name].astype(np.int32) for name in archive.files}
     if tables_digest(tables) != TABLES_SHA256:
-        raise RuntimeError(f"ridecodec's {TABLES_FILE} is damaged (SHA-256 mismatch); reinstall ridecodec")
+        raise DamagedInstallationError(
+            f"ridecodec's {TABLES_FILE} is damaged (its SHA-256 differs from the release's); reinstall ridecodec"
+        )
     return tables
 
 

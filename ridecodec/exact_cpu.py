@@ -103,7 +103,7 @@ def _isqrt(value):
 
 
 def _mcgsm_frequencies(projected, gate, half_precisions, caps, priors, variances, num_scales, table_components,
-                       formats, exp_table, phi_table, out):
+                       formats, exp_table, phi_table, phi_cells, out):
     """``formats``: the head's fixed-point shifts and limits, as ExactMCGSMHead.KERNEL_FORMATS gives
     them (the model defines them; this only follows)."""
     feature_shift, feature_limit, limb_bits, drop, penalty_shift, logit_bits = formats[:6]
@@ -214,7 +214,8 @@ def _mcgsm_frequencies(projected, gate, half_precisions, caps, priors, variances
             if std < 1:
                 std = 1
             inverse[t] = (np.int64(1) << 40) // std
-        _mixture_row(mixture_weights, mixture_means, inverse, phi_table, scratch[row, :257], scratch[row, 257:], out[row])
+        _mixture_row(mixture_weights, mixture_means, inverse, phi_table, phi_cells, scratch[row, :257],
+                     scratch[row, 257:], out[row])
 
 
 def _ceil_div(numerator, denominator):
@@ -222,13 +223,10 @@ def _ceil_div(numerator, denominator):
     return -((-numerator) // denominator)
 
 
-_PHI_FIRST_NONZERO = int(np.argmax(exact._shipped_tables()["gaussian_cdf"] > 0))
-_PHI_FIRST_FULL = int(np.argmax(exact._shipped_tables()["gaussian_cdf"] >= 1 << exact.PROB_BITS))
-
-
-def _mixture_row(weights, means, inverse, phi_table, cumulative, steps, out_row):
-    """exact.mixture_frequencies for one row (Gaussian CDF); ``cumulative`` and ``steps``: scratch
-    of 257 each.
+def _mixture_row(weights, means, inverse, phi_table, phi_cells, cumulative, steps, out_row):
+    """exact.mixture_frequencies for one row (Gaussian CDF); ``phi_cells``: the table's first
+    nonzero and first full cell (:func:`_phi_cells`); ``cumulative`` and ``steps``: scratch of 257
+    each.
 
     The same integers as evaluating every component at every edge: where z lies below the
     table's first cell the lookup gives Phi = 0 and contributes nothing, and from where it reaches
@@ -250,8 +248,8 @@ def _mixture_row(weights, means, inverse, phi_table, cumulative, steps, out_row)
     # z below `low` looks up a cell before the table's first nonzero one (Phi = 0); from `high` on,
     # one at or after its first full one (Phi = 1): the table is monotone
     grid = np.int64(1) << _PHI_SHIFT
-    low = (_PHI_FIRST_NONZERO - _PHI_OFFSET) * grid - (grid >> 1)
-    high = (_PHI_FIRST_FULL - _PHI_OFFSET) * grid - (grid >> 1)
+    low = (phi_cells[0] - _PHI_OFFSET) * grid - (grid >> 1)
+    high = (phi_cells[1] - _PHI_OFFSET) * grid - (grid >> 1)
     half = np.int64(1) << (_MEAN - 1)
     unit = np.int64(1) << _MEAN
     for edge in range(257):
@@ -299,6 +297,27 @@ def tables_numpy(name: str) -> np.ndarray:
 _numpy_tables: dict[str, np.ndarray] = {}
 
 
+def _formats(formats: tuple) -> np.ndarray:
+    """A head's formats as the kernel's int64 array (cached: the same few tuples every step)."""
+    if formats not in _numpy_formats:
+        _numpy_formats[formats] = np.asarray(formats, dtype=np.int64)
+    return _numpy_formats[formats]
+
+
+_numpy_formats: dict[tuple, np.ndarray] = {}
+
+
+def _phi_cells() -> np.ndarray:
+    """The Gaussian CDF table's first nonzero cell and first cell at 1 (it is monotone): below
+    and from them on, a component's CDF is flat (cached; read on first use, not on import)."""
+    if "phi_cells" not in _numpy_tables:
+        phi = tables_numpy("gaussian_cdf")
+        _numpy_tables["phi_cells"] = np.array(
+            [np.argmax(phi > 0), np.argmax(phi >= 1 << exact.PROB_BITS)], dtype=np.int64
+        )
+    return _numpy_tables["phi_cells"]
+
+
 def get_threads() -> int:
     return numba.get_num_threads() if AVAILABLE else 1
 
@@ -339,7 +358,7 @@ def mcgsm_frequencies(projected, gate, half_precisions, caps, priors, variances,
     mcgsm_frequencies_kernel(
         np.ascontiguousarray(projected.numpy()), gate.numpy(), half_precisions.numpy(), caps.numpy(), priors.numpy(),
         variances.numpy(),
-        num_scales, table_components, np.asarray(formats, dtype=np.int64),
-        tables_numpy("exp_neg"), tables_numpy("gaussian_cdf"), out,
+        num_scales, table_components, _formats(formats),
+        tables_numpy("exp_neg"), tables_numpy("gaussian_cdf"), _phi_cells(), out,
     )
     return torch.from_numpy(out)

@@ -35,13 +35,10 @@ def test_shipped_tables_are_the_pinned_ones_and_the_generator_reproduces_them():
 ])
 def test_lookups_approximate_their_functions(function, reference, in_bits, out_bits, tolerance):
     x = torch.linspace(-20, 20, 4001, dtype=torch.float64)
-    values = function(exact.to_fixed(x, in_bits), in_bits) if function in (exact.gaussian_cdf, exact.logistic_cdf) \
-        else function(exact.to_fixed(x, in_bits), in_bits)
-    got = exact.from_fixed(values, out_bits)
+    values = function(exact.to_fixed(x, in_bits), in_bits)
+    assert values.dtype == torch.int64
     expected = torch.tensor([reference(float(v)) for v in x], dtype=torch.float64)
-    assert (got - expected).abs().max() < tolerance
-    if function is not exact.tanh:
-        assert values.dtype == torch.int64
+    assert (exact.from_fixed(values, out_bits) - expected).abs().max() < tolerance
 
 
 def test_isqrt_is_exact():
@@ -249,3 +246,29 @@ def test_exact_conv2d_equals_integer_arithmetic_and_masks_are_causal():
 def test_exact_conv2d_refuses_weights_it_cannot_sum_exactly():
     with pytest.raises(ValueError, match="too large"):
         exact.ExactConv2d(torch.full((1, 4, 3, 3), 2**40, dtype=torch.int64), None, 2**16)
+
+
+def test_a_damaged_table_file_is_one_line_and_touches_nothing(tmp_path, monkeypatch):
+    """A shipped table that fails its checksum stops the exact models with one line (exit 6),
+    writes no output, and leaves models that do not use the tables working."""
+    from click.testing import CliRunner
+    from PIL import Image
+
+    from ridecodec.cli import main
+
+    def clear():
+        exact._shipped_tables.cache_clear()
+        exact._device_tables.clear()
+        exact_cpu._numpy_tables.clear()
+
+    Image.fromarray(synthetic_image(9, 11)).save(tmp_path / "a.png")
+    monkeypatch.setattr(exact, "TABLES_SHA256", "0" * 64)
+    clear()
+    try:
+        result = CliRunner().invoke(main, ["compress", str(tmp_path / "a.png"), "-m", "ride", "-q"])
+        assert result.exit_code == 6 and "exact_tables.npz is damaged" in result.output
+        assert "Traceback" not in result.output and not (tmp_path / "a.rdc").exists()
+        assert CliRunner().invoke(main, ["compress", str(tmp_path / "a.png"), "-m", "loco", "-q"]).exit_code == 0
+    finally:
+        monkeypatch.undo()
+        clear()

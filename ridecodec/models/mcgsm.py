@@ -224,25 +224,24 @@ class ExactMCGSMHead(torch.nn.Module):
         *VARIANCE_RANGE, RESIDUAL_WEIGHT_BITS, SPREAD_LIMIT << exact.MEAN_BITS,
     )
 
-    def energy_caps(self) -> torch.Tensor:
-        """Per pair, the energy (at 2**-ENERGY_BITS) from which its penalty is PENALTY_LIMIT."""
-        limit = PENALTY_LIMIT << (ENERGY_BITS + PRECISION_BITS)
-        return -((-limit) // self.half_precisions)  # ceil: penalties up to the limit are exact
-
-    def _gate_linear(self) -> exact.ExactLinear:
-        key = (self.gate.device, self.gate._version)  # rebuilt if the weights are loaded anew
+    def _gate(self) -> tuple[exact.ExactLinear, torch.Tensor]:
+        """The gate's exact product (its bound proven) and, per pair, the energy (at
+        2**-ENERGY_BITS) from which its penalty is PENALTY_LIMIT; made once per device and weights,
+        not per step."""
+        key = (self.gate.device, self.gate._version, self.half_precisions._version)  # anew if reloaded
         if key not in self._linear:
             linear = exact.ExactLinear(self.gate, None, 1 << _LIMB_BITS)
             if linear.limbs != 1 or linear.result_bound >= 2**53:
                 raise ValueError("gate weights too large for the exact head")
-            self._linear = {key: linear}
+            limit = PENALTY_LIMIT << (ENERGY_BITS + PRECISION_BITS)
+            caps = -((-limit) // self.half_precisions)  # ceil: penalties up to the limit are exact
+            self._linear = {key: (linear, caps)}
         return self._linear[key]
 
     def frequencies(self, projected: torch.Tensor) -> torch.Tensor:
         """Integer frequency tables (N, 256) as float32 (exact.mixture_frequencies). On the CPU
         a compiled kernel computes the same integers (exact_cpu.py)."""
-        gate = self._gate_linear()  # proves the gate's products stay exact, for either path
-        caps = self.energy_caps()
+        gate, caps = self._gate()
         if exact_cpu.usable(projected):
             return exact_cpu.mcgsm_frequencies(
                 projected.to(torch.float64), self.gate, self.half_precisions, caps, self.priors, self.variances,
@@ -358,7 +357,7 @@ def load_exact_weights(path) -> tuple[MCGSMConfig, torch.nn.ModuleList, dict]:
     """Exact weights (``export``'s files), or trained float weights quantized on loading."""
     return load_exact_weights_file(
         path, EXACT_WEIGHTS_FORMAT, MCGSMConfig, build_exact_channel_models,
-        WEIGHTS_FORMAT, load_weights, ExactChannelMCGSM.quantize,
+        WEIGHTS_FORMAT, build_channel_models, ExactChannelMCGSM.quantize,
     )
 
 

@@ -329,7 +329,7 @@ def load_exact_weights(path) -> tuple[RIDEConfig, torch.nn.ModuleList, dict]:
     """Exact weights (``export_exact``'s files), or trained float weights quantized on loading."""
     return load_exact_weights_file(
         path, EXACT_WEIGHTS_FORMAT, RIDEConfig, build_exact_channel_models,
-        WEIGHTS_FORMAT, load_weights, ExactChannelRIDE.quantize,
+        WEIGHTS_FORMAT, build_channel_models, ExactChannelRIDE.quantize,
     )
 
 

@@ -23,30 +23,15 @@ from .neighbourhood import CausalNeighbourhood
 SHIPPED_FOLDER = "weights"
 
 
-def save(path: str | Path, format_name: str, config, models: torch.nn.ModuleList, metadata: dict) -> None:
+def _write(path: str | Path, format_name: str, config, models: torch.nn.ModuleList, state: dict, metadata: dict) -> None:
     temporary = f"{path}.partial"  # never a half-written weights file under the real name
-    torch.save(
-        {"format": format_name, "config": asdict(config), "num_channels": len(models),
-         "state": {k: v.detach().cpu() for k, v in models.state_dict().items()}, "metadata": metadata},
-        temporary,
-    )
+    torch.save({"format": format_name, "config": asdict(config), "num_channels": len(models), "state": state,
+                "metadata": metadata}, temporary)
     os.replace(temporary, path)
 
 
-def load(path, format_name: str, config_type: type, build: Callable[[object, int], torch.nn.ModuleList]):
-    """(config, models, metadata) from a file written by :func:`save` with ``format_name``."""
-    try:
-        blob = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as error:  # torch's own message runs to a dozen lines
-        raise pickle.UnpicklingError(
-            f"{path} is not a weights file that loads without running code (weights_only)"
-        ) from error
-    if not isinstance(blob, dict) or blob.get("format") != format_name:
-        raise ValueError(f"{path} is not a {format_name} weights file")
-    config = config_type(**blob["config"])
-    models = build(config, blob["num_channels"])
-    models.load_state_dict(blob["state"])
-    return config, models, blob["metadata"]
+def save(path: str | Path, format_name: str, config, models: torch.nn.ModuleList, metadata: dict) -> None:
+    _write(path, format_name, config, models, {k: v.detach().cpu() for k, v in models.state_dict().items()}, metadata)
 
 
 def save_exact(path: str | Path, format_name: str, config, models: torch.nn.ModuleList, metadata: dict) -> None:
@@ -56,35 +41,54 @@ def save_exact(path: str | Path, format_name: str, config, models: torch.nn.Modu
         tensor = tensor.detach().cpu()
         fits = tensor.numel() == 0 or int(tensor.abs().max()) < 2**31
         state[key] = tensor.to(torch.int32) if fits else tensor
-    temporary = f"{path}.partial"
-    torch.save({"format": format_name, "config": asdict(config), "num_channels": len(models), "state": state,
-                "metadata": metadata}, temporary)
-    os.replace(temporary, path)
+    _write(path, format_name, config, models, state, metadata)
 
 
-def load_exact(path, format_name: str, config_type: type, build: Callable, float_format: str, load_float: Callable,
+def _read(path):
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:  # torch's own message runs to a dozen lines
+        raise pickle.UnpicklingError(
+            f"{path} is not a weights file that loads without running code (weights_only)"
+        ) from error
+
+
+def _is_format(blob, format_name: str) -> bool:
+    return isinstance(blob, dict) and blob.get("format") == format_name
+
+
+def _models_from(blob, config_type: type, build: Callable[[object, int], torch.nn.ModuleList], dtype=None):
+    config = config_type(**blob["config"])
+    models = build(config, blob["num_channels"])
+    state = blob["state"] if dtype is None else {key: value.to(dtype) for key, value in blob["state"].items()}
+    models.load_state_dict(state)
+    return config, models, blob["metadata"]
+
+
+def load(path, format_name: str, config_type: type, build: Callable[[object, int], torch.nn.ModuleList]):
+    """(config, models, metadata) from a file written by :func:`save` with ``format_name``."""
+    blob = _read(path)
+    if not _is_format(blob, format_name):
+        raise ValueError(f"{path} is not a {format_name} weights file")
+    return _models_from(blob, config_type, build)
+
+
+def load_exact(path, format_name: str, config_type: type, build: Callable, float_format: str, float_build: Callable,
                quantize: Callable):
     """(config, exact models, metadata) from exact weights written by :func:`save_exact`, or from
-    trained float weights (``float_format``), quantized on loading with ``quantize`` per channel.
+    trained float weights (``float_format``, built by ``float_build``), quantized on loading with
+    ``quantize`` per channel.
 
     Quantizing runs float64 arithmetic whose last bits may differ between machines, and so may, very
     rarely, a rounded weight: the weights digest covers the integers, so such a file is refused with
     a clear error, never decoded wrongly. Shipped weights are exact files, the same everywhere."""
-    try:
-        blob = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as error:
-        raise pickle.UnpicklingError(
-            f"{path} is not a weights file that loads without running code (weights_only)"
-        ) from error
-    if isinstance(blob, dict) and blob.get("format") == float_format:
-        config, models, metadata = load_float(path)
+    blob = _read(path)
+    if _is_format(blob, float_format):
+        config, models, metadata = _models_from(blob, config_type, float_build)
         return config, torch.nn.ModuleList(quantize(model) for model in models), metadata
-    if not isinstance(blob, dict) or blob.get("format") != format_name:
+    if not _is_format(blob, format_name):
         raise ValueError(f"{path} is not a {format_name} or {float_format} weights file")
-    config = config_type(**blob["config"])
-    models = build(config, blob["num_channels"])
-    models.load_state_dict({key: value.to(torch.int64) for key, value in blob["state"].items()})
-    return config, models, blob["metadata"]
+    return _models_from(blob, config_type, build, dtype=torch.int64)
 
 
 def shipped(file_names: dict[str, str]) -> dict[str, Path]:
