@@ -344,12 +344,13 @@ def info(files, as_json):
 
 @main.command()
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def models(as_json):
-    """List every installed density model."""
+@click.option("--digests", is_flag=True, help="Also show each model's weights digest (builds every model: slower).")
+def models(as_json, digests):
+    """List every installed density model (read from its class: none is built unless --digests)."""
     listing = []
     for name in registry.available_models():
         try:
-            listing.append(asdict(registry.describe_model(name)))
+            listing.append(asdict(registry.describe_model(name, digest=digests)))
         except RidecodecError as error:
             listing.append({"name": name, "error": str(error)})
     if as_json:
@@ -367,8 +368,8 @@ def models(as_json):
             f"{entry['name']}{marker}  version {entry['version']}"
             f"  from {entry['package']} {entry['package_version']}\n"
             f"  modes: {', '.join(entry['modes'])}; reach: {entry['reach']};"
-            f" exact across devices: {'yes' if entry['exact_across_devices'] else 'no'}\n"
-            f"  weights: {entry['weights_digest']}"
+            f" exact across devices: {'yes' if entry['exact_across_devices'] else 'no'}"
+            + (f"\n  weights: {entry['weights_digest']}" if entry["weights_digest"] else "")
         )
 
 

@@ -2,7 +2,15 @@
 
 Built-in models register through the same group as third-party ones, so there is one path.
 Models are imported lazily, only when asked for by name: listing names costs no imports, and a
-broken plug-in only hurts the users who ask for it.
+broken plug-in only hurts the users who ask for it. Describing a model (``ridecodec models``,
+choosing the default) imports its class and reads its class attributes (name, version, modes,
+reach, exact_across_devices) without building it: building may load weights or tables. A model
+is built only to be used, to compute its weights digest (``describe_model(name, digest=True)``,
+``ridecodec models --digests``), or when its class leaves ``reach`` or ``modes`` to be set in
+``__init__`` (then that model alone is built, once, to read them).
+
+A name claimed by two installed distributions belongs to neither: using it raises a PluginError
+that names both packages, rather than silently taking the first on sys.path.
 
 Security note: a file header can only *name* a model. The name is looked up among installed
 entry points; nothing in a file can make the codec import a module of its choosing.
@@ -12,50 +20,66 @@ from __future__ import annotations
 
 import functools
 import importlib.metadata
+import inspect
 from dataclasses import dataclass
 
 import torch
 
 from .errors import ModelNotFoundError, PluginError, RidecodecError
-from .models.base import CHANNEL_LAYOUTS, DensityModel
+from .models.base import CHANNEL_LAYOUTS, CausalReach, DensityModel
 
 ENTRY_POINT_GROUP = "ridecodec.models"
 
 #: The default model is the first of these that is installed: the best model we ship first.
 DEFAULT_MODEL_PREFERENCE = ("ride", "mcgsm", "loco")
 
+#: Metadata a model class must itself declare (not inherit from DensityModel) to be described
+#: without being built. ``exact_across_devices`` may be inherited (its default, False).
+_CLASS_METADATA = ("name", "version", "modes", "reach")
+
 
 @dataclass(frozen=True)
 class ModelInfo:
-    """What ``ridecodec models`` shows for one registered model."""
+    """What ``ridecodec models`` shows for one registered model. ``weights_digest`` is None
+    unless asked for (``describe_model(name, digest=True)``): computing it builds the model."""
 
     name: str
     version: str
     package: str
     package_version: str
-    weights_digest: str
+    weights_digest: str | None
     modes: tuple[str, ...]
     reach: str
     exact_across_devices: bool
 
 
-def _entry_points() -> dict[str, importlib.metadata.EntryPoint]:
-    found = {}
+def _package(entry_point: importlib.metadata.EntryPoint) -> str:
+    distribution = entry_point.dist
+    return distribution.name if distribution else "?"
+
+
+def _entry_points() -> dict[str, list[importlib.metadata.EntryPoint]]:
+    """Every registered name, with the entry points claiming it: one per distribution, in sys.path
+    order. More than one is a clash, reported when the name is used (see _entry_point)."""
+    found: dict[str, list[importlib.metadata.EntryPoint]] = {}
     for entry_point in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
-        # If two distributions claim one name, the first on sys.path wins, as for imports.
-        found.setdefault(entry_point.name, entry_point)
+        claims = found.setdefault(entry_point.name, [])
+        if all(_package(claim) != _package(entry_point) for claim in claims):
+            claims.append(entry_point)
     return found
 
 
 def available_models() -> list[str]:
-    """Names of every installed model, sorted."""
+    """Names of every installed model, sorted (names claimed by two packages included: using them
+    raises a PluginError naming both)."""
     return sorted(_entry_points())
 
 
 def default_model(layout: str | None = None) -> str:
     """The best installed model: the first of DEFAULT_MODEL_PREFERENCE, else the first by name.
     With ``layout`` ("L", "RGB", ...), the best that codes images of that layout, since a model
-    may ship weights for some layouts only; if none does, the best, whose refusal then says so."""
+    may ship weights for some layouts only; if none does, the best, whose refusal then says so.
+    Reads the models' class-level ``modes``: it builds none (but one that sets them in __init__)."""
     names = _entry_points()
     ranked = [name for name in DEFAULT_MODEL_PREFERENCE if name in names]
     ranked += sorted(set(names) - set(ranked))
@@ -66,14 +90,14 @@ def default_model(layout: str | None = None) -> str:
     if layout is not None:
         for name in ranked:
             try:
-                if layout in load_model(name).modes:
+                if layout in describe_model(name).modes:
                     return name
-            except RidecodecError:  # a broken plug-in is nobody's default
+            except RidecodecError:  # a broken or doubly claimed plug-in is nobody's default
                 continue
     return ranked[0]
 
 
-def _model_class(name: str) -> tuple[type, importlib.metadata.EntryPoint]:
+def _entry_point(name: str) -> importlib.metadata.EntryPoint:
     entry_points = _entry_points()
     if name not in entry_points:
         installed = ", ".join(sorted(entry_points)) or "none"
@@ -81,12 +105,38 @@ def _model_class(name: str) -> tuple[type, importlib.metadata.EntryPoint]:
             f"model {name!r} is not installed (installed: {installed}); "
             "install the plug-in that provides it"
         )
-    entry_point = entry_points[name]
+    claims = entry_points[name]
+    if len(claims) > 1:
+        packages = " and ".join(
+            f"{_package(claim)} {claim.dist.version if claim.dist else '?'} ({claim.value})" for claim in claims
+        )
+        raise PluginError(
+            f"model {name!r} is registered by {len(claims)} installed packages, {packages}; "
+            "ridecodec will not guess which one wrote or should read a file: uninstall all but one"
+        )
+    return claims[0]
+
+
+def _model_class(name: str) -> tuple[type, importlib.metadata.EntryPoint]:
+    entry_point = _entry_point(name)
     try:
         factory = entry_point.load()
     except Exception as error:  # a plug-in's import failure is the plug-in's fault, not ours
         raise PluginError(f"plug-in model {name!r} ({entry_point.value}) failed to import: {error}")
     return factory, entry_point
+
+
+def _check_metadata(name: str, entry_point, own_name, modes, reach) -> None:
+    """The registry's checks of a model's metadata, read from its class or from an instance."""
+    if own_name != name:
+        raise PluginError(f"plug-in registered as {name!r} calls itself {own_name!r}")
+    unknown = set(modes) - set(CHANNEL_LAYOUTS)
+    if unknown:
+        raise PluginError(f"plug-in model {name!r} declares unknown modes {sorted(unknown)}")
+    if reach is not None and not isinstance(reach, CausalReach):
+        raise PluginError(
+            f"plug-in model {name!r} ({entry_point.value}) declares a reach that is not a CausalReach: {reach!r}"
+        )
 
 
 @functools.lru_cache(maxsize=None)
@@ -100,11 +150,9 @@ def _load_on(name: str, device: str) -> DensityModel:
         raise PluginError(
             f"plug-in model {name!r} ({entry_point.value}) is not a ridecodec DensityModel"
         )
-    if model.name != name:
-        raise PluginError(f"plug-in registered as {name!r} calls itself {model.name!r}")
-    unknown = set(model.modes) - set(CHANNEL_LAYOUTS)
-    if unknown:
-        raise PluginError(f"plug-in model {name!r} declares unknown modes {sorted(unknown)}")
+    if not hasattr(model, "reach"):
+        raise PluginError(f"plug-in model {name!r} ({entry_point.value}) declares no causal reach")
+    _check_metadata(name, entry_point, model.name, model.modes, model.reach)
     return model.to(device).eval().requires_grad_(False)
 
 
@@ -113,20 +161,51 @@ def load_model(name: str, device: torch.device | str = "cpu") -> DensityModel:
     return _load_on(name, str(torch.device(device)))
 
 
-def describe_model(name: str) -> ModelInfo:
-    model = load_model(name, "cpu")
-    _, entry_point = _model_class(name)
+def _declares(cls: type, attribute: str) -> bool:
+    """Whether ``cls`` or a base class below DensityModel sets ``attribute`` itself."""
+    return any(
+        attribute in vars(klass)
+        for klass in cls.__mro__
+        if klass is not DensityModel and issubclass(klass, DensityModel)
+    )
+
+
+def _class_metadata(name: str, factory, entry_point) -> type[DensityModel] | None:
+    """The model's class, checked, when its metadata can be read from it; None when the factory
+    is not a class, or the class leaves ``reach`` or ``modes`` to its instances."""
+    if not inspect.isclass(factory):
+        return None  # a factory function: only what it builds can tell
+    if not issubclass(factory, DensityModel):
+        raise PluginError(f"plug-in model {name!r} ({entry_point.value}) is not a ridecodec DensityModel")
+    if inspect.isabstract(factory):
+        missing = ", ".join(sorted(factory.__abstractmethods__))
+        raise PluginError(f"plug-in model {name!r} ({entry_point.value}) does not implement {missing}")
+    if not all(_declares(factory, attribute) for attribute in _CLASS_METADATA):
+        return None
+    _check_metadata(name, entry_point, factory.name, factory.modes, factory.reach)
+    return factory
+
+
+def describe_model(name: str, digest: bool = False) -> ModelInfo:
+    """What ``ridecodec models`` shows for ``name``, read from the model's class without building
+    it. ``digest=True`` builds the model (on the CPU) to compute its weights digest; a model whose
+    class leaves ``reach`` or ``modes`` to ``__init__`` is built in any case. Raises a
+    RidecodecError (PluginError, ModelNotFoundError) when the model cannot be used."""
+    factory, entry_point = _model_class(name)
+    source = _class_metadata(name, factory, entry_point)
+    if source is None or digest:
+        source = load_model(name, "cpu")
     distribution = entry_point.dist
-    reach = model.reach
+    reach = source.reach
     return ModelInfo(
         name=name,
-        version=model.version,
+        version=source.version,
         package=distribution.name if distribution else "?",
         package_version=distribution.version if distribution else "?",
-        weights_digest=model.weights_digest(),
-        modes=tuple(model.modes),
+        weights_digest=source.weights_digest() if digest else None,
+        modes=tuple(source.modes),
         reach="unbounded (raster order)"
         if reach is None
         else f"up {reach.up}, left {reach.left}, right {reach.right}",
-        exact_across_devices=model.exact_across_devices,
+        exact_across_devices=bool(source.exact_across_devices),
     )

@@ -32,6 +32,14 @@ of this contract, that claim included.
 
 Plug-ins register a zero-argument factory (usually the class itself) under the entry-point group
 ``ridecodec.models``; see the README's "Write your own model".
+
+``name``, ``version``, ``modes``, ``reach`` and ``exact_across_devices`` are class attributes, set
+in the class body, never in ``__init__``: the registry reads them from the class, so listing
+models (``ridecodec models``) and choosing the default model for an image build no model and load
+no weights. A model that still sets ``modes`` or ``reach`` per instance works, but is built just to
+be listed. Only the weights digest needs a built model (``ridecodec models --digests``); keep
+``__init__`` cheap too (build large derived tables at first ``begin``), since decoding builds the
+model to check a file's digest before it decodes anything.
 """
 
 from __future__ import annotations
@@ -77,7 +85,11 @@ class CausalReach:
 
 
 class DensityModel(torch.nn.Module, abc.ABC):
-    """Base class of every ridecodec density model (built-in or plug-in)."""
+    """Base class of every ridecodec density model (built-in or plug-in).
+
+    The attributes below are class-level metadata, read by the registry without building the
+    model: set them in the class body (``modes`` and ``reach`` included), not in ``__init__``.
+    """
 
     #: Registered name, as written in file headers and given to ``--model``.
     name: ClassVar[str]

@@ -35,6 +35,7 @@ hardware. So a file encoded on a GPU decodes on a CPU, and on any other machine.
 from __future__ import annotations
 
 import functools
+import threading
 from importlib import resources
 
 import numpy as np
@@ -58,6 +59,7 @@ UNIFORM_FLOOR = 2.0**-13  # weight of the uniform component
 EIGHTHS = 8  # predictions are in units of 1/8 pixel
 MAX_PREDICTION = EIGHTHS * (ALPHABET_SIZE - 1)
 INTER_CHANNEL = (1, 2)  # channels that add the previous channel's error (G and B, not alpha)
+_TABLE_LOCK = threading.Lock()  # a model's table is built once, by whichever thread asks first
 
 
 # Every neighbour the model reads, as (row, column) offsets: those of the pixel itself, and those of
@@ -190,45 +192,37 @@ class LocoModel(DensityModel):
         # of k eighths. Shipped as data (tails.npy), not computed here: exp() differs in its last
         # bit between CPU instruction sets, and the tables must be identical everywhere.
         self.register_buffer("tails", tails.to(torch.float64))
-        # The (context, prediction, value) table of every probability the model can give: 56 MB,
-        # derived from `tails` with correctly rounded arithmetic only, so coding a step is one
-        # gather. Not saved (persistent=False): `tails` is the source of truth and is in the digest.
-        contexts = torch.arange(CONTEXTS)[:, None, None]
-        predictions = torch.arange(MAX_PREDICTION + 1, dtype=torch.int32)[None, :, None]
-        values = torch.arange(ALPHABET_SIZE, dtype=torch.int32)[None, None, :]
-        table = torch.cat([self._mass(predictions, context[None], values) for context in contexts])
-        self.register_buffer("table", table.reshape(-1, ALPHABET_SIZE), persistent=False)
+        # The (context, prediction, value) table of every probability the model can give (108 MiB),
+        # so that coding a step is one gather. Built at first use (begin or log_prob), not here:
+        # listing the model, or checking a file's weights digest, never pays for it. Not saved
+        # (persistent=False): `tails` is the source of truth and is in the digest.
+        self.register_buffer("table", None, persistent=False)
 
-    def _mass(self, prediction: torch.Tensor, context: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
-        """P(value) under the discretized logistic, float32; all arguments broadcast together."""
-        low = EIGHTHS * values - EIGHTHS // 2 - prediction  # bin edges relative to the prediction
-        high = low + EIGHTHS
-        # Lower-tail mass beyond each edge's distance; the outer edges of 0 and 255 are infinite.
-        row_start = context * self.tails.shape[1]
-        tails = self.tails.reshape(-1)
-        beyond_low = torch.where(values == 0, 0.0, tails[row_start + low.abs()])
-        beyond_high = torch.where(values == ALPHABET_SIZE - 1, 0.0, tails[row_start + high.abs()])
-        # F(high) - F(low), written so that each case subtracts small numbers, not near-ones.
-        mass = torch.where(
-            high <= 0,
-            beyond_high - beyond_low,
-            torch.where(low >= 0, beyond_low - beyond_high, (1.0 - beyond_low) - beyond_high),
-        )
-        mass = mass * (1.0 - UNIFORM_FLOOR) + UNIFORM_FLOOR / ALPHABET_SIZE
-        return mass.to(torch.float32)
+    def _probabilities(self) -> torch.Tensor:
+        """The table, built on first call (on the CPU, in numpy: one thread, no torch thread pool)
+        and kept on the model's device, where ``.to()`` then moves it like any buffer."""
+        if self.table is None:
+            with _TABLE_LOCK:
+                if self.table is None:
+                    table = probability_table(self.tails.cpu().numpy())
+                    self.table = torch.from_numpy(table).to(self.tails.device)
+        return self.table
 
     def _table_rows(self, prediction: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
         return context.to(torch.int64) * (MAX_PREDICTION + 1) + prediction
 
     def begin(self, canvas):
+        table = self._probabilities()
+
         def step(rows, cols, channel):
             prediction, context = prediction_and_context(canvas, rows, cols, channel, self.thresholds)
-            return self.table[self._table_rows(prediction, context)]
+            return table[self._table_rows(prediction, context)]
 
         return step
 
     def log_prob(self, images):
         batch, channels, height, width = images.shape
+        table = self._probabilities()
         result = torch.zeros(batch, dtype=torch.float64, device=images.device)
         rows_per_chunk = max(1, 2**20 // width)  # bounds the memory of the index tensors
         for start in range(0, height, rows_per_chunk):
@@ -242,9 +236,53 @@ class LocoModel(DensityModel):
                 for channel in range(channels):
                     prediction, context = prediction_and_context(images[b], rows, cols, channel, self.thresholds)
                     values = images[b, channel, rows, cols].to(torch.int64)
-                    probability = self.table[self._table_rows(prediction, context), values]
+                    probability = table[self._table_rows(prediction, context), values]
                     result[b] += probability.double().log().sum()
         return result
+
+
+def _masses(tails: np.ndarray, low: np.ndarray, first: bool, last: bool) -> np.ndarray:
+    """P(value) under each context's discretized logistic (rows of ``tails``) for bins whose low
+    edge lies ``low`` eighths from the prediction, float32, shape (contexts, len(low)). ``first``:
+    the bin of value 0 (no lower edge), ``last``: that of 255 (no upper edge)."""
+    high = low + EIGHTHS
+    # Lower-tail mass beyond each edge's distance; the outer edges of 0 and 255 are infinite.
+    beyond_low = np.where(first, 0.0, tails[:, np.abs(low)])
+    beyond_high = np.where(last, 0.0, tails[:, np.abs(high)])
+    # F(high) - F(low), written so that each case subtracts small numbers, not near-ones.
+    mass = np.where(
+        high <= 0,
+        beyond_high - beyond_low,
+        np.where(low >= 0, beyond_low - beyond_high, (1.0 - beyond_low) - beyond_high),
+    )
+    mass = mass * (1.0 - UNIFORM_FLOOR) + UNIFORM_FLOOR / ALPHABET_SIZE
+    return mass.astype(np.float32)
+
+
+def probability_table(tails: np.ndarray) -> np.ndarray:
+    """Every probability the model gives: float32 (CONTEXTS * (MAX_PREDICTION + 1), 256), row
+    ``context * (MAX_PREDICTION + 1) + prediction``, from the float64 ``tails`` (CONTEXTS, 2049).
+
+    Each entry is a few single IEEE float64 operations (subtract, multiply, add; numpy never fuses
+    them) on two entries of ``tails``, then rounded to float32: the same bits on every machine.
+    A value's bin is [8k - 4, 8k + 4) eighths, so for k = 1 .. 254 the mass depends only on the
+    distance 8k - 4 - prediction: each context's 4,065 distinct masses are computed once and
+    spread over the table by a gather (0.05 s, where computing each of the 28 million entries
+    took about 1 s of CPU on one thread, and many more on a busy machine with torch's threads).
+    """
+    tails = np.asarray(tails, dtype=np.float64)
+    predictions = np.arange(MAX_PREDICTION + 1)
+    half = EIGHTHS // 2
+    lowest = EIGHTHS * 1 - half - MAX_PREDICTION  # the interior bins' low edges span lowest ..
+    highest = EIGHTHS * (ALPHABET_SIZE - 2) - half  # .. highest, relative to the prediction
+    interior = _masses(tails, np.arange(lowest, highest + 1), first=False, last=False)
+    offsets = (EIGHTHS * np.arange(1, ALPHABET_SIZE - 1) - half - lowest)[None, :] - predictions[:, None]
+    table = np.empty((CONTEXTS, MAX_PREDICTION + 1, ALPHABET_SIZE), dtype=np.float32)
+    for context in range(CONTEXTS):
+        np.take(interior[context], offsets, out=table[context, :, 1:-1])
+    table[:, :, 0] = _masses(tails, -half - predictions, first=True, last=False)
+    table[:, :, -1] = _masses(tails, EIGHTHS * (ALPHABET_SIZE - 1) - half - predictions, first=False, last=True)
+    return table.reshape(-1, ALPHABET_SIZE)
 
 
 def logistic_tails(scales) -> torch.Tensor:
