@@ -8,25 +8,37 @@ follows.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import functools
 import io
 import json
 import multiprocessing
 import os
+import signal
 import sys
+import threading
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import click
 
 from . import api, imageio, orientation, registry
 from .container import DEFAULT_MAX_PIXELS
-from .errors import InputError, RidecodecError
-from .fileio import read_file, refuse_to_overwrite, write_atomically
+from .errors import InputError, OutputError, RidecodecError
+from .fileio import check_writable, read_file, refuse_to_overwrite, write_atomically
 
 #: Exit code for an interrupted run (128 + SIGINT, as shells report it).
 EXIT_INTERRUPTED = 130
+
+#: Exit code for several inputs that failed in different ways (each has its own line).
+EXIT_MIXED_FAILURES = 1
+
+#: Exit code for a command line that cannot work, as click's own usage errors.
+EXIT_USAGE = 2
+
+#: How a JPEG file starts (SOI marker, then the first segment's marker).
+JPEG_MAGIC = b"\xff\xd8\xff"
 
 #: As an input, standard input; as -o, standard output.
 STREAM = "-"
@@ -108,6 +120,12 @@ def _error(message: str) -> None:
     click.echo(f"ridecodec: error: {message}", err=True)
 
 
+class UsageError(RidecodecError):
+    """The command line cannot work as given (click's own usage errors exit with the same code)."""
+
+    exit_code = EXIT_USAGE
+
+
 def _destination(source: str, output: str | None, many: bool, default) -> Path | str:
     """Where one input's output goes: -o as a file (one input) or as a folder (any number);
     standard output for `-o -`, and for standard input without -o."""
@@ -115,11 +133,52 @@ def _destination(source: str, output: str | None, many: bool, default) -> Path |
         return STREAM
     if output is None:
         return default(source)
+    # "-o newdir/" names a folder: writing a file called "newdir" is not what was asked
+    names_a_folder = output.endswith(os.sep) or bool(os.altsep and output.endswith(os.altsep))
+    if names_a_folder and not os.path.isdir(output):
+        raise OutputError(f"-o {output}: no such folder (create it first)")
     if os.path.isdir(output):
+        if source == STREAM:
+            raise OutputError(f"-o {output}: standard input has no name to give its output in a folder; "
+                              "give -o FILE, or -o - for standard output")
         return Path(output) / default(Path(source).name).name
     if many:
-        raise RidecodecError(f"-o {output}: with several inputs, -o must be an existing folder")
+        raise OutputError(f"-o {output}: with several inputs, -o must be an existing folder")
     return Path(output)
+
+
+def _same_file_key(path) -> tuple:
+    """Equal for two paths of one file: its device and inode where it exists (so symbolic and
+    hard links, "..", and case-insensitive names match, as os.path.samefile does), else its
+    resolved absolute path (for outputs not yet written)."""
+    try:
+        status = os.stat(path)
+    except OSError:
+        return ("path", os.path.normcase(os.path.realpath(path)))
+    return ("file", status.st_dev, status.st_ino)
+
+
+def _plan_destinations(sources: tuple[str, ...], output: str | None, default) -> list[Path | str]:
+    """Each input's destination, or UsageError/OutputError before any work, as zstd does: a
+    stream with several inputs, an -o that cannot take the outputs, and (--force or not) an
+    output that would replace an input of the run or the output of another input."""
+    if len(sources) > 1 and (STREAM in sources or output == STREAM):
+        raise UsageError("standard input and output (-) work with a single input only")
+    destinations = [_destination(source, output, len(sources) > 1, default) for source in sources]
+    inputs = {_same_file_key(source): source for source in sources if source != STREAM}
+    taken: dict[tuple, str] = {}  # destination's key -> the input it is the output of
+    for source, destination in zip(sources, destinations):
+        if destination == STREAM:
+            continue
+        key = _same_file_key(destination)
+        if key in inputs:
+            raise OutputError(f"{_name(source)}: its output {destination} is an input of this run "
+                              f"({inputs[key]}); refusing to replace it, even with --force")
+        if key in taken:
+            raise OutputError(f"{taken[key]} and {_name(source)} would both be written to {destination}; "
+                              "rename one, or code them in separate runs")
+        taken[key] = _name(source)
+    return destinations
 
 
 def _binary(stream):
@@ -131,9 +190,9 @@ def _check_writable(destination: Path | str, force: bool) -> None:
     """Refuse now, before the slow part, what writing would refuse later."""
     if destination == STREAM:
         if sys.stdout.isatty():
-            raise RidecodecError("refusing to write binary data to a terminal; redirect it or use -o FILE")
+            raise OutputError("refusing to write binary data to a terminal; redirect it or use -o FILE")
     else:
-        refuse_to_overwrite(destination, force)
+        check_writable(destination, force)
 
 
 def _write(destination: Path | str, data: bytes, force: bool) -> None:
@@ -157,50 +216,171 @@ def _shown(destination) -> str:
     return "<stdout>" if destination == STREAM else str(destination)
 
 
-def _run_each(sources: tuple[str, ...], work, output: str | None = None, jobs: int = 1, quiet: bool = True) -> None:
-    """Run ``work(source)`` for each input, reporting the message it returns; report failures,
-    carry on, exit non-zero if any. With ``jobs`` > 1, inputs run in that many worker processes
-    (spawned, so CUDA works in them), reported in input order."""
-    if len(sources) > 1 and (STREAM in sources or output == STREAM):
-        _error("standard input and output (-) work with a single input only")
-        sys.exit(RidecodecError.exit_code)
-    failures: list[int] = []
+def _about(source, error: RidecodecError) -> str:
+    """The error's line, naming the input once."""
+    name = _name(source)
+    return str(error) if str(error).startswith(name) else f"{name}: {error}"
 
-    def outcomes():
-        if jobs == 1 or len(sources) == 1:
-            for source in sources:
-                yield source, _outcome(work, source)
-            return
-        context = multiprocessing.get_context("spawn")
-        with concurrent.futures.ProcessPoolExecutor(min(jobs, len(sources)), mp_context=context) as pool:
-            try:
-                yield from zip(sources, pool.map(functools.partial(_outcome, work), sources))
-            except BaseException:  # Ctrl-C: the workers got it too; don't start the rest
-                pool.shutdown(wait=True, cancel_futures=True)
-                raise
+
+def _exit_if_any_failed(failures: list[int], total: int) -> None:
+    if failures:
+        if total > 1:
+            _error(f"{len(failures)} of {total} files failed")
+        sys.exit(failures[0] if len(set(failures)) == 1 else EXIT_MIXED_FAILURES)
+
+
+@dataclass
+class Coded:
+    """One input's output, made by ``work`` (in a worker process with --jobs); the main process
+    writes it."""
+
+    data: bytes
+    report: str  # "a.png -> a.rdc: ..."
+    is_jpeg: bool = False  # the input was a JPEG file (the output is usually larger)
+
+
+def _jpeg_note(source) -> str:
+    return (f"note: {_name(source)} is a JPEG; ridecodec codes its decoded pixels losslessly, "
+            "which usually takes more bytes than the JPEG")
+
+
+def _run_each(sources: tuple[str, ...], destinations: list, work, force: bool, jobs: int = 1,
+              quiet: bool = True) -> None:
+    """Make each input's output with ``work(source, destination)`` and write it; report
+    failures, carry on, exit non-zero if any. Reports come in input order.
+
+    Outputs are written here, in the main process, never by a worker: so with --jobs Ctrl-C can
+    stop the workers at once (they hold nothing half-written), nothing is written after it, and
+    the count of outputs written is exact."""
+    outcomes: dict[int, tuple[Coded | None, RidecodecError | None]] = {}
+    to_code = []
+    for index, destination in enumerate(destinations):
+        try:
+            _check_writable(destination, force)  # before the slow part, for every input
+            to_code.append(index)
+        except RidecodecError as error:
+            outcomes[index] = (None, error)
+    written: list[int] = []
+    reported = 0  # inputs whose outcome is shown: reports wait for the inputs before them
+    failures: list[int] = []
+    jpeg_noted = False
+
+    def report_in_order():
+        nonlocal reported, jpeg_noted
+        while reported in outcomes:
+            coded, error = outcomes[reported]
+            if error is not None:
+                _error(_about(sources[reported], error))
+                failures.append(error.exit_code)
+            else:
+                if coded.is_jpeg and not jpeg_noted and not quiet:
+                    click.echo(_jpeg_note(sources[reported]), err=True)  # once per run, not per file
+                    jpeg_noted = True
+                _report(coded.report, quiet)
+            reported += 1
 
     try:
-        for source, (message, error) in outcomes():
-            if error is None:
-                _report(message, quiet)
-                continue
-            name = _name(source)
-            _error(str(error) if str(error).startswith(name) else f"{name}: {error}")
-            failures.append(error.exit_code)
+        with contextlib.closing(_code_each(work, sources, destinations, to_code, jobs)) as results:
+            report_in_order()  # refusals found above, up to the first input being coded
+            for index, (coded, error) in results:
+                if coded is not None:
+                    try:
+                        with _interrupt_deferred():  # an output is written and counted, or neither
+                            _write(destinations[index], coded.data, force)
+                            written.append(index)
+                    except RidecodecError as write_error:
+                        coded, error = None, write_error
+                outcomes[index] = (coded, error)
+                report_in_order()
     except KeyboardInterrupt:
-        _error("interrupted; no partial output was left")
+        for index in written:
+            if index >= reported:  # written, but its report waited for an earlier input
+                _report(outcomes[index][0].report, quiet)
+        _error(f"interrupted: {len(written)} of {len(sources)} outputs were written; no partial file was left")
         sys.exit(EXIT_INTERRUPTED)
-    if failures:
-        if len(sources) > 1:
-            _error(f"{len(failures)} of {len(sources)} files failed")
-        sys.exit(failures[0] if len(set(failures)) == 1 else 1)
+    _exit_if_any_failed(failures, len(sources))
 
 
-def _outcome(work, source) -> tuple[str | None, RidecodecError | None]:
-    """(the report, None) or (None, the user's error): a worker returns errors, so that one
+def _code_each(work, sources, destinations, indices: list[int], jobs: int):
+    """(index, outcome) for each input in ``indices`` as its coding ends: one after the other
+    here, or with ``jobs`` > 1 in that many worker processes (spawned, so CUDA works in them),
+    in the order they finish. Closing it early (Ctrl-C) stops the workers at once."""
+    if jobs == 1 or len(indices) <= 1:
+        for index in indices:
+            yield index, _outcome(work, sources[index], destinations[index])
+        return
+    pool = concurrent.futures.ProcessPoolExecutor(
+        min(jobs, len(indices)), mp_context=multiprocessing.get_context("spawn"),
+        initializer=_leave_interrupts_to_the_main_process)
+    finished = False
+    try:
+        with _interrupts_ignored():  # the workers start now, and inherit it: see the initializer
+            futures = {pool.submit(_outcome, work, sources[index], destinations[index]): index for index in indices}
+        for future in concurrent.futures.as_completed(futures):
+            yield futures[future], future.result()
+        finished = True
+    finally:
+        if finished:
+            pool.shutdown()
+        else:
+            _stop_workers_now(pool)
+
+
+def _leave_interrupts_to_the_main_process() -> None:
+    """A worker's initializer. Ctrl-C reaches every process of the terminal's job; a worker
+    that took it would print a traceback, or report an interrupted file and start the next.
+    (Workers are started with Ctrl-C ignored, which covers their start-up, when importing torch
+    takes seconds; this covers a caller that could not set that, from another thread.)"""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _stop_workers_now(pool: concurrent.futures.ProcessPoolExecutor) -> None:
+    """Terminate the workers: shutdown() alone waits for the files being coded, minutes for a
+    large image. They hold no output (the main process writes), so only their work is lost."""
+    terminate_workers = getattr(pool, "terminate_workers", None)  # Python 3.14
+    if terminate_workers is not None:
+        terminate_workers()
+    else:
+        for process in list((pool._processes or {}).values()):
+            process.terminate()
+    pool.shutdown(wait=True, cancel_futures=True)
+
+
+@contextlib.contextmanager
+def _interrupts_ignored():
+    """Ignore Ctrl-C during the block (the milliseconds it takes to start the workers)."""
+    if threading.current_thread() is not threading.main_thread():  # only it can set handlers
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+@contextlib.contextmanager
+def _interrupt_deferred():
+    """Hold Ctrl-C during the block (the moment it takes to finish writing one file and count
+    it) and raise it after, so that "n outputs were written" is exact."""
+    if threading.current_thread() is not threading.main_thread():  # only it can set handlers
+        yield
+        return
+    caught = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if caught and callable(previous):  # previous is SIG_IGN or SIG_DFL where not callable
+            previous(signal.SIGINT, None)
+
+
+def _outcome(work, source, destination) -> tuple[Coded | None, RidecodecError | None]:
+    """(what work made, None) or (None, the user's error): a worker returns errors, so that one
     bad file does not stop the others."""
     try:
-        return work(source), None
+        return work(source, destination), None
     except RidecodecError as error:
         return None, error
 
@@ -211,23 +391,40 @@ def main():
     """Lossless image compression with learned density models."""
 
 
-def _compress_one(source, *, output, many, model, effort, device, threads, force, show_progress) -> str:
-    destination = _destination(source, output, many, api.default_compressed_path)
-    _check_writable(destination, force)
-    image = imageio.open_image(io.BytesIO(_read(source)), "<stdin>") if source == STREAM else source
+def _starts_like_jpeg(source, stdin_bytes: bytes | None) -> bool:
+    if source == STREAM:
+        return stdin_bytes.startswith(JPEG_MAGIC)
+    try:
+        with open(source, "rb") as file:
+            return file.read(len(JPEG_MAGIC)) == JPEG_MAGIC
+    except OSError:
+        return False
+
+
+def _compress_one(source, destination, *, model, effort, device, threads, show_progress) -> Coded:
+    stdin_bytes = _read(source) if source == STREAM else None
+    image = imageio.open_image(io.BytesIO(stdin_bytes), "<stdin>") if source == STREAM else source
     progress = Progress(f"compressing {_name(source)}", show_progress)
     try:
         data = api.compress(image, model=model, device=device, progress=progress, effort=effort, threads=threads)
     finally:
         progress.close()
-    _write(destination, data, force)
     header = api.read_header(data)
     oriented = f", {orientation.describe(header.orientation)}" if header.orientation else ""
-    return (
+    report = (
         f"{_name(source)} -> {_shown(destination)}: "
         f"{len(data)} bytes, {8 * len(data) / header.num_pixels:.3f} bits per pixel "
         f"({header.model_name}{oriented})"
     )
+    return Coded(data, report, is_jpeg=_starts_like_jpeg(source, stdin_bytes))
+
+
+def _plan_or_exit(sources, output, default) -> list:
+    try:
+        return _plan_destinations(sources, output, default)
+    except RidecodecError as error:
+        _error(str(error))
+        sys.exit(error.exit_code)
 
 
 @main.command()
@@ -245,22 +442,20 @@ def compress(images, output, model, effort, device, threads, jobs, force, quiet)
 
     `-` reads an image from standard input; `-o -` writes to standard output (the default for
     standard input)."""
-    work = functools.partial(_compress_one, output=output, many=len(images) > 1, model=model, effort=effort,
-                             device=device, threads=threads, force=force, show_progress=not quiet and jobs == 1)
-    _run_each(images, work, output, jobs, quiet)
+    destinations = _plan_or_exit(images, output, api.default_compressed_path)
+    work = functools.partial(_compress_one, model=model, effort=effort, device=device, threads=threads,
+                             show_progress=not quiet and jobs == 1)
+    _run_each(images, destinations, work, force, jobs, quiet)
 
 
-def _decompress_one(source, *, output, many, max_pixels, device, threads, force, show_progress) -> str:
-    destination = _destination(source, output, many, api.default_decompressed_path)
-    _check_writable(destination, force)
+def _decompress_one(source, destination, *, max_pixels, device, threads, show_progress) -> Coded:
     data = _read(source)
     progress = Progress(f"decompressing {_name(source)}", show_progress)
     try:
         image = api.decompress_image(data, device=device, progress=progress, max_pixels=max_pixels, threads=threads)
     finally:
         progress.close()
-    _write(destination, imageio.png_bytes(image), force)
-    return f"{_name(source)} -> {_shown(destination)}"
+    return Coded(imageio.png_bytes(image), f"{_name(source)} -> {_shown(destination)}")
 
 
 @main.command()
@@ -283,9 +478,10 @@ def decompress(files, output, max_pixels, device, threads, jobs, force, quiet):
 
     `-` reads from standard input; `-o -` writes to standard output (the default for standard
     input)."""
-    work = functools.partial(_decompress_one, output=output, many=len(files) > 1, max_pixels=max_pixels,
-                             device=device, threads=threads, force=force, show_progress=not quiet and jobs == 1)
-    _run_each(files, work, output, jobs, quiet)
+    destinations = _plan_or_exit(files, output, api.default_decompressed_path)
+    work = functools.partial(_decompress_one, max_pixels=max_pixels, device=device, threads=threads,
+                             show_progress=not quiet and jobs == 1)
+    _run_each(files, destinations, work, force, jobs, quiet)
 
 
 def _header_fields(path: str) -> dict:
@@ -308,13 +504,25 @@ def _header_fields(path: str) -> dict:
 
 @main.command()
 @click.argument("files", nargs=-1, required=True)
-@click.option("--json", "as_json", is_flag=True, help="Print JSON (one object per file, in a list).")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print JSON: a list with one object per file ({\"file\", \"error\"} for a file that failed).")
 def info(files, as_json):
     """Show the header of .rdc FILES."""
-    results = []
-
-    def one(path):
-        fields = _header_fields(path)
+    if len(files) > 1 and STREAM in files:
+        _error("standard input (-) works with a single input only")
+        sys.exit(EXIT_USAGE)
+    results, failures = [], []
+    for path in files:
+        try:
+            fields = _header_fields(path)
+        except RidecodecError as error:
+            _error(_about(path, error))
+            failures.append(error.exit_code)
+            results.append({"file": path, "error": str(error)})
+            continue
+        except KeyboardInterrupt:
+            _error("interrupted")
+            sys.exit(EXIT_INTERRUPTED)
         results.append({"file": path, **fields})
         if not as_json:
             click.echo(
@@ -334,12 +542,9 @@ def info(files, as_json):
                 f" {fields['bits_per_pixel']:.4f} bits per pixel\n"
                 f"  pixel CRC32: {fields['pixel_crc32']:08x}"
             )
-
-    try:
-        _run_each(files, one)
-    finally:
-        if as_json:
-            click.echo(json.dumps(results, indent=2))
+    if as_json:
+        click.echo(json.dumps(results, indent=2))
+    _exit_if_any_failed(failures, len(files))
 
 
 @main.command()
@@ -411,6 +616,9 @@ def eval_command(paths, model, color, limit, verify, no_classical, as_json, effo
         _error(str(error))
         sys.exit(error.exit_code)
     click.echo(report.to_json() if as_json else report.to_markdown())
+    if not report.images:
+        _error(f"no image could be measured ({len(report.skipped)} files skipped, reasons above)")
+        sys.exit(InputError.exit_code)
 
 
 
@@ -462,10 +670,14 @@ def _run_training(run, out: str, force: bool, checkpoint: str | None, log_path: 
     """Run a training job: refuse now what would only fail at its end, after minutes or hours
     (an existing or unwritable output), and end in one line whatever happens."""
     try:
-        _check_writable(Path(out), force)
+        refuse_to_overwrite(out, force)
         for path in (out, checkpoint, log_path):
             if path and not Path(path).absolute().parent.is_dir():
                 raise InputError(f"{path}: its folder does not exist")
+        check_writable(out, force)
+        for path in (checkpoint, log_path):  # written again and again: may exist already
+            if path:
+                check_writable(path, force=True)
         return run()
     except RidecodecError as error:
         _error(str(error))

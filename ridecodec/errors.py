@@ -76,3 +76,10 @@ class DeviceUnavailableError(RidecodecError):
     """The requested device (a CUDA GPU) is not available to torch."""
 
     exit_code = 10
+
+
+class OutputError(RidecodecError):
+    """An output cannot be written: its folder is missing or read-only, the disk is full, or it
+    would replace an input or another output of the same run."""
+
+    exit_code = 11

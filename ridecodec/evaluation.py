@@ -14,6 +14,10 @@ For each image this measures
 Everything is in bits per pixel (a pixel counts all its channels). Totals over a set of images are
 total bits over total pixels, so large images weigh more, as in the literature.
 
+Files that cannot be measured (not an image, several frames, a mode or bit depth the codec or this
+evaluation does not take) are skipped and listed in the report with the reason, never dropped
+silently.
+
 ``ridecodec eval`` and ``benchmarks/compare.py`` are thin wrappers around :func:`evaluate`.
 """
 
@@ -28,12 +32,18 @@ from typing import Callable, Sequence
 
 import numpy as np
 import torch
+from PIL import Image
 
 from . import api, engine, imageio, orientation, registry
-from .errors import InputError, RidecodecError
+from .errors import InputError, RidecodecError, UnsupportedImageError
 
-#: Files a directory contributes (compared in lower case).
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".pgm", ".ppm", ".webp")
+
+def image_extensions() -> frozenset[str]:
+    """The extensions (lower case, with the dot) of every format Pillow can open: the files a
+    directory contributes."""
+    Image.init()
+    return frozenset(extension for extension, format_id in Image.registered_extensions().items()
+                     if format_id in Image.OPEN)
 
 #: How images are prepared: "gray" is Pillow's convert("L"), the project's grayscale.
 COLOR_MODES = ("gray", "color", "as-is")
@@ -143,12 +153,19 @@ def _overhead_percent(payload_bits: float, likelihood_bits: float) -> float:
 
 
 @dataclass
+class SkippedFile:
+    name: str
+    reason: str  # one line: why it was not measured
+
+
+@dataclass
 class Report:
     model: str
     device: str
     mode: str  # "gray", "color" or "as-is"
     images: list[ImageResult]
     effort: int = 1  # orientations tried per image (compress's effort)
+    skipped: list[SkippedFile] = field(default_factory=list)
 
     def totals(self) -> dict:
         """Pixel-weighted totals (total bits / total pixels) of every column, summed times, and
@@ -217,6 +234,9 @@ class Report:
         if totals["verified"] is not None:
             timing += "; every image decoded exactly" if totals["verified"] else "; SOME IMAGES FAILED TO DECODE EXACTLY"
         lines += ["", timing + "."]
+        if self.skipped:
+            lines += ["", f"{len(self.skipped)} files were not measured:"]
+            lines += [f"- skipped {skipped.name}: {skipped.reason}" for skipped in self.skipped]
         return "\n".join(lines) + "\n"
 
     def to_json(self) -> str:
@@ -228,24 +248,51 @@ class Report:
 # --- evaluation -------------------------------------------------------------------------------
 
 
-def image_paths(paths: Sequence[str | Path]) -> list[Path]:
-    """Files as given, and for each directory the image files in it (sorted, not recursive)."""
-    found = []
+def find_images(paths: Sequence[str | Path]) -> tuple[list[Path], list[SkippedFile]]:
+    """Files as given, and for each directory the files in it in a format Pillow opens (sorted,
+    not recursive); and the directories' other files, skipped with the reason."""
+    found, skipped = [], []
+    extensions = image_extensions()
     for path in map(Path, paths):
         if path.is_dir():
-            found += sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+            for file in sorted(p for p in path.iterdir() if p.is_file()):
+                if file.suffix.lower() in extensions:
+                    found.append(file)
+                else:
+                    skipped.append(SkippedFile(file.name, f"not an image file (no image format has the "
+                                                          f"extension {file.suffix or '(none)'!r})"))
         elif path.exists():
             found.append(path)
         else:
             raise InputError(f"{path}: no such file or directory")
-    return found
+    return found, skipped
+
+
+def image_paths(paths: Sequence[str | Path]) -> list[Path]:
+    """The image files of :func:`find_images`."""
+    return find_images(paths)[0]
+
+
+def _is_deeper_than_8_bits(image) -> bool:
+    # Pillow's modes I;16* and I (integers) and F (floats), and the uint16 arrays that
+    # imageio.open_image returns for 16-bit colour
+    if isinstance(image, np.ndarray):
+        return image.dtype != np.uint8
+    return image.mode in ("I", "F") or image.mode.startswith("I;16")
 
 
 def load_pixels(path: str | Path, color: str = "gray") -> np.ndarray:
-    """An image file's pixels, (H, W) or (H, W, C) uint8, prepared as ``color`` says."""
+    """An image file's pixels, (H, W) or (H, W, C) uint8, prepared as ``color`` says.
+
+    UnsupportedImageError for images of more than 8 bits per sample: converting them to 8 bits
+    would measure other pixels than ridecodec codes (a 16-bit gray image converts to a nearly
+    constant one, and would score close to 0 bits per pixel)."""
     if color not in COLOR_MODES:
         raise ValueError(f"color must be one of {COLOR_MODES}, not {color!r}")
     image = imageio.open_image(path)
+    if _is_deeper_than_8_bits(image):
+        mode = f"a {image.dtype} array" if isinstance(image, np.ndarray) else f"mode {image.mode}"
+        raise UnsupportedImageError(f"{path}: has 16-bit or deeper samples ({mode}); eval measures 8-bit images")
     if color == "gray":
         image = image.convert("L")
     elif color == "color" or image.mode not in ("L", "RGB", "RGBA"):
@@ -313,8 +360,10 @@ def evaluate(
     ``color``: "gray" (convert("L")), "color" (convert("RGB")) or "as-is" (L, RGB and RGBA kept,
     other modes converted to RGB). ``limit``: only the first N images. ``progress(name)`` is
     called before each image. ``effort``: orientations tried per image, as for ``compress``.
+    Files that are not images, or images that cannot be measured, are listed in the report's
+    ``skipped`` with the reason.
     """
-    files = image_paths(paths)
+    files, skipped = find_images(paths)
     if not files:
         raise InputError(f"no image files in {', '.join(map(str, paths))}")
     if limit is not None:
@@ -327,6 +376,11 @@ def evaluate(
     for path in files:
         if progress is not None:
             progress(path.name)
-        pixels = load_pixels(path, color)
-        results.append(evaluate_image(path.name, pixels, model, resolved, classical, verify, effort))
-    return Report(model=model, device=api.describe_device(resolved), mode=color, images=results, effort=effort)
+        try:
+            pixels = load_pixels(path, color)
+            results.append(evaluate_image(path.name, pixels, model, resolved, classical, verify, effort))
+        except (InputError, UnsupportedImageError) as error:  # this image's fault: measure the others
+            reason = str(error).removeprefix(f"{path}: ")
+            skipped.append(SkippedFile(path.name, reason))
+    return Report(model=model, device=api.describe_device(resolved), mode=color, images=results, effort=effort,
+                  skipped=skipped)

@@ -12,7 +12,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from .errors import InputError, OutputExistsError, RidecodecError
+from .errors import InputError, OutputError, OutputExistsError
 
 
 def refuse_to_overwrite(path: str | os.PathLike, force: bool) -> None:
@@ -20,6 +20,38 @@ def refuse_to_overwrite(path: str | os.PathLike, force: bool) -> None:
     slow work, and write_atomically checks again when it writes."""
     if not force and Path(path).exists():
         raise _exists(path)
+
+
+def check_writable(path: str | os.PathLike, force: bool) -> None:
+    """Raise now what writing ``path`` would raise after the slow work: OutputExistsError for an
+    existing file without ``force``, OutputError for a folder that is missing, is a file, or
+    refuses a new file (read-only, full, another owner's). The folder is probed by creating and
+    removing a temporary file, since permission bits do not tell (root, ACLs, read-only mounts)."""
+    path = Path(path)
+    refuse_to_overwrite(path, force)
+    if path.is_dir():
+        raise OutputError(f"{path}: is a folder, not a file")
+    _probe_folder(path, _folder_of(path))
+
+
+def _folder_of(path: Path) -> Path:
+    return path.parent if str(path.parent) else Path(".")
+
+
+def _probe_folder(path: Path, folder: Path) -> None:
+    if not folder.exists():
+        above = next((parent for parent in folder.parents if parent.exists()), None)
+        if above is not None and not above.is_dir():  # a path under a regular file
+            raise OutputError(f"{path}: cannot write there, {above} is not a folder")
+        raise OutputError(f"{path}: the folder {folder} does not exist")
+    if not folder.is_dir():
+        raise OutputError(f"{path}: cannot write there, {folder} is not a folder")
+    try:
+        descriptor, probe = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=folder)
+    except OSError as error:
+        raise OutputError(f"{path}: cannot write in {folder} ({error.strerror})") from None
+    os.close(descriptor)
+    os.unlink(probe)
 
 
 def _exists(path) -> OutputExistsError:
@@ -40,17 +72,19 @@ def read_file(path: str | os.PathLike) -> bytes:
 
 
 def write_atomically(path: str | os.PathLike, data: bytes, force: bool = False) -> None:
+    """Write ``data`` to ``path`` completely or not at all; OutputExistsError (exit 8) or
+    OutputError (exit 11) with a one-line reason."""
     path = Path(path)
     refuse_to_overwrite(path, force)
-    directory = path.parent if str(path.parent) else Path(".")
-    if not directory.is_dir():
-        raise RidecodecError(f"{path}: the folder {directory} does not exist")
     if path.is_dir():
-        raise RidecodecError(f"{path}: is a directory")
+        raise OutputError(f"{path}: is a folder, not a file")
+    directory = _folder_of(path)
+    if not directory.is_dir():
+        _probe_folder(path, directory)  # raises, saying why
     try:
         descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=directory)
     except OSError as error:
-        raise RidecodecError(f"{path}: cannot write ({error.strerror})") from error
+        raise OutputError(f"{path}: cannot write in {directory} ({error.strerror})") from None
     try:
         with os.fdopen(descriptor, "wb") as file:
             file.write(data)
@@ -69,7 +103,7 @@ def write_atomically(path: str | os.PathLike, data: bytes, force: bool = False) 
                     raise _exists(path) from None
                 os.replace(temporary, path)
     except OSError as error:
-        raise RidecodecError(f"{path}: cannot write ({error.strerror})") from error
+        raise OutputError(f"{path}: cannot write ({error.strerror})") from None
     finally:  # also on KeyboardInterrupt: never leave the temporary file behind
         if os.path.exists(temporary):
             os.unlink(temporary)
