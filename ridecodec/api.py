@@ -18,13 +18,16 @@ import numpy as np
 import torch
 from PIL import Image
 
-from . import container, engine, imageio, orientation, registry
-from .container import DEFAULT_MAX_PIXELS, Header
+from . import container, depth, engine, imageio, orientation, registry
+from .container import DEFAULT_MAX_PIXELS, DeepRecord, Header
+from .depth import DeepCoding
 from .errors import (
-    DeviceUnavailableError, IntegrityError, RidecodecError, UnsupportedImageError, WeightsMismatchError,
+    DeviceUnavailableError, FormatError, InputError, IntegrityError, RidecodecError, UnsupportedImageError,
+    WeightsMismatchError,
 )
 from .fileio import read_file, refuse_to_overwrite, write_atomically
 from .imageio import CodedImage
+from .models.lowbyte import LowByteModel
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -53,7 +56,21 @@ def describe_device(device: torch.device) -> str:
 def _coded_image(image) -> CodedImage:
     if isinstance(image, (str, os.PathLike)) or hasattr(image, "read"):
         image = imageio.open_image(image)
-    return imageio.to_coded(image)
+    coded = imageio.to_coded(image)
+    if coded.width * coded.height > DEFAULT_MAX_PIXELS:
+        raise UnsupportedImageError(
+            f"the image has {coded.width}x{coded.height} pixels, more than decoders accept by default "
+            f"({DEFAULT_MAX_PIXELS}); split it into tiles"
+        )
+    return coded
+
+
+def _candidate_steps(density_model, shape: tuple[int, int, int], effort: int) -> list[int]:
+    """Wavefront steps of coding planes of ``shape`` in each of the first ``effort`` orientations."""
+    return [
+        engine.wavefront_for(density_model, *orientation.oriented_shape(shape, o)[1:]).num_steps
+        for o in orientation.SEARCH_ORDER[:effort]
+    ]
 
 
 def coding_split(density_model, threads: int) -> engine.Split:
@@ -79,10 +96,7 @@ def _encode_smallest(
     used = engine.used_values(pixels)
     variants = [None] if used.all() else [None, used]
     candidates = orientation.SEARCH_ORDER[:effort]
-    steps = [
-        engine.wavefront_for(density_model, *orientation.oriented_shape(pixels.shape, o)[1:]).num_steps
-        for o in candidates
-    ]
+    steps = _candidate_steps(density_model, pixels.shape, effort)
     total = sum(steps)
     best, best_cost, steps_before = None, None, 0
     for candidate, candidate_steps in zip(candidates, steps):
@@ -127,13 +141,30 @@ def compress(
             f"model {name!r} does not code {coded.layout} images (it codes "
             f"{', '.join(density_model.modes)}); choose another with --model"
         )
-    payload, chosen, value_sets = _encode_smallest(
-        density_model, coded.pixels, effort, progress, coding_split(density_model, threads)
-    )
+    split = coding_split(density_model, threads)
+    coding, first, low = depth.split(coded.pixels) if coded.bit_depth == 16 else (None, coded.pixels, None)
+    # one progress bar over both passes of a 16-bit image: the first bytes, then the low bytes
+    first_steps = sum(_candidate_steps(density_model, first.shape, effort))
+    low_steps = 0 if low is None else engine.wavefront_for(LowByteModel(), *low.shape[1:]).num_steps
+    first_progress = low_progress = None
+    if progress is not None:
+        first_progress = lambda done, _total: progress(done, first_steps + low_steps)  # noqa: E731
+        low_progress = lambda done, total: progress(  # noqa: E731
+            first_steps + done * low_steps // max(total, 1), first_steps + low_steps
+        )
+    payload, chosen, value_sets = _encode_smallest(density_model, first, effort, first_progress, split)
+    deep = None if coding is None else DeepRecord(coding)
+    if low is not None:
+        low_payload, low_sets = _encode_low_bytes(
+            orientation.orient(first, chosen), orientation.orient(low, chosen), coded.layout, device, low_progress, split
+        )
+        payload += low_payload
+        deep = DeepRecord(coding, int(LowByteModel.version), len(low_payload), low_sets)
     coder = container.CODER_RANGE_CATEGORICAL
-    if len(payload) >= coded.pixels.nbytes:  # the model cannot compress it: never expand
-        # raw pixels cost the same in any orientation: store them as they are
-        payload, coder, chosen, value_sets = coded.pixels.tobytes(), container.CODER_STORED, 0, None
+    stored = imageio.stored_samples(coded)
+    if len(payload) >= len(stored):  # the model cannot compress it: never expand
+        # raw samples cost the same in any orientation: store them as they are
+        payload, coder, chosen, value_sets, deep = stored, container.CODER_STORED, 0, None, None
     header = Header(
         width=coded.width,
         height=coded.height,
@@ -143,16 +174,42 @@ def compress(
         model_name=name,
         model_version=density_model.version,
         weights_digest=density_model.weights_digest(),
-        pixel_crc32=zlib.crc32(coded.pixels.tobytes()),  # as restored, so a wrong orientation fails it
+        pixel_crc32=_pixel_crc32(coded.pixels),  # as restored, so a wrong orientation fails it
         encoder_device=describe_device(device),
         orientation=chosen,
+        bit_depth=coded.bit_depth,
         coder=coder,
         palette=coded.palette,
         palette_mode=coded.palette_mode,
         transparency=coded.transparency,
         value_sets=None if value_sets is None else container.pack_value_sets(value_sets),
+        deep=deep,
     )
     return container.pack(header, payload)
+
+
+def _pixel_crc32(planes: np.ndarray) -> int:
+    """CRC32 of the coded planes (16-bit samples little-endian, on every machine)."""
+    return zlib.crc32(planes.astype("<u2" if planes.dtype == np.uint16 else np.uint8).tobytes())
+
+
+def _encode_low_bytes(
+    high: np.ndarray, low: np.ndarray, layout: str, device: torch.device,
+    progress: engine.ProgressCallback | None, split: engine.Split,
+) -> tuple[bytes, bytes | None]:
+    """The low bytes' payload of a 16-bit image (both planes in the orientation coded), with
+    their value sets where these make it smaller (packed, or None)."""
+    low_model = LowByteModel(torch.from_numpy(high), layout).to(device)
+    used = engine.used_values(low)
+    variants = [None] if used.all() else [None, used]
+    payloads = engine.encode_variants(low_model, low, variants, progress, split)
+    costs = [
+        payload.nbytes + (0 if sets is None else container.value_sets_bytes(len(sets)) - container.value_sets_bytes(0))
+        for payload, sets in zip(payloads, variants)
+    ]
+    best = int(np.argmin(costs))  # the first on a tie: no value sets
+    sets = variants[best]
+    return payloads[best].tobytes(), None if sets is None else container.pack_value_sets(sets)
 
 
 def read_header(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Header:
@@ -161,36 +218,40 @@ def read_header(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Header:
     return header
 
 
-def _decode(data: bytes, device, progress, max_pixels: int, threads: int = 1) -> CodedImage:
-    header, payload = container.parse(data, max_pixels)
+def _decode(data, device, progress, max_pixels: int, threads: int = 1) -> CodedImage:
+    header, payload = container.parse(_rdc_bytes(data), max_pixels)
     # the payload holds the pixels in the recorded orientation (transposed: W rows of H)
     shape = orientation.oriented_shape((header.channels, header.height, header.width), header.orientation)
+    density_model = None
     if header.coder == container.CODER_STORED:  # no model needed
-        pixels = np.frombuffer(payload, dtype=np.uint8).reshape(shape).copy()
-        density_model, device = None, None
+        pixels = imageio.unstore_samples(payload, header, *shape[1:])
     else:
         device = resolve_device(device)
-        density_model = registry.load_model(header.model_name, device)
-        digest = density_model.weights_digest()
-        retired = density_model.retired_versions.get(header.model_version)
-        if digest != header.weights_digest and retired is not None:
-            raise WeightsMismatchError(
-                f"the file was written with {header.model_name} version {header.model_version} on "
-                f"{header.encoder_device}, which this ridecodec no longer reads (it has version "
-                f"{density_model.version}); {retired}"
-            )
-        if digest != header.weights_digest:
-            raise WeightsMismatchError(
-                f"the file was encoded with {header.model_name} {header.model_version} weights "
-                f"{header.weights_digest[:12]}, but the installed model has {density_model.version} "
-                f"weights {digest[:12]}; install the matching model version"
-            )
-        words = np.frombuffer(payload, dtype="<u4")
+        density_model = _installed_model(header, device)
         split = coding_split(density_model, threads)
-        pixels = engine.decode_pixels(density_model, words, shape, progress, header.used_values(), split)
+        deep = header.deep
+        low_length = deep.low_payload_length if deep is not None else 0
+        words = np.frombuffer(payload, dtype="<u4")
+        first_words, low_words = words[: len(words) - low_length // 4], words[len(words) - low_length // 4 :]
+        phases = [engine.wavefront_for(density_model, *shape[1:]).num_steps]
+        if low_length:
+            phases.append(engine.wavefront_for(LowByteModel(), *shape[1:]).num_steps)
+        first_progress, low_progress = _phase_progress(progress, phases)
+        pixels = engine.decode_pixels(density_model, first_words, shape, first_progress, header.used_values(), split)
+        if deep is not None:
+            low = None
+            if deep.coding == DeepCoding.HIGH_THEN_LOW:
+                if deep.low_model_version != int(LowByteModel.version):
+                    raise FormatError(
+                        f"the file's low bytes were coded with lowbyte version {deep.low_model_version}, "
+                        f"which this ridecodec does not have (it has {LowByteModel.version}); upgrade ridecodec"
+                    )
+                low_model = LowByteModel(torch.from_numpy(pixels), header.layout).to(device)
+                low = engine.decode_pixels(low_model, low_words, shape, low_progress, header.used_low_values(), split)
+            pixels = depth.join(deep.coding, pixels, low)
     pixels = orientation.unorient(pixels, header.orientation)
-    if zlib.crc32(pixels.tobytes()) != header.pixel_crc32:
-        here = describe_device(device) if device is not None else header.encoder_device
+    if _pixel_crc32(pixels) != header.pixel_crc32:
+        here = describe_device(device) if density_model is not None else header.encoder_device
         hint = (
             f"; it was encoded on {header.encoder_device} and decoded on {here}, whose arithmetic "
             f"differs for model {header.model_name!r}: decode it on {header.encoder_device}"
@@ -200,32 +261,88 @@ def _decode(data: bytes, device, progress, max_pixels: int, threads: int = 1) ->
         raise IntegrityError(f"the decoded pixels fail the file's CRC: the file is corrupt{hint}")
     return CodedImage(
         pixels, header.layout, header.original_mode, header.transform,
-        header.palette, header.palette_mode, header.transparency,
+        header.palette, header.palette_mode, header.transparency, header.bit_depth,
     )
 
 
+def _installed_model(header: Header, device: torch.device):
+    """The model that wrote the file, with the same weights, or a one-line error saying what to install."""
+    density_model = registry.load_model(header.model_name, device)
+    digest = density_model.weights_digest()
+    retired = density_model.retired_versions.get(header.model_version)
+    if digest != header.weights_digest and retired is not None:
+        raise WeightsMismatchError(
+            f"the file was written with {header.model_name} version {header.model_version} on "
+            f"{header.encoder_device}, which this ridecodec no longer reads (it has version "
+            f"{density_model.version}); {retired}"
+        )
+    if digest != header.weights_digest:
+        raise WeightsMismatchError(
+            f"the file was encoded with {header.model_name} {header.model_version} weights "
+            f"{header.weights_digest[:12]}, but the installed model has {density_model.version} "
+            f"weights {digest[:12]}; install the matching model version"
+        )
+    return density_model
+
+
+def _phase_progress(progress, phases: list[int]) -> list:
+    """One callback per phase (a pass of ``phases[i]`` steps), each moving one bar over all."""
+    if progress is None:
+        return [None] * 2
+    total = sum(phases)
+    callbacks = [
+        lambda done, _total, before=sum(phases[:i]): progress(before + done, total) for i in range(len(phases))
+    ]
+    return callbacks + [None] * (2 - len(callbacks))
+
+
+def _rdc_bytes(data) -> bytes:
+    """.rdc bytes from bytes, a path or a binary file (a path is read, as compress reads one)."""
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        return data
+    if isinstance(data, (str, os.PathLike)):
+        return read_file(data)
+    if hasattr(data, "read"):
+        return data.read()
+    raise InputError(f"cannot decompress a {type(data).__name__}: give .rdc bytes, a path or a binary file")
+
+
 def decompress_image(
-    data: bytes,
+    data,
     device: str | torch.device = "auto",
     progress: engine.ProgressCallback | None = None,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     threads: int = 1,
 ) -> Image.Image:
-    """Decompress .rdc bytes to a PIL image in the original mode (palette included). ``threads``:
-    CPU threads for an exact model (see :func:`compress`)."""
+    """Decompress .rdc bytes (or a path, or a binary file) to a PIL image in the original mode
+    (palette included). 16-bit images other than gray have no Pillow mode: use
+    :func:`decompress`. ``threads``: CPU threads for an exact model (see :func:`compress`)."""
     return imageio.from_coded(_decode(data, device, progress, max_pixels, threads))
 
 
 def decompress(
-    data: bytes,
+    data,
     device: str | torch.device = "auto",
     progress: engine.ProgressCallback | None = None,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     threads: int = 1,
 ) -> np.ndarray:
-    """Decompress .rdc bytes to a numpy array equal to ``np.asarray`` of the original image:
-    (H, W) for L (and P indices; bool for mode 1), (H, W, C) for LA, RGB and RGBA."""
-    return np.asarray(decompress_image(data, device, progress, max_pixels, threads))
+    """Decompress .rdc bytes (or a path, or a binary file) to a numpy array equal to the array the
+    file was made from, or to ``np.asarray`` of the original image: (H, W) for L and P indices
+    (bool for mode 1), (H, W, C) for LA, RGB and RGBA; uint16 for 16-bit images."""
+    return imageio.to_array(_decode(data, device, progress, max_pixels, threads))
+
+
+def decompress_to_png(
+    data,
+    device: str | torch.device = "auto",
+    progress: engine.ProgressCallback | None = None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    threads: int = 1,
+) -> bytes:
+    """Decompress .rdc bytes (or a path, or a binary file) to PNG bytes: the original image in its
+    mode, or with 16 bits per sample for 16-bit images."""
+    return imageio.coded_png_bytes(_decode(data, device, progress, max_pixels, threads))
 
 
 def default_compressed_path(source: str | os.PathLike) -> Path:
@@ -271,7 +388,7 @@ def decompress_file(
     """Decompress a .rdc file to a PNG (default: beside it, .png); returns the path."""
     destination = Path(destination) if destination is not None else default_decompressed_path(source)
     refuse_to_overwrite(destination, force)  # before the slow part
-    image = decompress_image(read_file(source), device=device, progress=progress, max_pixels=max_pixels,
-                             threads=threads)
-    write_atomically(destination, imageio.png_bytes(image), force=force)
+    png = decompress_to_png(read_file(source), device=device, progress=progress, max_pixels=max_pixels,
+                            threads=threads)
+    write_atomically(destination, png, force=force)
     return destination

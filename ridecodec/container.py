@@ -23,8 +23,9 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from .depth import DeepCoding
 from .errors import FormatError, VersionError
-from .imageio import SUPPORTED_MODES, ModeTransform
+from .imageio import DEEP_MODES, GRAY16_MODES, SUPPORTED_MODES, ModeTransform
 from .models.base import CHANNEL_LAYOUTS
 
 MAGIC = b"\x89RDC\r\n\x1a\n"
@@ -50,13 +51,35 @@ _TRANSFORM_MODES = {
     ModeTransform.GRAY_AS_RGB: ("RGB", "L"),
 }
 
+# (original mode, coded layout, conversion) of every 16-bit image (see imageio).
+_DEEP_MODES = {(mode, "L", ModeTransform.NONE) for mode in GRAY16_MODES} | {
+    ("RGB;16", "RGB", ModeTransform.NONE),
+    ("RGBA;16", "RGBA", ModeTransform.NONE),
+    ("LA;16", "RGBA", ModeTransform.GRAY_ALPHA_TO_RGBA),
+    ("RGB;16", "L", ModeTransform.GRAY_AS_RGB),
+}
+
 # Extension tags (type-length-value records at the end of the header body).
 _EXT_PALETTE = 1
 _EXT_TRANSPARENCY_INDEX = 2
 _EXT_TRANSPARENCY_ALPHAS = 3
 _EXT_VALUE_SETS = 4
+_EXT_DEEP = 5  # how a 16-bit image was coded: see DeepRecord
+_DEEP_RECORD = "<BBQ"  # coding, low-byte model version, low-byte payload length; then its value sets
 _EXT_RECORD = "<BH"  # an extension record's tag and value length, before its value
 _VALUE_SET_BYTES = 32  # 256 values, one bit each
+
+
+@dataclass(frozen=True)
+class DeepRecord:
+    """How a 16-bit image's samples were coded (``ridecodec.depth``): which coding; for
+    HIGH_THEN_LOW, the version of the low-byte model, the length of the low bytes' payload (the
+    end of the payload; the high bytes' come first) and the low bytes' value sets, if any."""
+
+    coding: DeepCoding
+    low_model_version: int = 0
+    low_payload_length: int = 0
+    low_value_sets: bytes | None = None
 
 
 @dataclass(frozen=True)
@@ -83,6 +106,8 @@ class Header:
     #: the values each coded channel takes, 32 bytes per channel (bit v % 8 of byte v // 8 is set
     #: when value v occurs); None: the tables were not restricted (see engine.restricted)
     value_sets: bytes | None = None
+    #: 16-bit images coded by a model (not stored): how their bytes were split
+    deep: DeepRecord | None = None
     format_version: int = FORMAT_VERSION
     header_length: int = field(default=0, compare=False)  # total bytes before the payload
 
@@ -97,6 +122,23 @@ class Header:
     def used_values(self) -> np.ndarray | None:
         """The value sets as (C, 256) bools, as the engine takes them; None when there are none."""
         return None if self.value_sets is None else unpack_value_sets(self.value_sets, self.channels)
+
+    def used_low_values(self) -> np.ndarray | None:
+        """The low bytes' value sets of a 16-bit image, like :meth:`used_values`."""
+        packed = self.deep.low_value_sets if self.deep is not None else None
+        return None if packed is None else unpack_value_sets(packed, self.channels)
+
+    @property
+    def stored_planes(self) -> int:
+        """Planes a stored payload of this file holds (ridecodec 0.2.0 stored LA as four)."""
+        planes = _stored_planes(self.layout, self.transform)
+        return planes if self.payload_length == planes * self.num_pixels * self.bit_depth // 8 else self.channels
+
+
+def _stored_planes(layout: str, transform: ModeTransform) -> int:
+    """Planes a stored payload holds: the original image's channels (LA: L and A), so that a
+    stored file is never larger than the original's raw samples."""
+    return 2 if transform == ModeTransform.GRAY_ALPHA_TO_RGBA else CHANNEL_LAYOUTS[layout]
 
 
 def _put_string(out: bytearray, text: str) -> None:
@@ -134,6 +176,10 @@ def _pack_body(header: Header) -> bytes:
         extensions.append((_EXT_TRANSPARENCY_ALPHAS, header.transparency))
     if header.value_sets is not None:
         extensions.append((_EXT_VALUE_SETS, header.value_sets))
+    if header.deep is not None:
+        deep = header.deep
+        record = struct.pack(_DEEP_RECORD, int(deep.coding), deep.low_model_version, deep.low_payload_length)
+        extensions.append((_EXT_DEEP, record + (deep.low_value_sets or b"")))
     body += struct.pack("<B", len(extensions))
     for tag, value in extensions:
         body += struct.pack(_EXT_RECORD, tag, len(value)) + value
@@ -143,6 +189,11 @@ def _pack_body(header: Header) -> bytes:
 def value_sets_bytes(channels: int) -> int:
     """What value sets for ``channels`` channels add to a header: the record and its tag, length."""
     return struct.calcsize(_EXT_RECORD) + channels * _VALUE_SET_BYTES
+
+
+def deep_record_bytes(channels: int, value_sets: bool) -> int:
+    """What a 16-bit image's record adds to a header (with or without the low bytes' value sets)."""
+    return struct.calcsize(_EXT_RECORD) + struct.calcsize(_DEEP_RECORD) + value_sets * channels * _VALUE_SET_BYTES
 
 
 def pack_value_sets(used: np.ndarray) -> bytes:
@@ -222,8 +273,8 @@ def parse(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[Header, me
     width, height, layout_code, bit_depth, transform, orientation, coder, _ = reader.unpack("<IIBBBBBB")
     if layout_code not in _LAYOUT_NAMES:
         raise FormatError(f"the header names an unknown channel layout ({layout_code})")
-    if bit_depth != 8:
-        raise FormatError(f"the header names bit depth {bit_depth}; this ridecodec decodes 8 bits")
+    if bit_depth not in (8, 16):
+        raise FormatError(f"the header names bit depth {bit_depth}; this ridecodec decodes 8 and 16 bits")
     try:
         transform = ModeTransform(transform)
     except ValueError:
@@ -247,7 +298,7 @@ def parse(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[Header, me
     weights_digest = reader.take(32).hex()
     encoder_device = reader.string()
     pixel_crc32, payload_length = reader.unpack("<IQ")
-    palette = palette_mode = transparency = value_sets = None
+    palette = palette_mode = transparency = value_sets = deep = None
     (extension_count,) = reader.unpack("<B")
     for _ in range(extension_count):
         tag, length = reader.unpack(_EXT_RECORD)
@@ -263,16 +314,43 @@ def parse(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[Header, me
             transparency = value
         elif tag == _EXT_VALUE_SETS:
             value_sets = value
+        elif tag == _EXT_DEEP and length >= struct.calcsize(_DEEP_RECORD):
+            coding, low_version, low_length = struct.unpack_from(_DEEP_RECORD, value)
+            try:
+                coding = DeepCoding(coding)
+            except ValueError:
+                raise FormatError(f"the header names an unknown 16-bit coding ({coding})") from None
+            low_sets = value[struct.calcsize(_DEEP_RECORD):] or None
+            deep = DeepRecord(coding, low_version, low_length, low_sets)
         else:
             raise FormatError(f"the header holds an unknown extension ({tag})")
     if reader.offset != len(reader.data):
         raise FormatError("the header has unexpected extra bytes")
     layout = _LAYOUT_NAMES[layout_code]
-    expected = _TRANSFORM_MODES[transform]
-    if (original_mode, layout) != (expected or (layout, layout)):
-        raise FormatError(
-            f"the header's modes are inconsistent ({original_mode} coded as {layout} by {transform.name})"
+    if bit_depth == 8:
+        expected = _TRANSFORM_MODES[transform]
+        consistent = original_mode not in GRAY16_MODES + DEEP_MODES and (
+            (original_mode, layout) == (expected or (layout, layout))
         )
+    else:
+        consistent = (original_mode, layout, transform) in _DEEP_MODES
+    if not consistent:
+        raise FormatError(
+            f"the header's modes are inconsistent ({bit_depth}-bit {original_mode} coded as {layout} "
+            f"by {transform.name})"
+        )
+    channels = CHANNEL_LAYOUTS[layout]
+    if (deep is not None) != (bit_depth == 16 and coder == CODER_RANGE_CATEGORICAL):
+        raise FormatError("the header's 16-bit record is missing or out of place")
+    if deep is not None and (
+        (deep.coding != DeepCoding.HIGH_THEN_LOW and (deep.low_payload_length or deep.low_value_sets))
+        or deep.low_payload_length % 4
+        or (deep.low_value_sets is not None and (
+            len(deep.low_value_sets) != channels * _VALUE_SET_BYTES
+            or not unpack_value_sets(deep.low_value_sets, channels).any(axis=1).all()
+        ))
+    ):
+        raise FormatError("the header holds a malformed 16-bit record")
     if value_sets is not None and (
         coder != CODER_RANGE_CATEGORICAL
         or len(value_sets) != CHANNEL_LAYOUTS[layout] * _VALUE_SET_BYTES
@@ -292,7 +370,14 @@ def parse(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[Header, me
         )
     if coder == CODER_RANGE_CATEGORICAL and payload_length % 4:
         raise FormatError("the payload length is not a whole number of 32-bit words")
-    if coder == CODER_STORED and payload_length != CHANNEL_LAYOUTS[layout] * width * height:
+    if deep is not None and deep.low_payload_length > payload_length:
+        raise FormatError("the 16-bit record's low-byte payload is longer than the payload")
+    stored_lengths = {_stored_planes(layout, transform) * width * height * bit_depth // 8}
+    if transform == ModeTransform.BILEVEL_TO_GRAY:
+        stored_lengths = {(width * height + 7) // 8}
+    if transform in (ModeTransform.GRAY_ALPHA_TO_RGBA, ModeTransform.BILEVEL_TO_GRAY) and bit_depth == 8:
+        stored_lengths.add(channels * width * height)  # ridecodec 0.2.0 stored the coded planes
+    if coder == CODER_STORED and payload_length not in stored_lengths:
         raise FormatError("the stored payload's length does not match the image's size")
 
     header = Header(
@@ -301,6 +386,7 @@ def parse(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[Header, me
         model_version=model_version, weights_digest=weights_digest, pixel_crc32=pixel_crc32,
         encoder_device=encoder_device, orientation=orientation, bit_depth=bit_depth, coder=coder,
         payload_length=payload_length, palette=palette, palette_mode=palette_mode,
-        transparency=transparency, value_sets=value_sets, format_version=version, header_length=header_end,
+        transparency=transparency, value_sets=value_sets, deep=deep, format_version=version,
+        header_length=header_end,
     )
     return header, data[header_end:]

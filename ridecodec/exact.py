@@ -152,6 +152,23 @@ def _lookup(values: torch.Tensor, in_bits: int, grid, name: str) -> torch.Tensor
     return table(name, values.device).index_select(0, index.view(-1)).view(index.shape)
 
 
+def _interpolated_lookup(values: torch.Tensor, in_bits: int, grid, name: str) -> torch.Tensor:
+    """Table ``name`` at ``values`` (int64 at 2**-in_bits, in_bits above the grid's bits),
+    interpolated linearly between grid points in integer arithmetic: for arguments finer than
+    the grid (a wide distribution's bins)."""
+    first, grid_bits, count = grid
+    offset = int(round(-first * 2**grid_bits))
+    shift = in_bits - grid_bits
+    index = (values >> shift) + offset
+    fraction = values & ((1 << shift) - 1)
+    fraction = torch.where(index < 0, 0, torch.where(index >= count - 1, 0, fraction))
+    index = index.clamp(0, count - 1)
+    lookup = table(name, values.device)
+    low = lookup.index_select(0, index.view(-1)).view(index.shape)
+    high = lookup.index_select(0, (index + 1).clamp_(max=count - 1).view(-1)).view(index.shape)
+    return low + (((high - low) * fraction) >> shift)
+
+
 def sigmoid(values: torch.Tensor, in_bits: int = PRE_BITS, out_bits: int = ACT_BITS) -> torch.Tensor:
     """sigmoid of int64 fixed-point ``values`` (scale 2**-in_bits), at scale 2**-out_bits."""
     return shift_round(_lookup(values, in_bits, SIGMOID_GRID, "sigmoid"), PROB_BITS - out_bits)
@@ -368,4 +385,34 @@ def mixture_frequencies(
     cumulative = torch.cat([torch.zeros_like(top), cumulative, top], dim=1)  # (N, 257)
     # frequencies: scale the CDF to MIXTURE_UNITS first, then take differences, so they sum exactly
     scaled = (cumulative * (MIXTURE_UNITS >> 12)) >> (PROB_BITS + 15 - 12)
+    return (torch.diff(scaled, dim=1) + FLOOR_UNITS).to(torch.float32)
+
+
+def _all_edges(device: torch.device) -> torch.Tensor:
+    """The 257 bin edges -0.5 .. 255.5 at 2**-MEAN_BITS, int64."""
+    return (torch.arange(ALPHABET + 1, dtype=torch.int64, device=device) << MEAN_BITS) - (1 << (MEAN_BITS - 1))
+
+
+def truncated_frequencies(means: torch.Tensor, inverse_scale: torch.Tensor, cdf: str = "logistic") -> torch.Tensor:
+    """Integer frequency tables (N, 256), as float32, of N distributions *conditioned* on the
+    window [-1/2, 255 + 1/2]: value k's share of MIXTURE_UNITS is the mass on [k - 1/2, k + 1/2]
+    divided by the window's mass (no tails folded into the end values, unlike
+    :func:`mixture_frequencies`), plus FLOOR_UNITS. For a value known to lie in a window of 256,
+    e.g. the low byte of a 16-bit sample whose high byte is known.
+
+    ``means`` (N,): int64 at 2**-MEAN_BITS, any distance from the window (callers keep them within
+    a few scales of it, where the CDF table still resolves the window's mass; beyond that a
+    logistic's shape over the window barely changes); ``inverse_scale`` (N,): from
+    :func:`inverse_scales`. A window with no mass on the table's grid gets the uniform table."""
+    z = (_all_edges(means.device)[None, :] - means[:, None]) * inverse_scale[:, None]  # (N, 257)
+    grid, name = (GAUSSIAN_CDF_GRID, "gaussian_cdf") if cdf == "gaussian" else (SIGMOID_GRID, "sigmoid")
+    # interpolated: a wide distribution's bins are narrower than the table's grid
+    cumulative = _interpolated_lookup(z, Z_BITS, grid, name)
+    cumulative = cumulative - cumulative[:, :1]  # mass from the window's left edge, at 2**-PROB_BITS
+    window = cumulative[:, -1:]
+    empty = window == 0
+    uniform = torch.arange(ALPHABET + 1, dtype=torch.int64, device=means.device)[None, :]
+    cumulative = torch.where(empty, uniform, cumulative)
+    window = torch.where(empty, torch.full_like(window, ALPHABET), window)
+    scaled = (cumulative * MIXTURE_UNITS) // window  # both < 2**25: no overflow
     return (torch.diff(scaled, dim=1) + FLOOR_UNITS).to(torch.float32)
