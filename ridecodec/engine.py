@@ -11,6 +11,7 @@ probability tables pass between them, here.
 from __future__ import annotations
 
 import contextlib
+import math
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
@@ -27,6 +28,81 @@ ProgressCallback = Callable[[int, int], None]
 
 # perfect=False: constriction 0.5 otherwise uses a slow exact quantizer (DESIGN.md, numbers).
 _CATEGORICAL = constriction.stream.model.Categorical(perfect=False)
+
+#: The one-line refusal of a payload that cannot hold the image its header declares.
+EXHAUSTED = "the payload ends before the image does: the file is truncated or corrupt"
+
+
+class PayloadBudget:
+    """Stops a decode as soon as the payload is provably used up: a decompression bomb (a small
+    file whose header declares a huge image) or a truncated payload costs only the work its real
+    payload pays for, never the declared size.
+
+    Why it is sound, for constriction 0.5's range coder (64-bit state, 32-bit words, 24-bit
+    probabilities; a reference model of its encoder reproduced its output word for word, see
+    benchmarks/RESULTS.md, "Decompression bombs"). The coder keeps an interval ``range`` between
+    2^32 and 2^64 - 1 (2^64 - 1 at the start). Coding a symbol of integer frequency ``q`` (out of
+    2^24) sets ``range = (range >> 24) * q <= range * q / 2^24``; whenever ``range`` falls below
+    2^32 it is multiplied by 2^32 and exactly one word is emitted (at once, or later if a carry is
+    pending). Sealing adds one or two words. So after n symbols with k such renormalizations,
+    ``2^32 <= range <= 2^64 * Q * 2^(32 k)``, where Q is the product of the n probabilities
+    q / 2^24: the information -log2 Q of the first n symbols is at most 32 k + 32, and a payload of
+    W words has k <= W - 1 for the whole image. The decoder repeats the encoder's (range, lower)
+    arithmetic exactly, symbol for symbol, as long as it decodes the encoder's symbols, which it
+    does for every valid file. Hence two tests that a valid file always passes:
+
+    1. the information of every prefix of the decoded symbols is at most 32 W bits;
+    2. once the decoder has read every word (constriction's ``maybe_exhausted()`` is true only
+       then), it has made at least W - 2 renormalizations, so at most one remains, and what is
+       decoded afterwards carries at most 64 bits (from ``range`` <= 2^64 down to 2^32, with one
+       renormalization's 2^32 in between).
+
+    The decoder reads past the end of the data as zeros, so a bomb decodes on without any error
+    from the coder; these tests are what stops it. The information is bounded from below from the
+    float32 tables the coder receives: constriction's fast quantizer (``perfect=False``) gives a
+    symbol of table probability P at most ``P (1 + 2^-15) + 2^-21`` of the 2^24 (float32 rounding
+    of the partial sums, the scale and the products: a few units), the last symbol at most 2^-15
+    more, and none more than 2^24 - 254 (so every symbol costs at least 2.2e-5 bits; a test checks
+    these bounds against the quantizer itself). A further 32 bits of slack cover the rounding of
+    this float64 sum. So a payload of W words pays for at most 1.5 million W symbols whatever the
+    model, and with the exact models, whose tables give every value at least 16 of 2^24 (so a
+    symbol costs at least 3.1e-4 bits by this bound), for at most about 105,000 W.
+    """
+
+    #: The most a symbol's frequency can be, of 2^24, and so the least a symbol costs in bits.
+    MAX_PROBABILITY = 1 - 254 * 2.0**-24
+    MIN_BITS = -math.log2(MAX_PROBABILITY)
+    #: Slack for the float64 rounding of the running sum (far smaller than one bit).
+    SLACK_BITS = 32.0
+    #: What test 2 allows after the last word was read.
+    AFTER_END_BITS = 64.0
+
+    def __init__(self, num_words: int, num_symbols: int):
+        self.limit = 32.0 * num_words + self.SLACK_BITS
+        self.spent = 0.0  # bits, a lower bound on the information decoded so far
+        self.spent_at_end: float | None = None  # `spent` when the last word had been read
+        if num_symbols and (num_words == 0 or num_symbols * self.MIN_BITS > self.limit):
+            raise FormatError(EXHAUSTED)  # test 1 for the whole image, before any model runs
+
+    @classmethod
+    def bits(cls, table: np.ndarray, symbols: np.ndarray) -> float:
+        """A lower bound on what the coder spends on ``symbols`` (ints) coded with ``table``
+        ((N, 256) float32, as the coder received it)."""
+        chosen = table[np.arange(len(symbols)), symbols].astype(np.float64)
+        probability = chosen / table.sum(axis=1, dtype=np.float64)
+        frequency = probability * (1 + 2.0**-15) + 2.0**-21 + np.where(symbols == ALPHABET_SIZE - 1, 2.0**-15, 0.0)
+        return float(-np.log2(np.minimum(frequency, cls.MAX_PROBABILITY)).sum())
+
+    def spend(self, table: np.ndarray, symbols: np.ndarray, at_end: bool) -> None:
+        """Count one decoded batch; ``at_end``: the decoder had read every word before it.
+        Raises FormatError once either test fails."""
+        if at_end and self.spent_at_end is None:
+            self.spent_at_end = self.spent
+        self.spent += self.bits(table, symbols)
+        if self.spent > self.limit or (
+            self.spent_at_end is not None and self.spent - self.spent_at_end > self.AFTER_END_BITS + self.SLACK_BITS
+        ):
+            raise FormatError(EXHAUSTED)
 
 
 @dataclass(frozen=True)
@@ -255,17 +331,30 @@ def decode_pixels(
     split: Split = Split(),
 ) -> np.ndarray:
     """Decode a payload made by :func:`encode_pixels` (with the same ``value_sets``) into uint8
-    pixels of ``shape`` (C, H, W). An exact model may decode with any ``split``."""
+    pixels of ``shape`` (C, H, W). An exact model may decode with any ``split``.
+
+    ``payload`` must be the words of one encoder, nothing missing: a payload too short for the
+    image (a decompression bomb, a truncated file) is refused as soon as that is certain
+    (:class:`PayloadBudget`), before the image is allocated when the size alone proves it."""
+    words = np.ascontiguousarray(payload, dtype=np.uint32)
+    budget = PayloadBudget(len(words), math.prod(shape))
     canvas = torch.zeros(shape, dtype=torch.uint8, device=model.device)
-    decoder = constriction.stream.queue.RangeDecoder(np.ascontiguousarray(payload, dtype=np.uint32))
+    decoder = constriction.stream.queue.RangeDecoder(words)
 
     def decode_step(rows, cols, channel, table):
         if value_sets is not None:
             table = restricted(table, value_sets[channel])
+        at_end = decoder.maybe_exhausted()  # checked before: see PayloadBudget, test 2
         try:
-            return np.asarray(decoder.decode(_CATEGORICAL, table), dtype=np.int32)
+            symbols = np.asarray(decoder.decode(_CATEGORICAL, table), dtype=np.int32)
         except Exception as error:  # constriction raises on payloads that cannot be decoded
             raise FormatError(f"the compressed data is corrupt ({error})") from error
+        except BaseException as error:  # a Rust panic (pyo3's PanicException is no Exception)
+            if type(error).__name__ != "PanicException":
+                raise  # KeyboardInterrupt and the like
+            raise FormatError(f"the compressed data is corrupt ({error})") from error
+        budget.spend(table, symbols, at_end)
+        return symbols
 
     _run(model, canvas, decode_step, progress, split)
     return canvas.cpu().numpy()
