@@ -1,12 +1,16 @@
 """Fuzzing the header parser and the decoder with hypothesis (a small budget; the long campaign is
 benchmarks/fuzz_decoder.py). Whatever the bytes, the codec either raises its own error or returns
-exactly the original image: no other exception, no wrong image."""
+exactly the original image: no other exception, no wrong image, and no decode that runs on for
+the size a header declares when its payload cannot hold that image (decompression bombs)."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import signal
 import zlib
 
+import constriction
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -14,7 +18,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 import ridecodec
-from ridecodec import container
+from ridecodec import container, engine
 from ridecodec.errors import FormatError, RidecodecError
 from conftest import natural_like, noise
 
@@ -109,3 +113,161 @@ def test_seed_files_decode(seed):
     assert np.array_equal(ridecodec.decompress(SEED_FILES[seed]), ORIGINALS[seed])
     stored = ridecodec.read_header(SEED_FILES[seed]).coder == container.CODER_STORED
     assert stored == (seed == "stored")  # both decoding paths get fuzzed
+
+
+# -- Decompression bombs: a small file whose header declares a huge image ----------------------
+
+
+def bomb(data: bytes, width: int, height: int) -> bytes:
+    """``data`` with its dimensions replaced and its header checksum repaired."""
+    header, payload = container.parse(data)
+    return container.pack(dataclasses.replace(header, width=width, height=height), bytes(payload))
+
+
+class StillDecoding(BaseException):
+    """A BaseException, so that no ``except Exception`` on the way (the engine wraps a model's
+    exceptions in PluginError, a RidecodecError) can turn it into an accepted refusal."""
+
+
+@contextlib.contextmanager
+def hang_guard(seconds: int = 120):
+    """Fail instead of hanging CI: without the payload budget (engine.PayloadBudget) an 8192 x
+    8192 bomb decodes for hours. Generous on purpose: nothing here is a timing measurement."""
+
+    def expired(signum, frame):
+        raise StillDecoding(f"still decoding after {seconds} s: the bomb was not stopped")
+
+    previous = signal.signal(signal.SIGALRM, expired)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+@pytest.mark.parametrize(
+    "image",
+    [natural_like(8, 8, seed=3), np.zeros((8, 8), np.uint8), np.full((8, 8, 3), (10, 200, 30), np.uint8)],
+    ids=["natural", "flat", "flat-rgb"],
+)
+@pytest.mark.parametrize("size", [(8192, 8192), (1024, 1024), (4000, 3000)])
+def test_bomb_is_refused(image, size):
+    """The issue's bomb, made from small real files of the default model (a flat one has a
+    one-word payload, the cheapest symbols there are): 8192 x 8192 is refused from its size alone,
+    the smaller ones as soon as decoding proves that the payload is used up."""
+    data = ridecodec.compress(image)
+    assert ridecodec.read_header(data).coder == container.CODER_RANGE_CATEGORICAL
+    with hang_guard(), pytest.raises(FormatError, match="the payload ends before the image does"):
+        ridecodec.decompress(bomb(data, *size), device="cpu")
+    assert np.array_equal(ridecodec.decompress(data), image)  # the file itself is fine
+
+
+def test_bomb_over_the_pixel_limit_is_refused_by_the_parser():
+    data = bomb(ridecodec.compress(natural_like(8, 8, seed=3), model="loco"), 65535, 65535)
+    with pytest.raises(FormatError, match="over the limit"):
+        ridecodec.decompress(data, device="cpu")
+
+
+def test_truncated_payload_with_a_consistent_header_is_refused():
+    """A payload cut to a quarter, its length in the header repaired: refused as used up."""
+    data = ridecodec.compress(natural_like(48, 48, seed=4), model="loco")
+    header, payload = container.parse(data)
+    cut = bytes(payload)[: len(payload) // 16 * 4]
+    with hang_guard(), pytest.raises(FormatError, match="the payload ends before the image does"):
+        ridecodec.decompress(container.pack(header, cut), device="cpu")
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.sampled_from(["gray", "rgba", "palette"]), width=st.integers(1, 8192), height=st.integers(1, 8192))
+def test_decoder_on_bombs(seed, width, height):
+    """Real files with any dimensions up to 8192 x 8192, header CRC repaired, under the default
+    pixel limit: the codec's own error (or the original image, at the original size)."""
+    data = bomb(SEED_FILES[seed], width, height)
+    same = ridecodec.read_header(SEED_FILES[seed])
+    with hang_guard():
+        if (width, height) == (same.width, same.height):
+            decodes_safely(data, ORIGINALS[seed])
+        else:
+            with pytest.raises(RidecodecError):
+                ridecodec.decompress(data, device="cpu")
+
+
+# -- The payload budget is sound: it never refuses what the coder itself wrote -----------------
+
+
+def coder_frequency(table: np.ndarray, symbol: int) -> int:
+    """The integer frequency (of 2^24) that constriction's coder gives ``symbol`` for ``table``,
+    read back from its decoder: a fresh decoder's first symbol is the one whose interval holds
+    the quantile point // (2^40 - 1), where point is the first two words."""
+
+    def decoded(quantile: int) -> int:
+        point = quantile * ((2**64 - 1) >> 24)
+        words = np.array([point >> 32, point & 0xFFFFFFFF], dtype=np.uint32)
+        return int(constriction.stream.queue.RangeDecoder(words).decode(engine._CATEGORICAL, table[None])[0])
+
+    def first_quantile_of(value: int) -> int:  # the smallest quantile decoding to value or more
+        low, high = 0, 2**24
+        while low < high:
+            middle = (low + high) // 2
+            low, high = (low, middle) if decoded(middle) >= value else (middle + 1, high)
+        return low
+
+    return first_quantile_of(symbol + 1) - first_quantile_of(symbol)
+
+
+def hostile_tables(rng: np.random.Generator, count: int) -> np.ndarray:
+    """Tables of every shape the coder may receive: exact-model integers (peaked, with the floor of
+    16), random floats, values over 20 orders of magnitude, and value-set tables with zeros."""
+    tables = []
+    for index in range(count):
+        kind = index % 4
+        if kind == 0:
+            table = np.full(256, 16.0)
+            table[rng.integers(256)] += 2**24 - 4096
+        elif kind == 1:
+            table = rng.random(256)
+        elif kind == 2:
+            table = rng.random(256) ** 20 * 10.0 ** rng.uniform(-10, 10)
+        else:
+            table = np.zeros(256)
+            table[rng.choice(256, int(rng.integers(1, 4)), replace=False)] = rng.random() + 1e-3
+        tables.append(table.astype(np.float32))
+    return np.stack(tables)
+
+
+def test_budget_bounds_the_coders_frequencies():
+    """PayloadBudget.bits rests on an upper bound of each symbol's frequency in the coder: check
+    it against the coder's own frequencies, for the symbols where it is tightest."""
+    rng = np.random.default_rng(12)
+    for table in hostile_tables(rng, 24):
+        for symbol in {int(table.argmax()), 255, int(table.argmin()), int(rng.integers(256))}:
+            frequency = coder_frequency(table, symbol)  # 0: a symbol no encoder can code
+            bits = engine.PayloadBudget.bits(table[None], np.array([symbol]))
+            assert frequency == 0 or -np.log2(frequency / 2**24) >= bits, (table, symbol, frequency)
+
+
+def test_budget_never_refuses_what_the_coder_wrote():
+    """Random tables and symbols (mostly the likeliest, so payloads are short and many symbols
+    share a word), encoded by constriction and decoded in batches of random sizes through the
+    budget, as the engine does: never refused, always exact."""
+    rng = np.random.default_rng(7)
+    for _ in range(150):
+        tables = hostile_tables(rng, int(rng.integers(1, 300)))
+        likeliest = rng.random(len(tables)) < 0.9
+        symbols = np.where(likeliest, tables.argmax(1), rng.integers(0, 256, len(tables))).astype(np.int32)
+        impossible = tables[np.arange(len(tables)), symbols] == 0  # never coded: not in the value sets
+        symbols[impossible] = tables.argmax(1)[impossible]
+        encoder = constriction.stream.queue.RangeEncoder()
+        encoder.encode(symbols, engine._CATEGORICAL, tables)
+        words = encoder.get_compressed()
+        budget = engine.PayloadBudget(len(words), len(symbols))
+        decoder = constriction.stream.queue.RangeDecoder(words)
+        start = 0
+        while start < len(symbols):
+            stop = min(len(symbols), start + int(rng.integers(1, 20)))
+            at_end = decoder.maybe_exhausted()
+            decoded = decoder.decode(engine._CATEGORICAL, tables[start:stop])
+            assert np.array_equal(decoded, symbols[start:stop])
+            budget.spend(tables[start:stop], decoded, at_end)
+            start = stop
