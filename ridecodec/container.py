@@ -33,9 +33,11 @@ FORMAT_VERSION = 1
 CODER_STORED = 0  # the pixels as they are: for images the model cannot compress
 CODER_RANGE_CATEGORICAL = 1  # constriction RangeEncoder, Categorical(perfect=False), float32 tables
 
-#: Refuse to decode images with more pixels than this (Pillow's MAX_IMAGE_PIXELS is 89.5 Mpx);
-#: a caller may pass its own limit.
-DEFAULT_MAX_PIXELS = 2**28
+#: Refuse to decode images with more pixels than this, 2^25 (33.5 megapixels: a 24-megapixel photo
+#: fits), sized to the decoder's speed: it caps what a file can make a default decode do, about 10
+#: minutes gray, 25 RGB, 36 RGBA with `ride` on one core of a 2-core x86 machine (RESULTS.md,
+#: "Decompression bombs"); a bomb stops sooner (engine.PayloadBudget). Callers may pass their own.
+DEFAULT_MAX_PIXELS = 2**25
 
 _LAYOUT_CODES = {"L": 1, "RGB": 3, "RGBA": 4}
 _LAYOUT_NAMES = {code: name for name, code in _LAYOUT_CODES.items()}
