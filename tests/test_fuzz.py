@@ -154,17 +154,19 @@ def hang_guard(seconds: int = 120):
 @pytest.mark.parametrize("size", [(8192, 8192), (1024, 1024), (4000, 3000)])
 def test_bomb_is_refused(image, size):
     """The issue's bomb, made from small real files of the default model (a flat one has a
-    one-word payload, the cheapest symbols there are): 8192 x 8192 is refused from its size alone,
-    the smaller ones as soon as decoding proves that the payload is used up."""
+    one-word payload, the cheapest symbols there are), under the pixel limit of ridecodec 0.2
+    (2^28; what a user who raises --max-pixels gets): refused from its size alone, or as soon as
+    decoding proves that the payload is used up, never after decoding the declared size."""
     data = ridecodec.compress(image)
     assert ridecodec.read_header(data).coder == container.CODER_RANGE_CATEGORICAL
     with hang_guard(), pytest.raises(FormatError, match="the payload ends before the image does"):
-        ridecodec.decompress(bomb(data, *size), device="cpu")
+        ridecodec.decompress(bomb(data, *size), device="cpu", max_pixels=2**28)
     assert np.array_equal(ridecodec.decompress(data), image)  # the file itself is fine
 
 
-def test_bomb_over_the_pixel_limit_is_refused_by_the_parser():
-    data = bomb(ridecodec.compress(natural_like(8, 8, seed=3), model="loco"), 65535, 65535)
+@pytest.mark.parametrize("size", [(8192, 8192), (65535, 65535)])
+def test_bomb_over_the_default_pixel_limit_is_refused_by_the_parser(size):
+    data = bomb(ridecodec.compress(natural_like(8, 8, seed=3), model="loco"), *size)
     with pytest.raises(FormatError, match="over the limit"):
         ridecodec.decompress(data, device="cpu")
 
@@ -181,8 +183,9 @@ def test_truncated_payload_with_a_consistent_header_is_refused():
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(seed=st.sampled_from(["gray", "rgba", "palette"]), width=st.integers(1, 8192), height=st.integers(1, 8192))
 def test_decoder_on_bombs(seed, width, height):
-    """Real files with any dimensions up to 8192 x 8192, header CRC repaired, under the default
-    pixel limit: the codec's own error (or the original image, at the original size)."""
+    """Real files with any dimensions up to 8192 x 8192, header CRC repaired, under a pixel limit
+    that lets them all reach the decoder: the codec's own error (or the original image, at the
+    original size)."""
     data = bomb(SEED_FILES[seed], width, height)
     same = ridecodec.read_header(SEED_FILES[seed])
     with hang_guard():
@@ -190,7 +193,7 @@ def test_decoder_on_bombs(seed, width, height):
             decodes_safely(data, ORIGINALS[seed])
         else:
             with pytest.raises(RidecodecError):
-                ridecodec.decompress(data, device="cpu")
+                ridecodec.decompress(data, device="cpu", max_pixels=8192 * 8192)
 
 
 # -- The payload budget is sound: it never refuses what the coder itself wrote -----------------
