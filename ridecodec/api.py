@@ -73,12 +73,15 @@ def _candidate_steps(density_model, shape: tuple[int, int, int], effort: int) ->
     ]
 
 
-def coding_split(density_model, threads: int) -> engine.Split:
-    """How the engine may run a model: ``threads`` CPU threads for an exact model (its tables do
-    not depend on them), one for any other (whose float arithmetic may)."""
+def coding_split(density_model, threads: int, rows_per_call: int | None = None) -> engine.Split:
+    """How the engine may run a model: ``threads`` CPU threads, and steps handed over in calls of
+    ``rows_per_call`` positions (the conformance kit varies it), for an exact model (its tables do
+    not depend on either); one thread and whole steps for any other (whose float arithmetic may)."""
     if threads < 1:
         raise RidecodecError(f"threads must be at least 1, not {threads}")
-    return engine.Split(threads=threads) if density_model.exact_across_devices else engine.Split()
+    if not density_model.exact_across_devices:
+        return engine.Split()
+    return engine.Split(rows_per_call=rows_per_call, threads=threads)
 
 
 def _encode_smallest(
@@ -121,6 +124,7 @@ def compress(
     progress: engine.ProgressCallback | None = None,
     effort: int = 1,
     threads: int = 1,
+    weights: str | os.PathLike | None = None,
 ) -> bytes:
     """Compress an image (numpy array, PIL image, path or seekable binary file) to .rdc bytes.
 
@@ -129,13 +133,15 @@ def compress(
     ``ridecodec.orientation``) and keep the smallest; it costs ``effort`` encodes, and decoding
     costs the same whatever the effort. 1 codes the image as it is. ``threads``: CPU threads for
     an exact model (every built-in model is); the file is the same whatever the number.
+    ``weights``: a weights file for the model (e.g. made by ``ridecodec train``) instead of its
+    shipped weights; the file records their digest, and decoding needs the same file.
     """
     if not 1 <= effort <= orientation.NUM_ORIENTATIONS:
         raise RidecodecError(f"effort must be 1..{orientation.NUM_ORIENTATIONS}, not {effort}")
     coded = _coded_image(image)
     device = resolve_device(device)
     name = model or registry.default_model(coded.layout)
-    density_model = registry.load_model(name, device)
+    density_model = registry.load_model(name, device, weights)
     if coded.layout not in density_model.modes:
         raise UnsupportedImageError(
             f"model {name!r} does not code {coded.layout} images (it codes "
@@ -218,7 +224,9 @@ def read_header(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Header:
     return header
 
 
-def _decode(data, device, progress, max_pixels: int, threads: int = 1) -> CodedImage:
+def _decode(
+    data, device, progress, max_pixels: int, threads: int = 1, rows_per_call: int | None = None, weights=None
+) -> CodedImage:
     header, payload = container.parse(_rdc_bytes(data), max_pixels)
     # the payload holds the pixels in the recorded orientation (transposed: W rows of H)
     shape = orientation.oriented_shape((header.channels, header.height, header.width), header.orientation)
@@ -227,8 +235,8 @@ def _decode(data, device, progress, max_pixels: int, threads: int = 1) -> CodedI
         pixels = imageio.unstore_samples(payload, header, *shape[1:])
     else:
         device = resolve_device(device)
-        density_model = _installed_model(header, device)
-        split = coding_split(density_model, threads)
+        density_model = _installed_model(header, device, weights)
+        split = coding_split(density_model, threads, rows_per_call)
         deep = header.deep
         low_length = deep.low_payload_length if deep is not None else 0
         words = np.frombuffer(payload, dtype="<u4")
@@ -265,24 +273,34 @@ def _decode(data, device, progress, max_pixels: int, threads: int = 1) -> CodedI
     )
 
 
-def _installed_model(header: Header, device: torch.device):
+def _installed_model(header: Header, device: torch.device, weights=None):
     """The model that wrote the file, with the same weights, or a one-line error saying what to install."""
-    density_model = registry.load_model(header.model_name, device)
+    density_model = registry.load_model(header.model_name, device, weights)
     digest = density_model.weights_digest()
+    if digest == header.weights_digest:
+        return density_model
     retired = density_model.retired_versions.get(header.model_version)
-    if digest != header.weights_digest and retired is not None:
+    if retired is not None:
         raise WeightsMismatchError(
             f"the file was written with {header.model_name} version {header.model_version} on "
             f"{header.encoder_device}, which this ridecodec no longer reads (it has version "
             f"{density_model.version}); {retired}"
         )
-    if digest != header.weights_digest:
+    written_with = f"{header.model_name} {header.model_version} weights {header.weights_digest[:12]}"
+    if weights is not None:
         raise WeightsMismatchError(
-            f"the file was encoded with {header.model_name} {header.model_version} weights "
-            f"{header.weights_digest[:12]}, but the installed model has {density_model.version} "
-            f"weights {digest[:12]}; install the matching model version"
+            f"the file was encoded with {written_with}, but {weights} gives "
+            f"{density_model.version} weights {digest[:12]}"
         )
-    return density_model
+    hint = (
+        "pass the weights file it was compressed with (--weights FILE)"
+        if header.model_version == density_model.version
+        else "install the matching model version"
+    )
+    raise WeightsMismatchError(
+        f"the file was encoded with {written_with}, but the installed model has "
+        f"{density_model.version} weights {digest[:12]}; {hint}"
+    )
 
 
 def _phase_progress(progress, phases: list[int]) -> list:
@@ -313,11 +331,12 @@ def decompress_image(
     progress: engine.ProgressCallback | None = None,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     threads: int = 1,
+    weights: str | os.PathLike | None = None,
 ) -> Image.Image:
     """Decompress .rdc bytes (or a path, or a binary file) to a PIL image in the original mode
     (palette included). 16-bit images other than gray have no Pillow mode: use
     :func:`decompress`. ``threads``: CPU threads for an exact model (see :func:`compress`)."""
-    return imageio.from_coded(_decode(data, device, progress, max_pixels, threads))
+    return imageio.from_coded(_decode(data, device, progress, max_pixels, threads, weights=weights))
 
 
 def decompress(
@@ -326,11 +345,12 @@ def decompress(
     progress: engine.ProgressCallback | None = None,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     threads: int = 1,
+    weights: str | os.PathLike | None = None,
 ) -> np.ndarray:
     """Decompress .rdc bytes (or a path, or a binary file) to a numpy array equal to the array the
     file was made from, or to ``np.asarray`` of the original image: (H, W) for L and P indices
     (bool for mode 1), (H, W, C) for LA, RGB and RGBA; uint16 for 16-bit images."""
-    return imageio.to_array(_decode(data, device, progress, max_pixels, threads))
+    return imageio.to_array(_decode(data, device, progress, max_pixels, threads, weights=weights))
 
 
 def decompress_to_png(
@@ -339,10 +359,11 @@ def decompress_to_png(
     progress: engine.ProgressCallback | None = None,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     threads: int = 1,
+    weights: str | os.PathLike | None = None,
 ) -> bytes:
     """Decompress .rdc bytes (or a path, or a binary file) to PNG bytes: the original image in its
     mode, or with 16 bits per sample for 16-bit images."""
-    return imageio.coded_png_bytes(_decode(data, device, progress, max_pixels, threads))
+    return imageio.coded_png_bytes(_decode(data, device, progress, max_pixels, threads, weights=weights))
 
 
 def default_compressed_path(source: str | os.PathLike) -> Path:
@@ -365,12 +386,14 @@ def compress_file(
     progress: engine.ProgressCallback | None = None,
     effort: int = 1,
     threads: int = 1,
+    weights: str | os.PathLike | None = None,
 ) -> Path:
     """Compress an image file to ``destination`` (default: beside it, .rdc); returns the path.
-    ``effort``, ``threads``: as for :func:`compress`."""
+    ``effort``, ``threads``, ``weights``: as for :func:`compress`."""
     destination = Path(destination) if destination is not None else default_compressed_path(source)
     refuse_to_overwrite(destination, force)  # before the slow part
-    data = compress(source, model=model, device=device, progress=progress, effort=effort, threads=threads)
+    data = compress(source, model=model, device=device, progress=progress, effort=effort, threads=threads,
+                    weights=weights)
     write_atomically(destination, data, force=force)
     return destination
 
@@ -384,11 +407,13 @@ def decompress_file(
     progress: engine.ProgressCallback | None = None,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     threads: int = 1,
+    weights: str | os.PathLike | None = None,
 ) -> Path:
-    """Decompress a .rdc file to a PNG (default: beside it, .png); returns the path."""
+    """Decompress a .rdc file to a PNG (default: beside it, .png); returns the path. ``weights``:
+    the weights file it was compressed with, if not the model's shipped ones."""
     destination = Path(destination) if destination is not None else default_decompressed_path(source)
     refuse_to_overwrite(destination, force)  # before the slow part
     png = decompress_to_png(read_file(source), device=device, progress=progress, max_pixels=max_pixels,
-                            threads=threads)
+                            threads=threads, weights=weights)
     write_atomically(destination, png, force=force)
     return destination

@@ -62,6 +62,13 @@ effort_option = click.option(
     "decoding costs the same whatever N.",
 )
 
+weights_option = click.option(
+    "--weights",
+    "-w",
+    type=click.Path(dir_okay=False),
+    help="A weights file for the model (e.g. from `ridecodec train`) instead of its shipped weights; "
+    "the file records their digest, and decompressing needs the same file.",
+)
 threads_option = click.option(
     "--threads",
     "-t",
@@ -401,12 +408,13 @@ def _starts_like_jpeg(source, stdin_bytes: bytes | None) -> bool:
         return False
 
 
-def _compress_one(source, destination, *, model, effort, device, threads, show_progress) -> Coded:
+def _compress_one(source, destination, *, model, weights, effort, device, threads, show_progress) -> Coded:
     stdin_bytes = _read(source) if source == STREAM else None
     image = imageio.open_image(io.BytesIO(stdin_bytes), "<stdin>") if source == STREAM else source
     progress = Progress(f"compressing {_name(source)}", show_progress)
     try:
-        data = api.compress(image, model=model, device=device, progress=progress, effort=effort, threads=threads)
+        data = api.compress(image, model=model, device=device, progress=progress, effort=effort, threads=threads,
+                            weights=weights)
     finally:
         progress.close()
     header = api.read_header(data)
@@ -431,31 +439,33 @@ def _plan_or_exit(sources, output, default) -> list:
 @click.argument("images", nargs=-1, required=True)
 @click.option("--output", "-o", help="Output file (one input) or existing folder (any number).")
 @click.option("--model", "-m", help="Density model (see `ridecodec models`); default: the best installed.")
+@weights_option
 @effort_option
 @device_option
 @threads_option
 @jobs_option
 @force_option
 @quiet_option
-def compress(images, output, model, effort, device, threads, jobs, force, quiet):
+def compress(images, output, model, weights, effort, device, threads, jobs, force, quiet):
     """Compress IMAGES to .rdc files (img.png -> img.rdc beside it).
 
     `-` reads an image from standard input; `-o -` writes to standard output (the default for
     standard input)."""
     destinations = _plan_or_exit(images, output, api.default_compressed_path)
-    work = functools.partial(_compress_one, model=model, effort=effort, device=device, threads=threads,
-                             show_progress=not quiet and jobs == 1)
+    work = functools.partial(_compress_one, model=model, weights=weights, effort=effort, device=device,
+                             threads=threads, show_progress=not quiet and jobs == 1)
     _run_each(images, destinations, work, force, jobs, quiet)
 
 
-def _decompress_one(source, destination, *, max_pixels, device, threads, show_progress) -> Coded:
+def _decompress_one(source, destination, *, max_pixels, weights, device, threads, show_progress) -> Coded:
     data = _read(source)
     progress = Progress(f"decompressing {_name(source)}", show_progress)
     try:
-        image = api.decompress_image(data, device=device, progress=progress, max_pixels=max_pixels, threads=threads)
+        png = api.decompress_to_png(data, device=device, progress=progress, max_pixels=max_pixels, threads=threads,
+                                    weights=weights)
     finally:
         progress.close()
-    return Coded(imageio.png_bytes(image), f"{_name(source)} -> {_shown(destination)}")
+    return Coded(png, f"{_name(source)} -> {_shown(destination)}")
 
 
 @main.command()
@@ -468,19 +478,20 @@ def _decompress_one(source, destination, *, max_pixels, device, threads, show_pr
     show_default=True,
     help="Refuse files declaring more pixels than this (guards against hostile files).",
 )
+@weights_option
 @device_option
 @threads_option
 @jobs_option
 @force_option
 @quiet_option
-def decompress(files, output, max_pixels, device, threads, jobs, force, quiet):
+def decompress(files, output, max_pixels, weights, device, threads, jobs, force, quiet):
     """Decompress .rdc FILES to PNG (img.rdc -> img.png beside it), in the original mode.
 
     `-` reads from standard input; `-o -` writes to standard output (the default for standard
     input)."""
     destinations = _plan_or_exit(files, output, api.default_decompressed_path)
-    work = functools.partial(_decompress_one, max_pixels=max_pixels, device=device, threads=threads,
-                             show_progress=not quiet and jobs == 1)
+    work = functools.partial(_decompress_one, max_pixels=max_pixels, weights=weights, device=device,
+                             threads=threads, show_progress=not quiet and jobs == 1)
     _run_each(files, destinations, work, force, jobs, quiet)
 
 
@@ -499,7 +510,28 @@ def _header_fields(path: str) -> dict:
         fields["transparency"] = header.transparency.hex()
     if header.value_sets is not None:  # how many values each channel takes, not the raw bits
         fields["value_sets"] = [int(count) for count in header.used_values().sum(axis=1)]
+    if header.deep is not None:  # a 16-bit image: how its bytes were coded (ridecodec.depth)
+        low_values = header.used_low_values()
+        fields["deep"] = {
+            "coding": header.deep.coding.name.lower(),
+            "low_model_version": header.deep.low_model_version,
+            "low_payload_bytes": header.deep.low_payload_length,
+            "low_value_sets": None if low_values is None else [int(count) for count in low_values.sum(axis=1)],
+        }
     return fields
+
+
+def _deep_line(deep: dict | None) -> str:
+    """`ridecodec info`'s line on how a 16-bit image's bytes were coded."""
+    if deep is None:
+        return ""
+    what = {
+        "low_only": "every value below 256: coded as an 8-bit image",
+        "replicated": "8-bit data scaled by 257: the high bytes coded, the low bytes equal to them",
+        "high_then_low": f"high bytes by the model, then low bytes by lowbyte {deep['low_model_version']} "
+        f"({deep['low_payload_bytes']} bytes)",
+    }[deep["coding"]]
+    return f"  16-bit:   {what}\n"
 
 
 @main.command()
@@ -538,6 +570,7 @@ def info(files, as_json):
                 + f", orientation {fields['orientation']} ({fields['orientation_name']})\n"
                 + (f"  values:   {', '.join(map(str, fields['value_sets']))} of 256 per channel"
                    " (tables restricted to them)\n" if fields["value_sets"] else "")
+                + _deep_line(fields["deep"])
                 + f"  size:     {fields['file_bytes']} bytes ({fields['header_length']} header),"
                 f" {fields['bits_per_pixel']:.4f} bits per pixel\n"
                 f"  pixel CRC32: {fields['pixel_crc32']:08x}"

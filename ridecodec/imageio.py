@@ -419,6 +419,10 @@ def to_array(coded: CodedImage) -> np.ndarray:
         elif coded.transform == ModeTransform.GRAY_AS_RGB:
             planes = planes[[0, 0, 0]]
         return np.ascontiguousarray(planes.transpose(1, 2, 0))
+    if coded.original_mode == "1":
+        # np.asarray of a mode 1 image holds True as byte 255, which compares equal but hashes
+        # and serializes differently from numpy's own bools
+        return coded.pixels[0] != 0
     return np.asarray(from_coded(coded))
 
 

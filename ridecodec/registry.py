@@ -21,11 +21,13 @@ from __future__ import annotations
 import functools
 import importlib.metadata
 import inspect
+import os
+import pickle
 from dataclasses import dataclass
 
 import torch
 
-from .errors import ModelNotFoundError, PluginError, RidecodecError
+from .errors import InputError, ModelNotFoundError, PluginError, RidecodecError
 from .models.base import CHANNEL_LAYOUTS, CausalReach, DensityModel
 
 ENTRY_POINT_GROUP = "ridecodec.models"
@@ -140,10 +142,15 @@ def _check_metadata(name: str, entry_point, own_name, modes, reach) -> None:
 
 
 @functools.lru_cache(maxsize=None)
-def _load_on(name: str, device: str) -> DensityModel:
+def _load_on(name: str, device: str, weights: tuple[str, int, int] | None = None) -> DensityModel:
     factory, entry_point = _model_class(name)
     try:
-        model = factory()
+        if weights is None:
+            model = factory()
+        else:
+            model = _with_weights(name, factory, weights[0])
+    except RidecodecError:
+        raise
     except Exception as error:
         raise PluginError(f"plug-in model {name!r} failed to initialise: {error}")
     if not isinstance(model, DensityModel):
@@ -156,9 +163,37 @@ def _load_on(name: str, device: str) -> DensityModel:
     return model.to(device).eval().requires_grad_(False)
 
 
-def load_model(name: str, device: torch.device | str = "cpu") -> DensityModel:
-    """The model registered as ``name``, on ``device``, in eval mode. Cached per (name, device)."""
-    return _load_on(name, str(torch.device(device)))
+def _with_weights(name: str, factory, path: str) -> DensityModel:
+    """The model built with the weights in ``path`` (``DensityModel.from_weights_file``)."""
+    builder = getattr(factory, "from_weights_file", None)
+    try:
+        if builder is None:
+            raise NotImplementedError(f"model {name!r} takes no weights files")
+        return builder(path)
+    except NotImplementedError as error:
+        raise ModelNotFoundError(f"{error}; --weights works with models that do, e.g. ride and mcgsm") from None
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such weights file") from None
+    except (OSError, ValueError, KeyError, RuntimeError, pickle.UnpicklingError) as error:
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise InputError(f"{path}: not usable as {name} weights ({reason})") from None
+
+
+def load_model(
+    name: str, device: torch.device | str = "cpu", weights: str | os.PathLike | None = None
+) -> DensityModel:
+    """The model registered as ``name``, on ``device``, in eval mode, with its shipped weights or,
+    given ``weights``, those of that file (``DensityModel.from_weights_file``, e.g. weights made
+    by ``ridecodec train``). Cached per (name, device, weights file and its modification)."""
+    key = None
+    if weights is not None:
+        path = os.path.abspath(os.fspath(weights))
+        try:
+            status = os.stat(path)
+        except OSError:
+            raise InputError(f"{weights}: no such weights file") from None
+        key = (path, status.st_mtime_ns, status.st_size)
+    return _load_on(name, str(torch.device(device)), key)
 
 
 def _declares(cls: type, attribute: str) -> bool:

@@ -19,17 +19,12 @@ import ridecodec
 from ridecodec import container, depth, engine, exact, imageio
 from ridecodec.errors import FormatError, InputError, UnsupportedImageError
 from ridecodec.models.lowbyte import LowByteModel
-from ridecodec.testing import stepped_tables, synthetic_image
+from ridecodec.testing import stepped_tables, synthetic_image, synthetic_image16
 
 MODEL = "mcgsm"  # the fastest built-in learned model: these tests are about bytes, not rate
 
 
-def smooth16(height: int, width: int, channels: int = 1, seed: int = 0) -> np.ndarray:
-    """A 16-bit image with real information in its low bytes (a smooth field plus mild noise)."""
-    rng = np.random.default_rng(seed)
-    base = synthetic_image(height, width, channels, seed).astype(np.float64) * 257
-    noisy = base + rng.normal(0, 40, base.shape)
-    return np.clip(noisy, 0, 65535).round().astype(np.uint16)
+smooth16 = synthetic_image16
 
 
 def round_trip(array: np.ndarray, **options) -> tuple[np.ndarray, bytes]:

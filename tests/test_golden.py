@@ -37,7 +37,7 @@ def test_golden_file_decodes_to_its_pixels(file_name):
         entry["orientation"], entry["coder"], entry["value_sets"]
     )
     pixels = ridecodec.decompress(data, device="cpu")
-    assert list(pixels.shape) == entry["shape"]
+    assert list(pixels.shape) == entry["shape"] and str(pixels.dtype) == entry.get("dtype", "uint8")
     assert hashlib.sha256(np.ascontiguousarray(pixels).tobytes()).hexdigest() == entry["pixels_sha256"]
 
 
@@ -49,12 +49,16 @@ def test_every_current_model_version_has_golden_files(name):
         pytest.skip(f"{name} is not installed")
     version = registry.load_model(name).version
     cases = {entry["case"] for entry in MANIFEST.values() if (entry["model"], entry["version"]) == (name, version)}
-    expected = {"gray", "values", "effort", "stored"} | ({"rgb", "rgba"} if "RGB" in registry.load_model(name).modes else set())
+    colour = "RGB" in registry.load_model(name).modes
+    expected = {"gray", "values", "effort", "stored", "gray16", "la-stored", "bilevel-stored"}
+    expected |= {"rgb", "rgba", "rgb16"} if colour else set()
     assert cases == expected, f"{name} {version}: golden cases {sorted(cases)}"
 
 
 def test_the_corpus_covers_what_it_claims():
     entries = list(MANIFEST.values())
+    # the low-byte model of 16-bit images has tables too (lowbyte 1)
+    assert any(entry.get("deep") == "HIGH_THEN_LOW" and entry["coder"] == 1 for entry in entries)
     assert any(entry["orientation"] != 0 for entry in entries)
     assert any(entry["value_sets"] for entry in entries)
     assert any(entry["coder"] == 0 for entry in entries)

@@ -105,6 +105,13 @@ class DensityModel(torch.nn.Module, abc.ABC):
     #: them (one line, e.g. which release to install); the decoder says so instead of "weights differ".
     retired_versions: ClassVar[dict[str, str]] = {}
 
+    @classmethod
+    def from_weights_file(cls, path: str) -> "DensityModel":
+        """The model with weights from ``path`` (e.g. made by ``ridecodec train``) instead of its
+        shipped ones: what ``--weights FILE`` builds. Optional for plug-ins; raise ValueError with
+        a one-line reason for a file that is not this model's weights."""
+        raise NotImplementedError(f"model {cls.name!r} takes no weights files")
+
     @abc.abstractmethod
     def begin(self, canvas: torch.Tensor) -> StepFunction:
         """Start coding one image held in ``canvas`` (uint8, (C, H, W)); return its step function."""

@@ -16,6 +16,8 @@ import torch
 
 from .base import DensityModel
 from .neighbourhood import CausalNeighbourhood
+from .weights import read as read_weights_file
+from .weights import shipped
 
 
 class PerChannelModel(DensityModel):
@@ -38,6 +40,16 @@ class PerChannelModel(DensityModel):
             layout: CausalNeighbourhood(config.up, config.left, config.right) for layout, config in self.configs.items()
         }
         self.modes = ("L", "RGB", "RGBA") if "RGB" in self.layouts else ("L",)
+
+    @classmethod
+    def from_weights_file(cls, path):
+        """The shipped weights, with those of the layout ``path`` holds (a file of this model's
+        float or exact weights, gray or RGB) replaced by it."""
+        blob = read_weights_file(path)  # the loaders check the format itself
+        if not isinstance(blob, dict) or "num_channels" not in blob:
+            raise ValueError(f"{path} is not a {cls.name} weights file")
+        layout = "L" if blob["num_channels"] == 1 else "RGB"
+        return cls({**shipped(cls.SHIPPED_WEIGHTS), layout: path})
 
     def _plan(self, num_channels: int):
         """For each channel of the canvas: (its network, its neighbourhood, the canvas channels

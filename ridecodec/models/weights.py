@@ -44,7 +44,7 @@ def save_exact(path: str | Path, format_name: str, config, models: torch.nn.Modu
     _write(path, format_name, config, models, state, metadata)
 
 
-def _read(path):
+def read(path):
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:  # torch's own message runs to a dozen lines
@@ -67,7 +67,7 @@ def _models_from(blob, config_type: type, build: Callable[[object, int], torch.n
 
 def load(path, format_name: str, config_type: type, build: Callable[[object, int], torch.nn.ModuleList]):
     """(config, models, metadata) from a file written by :func:`save` with ``format_name``."""
-    blob = _read(path)
+    blob = read(path)
     if not _is_format(blob, format_name):
         raise ValueError(f"{path} is not a {format_name} weights file")
     return _models_from(blob, config_type, build)
@@ -82,7 +82,7 @@ def load_exact(path, format_name: str, config_type: type, build: Callable, float
     Quantizing runs float64 arithmetic whose last bits may differ between machines, and so may, very
     rarely, a rounded weight: the weights digest covers the integers, so such a file is refused with
     a clear error, never decoded wrongly. Shipped weights are exact files, the same everywhere."""
-    blob = _read(path)
+    blob = read(path)
     if _is_format(blob, float_format):
         config, models, metadata = _models_from(blob, config_type, float_build)
         return config, torch.nn.ModuleList(quantize(model) for model in models), metadata

@@ -19,7 +19,7 @@ import numpy as np
 
 import ridecodec
 from ridecodec import registry
-from ridecodec.testing import synthetic_image
+from ridecodec.testing import synthetic_image, synthetic_image16
 
 HERE = Path(__file__).resolve().parent
 MANIFEST = HERE / "MANIFEST.json"
@@ -60,6 +60,14 @@ def cases(name: str) -> dict[str, tuple[np.ndarray, int]]:
     if "RGB" in model.modes:
         found["rgb"] = (synthetic_image(20, 28, 3, seed=4), 1)
         found["rgba"] = (synthetic_image(16, 20, 4, seed=5), 1)
+    # ridecodec 0.3.0: 16-bit images (high bytes by the model, low bytes by lowbyte 1), and stored
+    # payloads that hold the original's samples (LA: two planes; bilevel: packed bits)
+    found["gray16"] = (synthetic_image16(18, 22, seed=6), 1)
+    if "RGB" in model.modes:
+        found["rgb16"] = (synthetic_image16(14, 17, 3, seed=7), 1)
+    rng = np.random.default_rng(8)
+    found["la-stored"] = (rng.integers(0, 256, (12, 10, 2), dtype=np.uint8), 1)
+    found["bilevel-stored"] = (rng.random((13, 21)) > 0.5, 1)
     return found
 
 
@@ -83,6 +91,8 @@ def main() -> None:
                 "model": name, "version": version, "case": case, "shape": list(image.shape),
                 "pixels_sha256": pixel_digest(image), "orientation": header.orientation,
                 "coder": header.coder, "value_sets": header.value_sets is not None,
+                "bit_depth": header.bit_depth, "dtype": str(image.dtype),
+                "deep": header.deep.coding.name if header.deep else None,
             }
             added += 1
             print(f"wrote {file_name} ({len(data)} bytes)")
