@@ -813,5 +813,87 @@ def train_ride_command(data, out, color, validation_fraction, seed, patch_sizes,
     click.echo(f"wrote {out}: validation {summary['validation_bits_per_pixel']:.4f} bits per pixel")
 
 
+def _default_cost_path(source: str) -> Path:
+    """img.png -> img.cost.png, beside the input."""
+    return Path(source).with_suffix(".cost.png")
+
+
+@main.command(name="explain")
+@click.argument("image")
+@click.option("--output", "-o", help="The heat map PNG to write (default: IMG.cost.png beside it; with --json, "
+              "no picture unless -o is given).")
+@click.option("--model", "-m", help="Density model (see `ridecodec models`); default: the one compress picks.")
+@weights_option
+@click.option("--json", "as_json", is_flag=True, help="Print the numbers as JSON: totals and bits per pixel, "
+              "overall and per channel.")
+@click.option("--npy", type=click.Path(dir_okay=False), help="Also save each pixel's cost in bits, a float64 "
+              "array (planes, height, width), as a .npy file.")
+@click.option("--renderer", type=click.Choice(["auto", "pillow", "matplotlib"]), default="auto", show_default=True,
+              help="Draw with matplotlib (pip install 'ridecodec[plot]') or Pillow alone; auto: matplotlib "
+              "where it is installed.")
+@click.option("--vmax", type=click.FloatRange(min=0, min_open=True), metavar="BITS",
+              help="The colour bar's top, in bits (default: the 99.5th percentile of the costs).")
+@click.option("--max-pixels", type=click.IntRange(min=1), default=DEFAULT_MAX_PIXELS, show_default=True,
+              help="Refuse larger images (the time they take).")
+@device_option
+@threads_option
+@force_option
+@quiet_option
+def explain_command(image, output, model, weights, as_json, npy, renderer, vmax, max_pixels, device, threads, force,
+                    quiet):
+    """Draw what each pixel of IMAGE costs, in bits, under the model: a heat map per channel
+    with a colour bar and the totals (img.png -> img.cost.png beside it).
+
+    The costs are the coder's own (-log2 of the probability the model's table gives each actual
+    value): they add up to the model's code length of the image."""
+    import numpy as np
+
+    from . import explain as explaining
+
+    picture = Path(output) if output is not None else (None if as_json else _default_cost_path(image))
+    progress = Progress(f"explaining {image}", not quiet)
+    try:
+        for path in (picture, npy):
+            if path is not None:
+                if _same_file_key(path) == _same_file_key(image):
+                    raise OutputError(f"{path} is the input; refusing to replace it, even with --force")
+                check_writable(path, force)  # before the slow part
+        if picture is not None and renderer == "matplotlib" and not explaining.matplotlib_available():
+            raise RidecodecError("matplotlib is not installed: pip install 'ridecodec[plot]', "
+                                 "or draw with --renderer pillow")
+        coded = explaining.coded_image(image, max_pixels)
+        if not quiet and coded.width * coded.height >= 2**20:
+            click.echo(f"note: {image} has {coded.width}x{coded.height} pixels: explaining it takes as long as "
+                       "compressing it (the bar shows the time left)", err=True)
+        try:
+            explanation = explaining.explain(coded, model=model, device=device, progress=progress, threads=threads,
+                                             weights=weights, max_pixels=max_pixels)
+        finally:
+            progress.close()
+        if npy is not None:
+            buffer = io.BytesIO()
+            np.save(buffer, explanation.bits)
+            write_atomically(npy, buffer.getvalue(), force=force)
+        if picture is not None:
+            drawn = explaining.render(explanation, renderer, vmax)
+            write_atomically(picture, imageio.png_bytes(drawn), force=force)
+    except RidecodecError as error:
+        _error(_about(image, error))
+        sys.exit(error.exit_code)
+    except KeyboardInterrupt:
+        progress.close()
+        _error("interrupted; nothing was written")
+        sys.exit(EXIT_INTERRUPTED)
+    summary = explanation.summary()
+    if as_json:
+        click.echo(json.dumps({"image": image, "output": None if picture is None else str(picture),
+                               "npy": npy, **summary}, indent=2))
+    elif not quiet:
+        planes = ", ".join(f"{plane['name']} {plane['bits_per_pixel']:.3f}" for plane in summary["planes"])
+        click.echo(f"{image} -> {picture}: {summary['bits_per_pixel']:.3f} bits per pixel "
+                   f"({explanation.model}; per channel: {planes})")
+
+
+
 if __name__ == "__main__":
     main()
