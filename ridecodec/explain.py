@@ -359,7 +359,8 @@ def render_matplotlib(explanation: Explanation, vmax: float | None = None) -> Im
     groups = 2 if explanation.bit_depth == 16 else 1
     per_group = len(explanation.labels) // groups
     aspect = explanation.height / explanation.width
-    figure = Figure(figsize=(3.2 * cols + 1.2, 3.2 * rows * aspect + 1.0 + 0.2 * len(explanation.notes)), dpi=120)
+    figure = Figure(figsize=(3.2 * cols + 1.2, 3.2 * rows * aspect + 1.0 + 0.2 * len(explanation.notes)), dpi=120,
+                    layout="constrained")
     axes = figure.subplots(rows, cols, squeeze=False)
     image = None
     for index in range(len(explanation.labels)):
@@ -371,10 +372,10 @@ def render_matplotlib(explanation: Explanation, vmax: float | None = None) -> Im
         ax.set_xticks([])
         ax.set_yticks([])
     figure.suptitle(_title(explanation) + "".join(f"\n{note}" for note in explanation.notes), fontsize=9)
-    colourbar = figure.colorbar(image, ax=axes.ravel().tolist(), extend="max", shrink=0.9)
+    colourbar = figure.colorbar(image, ax=axes, extend="max", shrink=0.9)
     colourbar.set_label("bits")
     buffer = io.BytesIO()
-    figure.savefig(buffer, format="png")
+    figure.savefig(buffer, format="png", bbox_inches="tight", pad_inches=0.1)
     buffer.seek(0)
     return Image.open(buffer).convert("RGB")
 
