@@ -53,14 +53,16 @@ def describe_device(device: torch.device) -> str:
     return device.type
 
 
-def _coded_image(image) -> CodedImage:
+def _coded_image(image, max_pixels: int = DEFAULT_MAX_PIXELS) -> CodedImage:
     if isinstance(image, (str, os.PathLike)) or hasattr(image, "read"):
         image = imageio.open_image(image)
     coded = imageio.to_coded(image)
-    if coded.width * coded.height > DEFAULT_MAX_PIXELS:
+    if coded.width * coded.height > max_pixels:
+        # a file decoders refuse by default helps nobody who has not asked for it
         raise UnsupportedImageError(
-            f"the image has {coded.width}x{coded.height} pixels, more than decoders accept by default "
-            f"({DEFAULT_MAX_PIXELS}); split it into tiles"
+            f"the image has {coded.width}x{coded.height} = {coded.width * coded.height} pixels, more than "
+            f"decoders accept by default ({max_pixels}); raise the limit (--max-pixels) to compress it, "
+            "and decompress it with the same limit"
         )
     return coded
 
@@ -125,6 +127,7 @@ def compress(
     effort: int = 1,
     threads: int = 1,
     weights: str | os.PathLike | None = None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> bytes:
     """Compress an image (numpy array, PIL image, path or seekable binary file) to .rdc bytes.
 
@@ -135,10 +138,11 @@ def compress(
     an exact model (every built-in model is); the file is the same whatever the number.
     ``weights``: a weights file for the model (e.g. made by ``ridecodec train``) instead of its
     shipped weights; the file records their digest, and decoding needs the same file.
+    ``max_pixels``: refuse larger images (the decoders' default limit, see ``container``).
     """
     if not 1 <= effort <= orientation.NUM_ORIENTATIONS:
         raise RidecodecError(f"effort must be 1..{orientation.NUM_ORIENTATIONS}, not {effort}")
-    coded = _coded_image(image)
+    coded = _coded_image(image, max_pixels)
     device = resolve_device(device)
     name = model or registry.default_model(coded.layout)
     density_model = registry.load_model(name, device, weights)

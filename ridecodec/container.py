@@ -25,7 +25,7 @@ import numpy as np
 
 from .depth import DeepCoding
 from .errors import FormatError, VersionError
-from .imageio import DEEP_MODES, GRAY16_MODES, SUPPORTED_MODES, ModeTransform
+from .modes import DEEP_MODES, GRAY16_MODES, SUPPORTED_MODES, ModeTransform
 from .models.base import CHANNEL_LAYOUTS
 
 MAGIC = b"\x89RDC\r\n\x1a\n"

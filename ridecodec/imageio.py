@@ -35,7 +35,6 @@ profiles, text chunks) is not kept: ridecodec stores pixels.
 
 from __future__ import annotations
 
-import enum
 import io
 import os
 import struct
@@ -48,24 +47,8 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import InputError, UnsupportedImageError
 from .models.base import CHANNEL_LAYOUTS
+from .modes import DEEP_MODES, GRAY16_MODES, SUPPORTED_MODES, ModeTransform  # noqa: F401 (re-exported)
 
-
-class ModeTransform(enum.IntEnum):
-    """How the original image's mode maps to the coded layout (stored in the header)."""
-
-    NONE = 0
-    BILEVEL_TO_GRAY = 1
-    GRAY_ALPHA_TO_RGBA = 2
-    PALETTE_TO_RGB = 3
-    PALETTE_INDICES = 4
-    GRAY_AS_RGB = 5
-
-
-#: Pillow's modes of 16-bit gray images, and its 32-bit mode I (accepted when values fit 16 bits).
-GRAY16_MODES = ("I;16", "I;16L", "I;16B", "I")
-#: Names for 16-bit images that Pillow has no mode for (from arrays and files).
-DEEP_MODES = ("LA;16", "RGB;16", "RGBA;16")
-SUPPORTED_MODES = ("L", "RGB", "RGBA", "LA", "P", "1") + GRAY16_MODES + DEEP_MODES
 _DEEP_MODE_OF_CHANNELS = {1: "I;16", 2: "LA;16", 3: "RGB;16", 4: "RGBA;16"}
 
 

@@ -270,3 +270,11 @@ def test_truncated_frequencies_resolve_wide_distributions():
     assert table.sum() == 2**24 and table.min() > 2**24 / 256 * 0.9
     # falling away from the centre (within the CDF table's 2**-24 rounding), not the uniform fallback
     assert table[:16].mean() - table[-16:].mean() > 1000
+
+
+def test_images_over_the_decoders_default_limit_are_refused_unless_raised():
+    image = synthetic_image(30, 30)
+    with pytest.raises(UnsupportedImageError, match="raise the limit"):
+        ridecodec.compress(image, model=MODEL, max_pixels=899)
+    data = ridecodec.compress(image, model=MODEL, max_pixels=900)
+    assert np.array_equal(ridecodec.decompress(data, max_pixels=900), image)
