@@ -1,0 +1,55 @@
+"""Float checkpoint (``train.py``) -> the shipped integer weights (``pixelcnn-gray.npz``).
+
+    python -m ridecodec_pixelcnn.export /tmp/pixelcnn-train/checkpoint.pt [--out PATH]
+
+Weights are masked, then rounded to integers at 2**-WEIGHT_BITS; biases at the scale of their
+layer's products (2**-(input bits + WEIGHT_BITS)). Stored as int32 (every value fits).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ridecodec import exact
+
+from .model import ACT_BITS, BLOCKS, CHANNELS, INPUT_BITS, LAYERS, WEIGHT_BITS, WEIGHTS_FILE
+from .network import PixelCNN
+
+
+def quantize(network: PixelCNN) -> dict[str, np.ndarray]:
+    modules = {"first": network.first, "head": network.head, "out": network.out}
+    modules.update({f"residual{b}": conv for b, conv in enumerate(network.residual)})
+    arrays = {}
+    for layer in LAYERS:
+        module = modules[layer]
+        input_bits = INPUT_BITS if layer == "first" else ACT_BITS
+        weight = exact.to_fixed(module.weight.detach().double() * module.mask.double(), WEIGHT_BITS)
+        bias = exact.to_fixed(module.bias.detach().double(), input_bits + WEIGHT_BITS)
+        for key, value in ((f"{layer}_weight", weight), (f"{layer}_bias", bias)):
+            assert value.abs().max() < 2**31, f"{key} does not fit int32"
+            arrays[key] = value.numpy().astype(np.int32)
+    return arrays
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("checkpoint")
+    parser.add_argument("--out", default=str(Path(__file__).resolve().parent / WEIGHTS_FILE))
+    args = parser.parse_args(argv)
+    checkpoint = torch.load(args.checkpoint, map_location="cpu")
+    config = checkpoint["config"]
+    if (config["channels"], config["blocks"], config["groups"]) != (CHANNELS, BLOCKS, 1):
+        raise SystemExit(f"the exact model is built for {CHANNELS} channels, {BLOCKS} blocks, gray; got {config}")
+    network = PixelCNN(**config)
+    network.load_state_dict(checkpoint["state"])
+    np.savez_compressed(args.out, **quantize(network))
+    print(f"wrote {args.out} from {args.checkpoint} (iteration {checkpoint['iteration']}, "
+          f"training loss {checkpoint['loss_bits']:.4f} bits/pixel)")
+
+
+if __name__ == "__main__":
+    main()

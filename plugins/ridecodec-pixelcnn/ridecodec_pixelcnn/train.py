@@ -1,0 +1,118 @@
+"""Train the float PixelCNN on grayscale random crops of BSDS500 train + test.
+
+    python -m ridecodec_pixelcnn.train ../shared/data/bsds500/train ../shared/data/bsds500/test \
+        --out /tmp/pixelcnn-train [--minutes 25] [--channels 32] [--blocks 4] [--crop 40] [--batch 24]
+
+Runs for a fixed wall-clock time (the learning rate follows a cosine over it), logs to
+OUT/train.log and writes OUT/checkpoint.pt (float weights and config) every few hundred
+iterations and at the end. Then ``python -m ridecodec_pixelcnn.export OUT/checkpoint.pt`` makes the
+shipped integer weights. Never train on the val sets (they are the benchmark).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .network import PixelCNN
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff"}
+
+
+def load_gray(folders: list[str]) -> list[np.ndarray]:
+    images = []
+    for folder in folders:
+        for path in sorted(Path(folder).iterdir()):
+            if path.suffix.lower() in IMAGE_SUFFIXES:
+                with Image.open(path) as image:
+                    images.append(np.asarray(image.convert("L")))
+    if not images:
+        raise SystemExit("no training images found")
+    return images
+
+
+def batch(images: list[np.ndarray], size: int, crop: int, rng: np.random.Generator) -> torch.Tensor:
+    out = np.empty((size, 1, crop, crop), dtype=np.uint8)
+    for k in range(size):
+        image = images[rng.integers(len(images))]
+        if rng.random() < 0.5:
+            image = image.T  # transposes and flips: the orientations --effort may code in
+        top = rng.integers(image.shape[0] - crop + 1)
+        left = rng.integers(image.shape[1] - crop + 1)
+        patch = image[top:top + crop, left:left + crop]
+        if rng.random() < 0.5:
+            patch = patch[:, ::-1]
+        out[k, 0] = patch
+    return torch.from_numpy(out)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("folders", nargs="+")
+    parser.add_argument("--out", default="/tmp/pixelcnn-train")
+    parser.add_argument("--minutes", type=float, default=25.0)
+    parser.add_argument("--channels", type=int, default=32)
+    parser.add_argument("--blocks", type=int, default=4)
+    parser.add_argument("--crop", type=int, default=40)
+    parser.add_argument("--batch", type=int, default=24)
+    parser.add_argument("--lr", type=float, default=2e-3)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    if any("val" in Path(folder).name for folder in args.folders):
+        raise SystemExit("refusing to train on a val set")
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    rng = np.random.default_rng(args.seed)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    log = open(out / "train.log", "a", buffering=1)
+
+    def say(line):
+        print(line, flush=True)
+        log.write(line + "\n")
+
+    images = load_gray(args.folders)
+    model = PixelCNN(args.channels, args.blocks, groups=1)
+    optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
+    say(f"{len(images)} images, {sum(p.numel() for p in model.parameters())} parameters, {vars(args)}")
+
+    def save(iteration, loss):
+        torch.save({"config": model.config(), "state": model.state_dict(), "iteration": iteration,
+                    "loss_bits": loss, "args": vars(args)}, out / "checkpoint.tmp")
+        (out / "checkpoint.tmp").replace(out / "checkpoint.pt")
+
+    start = time.monotonic()
+    budget = args.minutes * 60
+    iteration, running = 0, None
+    while True:
+        elapsed = time.monotonic() - start
+        if elapsed >= budget:
+            break
+        lr = args.lr * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * elapsed / budget)))
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        loss = model.nll_bits(batch(images, args.batch, args.crop, rng))
+        optimizer.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        iteration += 1
+        running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
+        if iteration % 50 == 0:
+            say(f"iter {iteration} {elapsed:.0f}s lr {lr:.2e} loss {loss.item():.4f} running {running:.4f} bits/pixel")
+        if iteration % 300 == 0:
+            save(iteration, running)
+    save(iteration, running)
+    say(f"done: {iteration} iterations in {time.monotonic() - start:.0f}s, running loss {running:.4f} bits/pixel")
+
+
+if __name__ == "__main__":
+    main()

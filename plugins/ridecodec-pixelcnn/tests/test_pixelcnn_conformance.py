@@ -1,0 +1,48 @@
+"""pixelcnn keeps the plug-in contract (ridecodec's conformance kit), and its integer network
+agrees with the float network it was exported from."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from ridecodec import exact, testing
+from ridecodec_pixelcnn.model import PixelCNNModel, frequencies
+
+
+@pytest.mark.parametrize("check", testing.CHECKS, ids=lambda check: check.__name__)
+def test_pixelcnn_conforms(check):
+    check("pixelcnn")
+
+
+def test_frequencies_are_positive_and_sum_to_2_24():
+    logits = torch.from_numpy(np.random.default_rng(0).integers(-(1 << 20), 1 << 20, (50, 256)))
+    logits[0] = 0  # a flat row
+    logits[1, 7] = 1 << 22  # one value takes (nearly) everything
+    table = frequencies(logits).double()
+    assert (table > 0).all() and (table.sum(1) == 2**24).all()
+    assert int(table[1].argmax()) == 7 and table[1, 7] == exact.MIXTURE_UNITS + exact.FLOOR_UNITS
+
+
+def test_integer_network_matches_the_float_export():
+    """The shipped integers come from the float PixelCNN: the exact softmax's code length on a
+    smooth image is within 1% of the float network's, quantization included."""
+    from ridecodec_pixelcnn.export import quantize
+    from ridecodec_pixelcnn.network import PixelCNN
+
+    model = PixelCNNModel()
+    network = PixelCNN()
+    arrays = model.state_dict()
+    with torch.no_grad():  # float weights from the shipped integers: the same network, rounded
+        modules = {"first": network.first, "head": network.head, "out": network.out}
+        modules.update({f"residual{b}": conv for b, conv in enumerate(network.residual)})
+        for layer, module in modules.items():
+            input_bits = 7 if layer == "first" else 12
+            module.weight.copy_(arrays[f"{layer}_weight"].double() / 2**16)
+            module.bias.copy_(arrays[f"{layer}_bias"].double() / 2 ** (input_bits + 16))
+    assert all(np.array_equal(value, arrays[key].numpy()) for key, value in quantize(network).items())
+    image = torch.from_numpy(testing.synthetic_image(24, 32, seed=5))[None, None]
+    exact_nats = -float(model.log_prob(image))
+    float_nats = float(network.nll_bits(image)) * math.log(2) * image.numel()
+    assert abs(exact_nats - float_nats) <= 0.01 * float_nats
