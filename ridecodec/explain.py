@@ -38,7 +38,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from . import api, depth, engine, imageio, registry
 from .container import DEFAULT_MAX_PIXELS
-from .errors import RidecodecError, UnsupportedImageError
+from .errors import PluginError, RidecodecError, UnsupportedImageError
 from .models.lowbyte import LowByteModel
 
 #: Channel names of each coded layout.
@@ -98,23 +98,35 @@ class Explanation:
 
 
 def plane_costs(
-    model, pixels: np.ndarray, progress: engine.ProgressCallback | None = None, split: engine.Split = engine.Split()
+    model, pixels: np.ndarray, progress: engine.ProgressCallback | None = None, split: engine.Split | None = None
 ) -> np.ndarray:
     """float64 (C, H, W): -log2 of the probability ``model``'s stepped table gives each value of
     ``pixels`` (uint8 (C, H, W)), the tables computed as the engine's coding loop computes them
-    (the same schedule, channel order, canvas updates and coding context)."""
+    (the same schedule, channel order, canvas updates and coding context; ``split``: as the
+    engine's, default one call per step on one thread)."""
+    split = split or engine.Split()
     truth = torch.from_numpy(np.array(pixels, dtype=np.uint8)).to(model.device)  # a writable copy
     canvas = torch.zeros_like(truth)
     costs = np.zeros(pixels.shape, dtype=np.float64)
     schedule = engine.wavefront_for(model, *pixels.shape[1:])
     total = schedule.num_steps
     with engine.coding_context(split.threads):
-        step = model.begin(canvas)
+        try:
+            step = model.begin(canvas)
+        except RidecodecError:
+            raise
+        except Exception as error:
+            raise PluginError(f"model {model.name!r} failed to start: {error}") from error
         for t, step_rows, step_cols in schedule.steps():
             for channel in range(pixels.shape[0]):
                 for rows, cols in engine.split_step(step_rows, step_cols, split.rows_per_call):
                     device_rows, device_cols = rows.to(truth.device), cols.to(truth.device)
-                    table = step(device_rows, device_cols, channel)
+                    try:
+                        table = step(device_rows, device_cols, channel)
+                    except RidecodecError:
+                        raise
+                    except Exception as error:  # as the engine reports a plug-in's failure
+                        raise PluginError(f"model {model.name!r} failed during coding: {error}") from error
                     table = engine._checked_table(table, len(rows), model).astype(np.float64)
                     actual = pixels[channel, rows.numpy(), cols.numpy()].astype(np.int64)
                     chosen = table[np.arange(len(actual)), actual]
@@ -185,8 +197,8 @@ def explain(
         low_steps = 0 if low is None else engine.wavefront_for(LowByteModel(), *low.shape[1:]).num_steps
         first_progress = low_progress = None
         if progress is not None:
-            first_progress = lambda done, _total: progress(done, first_steps + low_steps)  # noqa: E731
-            low_progress = lambda done, _total: progress(first_steps + done, first_steps + low_steps)  # noqa: E731
+            first_progress = lambda done, _total: progress(done, first_steps + low_steps)
+            low_progress = lambda done, _total: progress(first_steps + done, first_steps + low_steps)
         first_bits = plane_costs(density_model, first, first_progress, split)
         zeros = np.zeros_like(first_bits)
         if coding == depth.DeepCoding.LOW_ONLY:
@@ -405,5 +417,14 @@ def render(explanation: Explanation, renderer: str = "auto", vmax: float | None 
     raise RidecodecError(f"unknown renderer {renderer!r}: choose auto, matplotlib or pillow")
 
 
-__all__ = ["Explanation", "bit_costs", "explain", "plane_costs", "render", "render_pillow", "render_matplotlib",
-           "colour_scale", "COLORMAP"]
+__all__ = [
+    "COLORMAP",
+    "Explanation",
+    "bit_costs",
+    "colour_scale",
+    "explain",
+    "plane_costs",
+    "render",
+    "render_matplotlib",
+    "render_pillow",
+]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 import math
 
@@ -13,7 +12,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 import ridecodec
-from ridecodec import container, depth, engine, explain, imageio, registry
+from ridecodec import depth, engine, explain, imageio, registry
 from ridecodec.cli import main
 from ridecodec.errors import RidecodecError, UnsupportedImageError
 from ridecodec.models.lowbyte import LowByteModel
