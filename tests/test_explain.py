@@ -235,3 +235,17 @@ def test_command_refusals(rgb_png, tmp_path):
         result = run("explain", rgb_png, "-m", "loco", "--renderer", "matplotlib", "-o", tmp_path / "p.png")
         assert result.exit_code == 1 and "pip install" in result.output
         assert not (tmp_path / "p.png").exists()
+
+
+def test_vmax_sets_the_top_of_the_colour_bar():
+    explanation = explain.explain(synthetic_image(16, 16), model="loco", device="cpu")
+    assert explain.colour_scale(explanation.bits) >= 1
+    top = explain.COLORMAP[255]
+
+    def top_coloured(picture):
+        return int((np.asarray(picture).reshape(-1, 3) == top).all(axis=1).sum())
+
+    # every pixel costs more than 0.01 bits: with that as the top, the panel is all top colour
+    assert top_coloured(explain.render(explanation, "pillow", vmax=0.01)) > top_coloured(
+        explain.render(explanation, "pillow")
+    ) + 200 * 200
