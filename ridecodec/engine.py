@@ -1,4 +1,4 @@
-"""The coding loop: decoding order, model calls, entropy coder calls.
+"""The coding loop: model calls and entropy coder calls, in the decoding order of ``schedule``.
 
 The encoder runs *exactly* the decoder's loop: it starts from an empty canvas, asks the model for
 the tables of one wavefront step at a time with the same batch shapes, and writes the true pixels
@@ -10,18 +10,26 @@ probability tables pass between them, here.
 
 from __future__ import annotations
 
-import contextlib
 import math
-from dataclasses import dataclass
-from typing import Callable, Iterator
+from typing import Callable
 
 import constriction
 import numpy as np
 import torch
 
-from . import exact_cpu
 from .errors import FormatError, PluginError, RidecodecError
-from .models.base import ALPHABET_SIZE, CausalReach, DensityModel
+from .models.base import ALPHABET_SIZE, DensityModel
+from .schedule import (  # noqa: F401 (the schedule's names, re-exported: engine.Split, engine.wavefront_for, ...)
+    Split,
+    Wavefront,
+    code_length_bits,
+    coding_context,
+    replayed_log_prob,
+    restricted,
+    split_step,
+    used_values,
+    wavefront_for,
+)
 
 #: Called as progress(done, total) after each wavefront step.
 ProgressCallback = Callable[[int, int], None]
@@ -105,52 +113,6 @@ class PayloadBudget:
             raise FormatError(EXHAUSTED)
 
 
-@dataclass(frozen=True)
-class Wavefront:
-    """The decoding schedule of an H x W image for a model of a given right-reach.
-
-    Pixel (i, j) belongs to step ``t = (right + 1) * i + j``. Everything it may depend on, (i, j-1)
-    and (i-1, j+right) and anything further up or left, lies in an earlier step, so all pixels of
-    one step can be computed at once: about ``(right + 1) * H + W`` steps instead of ``H * W``.
-    """
-
-    height: int
-    width: int
-    right: int | None  # None: unbounded reach, one pixel per step (raster order)
-
-    @property
-    def num_steps(self) -> int:
-        if self.height == 0 or self.width == 0:
-            return 0
-        if self.right is None:
-            return self.height * self.width
-        return (self.right + 1) * (self.height - 1) + self.width
-
-    def steps(self) -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
-        """Yield (t, rows, cols) for every non-empty step t; rows and cols are int64 CPU tensors,
-        rows ascending within a step. (A tall, narrow image has empty steps; they are skipped.)"""
-        if self.right is None:
-            for t in range(self.num_steps):
-                row, col = divmod(t, self.width)
-                yield t, torch.tensor([row]), torch.tensor([col])
-            return
-        stride = self.right + 1
-        all_rows = torch.arange(self.height)
-        for t in range(self.num_steps):
-            # rows i with 0 <= t - stride * i < width
-            first = max(0, -(-(t - self.width + 1) // stride))
-            last = min(self.height - 1, t // stride)
-            if first > last:
-                continue
-            rows = all_rows[first : last + 1]
-            yield t, rows, t - stride * rows
-
-
-def wavefront_for(model: DensityModel, height: int, width: int) -> Wavefront:
-    reach: CausalReach | None = model.reach
-    return Wavefront(height, width, None if reach is None else reach.right)
-
-
 def _checked_table(table: object, count: int, model: DensityModel) -> np.ndarray:
     """A plug-in's table as a CPU array, or a PluginError naming the plug-in if it is unusable.
 
@@ -170,70 +132,6 @@ def _checked_table(table: object, count: int, model: DensityModel) -> np.ndarray
     if (sums <= 0).any():
         raise PluginError(f"model {model.name!r} returned an all-zero probability table")
     return table
-
-
-def used_values(pixels: np.ndarray) -> np.ndarray:
-    """(C, 256) bool: the values each channel of ``pixels`` (uint8, (C, H, W)) takes."""
-    return np.stack([np.bincount(plane.ravel(), minlength=ALPHABET_SIZE) > 0 for plane in pixels])
-
-
-def restricted(table: np.ndarray, used: np.ndarray) -> np.ndarray:
-    """``table`` (N, 256) with every value outside ``used`` (256 bools) set to zero.
-
-    Why: many images take only some of the 256 values (a stretched histogram, a scan, a synthetic
-    image), and a model trained on natural images spreads probability over all of them. Coding
-    with the image's value set, stored in the header, renormalizes that mass onto the values
-    that occur. A row left with no mass at all (the model put it all on absent values) becomes
-    uniform over the used values, the same on both sides.
-    """
-    table = np.where(used, table, np.float32(0))
-    empty = table.sum(axis=1) <= 0  # exact for non-negative numbers: zero only if all are zero
-    if empty.any():
-        table[empty] = used
-    return table
-
-
-@contextlib.contextmanager
-def coding_context(threads: int = 1):
-    """How every table is computed: under inference mode, on ``threads`` CPU threads (1 unless
-    the caller knows the model is exact).
-
-    One thread by default, because torch's float CPU arithmetic depends on the thread count (a
-    matrix product splits its work differently: measured, the float RGB MCGSM's tables changed in
-    the last bits between 1 and 2 threads), so for a model that is not exact the encoder and
-    decoder must agree on it, and one is what every machine has. An exact model's tables do not
-    depend on it (``ridecodec.testing`` checks), so more threads are safe for it.
-    """
-    previous = torch.get_num_threads(), exact_cpu.get_threads()
-    torch.set_num_threads(max(1, threads))
-    exact_cpu.set_threads(threads)
-    try:
-        with torch.inference_mode():
-            yield
-    finally:
-        torch.set_num_threads(previous[0])
-        exact_cpu.set_threads(previous[1])
-
-
-def split_step(rows: torch.Tensor, cols: torch.Tensor, rows_per_call: int | None):
-    """A step's positions in consecutive calls of ``rows_per_call`` (None: one call)."""
-    if rows_per_call is None or len(rows) <= rows_per_call:
-        yield rows, cols
-        return
-    for start in range(0, len(rows), rows_per_call):
-        yield rows[start : start + rows_per_call], cols[start : start + rows_per_call]
-
-
-@dataclass(frozen=True)
-class Split:
-    """How the loop hands a step's positions to the model: ``rows_per_call`` positions per call
-    (None: the whole step in one call), on ``threads`` CPU threads. Only an exact model
-    (``exact_across_devices``) may be coded with anything but the default, since only its tables
-    are the same whatever the split; the conformance kit (``ridecodec.testing``) decodes with
-    several to prove it."""
-
-    rows_per_call: int | None = None
-    threads: int = 1
 
 
 def _run(
@@ -358,38 +256,3 @@ def decode_pixels(
 
     _run(model, canvas, decode_step, progress, split)
     return canvas.cpu().numpy()
-
-
-def replayed_log_prob(model: DensityModel, image: torch.Tensor, value_sets: np.ndarray | None = None) -> float:
-    """Natural-log likelihood of one uint8 image (C, H, W) from the coder's own tables: the
-    decoding schedule replayed on the whole image. A causal model gives exactly the tables it
-    gives while coding, so this equals the ideal code length to the last bit; a model whose
-    batched arithmetic differs from its stepped one (float rounding in far tails) can implement
-    ``log_prob`` with it. ``value_sets`` restricts the tables as coding does."""
-    image = image.to(model.device)
-    total = 0.0
-    with coding_context():
-        step = model.begin(image)
-        for _, rows, cols in wavefront_for(model, *image.shape[1:]).steps():
-            rows, cols = rows.to(image.device), cols.to(image.device)
-            for channel in range(image.shape[0]):
-                table = step(rows, cols, channel)
-                if value_sets is not None:
-                    table = torch.from_numpy(restricted(table.cpu().numpy(), value_sets[channel]))
-                table = table.double()
-                actual = image[channel, rows, cols].long().to(table.device)
-                total += float(torch.log(table.gather(1, actual[:, None]) / table.sum(1, keepdim=True)).sum())
-    return total
-
-
-def code_length_bits(model: DensityModel, pixels: np.ndarray, value_sets: np.ndarray | None = None) -> float:
-    """The model's code length of ``pixels`` (uint8 (C, H, W)) in bits, from ``log_prob``; with
-    ``value_sets``, of the model restricted to them, from the replayed tables (a model's
-    ``log_prob`` gives only the actual values' probabilities, not the mass on the rest)."""
-    if value_sets is not None:
-        image = torch.from_numpy(np.array(pixels, dtype=np.uint8))
-        return -replayed_log_prob(model, image, value_sets) / np.log(2.0)
-    images = torch.from_numpy(np.array(pixels, dtype=np.uint8))[None].to(model.device)
-    with torch.inference_mode():
-        log_likelihood = model.log_prob(images)
-    return float(-log_likelihood.sum().item() / np.log(2.0))

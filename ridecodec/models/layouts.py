@@ -14,6 +14,7 @@ from typing import Callable
 
 import torch
 
+from ..schedule import replayed_log_prob
 from .base import DensityModel
 from .neighbourhood import CausalNeighbourhood
 from .weights import read as read_weights_file
@@ -72,6 +73,4 @@ class PerChannelModel(DensityModel):
         images). Replayed, likelihood and file size agree to the coder's overhead; it costs what
         decoding costs.
         """
-        from ..engine import replayed_log_prob  # the engine imports models: import at call time
-
         return torch.tensor([replayed_log_prob(self, image) for image in images], dtype=torch.float64)
