@@ -6,12 +6,13 @@ from .api import (
     decompress,
     decompress_file,
     decompress_image,
+    decompress_to_png,
     read_header,
 )
 from .errors import RidecodecError
 from .registry import available_models, default_model, load_model
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 __all__ = [
     "RidecodecError",
@@ -21,6 +22,7 @@ __all__ = [
     "decompress",
     "decompress_file",
     "decompress_image",
+    "decompress_to_png",
     "default_model",
     "load_model",
     "read_header",
