@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import struct
 import zlib
@@ -156,3 +157,30 @@ def test_unsupported_modes_name_the_mode(mode):
 def test_unknown_model_for_compress(gray_image):
     with pytest.raises(ModelNotFoundError):
         ridecodec.compress(gray_image, model="no-such-model")
+
+
+def test_extra_bytes_in_the_header_body_are_refused(rdc):
+    """A header body with bytes after its last field (checksum repaired) is malformed, not ignored."""
+    header, payload = container.parse(rdc)
+    body = container._pack_body(dataclasses.replace(header, payload_length=len(payload))) + b"\0\0"
+    front = container.MAGIC + struct.pack("<BI", container.FORMAT_VERSION, len(body)) + body
+    forged = front + struct.pack("<I", zlib.crc32(front)) + bytes(payload)
+    with pytest.raises(FormatError, match="extra bytes"):
+        ridecodec.read_header(forged)
+
+
+@pytest.mark.parametrize("name", ["mcgsm", "ride", "loco"])
+def test_the_weights_digest_covers_every_tensor(name):
+    """Changing any one number of any parameter or buffer changes the digest (a digest that
+    skipped some weights would let a file decode with the wrong ones)."""
+    model = ridecodec.load_model(name)
+    reference = model.weights_digest()
+    state = model.state_dict()
+    for key in sorted(state)[:: max(1, len(state) // 12)]:  # a dozen tensors, spread over the model
+        if state[key].numel() == 0:
+            continue
+        changed = copy.deepcopy(model)
+        tensor = changed.state_dict()[key]
+        flat = tensor.view(-1)
+        flat[flat.numel() // 2] += 1
+        assert changed.weights_digest() != reference, f"{name}: the digest ignores {key}"
