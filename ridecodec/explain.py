@@ -356,7 +356,7 @@ def render_pillow(explanation: Explanation, vmax: float | None = None) -> Image.
 
 def _ticks(vmax: float) -> list[float]:
     step = next(s for s in (1, 2, 4, 5, 10, 20, 50, 100) if vmax / s <= 8)
-    values = [float(v) for v in np.arange(0, vmax, step)]
+    values = [float(v) for v in np.arange(0, vmax, step) if v == 0 or vmax - v >= step / 2]  # no label crowding the top's
     return values + [float(vmax)]
 
 
