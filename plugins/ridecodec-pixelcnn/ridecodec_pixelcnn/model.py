@@ -127,14 +127,18 @@ class PixelCNNModel(DensityModel):
 
     # --- the whole image at once ----------------------------------------------------------------
 
-    def logits(self, pixels: torch.Tensor) -> torch.Tensor:
-        """uint8 (B, 1, H, W) -> int64 logits (B, 256, H, W) at 2**-ACT_BITS."""
+    def features(self, pixels: torch.Tensor) -> torch.Tensor:
+        """uint8 (B, 1, H, W) -> relu(h_BLOCKS), int64 (B, CHANNELS, H, W) at 2**-ACT_BITS."""
         layers = self.layers()
         h = layers["first"].whole(pixels.to(torch.int64) - 128)
         for b in range(BLOCKS):
             h = (h + layers[f"residual{b}"].whole(h.clamp(min=0))).clamp_(-ACT_CLAMP, ACT_CLAMP)
-        o = layers["head"].whole(h.clamp(min=0))
-        return layers["out"].whole(o.clamp(min=0))
+        return h.clamp(min=0)
+
+    def head(self, features: torch.Tensor) -> torch.Tensor:
+        """relu(h) at positions (N, CHANNELS) -> (N, 256) int64 logits: the two 1x1 layers."""
+        layers = self.layers()
+        return layers["out"].pointwise(layers["head"].pointwise(features).clamp(min=0))
 
     def log_prob(self, images: torch.Tensor) -> torch.Tensor:
         images = images.to(self.device)
@@ -143,10 +147,10 @@ class PixelCNNModel(DensityModel):
             raise ValueError("pixelcnn codes gray images only")
         total = torch.zeros(b, dtype=torch.float64, device=images.device)
         for i in range(b):
-            logits = self.logits(images[i:i + 1])[0].reshape(ALPHABET, -1).t()  # (H*W, 256)
+            features = self.features(images[i:i + 1])[0].reshape(CHANNELS, -1).t()  # (H*W, C)
             symbols = images[i, 0].reshape(-1).long()
-            for start in range(0, len(symbols), 16384):
-                table = frequencies(logits[start:start + 16384]).double()
+            for start in range(0, len(symbols), 16384):  # 1x1 layers and tables in chunks: bounded memory
+                table = frequencies(self.head(features[start:start + 16384])).double()
                 actual = table.gather(1, symbols[start:start + 16384, None])[:, 0]
                 total[i] += torch.log(actual / table.sum(1)).sum()
         return total
@@ -183,7 +187,6 @@ class PixelCNNModel(DensityModel):
                 gathered = flat_planes[b][:, where.reshape(-1)].view(CHANNELS, n, -1)  # (C, N, K)
                 gathered = gathered.permute(1, 0, 2).reshape(n, -1)
                 h = (h + layers[f"residual{b}"].at(gathered)).clamp_(-ACT_CLAMP, ACT_CLAMP)
-            o = layers["head"].pointwise(h.clamp(min=0))
-            return frequencies(layers["out"].pointwise(o.clamp(min=0)))
+            return frequencies(self.head(h.clamp(min=0)))
 
         return step

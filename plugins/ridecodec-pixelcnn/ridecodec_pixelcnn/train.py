@@ -2,6 +2,7 @@
 
     python -m ridecodec_pixelcnn.train ../shared/data/bsds500/train ../shared/data/bsds500/test \
         --out /tmp/pixelcnn-train [--minutes 25] [--channels 32] [--blocks 4] [--crop 40] [--batch 24]
+        [--resume CHECKPOINT --lr 5e-4]
 
 Runs for a fixed wall-clock time (the learning rate follows a cosine over it), logs to
 OUT/train.log and writes OUT/checkpoint.pt (float weights and config) every few hundred
@@ -64,6 +65,7 @@ def main(argv=None):
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--resume", help="a checkpoint to continue from (its weights; a fresh optimizer and schedule)")
     args = parser.parse_args(argv)
     if any("val" in Path(folder).name for folder in args.folders):
         raise SystemExit("refusing to train on a val set")
@@ -81,6 +83,8 @@ def main(argv=None):
 
     images = load_gray(args.folders)
     model = PixelCNN(args.channels, args.blocks, groups=1)
+    if args.resume:
+        model.load_state_dict(torch.load(args.resume, map_location="cpu")["state"])
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
     say(f"{len(images)} images, {sum(p.numel() for p in model.parameters())} parameters, {vars(args)}")
 
