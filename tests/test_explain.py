@@ -249,3 +249,10 @@ def test_vmax_sets_the_top_of_the_colour_bar():
     assert top_coloured(explain.render(explanation, "pillow", vmax=0.01)) > top_coloured(
         explain.render(explanation, "pillow")
     ) + 200 * 200
+
+
+def test_sixteen_bit_values_below_256_cost_their_low_bytes_only():
+    small = synthetic_image(8, 9, seed=6)
+    explanation = explain.explain(small.astype(np.uint16), model="loco", device="cpu")
+    assert explanation.labels == ["L high byte", "L low byte"] and not explanation.bits[0].any()
+    np.testing.assert_array_equal(explanation.bits[1], explain.bit_costs(small, model="loco", device="cpu")[0])
