@@ -64,6 +64,7 @@ def test_the_corpus_covers_what_it_claims():
     assert any(entry["coder"] == 0 for entry in entries)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kernels", testing.available_kernel_sets())
 def test_golden_files_decode_under_every_kernel_set(kernels):
     """Written on one machine, decoded in a process running other CPU kernels, on 1 and 2 threads,

@@ -22,6 +22,7 @@ def test_awkward_sizes_round_trip(height, width, channels):
         assert np.array_equal(ridecodec.decompress(data, device="cpu"), image)
 
 
+@pytest.mark.slow
 def test_large_image_round_trip():
     image = natural_like(1500, 2000, seed=7)  # 3 Mpx: 2 * 1500 + 2000 wavefront steps
     data = ridecodec.compress(image, model="loco", device="cpu")

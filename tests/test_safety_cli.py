@@ -193,6 +193,7 @@ def test_several_inputs_need_an_existing_folder(tmp_path, gray_png, no_work):
 # --- item 6: Ctrl-C with --jobs stops at once, writes nothing new, says what was written -------------
 
 
+@pytest.mark.slow
 def test_ctrl_c_with_jobs_stops_at_once_and_says_what_was_written(tmp_path):
     """A small image first, then slow ones: once the small one's output exists, Ctrl-C (SIGINT to
     the whole process group, as a terminal sends it) must stop the workers mid-image. The slow
