@@ -11,7 +11,14 @@ from ridecodec import exact, testing
 from ridecodec_pixelcnn.model import PixelCNNModel, frequencies
 
 
-@pytest.mark.parametrize("check", testing.CHECKS, ids=lambda check: check.__name__)
+#: the checks that take more than about 10 seconds here (subprocesses; steps of one position)
+SLOW = {"check_cross_kernel", "check_determinism"}
+
+
+@pytest.mark.parametrize("check", [
+    pytest.param(check, id=check.__name__, marks=[pytest.mark.slow] if check.__name__ in SLOW else [])
+    for check in testing.CHECKS
+])
 def test_pixelcnn_conforms(check):
     check("pixelcnn")
 
