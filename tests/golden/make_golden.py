@@ -24,7 +24,7 @@ from ridecodec.testing import synthetic_image, synthetic_image16
 HERE = Path(__file__).resolve().parent
 MANIFEST = HERE / "MANIFEST.json"
 #: The models the corpus guards: the built-ins and the example plug-in.
-MODELS = ("ride", "mcgsm", "loco")
+MODELS = ("ride", "mcgsm", "loco", "pixelcnn")
 
 
 def pixel_digest(pixels: np.ndarray) -> str:
@@ -66,7 +66,10 @@ def cases(name: str) -> dict[str, tuple[np.ndarray, int]]:
     if "RGB" in model.modes:
         found["rgb16"] = (synthetic_image16(14, 17, 3, seed=7), 1)
     rng = np.random.default_rng(8)
-    found["la-stored"] = (rng.integers(0, 256, (12, 10, 2), dtype=np.uint8), 1)
+    if "RGBA" in model.modes:  # LA is coded as RGBA
+        found["la-stored"] = (rng.integers(0, 256, (12, 10, 2), dtype=np.uint8), 1)
+    else:
+        rng.integers(0, 256, (12, 10, 2), dtype=np.uint8)  # the same random stream for what follows
     found["bilevel-stored"] = (rng.random((13, 21)) > 0.5, 1)
     return found
 
