@@ -53,18 +53,32 @@ def describe_device(device: torch.device) -> str:
     return device.type
 
 
-def _coded_image(image, max_pixels: int = DEFAULT_MAX_PIXELS) -> CodedImage:
+def coded_image(image, max_pixels: int = DEFAULT_MAX_PIXELS) -> CodedImage:
+    """The planes :func:`compress` codes for ``image`` (anything it takes, or a CodedImage), or a
+    one-line error; refuses more than ``max_pixels`` pixels."""
     if isinstance(image, (str, os.PathLike)) or hasattr(image, "read"):
         image = imageio.open_image(image)
-    coded = imageio.to_coded(image)
+    coded = image if isinstance(image, CodedImage) else imageio.to_coded(image)
     if coded.width * coded.height > max_pixels:
         # a file decoders refuse by default helps nobody who has not asked for it
         raise UnsupportedImageError(
             f"the image has {coded.width}x{coded.height} = {coded.width * coded.height} pixels, more than "
-            f"decoders accept by default ({max_pixels}); raise the limit (--max-pixels) to compress it, "
-            "and decompress it with the same limit"
+            f"{max_pixels} (what decoders accept by default); raise the limit with --max-pixels"
         )
     return coded
+
+
+def model_for(coded: CodedImage, model: str | None, device: torch.device, weights=None):
+    """(name, model) that codes ``coded``: ``model`` or the best installed for its layout, with
+    ``weights`` if given, or a one-line error if it does not code that layout."""
+    name = model or registry.default_model(coded.layout)
+    density_model = registry.load_model(name, device, weights)
+    if coded.layout not in density_model.modes:
+        raise UnsupportedImageError(
+            f"model {name!r} does not code {coded.layout} images (it codes "
+            f"{', '.join(density_model.modes)}); choose another with --model"
+        )
+    return name, density_model
 
 
 def _candidate_steps(density_model, shape: tuple[int, int, int], effort: int) -> list[int]:
@@ -142,15 +156,9 @@ def compress(
     """
     if not 1 <= effort <= orientation.NUM_ORIENTATIONS:
         raise RidecodecError(f"effort must be 1..{orientation.NUM_ORIENTATIONS}, not {effort}")
-    coded = _coded_image(image, max_pixels)
+    coded = coded_image(image, max_pixels)
     device = resolve_device(device)
-    name = model or registry.default_model(coded.layout)
-    density_model = registry.load_model(name, device, weights)
-    if coded.layout not in density_model.modes:
-        raise UnsupportedImageError(
-            f"model {name!r} does not code {coded.layout} images (it codes "
-            f"{', '.join(density_model.modes)}); choose another with --model"
-        )
+    name, density_model = model_for(coded, model, device, weights)
     split = coding_split(density_model, threads)
     coding, first, low = depth.split(coded.pixels) if coded.bit_depth == 16 else (None, coded.pixels, None)
     # one progress bar over both passes of a 16-bit image: the first bytes, then the low bytes

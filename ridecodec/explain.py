@@ -36,9 +36,9 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
-from . import api, depth, engine, imageio, registry
+from . import api, depth, engine, imageio
 from .container import DEFAULT_MAX_PIXELS
-from .errors import PluginError, RidecodecError, UnsupportedImageError
+from .errors import PluginError, RidecodecError
 from .models.lowbyte import LowByteModel
 
 #: Channel names of each coded layout.
@@ -137,18 +137,8 @@ def plane_costs(
     return costs
 
 
-def coded_image(image, max_pixels: int = DEFAULT_MAX_PIXELS) -> imageio.CodedImage:
-    """The planes ``compress`` codes for ``image`` (anything it takes, or a CodedImage), or a
-    one-line error; refuses more than ``max_pixels`` pixels (the time it would take)."""
-    if isinstance(image, (str, os.PathLike)) or hasattr(image, "read"):
-        image = imageio.open_image(image)
-    coded = image if isinstance(image, imageio.CodedImage) else imageio.to_coded(image)
-    if coded.width * coded.height > max_pixels:
-        raise UnsupportedImageError(
-            f"the image has {coded.width}x{coded.height} pixels, more than {max_pixels} "
-            "(raise --max-pixels, or crop it)"
-        )
-    return coded
+#: The planes ``compress`` codes for an image (the CLI converts once, then explains).
+coded_image = api.coded_image
 
 
 def explain(
@@ -164,15 +154,9 @@ def explain(
     binary file: whatever ``compress`` takes), under ``model`` (default: the one ``compress``
     would pick). ``progress(done, total)``, ``threads`` and ``weights`` as for ``compress``;
     ``max_pixels``: refuse larger images (default: what decoders accept)."""
-    coded = coded_image(image, max_pixels)
+    coded = api.coded_image(image, max_pixels)
     device = api.resolve_device(device)
-    name = model or registry.default_model(coded.layout)
-    density_model = registry.load_model(name, device, weights)
-    if coded.layout not in density_model.modes:
-        raise UnsupportedImageError(
-            f"model {name!r} does not code {coded.layout} images (it codes "
-            f"{', '.join(density_model.modes)}); choose another with --model"
-        )
+    name, density_model = api.model_for(coded, model, device, weights)
     split = api.coding_split(density_model, threads)
     names = CHANNEL_NAMES[coded.layout]
     if coded.original_mode == "P" and coded.layout == "L":
