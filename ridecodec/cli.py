@@ -902,5 +902,110 @@ def explain_command(image, output, model, weights, as_json, npy, renderer, vmax,
 
 
 
+# --- sample and inpaint: drawing from a model (the work is in ridecodec/sampling.py and inpainting.py)
+
+def _image_size(context, parameter, value: str) -> tuple[int, int]:
+    try:
+        width, height = (int(part) for part in value.lower().split("x"))
+    except ValueError:
+        raise click.BadParameter("give the size as WIDTHxHEIGHT, e.g. 64x64")
+    if width < 1 or height < 1:
+        raise click.BadParameter("width and height must be at least 1")
+    return width, height
+
+
+def _seed_or_random(seed: int | None) -> int:
+    """The seed to use: the given one, or a fresh one (reported, so the result can be redrawn)."""
+    import secrets
+
+    return secrets.randbelow(2**32) if seed is None else seed
+
+
+seed_option = click.option("--seed", type=click.IntRange(min=0), help="Seed of the draws (default: a random one, "
+                           "reported); an exact model gives the same image for a seed on every machine.")
+
+
+def _generate(output: str, force: bool, quiet: bool, label: str, work) -> None:
+    """Run ``work(progress) -> (png bytes, report)`` and write its output atomically: refuse an
+    existing output before the work, end in one line whatever happens."""
+    progress = Progress(label, not quiet)
+    try:
+        check_writable(output, force)
+        try:
+            data, report = work(progress)
+        finally:
+            progress.close()
+        write_atomically(output, data, force=force)
+    except RidecodecError as error:
+        _error(str(error))
+        sys.exit(error.exit_code)
+    except KeyboardInterrupt:
+        progress.close()
+        _error("interrupted; nothing was written")
+        sys.exit(EXIT_INTERRUPTED)
+    _report(report, quiet)
+
+
+@main.command(name="sample")
+@click.option("--model", "-m", help="Density model (see `ridecodec models`); default: the best installed.")
+@click.option("--size", required=True, callback=_image_size, metavar="WxH", help="Width and height, e.g. 64x64.")
+@click.option("--mode", type=click.Choice(["L", "RGB"]), default="L", show_default=True)
+@seed_option
+@weights_option
+@click.option("--output", "-o", required=True, help="The PNG file to write.")
+@click.option("--max-pixels", type=click.IntRange(min=1), default=1 << 20, show_default=True,
+              help="Refuse larger sizes (drawing costs what decoding costs; the refusal says how long it would take).")
+@device_option
+@threads_option
+@force_option
+@quiet_option
+def sample_command(model, size, mode, seed, weights, output, max_pixels, device, threads, force, quiet):
+    """Draw a new image from a density model, pixel by pixel in its decoding order."""
+    from . import sampling
+
+    width, height = size
+    seed = _seed_or_random(seed)
+
+    def work(progress):
+        name, image = sampling.draw_image(model, mode, width, height, seed, weights, device, threads, max_pixels,
+                                          progress)
+        return imageio.png_bytes(image), f"wrote {output}: a {width}x{height} {mode} sample of {name}, seed {seed}"
+
+    _generate(output, force, quiet, f"sampling {width}x{height}", work)
+
+
+@main.command(name="inpaint")
+@click.argument("image")
+@click.option("--mask", required=True, help="An image of IMAGE's size: nonzero (gray value) = missing.")
+@click.option("--output", "-o", required=True, help="The PNG file to write.")
+@click.option("--model", "-m", help="Density model; default: the best installed for the image.")
+@weights_option
+@click.option("--sweeps", type=click.IntRange(min=0), default=5, show_default=True,
+              help="Metropolis-within-Gibbs sweeps over 5x5 blocks after the initial draw.")
+@click.option("--candidates", type=click.IntRange(min=1), default=4, show_default=True,
+              help="Initial drafts drawn by ancestral sampling; the most probable is kept.")
+@seed_option
+@device_option
+@threads_option
+@force_option
+@quiet_option
+def inpaint_command(image, mask, output, model, weights, sweeps, candidates, seed, device, threads, force, quiet):
+    """Fill in the pixels of IMAGE that MASK marks as missing with draws from a density model."""
+    from . import inpainting
+
+    seed = _seed_or_random(seed)
+    if _same_file_key(output) in (_same_file_key(image), _same_file_key(mask)):
+        _error(f"{output} is an input; refusing to replace it, even with --force")
+        sys.exit(OutputError.exit_code)
+
+    def work(progress):
+        name, data, result = inpainting.inpaint_file(image, mask, model, weights, device, sweeps, candidates, seed,
+                                                     threads, progress)
+        rate = f", {result.accepted} of {result.proposals} block proposals accepted" if result.proposals else ""
+        return data, f"wrote {output}: {image} inpainted with {name}, seed {seed}{rate}"
+
+    _generate(output, force, quiet, f"inpainting {image}", work)
+
+
 if __name__ == "__main__":
     main()

@@ -1,6 +1,7 @@
 """The plug-in contract: what a density model must provide to be a ridecodec codec.
 
-A model is a ``torch.nn.Module`` subclass of :class:`DensityModel`. It promises three things:
+A model is a ``torch.nn.Module`` subclass of :class:`DensityModel`. It promises three things and
+may offer a fourth:
 
 1. **A causal reach** (:class:`CausalReach`): how far up, left and right (in earlier rows) its
    prediction for a pixel can look, recurrence included. The engine derives the decoding order
@@ -24,6 +25,15 @@ A model is a ``torch.nn.Module`` subclass of :class:`DensityModel`. It promises 
    logs of the stepped probabilities of the actual pixels: that ties the model's rate in bits per
    pixel to the coded file size, and a test checks it for every model.
 
+4. **Sampling** (optional): ``can_sample = True`` lets ``ridecodec sample`` and ``ridecodec
+   inpaint`` draw from the model. Nothing else is needed: the generic sampler
+   (``ridecodec.sampling``) drives the step function exactly as the decoder does (an empty
+   canvas, the same wavefront order, each step's pixels written in before the next call), but
+   draws each pixel from its table with seeded integer randomness instead of decoding it. A
+   model that keeps the contract above can therefore opt in by setting the attribute; one that
+   does not is refused in one line ("model X cannot sample"). With an exact model, a seed gives
+   the same image on every machine.
+
 The step function must be deterministic: the same calls on the same device give bit-identical
 tables. A model whose tables are also identical across devices, CPU kernel sets, thread counts
 and splits of a step (integer arithmetic from ``ridecodec.exact``) sets
@@ -33,10 +43,10 @@ of this contract, that claim included.
 Plug-ins register a zero-argument factory (usually the class itself) under the entry-point group
 ``ridecodec.models``; see the README's "Write your own model".
 
-``name``, ``version``, ``modes``, ``reach`` and ``exact_across_devices`` are class attributes, set
-in the class body, never in ``__init__``: the registry reads them from the class, so listing
-models (``ridecodec models``) and choosing the default model for an image build no model and load
-no weights. A model that still sets ``modes`` or ``reach`` per instance works, but is built just to
+``name``, ``version``, ``modes``, ``reach``, ``exact_across_devices`` and ``can_sample`` are class
+attributes, set in the class body, never in ``__init__``: the registry reads them from the class,
+so listing models (``ridecodec models``) and choosing the default model for an image build no
+model and load no weights. A model that still sets ``modes`` or ``reach`` per instance works, but is built just to
 be listed. Only the weights digest needs a built model (``ridecodec models --digests``); keep
 ``__init__`` cheap too (build large derived tables at first ``begin``), since decoding builds the
 model to check a file's digest before it decodes anything.
@@ -101,6 +111,9 @@ class DensityModel(torch.nn.Module, abc.ABC):
     reach: ClassVar[CausalReach | None]
     #: True when the tables are bit-identical on every device (not only on the encoding one).
     exact_across_devices: ClassVar[bool] = False
+    #: True when ``ridecodec sample`` and ``inpaint`` may draw from the model through its step
+    #: function (``ridecodec.sampling``); the others are refused in one line.
+    can_sample: ClassVar[bool] = False
     #: Earlier versions whose files this code no longer decodes, each with what to do to read
     #: them (one line, e.g. which release to install); the decoder says so instead of "weights differ".
     retired_versions: ClassVar[dict[str, str]] = {}

@@ -380,6 +380,7 @@ class MCGSMModel(PerChannelModel):
     #: need ridecodec 0.1, errors.py).
     version = "2"
     exact_across_devices = True
+    can_sample = True  # ridecodec.sampling draws from the step function
     SHIPPED_WEIGHTS = SHIPPED_EXACT_WEIGHTS
     retired_versions = {"1": FLOAT_VERSIONS_NOTE}
 

@@ -352,6 +352,7 @@ class RIDEModel(PerChannelModel):
     #: further (MODEL_CARD.md), float tables. Files of 1 and 2 need ridecodec 0.1 (errors.py).
     version = "3"
     exact_across_devices = True
+    can_sample = True  # ridecodec.sampling draws from the step function
     SHIPPED_WEIGHTS = SHIPPED_EXACT_WEIGHTS
     retired_versions = {"1": FLOAT_VERSIONS_NOTE, "2": FLOAT_VERSIONS_NOTE}
 

@@ -180,6 +180,7 @@ class LocoModel(DensityModel):
     # neighbours (j-3 in the row, i-2 above); the colour chain stays within these.
     reach = CausalReach(up=2, left=3, right=1)
     exact_across_devices = True
+    can_sample = True  # ridecodec.sampling draws from the step function
 
     def __init__(self, tails: torch.Tensor | None = None):
         super().__init__()

@@ -98,6 +98,7 @@ class PixelCNNModel(DensityModel):
     #: 7x7 mask A reaches 3 each way, each 3x3 mask-B layer one more
     reach = CausalReach(up=3 + BLOCKS, left=3 + BLOCKS, right=3 + BLOCKS)
     exact_across_devices = True
+    can_sample = True  # ridecodec.sampling draws from the step function
 
     def __init__(self):
         super().__init__()
