@@ -694,7 +694,9 @@ def _training_options(neighbourhood: tuple[int, int, int], table_components: int
         click.option("--init", "init_weights", help="Start from these weights (fine-tuning) instead of from scratch."),
         click.option("--checkpoint", help="Checkpoint file, written after every epoch."),
         click.option("--resume", is_flag=True, help="Continue from --checkpoint if it exists."),
-        click.option("--log", "log_path", help="Append a JSON line per epoch to this file."),
+        click.option("--log", "--log-file", "log_path",
+                     help="Append a JSON line per epoch to this file (--log-file under torchrun, whose own "
+                     "options take --log)."),
         force_option,
     ]
 
@@ -741,6 +743,7 @@ def train_mcgsm_command(data, out, color, validation_fraction, seed, samples_per
     """Train MCGSM weights (whitening and mixture) by maximum likelihood of the 8-bit pixels."""
     from .models.mcgsm import MCGSMConfig
     from .training.mcgsm import TrainingOptions, train_mcgsm
+    from .training.distributed import main_process
 
     config = MCGSMConfig(up=up, left=left, right=right, num_components=components, num_scales=scales,
                          num_features=features, table_components=min(table_components, components * scales))
@@ -752,7 +755,8 @@ def train_mcgsm_command(data, out, color, validation_fraction, seed, samples_per
     )
     summary = _run_training(lambda: train_mcgsm(options, echo=lambda line: click.echo(line, err=True)),
                             out, force, checkpoint, log_path)
-    click.echo(f"wrote {out}: validation {summary['validation_bits_per_pixel_tables']:.4f} bits per pixel")
+    if main_process():  # under torchrun, process 0 reports
+        click.echo(f"wrote {out}: validation {summary['validation_bits_per_pixel_tables']:.4f} bits per pixel")
 
 
 def _patch_sizes(context, parameter, value: str) -> tuple[int, ...]:
@@ -801,6 +805,7 @@ def train_ride_command(data, out, color, validation_fraction, seed, patch_sizes,
     likelihood of the 8-bit pixels."""
     from .models.ride import RIDEConfig
     from .training.ride import RIDETrainingOptions, train_ride
+    from .training.distributed import main_process
 
     config = RIDEConfig(up=up, left=left, right=right, num_layers=layers, num_hiddens=hidden, extended=extended,
                         num_components=components, num_scales=scales, num_features=features,
@@ -817,7 +822,8 @@ def train_ride_command(data, out, color, validation_fraction, seed, patch_sizes,
         return train_ride(options, echo=lambda line: click.echo(line, err=True))
 
     summary = _run_training(run, out, force, checkpoint, log_path)
-    click.echo(f"wrote {out}: validation {summary['validation_bits_per_pixel']:.4f} bits per pixel")
+    if main_process():  # under torchrun, process 0 reports
+        click.echo(f"wrote {out}: validation {summary['validation_bits_per_pixel']:.4f} bits per pixel")
 
 
 def _default_cost_path(source: str) -> Path:

@@ -3,6 +3,7 @@ checkpoints, the log, and the facts a model card records."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import platform
@@ -13,6 +14,7 @@ from pathlib import Path
 import torch
 
 from ..errors import InputError
+from ..fileio import write_atomically
 from ..models.neighbourhood import CausalNeighbourhood
 from ..models.whitening import ConditionalWhitening
 from .data import list_images, split_images
@@ -54,10 +56,11 @@ def fit_whitening(models: torch.nn.ModuleList, x: torch.Tensor, y: torch.Tensor)
 
 
 def atomic_save(obj, path: str) -> None:
-    """torch.save that never leaves a half-written file under ``path``."""
-    temporary = f"{path}.partial"
-    torch.save(obj, temporary)
-    os.replace(temporary, path)
+    """torch.save that never leaves a half-written file under ``path`` (fileio's temporary
+    file beside it, synced, then moved into place)."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    write_atomically(path, buffer.getvalue(), force=True)
 
 
 class TrainingLog:

@@ -8,6 +8,8 @@ Optimization is mini-batch Adam with the learning rate halved when validation st
 stops early when it has not improved for ``patience`` epochs, and the best epoch is kept. Every
 epoch writes a checkpoint from which ``--resume`` continues exactly (same samples from the same
 seed, optimizer state, history).
+
+Under torchrun the processes share every batch and the validation (``distributed.py``).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from ..models.mcgsm import MCGSMConfig, build_channel_models, load_weights, save
 from ..models.neighbourhood import CausalNeighbourhood
 from .common import TrainingLog, atomic_save, fit_whitening, machine_description, starting_weights, training_split
 from .data import sample_pairs
+from .distributed import Distributed, report_processes, session
 
 LOG2 = math.log(2.0)
 
@@ -48,9 +51,14 @@ class TrainingOptions:
     command: str = ""
 
 
-def _bits_per_pixel(models, x: torch.Tensor, y: torch.Tensor, batch: int = 65536, tables: bool = False) -> float:
+def _bits_per_pixel(models, x: torch.Tensor, y: torch.Tensor, batch: int = 65536, tables: bool = False,
+                    dist: Distributed | None = None) -> float:
     """Mean bits per sample, summed over channels: from the training objective, or (``tables``)
-    from the float32 tables that coding uses (the same definition; a check of it)."""
+    from the float32 tables that coding uses (the same definition; a check of it). With ``dist``,
+    each process scores its share of the samples and the sums are added up."""
+    count = len(x)
+    if dist is not None:
+        x, y = dist.part(x), dist.part(y)
     total = 0.0
     with torch.no_grad():
         for start in range(0, len(x), batch):
@@ -62,12 +70,29 @@ def _bits_per_pixel(models, x: torch.Tensor, y: torch.Tensor, batch: int = 65536
                     total -= torch.log(table.gather(1, yb[:, channel : channel + 1]) / table.sum(1, keepdim=True)).sum().item()
                 else:
                     total -= model.bin_log_prob(xc, yb[:, channel]).double().sum().item()
-    return total / LOG2 / len(x)
+    if dist is not None:
+        (total,) = dist.sum(total)
+    return total / LOG2 / count
+
+
+def _negative_log_likelihood(models, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """The batch's summed nats over all channels (the objective, before dividing)."""
+    loss = 0.0
+    for channel, model in enumerate(models):
+        xc = x[:, : x.shape[1] - (len(models) - 1 - channel)]
+        loss = loss - model.bin_log_prob(xc, y[:, channel]).sum()
+    return loss
 
 
 def train_mcgsm(options: TrainingOptions, echo=None) -> dict:
-    """Train, write the weights to ``options.out``, return the training summary."""
-    log = TrainingLog(options.log, echo)
+    """Train, write the weights to ``options.out``, return the training summary (in every
+    process under torchrun; process 0 writes)."""
+    with session("cpu") as dist:
+        return _train(options, echo, dist)
+
+
+def _train(options: TrainingOptions, echo, dist: Distributed) -> dict:
+    log = TrainingLog(options.log, echo) if dist.is_main else TrainingLog(None, None)
     config = options.model
     neighbourhood = CausalNeighbourhood(config.up, config.left, config.right)
     train_paths, validation_paths = training_split(options.data, options.validation_fraction, options.seed)
@@ -98,28 +123,27 @@ def train_mcgsm(options: TrainingOptions, echo=None) -> dict:
         optimizer.load_state_dict(saved["optimizer"])
         state = saved["state"]
         generator.set_state(saved["generator"])
-        log(event="resumed", epoch=state["epoch"], best_bits=state["best_bits"])
+        log(event="resumed", epoch=state["epoch"], best_bits=state["best_bits"], processes=dist.world_size)
     if state["epoch"] == 0:
-        log(event="initial", validation_bits_per_pixel=_bits_per_pixel(models, x_val, y_val) / num_channels)
+        log(event="initial", validation_bits_per_pixel=_bits_per_pixel(models, x_val, y_val, dist=dist) / num_channels)
+    objective = dist.wrap(models, _negative_log_likelihood)  # in DDP under torchrun
 
     while state["epoch"] < options.max_epochs and state["stale"] < options.patience:
         epoch_started = time.time()
         order = torch.randperm(len(x_train), generator=generator)
         total = 0.0
         for start in range(0, len(order), options.batch_size):
-            batch = order[start : start + options.batch_size]
-            xb, yb = x_train[batch], y_train[batch].long()
-            loss = 0.0
-            for channel, model in enumerate(models):
-                xc = xb[:, : x_train.shape[1] - (num_channels - 1 - channel)]
-                loss = loss - model.bin_log_prob(xc, yb[:, channel]).mean()
+            batch, scale = dist.local(order[start : start + options.batch_size])  # this process's share
+            nats = objective(x_train[batch], y_train[batch].long())
+            loss = nats * scale  # the global batch's mean, once DDP averages the gradients
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
-            total += loss.item() * len(batch)
+            total += nats.item() if scale else 0.0
         state["epoch"] += 1
+        (total,) = dist.sum(total)
         train_bits = total / len(x_train) / LOG2 / num_channels
-        val_bits = _bits_per_pixel(models, x_val, y_val) / num_channels
+        val_bits = _bits_per_pixel(models, x_val, y_val, dist=dist) / num_channels
         improved = val_bits < state["best_bits"] - 1e-4
         if improved:
             state.update(best_bits=val_bits, best_epoch=state["epoch"], stale=0,
@@ -128,18 +152,19 @@ def train_mcgsm(options: TrainingOptions, echo=None) -> dict:
             state["stale"] += 1
             for group in optimizer.param_groups:  # a stalled epoch halves the step size
                 group["lr"] /= 2
-        state["seconds"] += time.time() - epoch_started
+        state["seconds"] += dist.max(time.time() - epoch_started)  # the same in every process
         record = dict(epoch=state["epoch"], train_bits_per_pixel=round(train_bits, 5),
                       validation_bits_per_pixel=round(val_bits, 5), learning_rate=optimizer.param_groups[0]["lr"],
                       seconds=round(state["seconds"], 1))
         state["history"].append(record)
         log(event="epoch", **record)
-        if options.checkpoint:
+        if options.checkpoint and dist.is_main:
             atomic_save({"models": models.state_dict(), "optimizer": optimizer.state_dict(), "state": state,
                           "generator": generator.get_state()}, options.checkpoint)
 
     models.load_state_dict(state["best_state"] or models.state_dict())
-    table_bits = _bits_per_pixel(models, x_val, y_val, tables=True) / num_channels
+    table_bits = _bits_per_pixel(models, x_val, y_val, tables=True, dist=dist) / num_channels
+    fingerprints = dist.fingerprints(models)
     summary = {
         "data": [str(Path(d)) for d in options.data],
         "color": options.color,
@@ -156,10 +181,14 @@ def train_mcgsm(options: TrainingOptions, echo=None) -> dict:
         "date": time.strftime("%Y-%m-%d"),
         "options": {k: v for k, v in asdict(options).items() if k not in ("data", "out", "command", "model")},
         "initialized_from": initialized_from,  # the earlier stage's summary, when fine-tuning
+        "processes": dist.world_size,
     }
     log(event="done", **{k: summary[k] for k in ("epochs", "best_epoch", "validation_bits_per_pixel",
                                                    "validation_bits_per_pixel_tables", "training_seconds")})
-    save_weights(options.out, config, models, summary)
+    report_processes(log, fingerprints)
+    if dist.is_main:
+        save_weights(options.out, config, models, summary)
+    dist.barrier()  # the weights exist when any process returns
     return summary
 
 

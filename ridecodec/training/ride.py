@@ -24,6 +24,9 @@ from which ``--resume`` continues exactly; ``time_budget_minutes`` ends training
 ``from_mcgsm`` starts from trained MCGSM weights (``start_from_mcgsm``): measured on BSDS500,
 from scratch a RIDE of 64 units had not caught up with the shipped MCGSM after 35 minutes on one
 core, while one started from it gained 1% on the held-back images in 45.
+
+Under torchrun the processes share every batch, the L-BFGS tuning and the validation
+(``distributed.py``).
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ from ..models.mcgsm import load_weights as load_mcgsm_weights
 from ..models.ride import RIDEConfig, build_channel_models, interior, load_weights, save_weights
 from .data import load_planes, sample_pairs
 from .common import TrainingLog, atomic_save, fit_whitening, machine_description, starting_weights, training_split
+from .distributed import Distributed, report_processes, session
 
 LOG2 = math.log(2.0)
 
@@ -114,8 +118,12 @@ def interior_samples(neighbourhood, patches: torch.Tensor) -> int:
     return patches[:, :, rows, cols].numel()
 
 
-def validation_bits_per_pixel(models, neighbourhood, images: list[torch.Tensor], device, batch_size: int = 4) -> float:
-    """Bits per pixel and channel of whole images, batching images of equal shape."""
+def validation_bits_per_pixel(models, neighbourhood, images: list[torch.Tensor], device, batch_size: int = 4,
+                              dist: Distributed | None = None) -> float:
+    """Bits per pixel and channel of whole images, batching images of equal shape. With
+    ``dist``, each process scores its share of the images and the sums are added up."""
+    if dist is not None:
+        images = dist.part(images)
     by_shape: dict[tuple, list[torch.Tensor]] = {}
     for planes in images:
         by_shape.setdefault(tuple(planes.shape), []).append(planes)
@@ -126,12 +134,20 @@ def validation_bits_per_pixel(models, neighbourhood, images: list[torch.Tensor],
                 batch = torch.stack(group[start : start + batch_size]).to(device)
                 total -= float(_log_likelihood(models, neighbourhood, batch).sum())
                 pixels += batch.numel()
+    if dist is not None:
+        total, pixels = dist.sum(total, pixels)
     return total / LOG2 / pixels
 
 
-def tune_head(models, neighbourhood, patches: torch.Tensor, steps: int) -> tuple[float, float]:
+def tune_head(models, neighbourhood, patches: torch.Tensor, steps: int,
+              dist: Distributed | None = None) -> tuple[float, float]:
     """L-BFGS on the MCGSM heads alone, with the spatial LSTM states of ``patches`` held
-    fixed. Returns the patches' bits per pixel and channel before and after."""
+    fixed. Returns the patches' bits per pixel and channel before and after. With ``dist``,
+    each process computes on its share of the patches and the losses and gradients are added
+    up, so every process takes the same L-BFGS steps."""
+    dist = dist or Distributed()
+    patches, weight = dist.local(patches)
+    weight = 1.0 if weight else 0.0  # 0: an empty share, computed on one patch that does not count
     before = after = 0.0
     for c, model in enumerate(models):
         with torch.no_grad():
@@ -144,9 +160,12 @@ def tune_head(models, neighbourhood, patches: torch.Tensor, steps: int) -> tuple
         direct = direct.view(*patches.shape[::2], patches.shape[3], -1)[:, rows, cols].flatten(0, 2)
         y = patches[:, c, rows, cols].reshape(-1).long()
 
-        def loss():  # in nats for all the patches' pixels
+        def local_loss():  # in nats for this process's patches' pixels
             head = model.folded()  # the head's part of it depends on the MCGSM parameters
-            return -mixture_bin_log_mass(y, *model.mixture(h, direct, head), model.config.floor).sum()
+            return -mixture_bin_log_mass(y, *model.mixture(h, direct, head), model.config.floor).sum() * weight
+
+        def loss():  # in nats for all the patches' pixels
+            return torch.tensor(dist.sum(float(local_loss()))[0]) if dist.active else local_loss()
 
         # The loss is a sum, not a mean: L-BFGS's first step is -gradient, capped at unit L1
         # norm, and the mean's gradient near the initial head is tiny (1e-2), so its line
@@ -156,9 +175,12 @@ def tune_head(models, neighbourhood, patches: torch.Tensor, steps: int) -> tuple
 
         def closure():
             optimizer.zero_grad()
-            value = loss()
+            value = local_loss()
             value.backward()
-            return value
+            if not dist.active:
+                return value
+            dist.sum_gradients(model.mcgsm.parameters())
+            return torch.tensor(dist.sum(float(value.detach()))[0], dtype=value.dtype)
 
         with torch.no_grad():
             start = float(loss())
@@ -169,8 +191,10 @@ def tune_head(models, neighbourhood, patches: torch.Tensor, steps: int) -> tuple
         if not end <= start:  # a failed line search must not leave it worse
             model.mcgsm.load_state_dict(saved)
             end = start
-        before += start / LOG2 / len(y) / len(models)
-        after += end / LOG2 / len(y) / len(models)
+        (count,) = dist.sum(len(y) * weight)
+        before += start / LOG2 / count / len(models)
+        after += end / LOG2 / count / len(models)
+    dist.sync(models)  # a guard: every process took the same steps
     return before, after
 
 
@@ -226,10 +250,16 @@ def _restart_average(averaged, models) -> None:
 
 
 def train_ride(options: RIDETrainingOptions, echo=None) -> dict:
-    """Train, write the weights to ``options.out``, return the training summary."""
-    log = TrainingLog(options.log, echo)
+    """Train, write the weights to ``options.out``, return the training summary (in every
+    process under torchrun; process 0 writes)."""
+    with session(options.device) as dist:
+        return _train(options, echo, dist)
+
+
+def _train(options: RIDETrainingOptions, echo, dist: Distributed) -> dict:
+    log = TrainingLog(options.log, echo) if dist.is_main else TrainingLog(None, None)
     config = options.model
-    device = torch.device(options.device)
+    device = dist.device  # under torchrun on GPUs, this process's GPU
     neighbourhood = CausalNeighbourhood(config.up, config.left, config.right)
     train_paths, validation_paths = training_split(options.data, options.validation_fraction, options.seed)
     started = time.time()
@@ -272,13 +302,15 @@ def train_ride(options: RIDETrainingOptions, echo=None) -> dict:
             averaged.load_state_dict(saved["averaged"])
         state = saved["state"]
         generator.set_state(saved["generator"])
-        log(event="resumed", epoch=state["epoch"], stage=state["stage"], best_bits=state["best_bits"])
+        log(event="resumed", epoch=state["epoch"], stage=state["stage"], best_bits=state["best_bits"],
+            processes=dist.world_size)
     if state["epoch"] == 0:
-        initial = validation_bits_per_pixel(models, neighbourhood, validation_images, device)
+        initial = validation_bits_per_pixel(models, neighbourhood, validation_images, device, dist=dist)
         log(event="initial", validation_bits_per_pixel=initial)
         if options.init or options.from_mcgsm:  # trained weights: a candidate for the best, as epoch 0
             state.update(best_bits=initial, best_state={k: v.detach().clone() for k, v in models.state_dict().items()})
 
+    objective = dist.wrap(models, lambda models, batch: -_log_likelihood(models, neighbourhood, batch, True).sum())
     while state["stage"] < len(options.patch_sizes):
         if options.time_budget_minutes is not None and state["seconds"] >= 60 * options.time_budget_minutes:
             log(event="time_budget_spent", minutes=round(state["seconds"] / 60, 1), stage=state["stage"],
@@ -288,31 +320,33 @@ def train_ride(options: RIDETrainingOptions, echo=None) -> dict:
         if options.lbfgs_steps and state["stage"] > state["tuned_stage"] and state["stage_epoch"] == 0:
             per_image = max(1, options.batch_size * 8 // len(train_images))  # about 8 batches' worth
             patches = sample_patches(train_images, size, per_image, generator)
-            before, after = tune_head(models, neighbourhood, patches.to(device), options.lbfgs_steps)
+            before, after = tune_head(models, neighbourhood, patches.to(device), options.lbfgs_steps, dist)
             state["tuned_stage"] = state["stage"]
             _restart_average(averaged, models)
-            val_bits = validation_bits_per_pixel(models, neighbourhood, validation_images, device)
+            val_bits = validation_bits_per_pixel(models, neighbourhood, validation_images, device, dist=dist)
             log(event="head_tuned", stage=state["stage"], patch_bits_before=round(before, 5),
                 patch_bits_after=round(after, 5), validation_bits_per_pixel=round(val_bits, 5))
 
         epoch_started = time.time()
         patches = sample_patches(train_images, size, options.patches_per_image, generator)
         total = 0.0
+        per_patch = interior_samples(neighbourhood, patches[:1])
         for start in range(0, len(patches), options.batch_size):
-            batch = patches[start : start + options.batch_size].to(device)
-            scored = interior_samples(neighbourhood, batch)
-            loss = -_log_likelihood(models, neighbourhood, batch, interior_only=True).sum() / scored
+            batch, scale = dist.local(patches[start : start + options.batch_size])  # this process's share
+            nats = objective(batch.to(device))
+            loss = nats * scale / per_patch  # the global batch's mean, once DDP averages the gradients
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
             if averaged is not None:
                 averaged.update_parameters(models)
-            total += float(loss.detach()) * scored
+            total += float(nats.detach()) if scale else 0.0
         state["epoch"] += 1
         state["stage_epoch"] += 1
+        (total,) = dist.sum(total)
         train_bits = total / interior_samples(neighbourhood, patches) / LOG2
         kept = models if averaged is None else averaged.module  # the weights this epoch offers
-        val_bits = validation_bits_per_pixel(kept, neighbourhood, validation_images, device)
+        val_bits = validation_bits_per_pixel(kept, neighbourhood, validation_images, device, dist=dist)
         if math.isfinite(val_bits) and val_bits < state["best_bits"] - 1e-4:
             state.update(best_bits=val_bits, best_epoch=state["epoch"], stale=0,
                          best_state={k: v.detach().clone() for k, v in kept.state_dict().items()})
@@ -320,7 +354,7 @@ def train_ride(options: RIDETrainingOptions, echo=None) -> dict:
             state["stale"] += 1
             for group in optimizer.param_groups:  # a stalled epoch halves the step size
                 group["lr"] /= 2
-        state["seconds"] += time.time() - epoch_started
+        state["seconds"] += dist.max(time.time() - epoch_started)  # the same in every process
         record = dict(epoch=state["epoch"], stage=state["stage"], patch_size=size,
                       train_bits_per_pixel=round(train_bits, 5), validation_bits_per_pixel=round(val_bits, 5),
                       learning_rate=optimizer.param_groups[0]["lr"], seconds=round(state["seconds"], 1))
@@ -334,7 +368,7 @@ def train_ride(options: RIDETrainingOptions, echo=None) -> dict:
             _restart_average(averaged, models)
             for group in optimizer.param_groups:
                 group["lr"] = options.learning_rate
-        if options.checkpoint:
+        if options.checkpoint and dist.is_main:
             saved = {"models": models.state_dict(), "optimizer": optimizer.state_dict(), "state": state,
                      "generator": generator.get_state()}
             if averaged is not None:
@@ -342,6 +376,7 @@ def train_ride(options: RIDETrainingOptions, echo=None) -> dict:
             atomic_save(saved, options.checkpoint)
 
     models.load_state_dict(state["best_state"] or models.state_dict())
+    fingerprints = dist.fingerprints(models)
     summary = {
         "data": [str(Path(d)) for d in options.data],
         "color": options.color,
@@ -355,10 +390,14 @@ def train_ride(options: RIDETrainingOptions, echo=None) -> dict:
         "machine": machine_description(device),
         "date": time.strftime("%Y-%m-%d"),
         "options": {k: v for k, v in asdict(options).items() if k not in ("data", "out", "command", "model")},
+        "processes": dist.world_size,
     }
     log(event="done", **{k: summary[k] for k in ("epochs", "best_epoch", "validation_bits_per_pixel",
                                                    "training_seconds")})
-    save_weights(options.out, config, models, summary)
+    report_processes(log, fingerprints)
+    if dist.is_main:
+        save_weights(options.out, config, models, summary)
+    dist.barrier()  # the weights exist when any process returns
     return summary
 
 
