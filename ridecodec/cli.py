@@ -672,7 +672,9 @@ def _training_options(neighbourhood: tuple[int, int, int], table_components: int
     right) and of the table size are the model's own."""
     up, left, right = neighbourhood
     options = [
-        click.option("--data", "-d", "data", multiple=True, required=True, help="Folder of training images (repeatable)."),
+        click.option("--data", "-d", "data", multiple=True, required=True,
+                     help="Folder of training images, or an image file: a texture, trained on as regions of it, "
+                     "some held back (repeatable)."),
         click.option("--out", "-o", required=True, help="Weights file to write (.pt)."),
         click.option("--color", type=click.Choice(["gray", "rgb"]), default="gray", show_default=True,
                      help="Train the grayscale model or the RGB (channel after channel) model."),

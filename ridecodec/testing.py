@@ -234,3 +234,32 @@ def check_model(name: str) -> None:
     """Run every check on the model registered as ``name``."""
     for check in CHECKS:
         check(name)
+
+
+def synthetic_texture(kind: str, height: int, width: int, seed: int = 0) -> np.ndarray:
+    """A uint8 gray texture (H, W) of one of the two kinds the RIDE paper's texture figure
+    contrasts: "regular", a periodic brick wall (bricks of 8 x 16 pixels, each its own shade,
+    rows offset by half a brick, dark mortar), and "irregular", pebbles (blobs of a smooth random
+    field, each its own shade, on a darker ground). Both with fine noise; the same for a seed."""
+    rng = np.random.default_rng(seed)
+    rows, cols = np.mgrid[0:height, 0:width]
+    if kind == "regular":
+        brick_row = rows // 8
+        shifted = cols + 8 * (brick_row % 2)
+        shades = rng.normal(160, 14, (height // 8 + 1, width // 16 + 2))
+        texture = shades[brick_row, shifted // 16]
+        texture = np.where((rows % 8 == 0) | (shifted % 16 == 0), 70.0, texture)
+    elif kind == "irregular":
+        def smooth(sigma: float, field: np.ndarray) -> np.ndarray:  # a Gaussian blur through the FFT (periodic)
+            fy, fx = np.fft.fftfreq(height)[:, None], np.fft.fftfreq(width)[None, :]
+            kernel = np.exp(-2 * (np.pi * sigma) ** 2 * (fx**2 + fy**2))
+            return np.real(np.fft.ifft2(np.fft.fft2(field) * kernel))
+
+        field = smooth(3.0, rng.normal(size=(height, width)))
+        pebbles = field > np.quantile(field, 0.45)
+        shade = smooth(6.0, rng.normal(size=(height, width)))
+        texture = np.where(pebbles, 165 + 200 * shade, 75.0)
+        texture = smooth(0.8, texture)
+    else:
+        raise ValueError(f"kind must be 'regular' or 'irregular', not {kind!r}")
+    return np.clip(texture + rng.normal(0, 5, (height, width)), 0, 255).round().astype(np.uint8)
