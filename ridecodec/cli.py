@@ -963,11 +963,13 @@ def _generate(output: str, force: bool, quiet: bool, label: str, work) -> None:
 @click.option("--output", "-o", required=True, help="The PNG file to write.")
 @click.option("--max-pixels", type=click.IntRange(min=1), default=1 << 20, show_default=True,
               help="Refuse larger sizes (drawing costs what decoding costs; the refusal says how long it would take).")
+@click.option("--prime", metavar="IMAGE", help="Start from IMAGE (e.g. the texture the weights were trained on): "
+              "its first 16 rows and columns, tiled, border the canvas and are cut away.")
 @device_option
 @threads_option
 @force_option
 @quiet_option
-def sample_command(model, size, mode, seed, weights, output, max_pixels, device, threads, force, quiet):
+def sample_command(model, size, mode, seed, weights, output, max_pixels, prime, device, threads, force, quiet):
     """Draw a new image from a density model, pixel by pixel in its decoding order."""
     from . import sampling
 
@@ -976,7 +978,7 @@ def sample_command(model, size, mode, seed, weights, output, max_pixels, device,
 
     def work(progress):
         name, image = sampling.draw_image(model, mode, width, height, seed, weights, device, threads, max_pixels,
-                                          progress)
+                                          progress, prime)
         return imageio.png_bytes(image), f"wrote {output}: a {width}x{height} {mode} sample of {name}, seed {seed}"
 
     _generate(output, force, quiet, f"sampling {width}x{height}", work)

@@ -46,6 +46,10 @@ LOG_BITS = 20
 #: per row (an exact model's tables already are integers, summing to 2^24).
 FLOAT_TABLE_UNITS = 1 << 24
 
+#: How many rows and columns of a primer (``sample(..., prime=)``) border the canvas: enough for
+#: every built-in model's neighbourhood, and for ``ride``'s states to take the primer's pattern up.
+PRIME_BORDER = 16
+
 #: The default limit of ``ridecodec sample``: 1024 x 1024 pixels, about 20 s gray and 50 s RGB
 #: with ``ride`` on one core (README, decoding speed).
 DEFAULT_MAX_PIXELS = 1 << 20
@@ -224,16 +228,34 @@ def sample(
     seed: int,
     progress: ProgressCallback | None = None,
     threads: int = 1,
+    prime: np.ndarray | None = None,
 ) -> np.ndarray:
     """A new image drawn from ``model``: uint8 (C, H, W) in ``mode``'s channels. With an exact
-    model the same seed gives the same image on any machine."""
+    model the same seed gives the same image on any machine.
+
+    ``prime`` (uint8 (C, h, w), tiled as needed) starts the drawing from an image instead of from
+    nothing: its first PRIME_BORDER rows and columns border the canvas above and to the left, the
+    rest is drawn, and the border is cut away. Why: a model trained on patches has only seen
+    pixels with some texture above and to their left; drawn from an empty border, a sample can
+    settle into a flat state the training never showed it (measured: a ``ride`` fine-tuned on a
+    brick wall drew flat noise unprimed, brick courses primed with the wall)."""
     require_sampling(model)
     channels = channels_of(model, mode)
     if height < 1 or width < 1:
         raise UnsupportedImageError(f"cannot draw a {width}x{height} image")
-    empty = np.zeros((channels, height, width), dtype=np.uint8)
-    everything = np.ones((height, width), dtype=bool)
-    return fill(model, empty, everything, Draws(seed), progress, threads).pixels
+    border = 0 if prime is None else PRIME_BORDER
+    canvas = np.zeros((channels, height + border, width + border), dtype=np.uint8)
+    missing = np.ones(canvas.shape[1:], dtype=bool)
+    if prime is not None:
+        if prime.ndim != 3 or prime.shape[0] != channels or min(prime.shape[1:]) < 1:
+            raise UnsupportedImageError(f"the primer has shape {prime.shape}, not ({channels}, H, W)")
+        tiled = np.tile(prime, (1, -(-canvas.shape[1] // prime.shape[1]), -(-canvas.shape[2] // prime.shape[2])))
+        canvas[:, :border] = tiled[:, :border, : canvas.shape[2]]
+        canvas[:, :, :border] = tiled[:, : canvas.shape[1], :border]
+        missing[:border] = False
+        missing[:, :border] = False
+    drawn = fill(model, canvas, missing, Draws(seed), progress, threads).pixels
+    return np.ascontiguousarray(drawn[:, border:, border:])
 
 
 def estimated_seconds(model: DensityModel, mode: str, height: int, width: int, threads: int = 1) -> float:
@@ -292,19 +314,30 @@ def draw_image(
     threads: int = 1,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     progress: ProgressCallback | None = None,
+    prime: str | None = None,
 ):
     """What ``ridecodec sample`` does, as (model name, PIL image): the model (by default the
     best installed for ``mode``), checked before any work (it can sample, it codes ``mode``, the
-    size is within ``max_pixels``), then the image drawn."""
+    size is within ``max_pixels``), then the image drawn, from the image file ``prime`` if given
+    (converted to ``mode``; see :func:`sample`)."""
     from PIL import Image
 
     from . import api, registry
+    from .imageio import open_image
+
+    primer = None
+    if prime is not None:
+        opened = open_image(prime)
+        if not isinstance(opened, Image.Image):
+            raise UnsupportedImageError(f"{prime}: a 16-bit colour image cannot prime a sample; convert it to 8 bits")
+        array = np.asarray(opened.convert(mode))
+        primer = array[None] if array.ndim == 2 else np.ascontiguousarray(array.transpose(2, 0, 1))
 
     name = model or registry.default_model(mode)
     density_model = registry.load_model(name, api.resolve_device(device), weights)
     require_sampling(density_model)
     channels_of(density_model, mode)
     check_size(density_model, mode, height, width, max_pixels, threads)
-    planes = sample(density_model, mode, height, width, seed, progress, threads)
+    planes = sample(density_model, mode, height, width, seed, progress, threads, primer)
     array = planes[0] if mode == "L" else np.ascontiguousarray(planes.transpose(1, 2, 0))
     return name, Image.fromarray(array, mode)

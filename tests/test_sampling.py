@@ -206,3 +206,17 @@ def test_sample_refuses_a_mode_the_model_does_not_code(tmp_path):
 def test_sample_refuses_a_malformed_size(tmp_path):
     result = run("sample", "--size", "12", "-o", str(tmp_path / "a.png"))
     assert result.exit_code == 2 and "WIDTHxHEIGHT" in result.output
+
+
+def test_a_primer_starts_the_drawing_and_is_cut_away(tmp_path):
+    # loco predicts from the neighbours: a sample primed with white starts white, with black black
+    loco = registry.load_model("loco")
+    white = sampling.sample(loco, "L", 6, 10, seed=0, prime=np.full((1, 3, 4), 255, np.uint8))
+    black = sampling.sample(loco, "L", 6, 10, seed=0, prime=np.zeros((1, 3, 4), np.uint8))
+    assert white.shape == black.shape == (1, 6, 10)
+    assert white[0, 0].mean() > 200 and black[0, 0].mean() < 55
+    Image.new("L", (5, 5), 255).save(tmp_path / "white.png")
+    result = run("sample", "--model", "loco", "--size", "10x6", "--seed", "0", "--prime", str(tmp_path / "white.png"),
+                 "-o", str(tmp_path / "a.png"))
+    assert result.exit_code == 0, result.output
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "a.png")), white[0])
