@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from . import container, depth, engine, imageio, orientation, registry
+from . import adaptive, container, depth, engine, imageio, orientation, registry
 from .container import DEFAULT_MAX_PIXELS, DeepRecord, Header
 from .depth import DeepCoding
 from .errors import (
@@ -100,20 +100,29 @@ def coding_split(density_model, threads: int, rows_per_call: int | None = None) 
     return engine.Split(rows_per_call=rows_per_call, threads=threads)
 
 
+def _variant_header_bytes(variant: engine.Variant, channels: int) -> int:
+    """What recording ``variant`` adds to a file's header."""
+    return (0 if variant.value_sets is None else container.value_sets_bytes(channels)) + (
+        container.ADAPTATION_RECORD_BYTES if variant.adaptation else 0
+    )
+
+
 def _encode_smallest(
     density_model, pixels: np.ndarray, effort: int, progress: engine.ProgressCallback | None,
     split: engine.Split = engine.Split(),
-) -> tuple[bytes, int, np.ndarray | None]:
+) -> tuple[bytes, int, engine.Variant]:
     """Encode ``pixels`` (C, H, W) in the first ``effort`` orientations of the search order, each
-    with the model's tables as they are and, where the image leaves values unused, restricted to
-    its value sets (one model pass codes both, ``engine.encode_variants``). Returns the smallest
-    payload (value sets' header bytes counted), its orientation and its value sets (or None); on
-    a tie, the one tried first: effort 1 is plain coding.
+    with the model's tables as they are and adapted online to the image (``ridecodec.adaptive``),
+    each of these as it is and, where the image leaves values unused, restricted to its value
+    sets: one model pass codes all four (``engine.encode_variants``). Returns the smallest payload
+    (what its variant adds to the header counted), its orientation and its variant; on a tie, the
+    one tried first: plain coding comes first.
 
     Progress runs once from 0 to the steps of all candidates together (a transposed candidate may
     take a different number of steps), so the bar fills once, not once per candidate."""
     used = engine.used_values(pixels)
-    variants = [None] if used.all() else [None, used]
+    value_sets = [None] if used.all() else [None, used]
+    variants = [engine.Variant(sets, adaptation) for adaptation in (0, adaptive.VERSION) for sets in value_sets]
     candidates = orientation.SEARCH_ORDER[:effort]
     steps = _candidate_steps(density_model, pixels.shape, effort)
     total = sum(steps)
@@ -125,10 +134,10 @@ def _encode_smallest(
         payloads = engine.encode_variants(
             density_model, orientation.orient(pixels, candidate), variants, overall, split
         )
-        for payload, value_sets in zip(payloads, variants):
-            cost = payload.nbytes + (0 if value_sets is None else container.value_sets_bytes(len(value_sets)))
+        for payload, variant in zip(payloads, variants):
+            cost = payload.nbytes + _variant_header_bytes(variant, len(pixels))
             if best_cost is None or cost < best_cost:
-                best, best_cost = (payload.tobytes(), candidate, value_sets), cost
+                best, best_cost = (payload.tobytes(), candidate, variant), cost
         steps_before += candidate_steps
     return best
 
@@ -142,6 +151,7 @@ def compress(
     threads: int = 1,
     weights: str | os.PathLike | None = None,
     max_pixels: int = DEFAULT_MAX_PIXELS,
+    model_only: bool = False,
 ) -> bytes:
     """Compress an image (numpy array, PIL image, path or seekable binary file) to .rdc bytes.
 
@@ -153,6 +163,8 @@ def compress(
     ``weights``: a weights file for the model (e.g. made by ``ridecodec train``) instead of its
     shipped weights; the file records their digest, and decoding needs the same file.
     ``max_pixels``: refuse larger images (the decoders' default limit, see ``container``).
+    ``model_only``: code with the model even where a PNG of the image would be smaller (which the
+    file otherwise keeps instead, see README "Never larger than PNG"): for measuring a model.
     """
     if not 1 <= effort <= orientation.NUM_ORIENTATIONS:
         raise RidecodecError(f"effort must be 1..{orientation.NUM_ORIENTATIONS}, not {effort}")
@@ -170,7 +182,8 @@ def compress(
         low_progress = lambda done, total: progress(  # noqa: E731
             first_steps + done * low_steps // max(total, 1), first_steps + low_steps
         )
-    payload, chosen, value_sets = _encode_smallest(density_model, first, effort, first_progress, split)
+    payload, chosen, variant = _encode_smallest(density_model, first, effort, first_progress, split)
+    value_sets, adaptation = variant.value_sets, variant.adaptation
     deep = None if coding is None else DeepRecord(coding)
     if low is not None:
         low_payload, low_sets = _encode_low_bytes(
@@ -179,10 +192,18 @@ def compress(
         payload += low_payload
         deep = DeepRecord(coding, int(LowByteModel.version), len(low_payload), low_sets)
     coder = container.CODER_RANGE_CATEGORICAL
+    # Never larger than PNG or the raw samples: where the model loses to either (a graphic whose
+    # patterns repeat at a distance, noise), the payload is that instead, in any orientation as
+    # it is. On a tie, the model's over PNG, the raw samples over anything (the cheapest decode).
+    if not model_only:
+        png = imageio.png_payload(coded)
+        if len(png) < len(payload):
+            payload, coder = png, container.CODER_PNG
     stored = imageio.stored_samples(coded)
-    if len(payload) >= len(stored):  # the model cannot compress it: never expand
-        # raw samples cost the same in any orientation: store them as they are
-        payload, coder, chosen, value_sets, deep = stored, container.CODER_STORED, 0, None, None
+    if len(stored) <= len(payload):
+        payload, coder = stored, container.CODER_STORED
+    if coder != container.CODER_RANGE_CATEGORICAL:
+        chosen, value_sets, adaptation, deep = 0, None, 0, None
     header = Header(
         width=coded.width,
         height=coded.height,
@@ -202,6 +223,7 @@ def compress(
         transparency=coded.transparency,
         value_sets=None if value_sets is None else container.pack_value_sets(value_sets),
         deep=deep,
+        adaptation=adaptation,
     )
     return container.pack(header, payload)
 
@@ -245,6 +267,8 @@ def _decode(
     density_model = None
     if header.coder == container.CODER_STORED:  # no model needed
         pixels = imageio.unstore_samples(payload, header, *shape[1:])
+    elif header.coder == container.CODER_PNG:
+        pixels = imageio.unpng_samples(payload, header)
     else:
         device = resolve_device(device)
         density_model = _installed_model(header, device, weights)
@@ -257,7 +281,9 @@ def _decode(
         if low_length:
             phases.append(engine.wavefront_for(LowByteModel(), *shape[1:]).num_steps)
         first_progress, low_progress = _phase_progress(progress, phases)
-        pixels = engine.decode_pixels(density_model, first_words, shape, first_progress, header.used_values(), split)
+        pixels = engine.decode_pixels(
+            density_model, first_words, shape, first_progress, header.used_values(), split, header.adaptation
+        )
         if deep is not None:
             low = None
             if deep.coding == DeepCoding.HIGH_THEN_LOW:
@@ -399,13 +425,14 @@ def compress_file(
     effort: int = 1,
     threads: int = 1,
     weights: str | os.PathLike | None = None,
+    model_only: bool = False,
 ) -> Path:
     """Compress an image file to ``destination`` (default: beside it, .rdc); returns the path.
-    ``effort``, ``threads``, ``weights``: as for :func:`compress`."""
+    ``effort``, ``threads``, ``weights``, ``model_only``: as for :func:`compress`."""
     destination = Path(destination) if destination is not None else default_compressed_path(source)
     refuse_to_overwrite(destination, force)  # before the slow part
     data = compress(source, model=model, device=device, progress=progress, effort=effort, threads=threads,
-                    weights=weights)
+                    weights=weights, model_only=model_only)
     write_atomically(destination, data, force=force)
     return destination
 

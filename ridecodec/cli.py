@@ -408,13 +408,14 @@ def _starts_like_jpeg(source, stdin_bytes: bytes | None) -> bool:
         return False
 
 
-def _compress_one(source, destination, *, model, weights, effort, device, threads, max_pixels, show_progress) -> Coded:
+def _compress_one(source, destination, *, model, weights, effort, device, threads, max_pixels, model_only,
+                  show_progress) -> Coded:
     stdin_bytes = _read(source) if source == STREAM else None
     image = imageio.open_image(io.BytesIO(stdin_bytes), "<stdin>") if source == STREAM else source
     progress = Progress(f"compressing {_name(source)}", show_progress)
     try:
         data = api.compress(image, model=model, device=device, progress=progress, effort=effort, threads=threads,
-                            weights=weights, max_pixels=max_pixels)
+                            weights=weights, max_pixels=max_pixels, model_only=model_only)
     finally:
         progress.close()
     header = api.read_header(data)
@@ -448,19 +449,25 @@ def _plan_or_exit(sources, output, default) -> list:
     show_default=True,
     help="Refuse larger images: decoders refuse them by default (decompress --max-pixels raises it).",
 )
+@click.option(
+    "--model-only",
+    is_flag=True,
+    help="Code with the model even where a PNG of the image is smaller (which the file keeps otherwise).",
+)
 @device_option
 @threads_option
 @jobs_option
 @force_option
 @quiet_option
-def compress(images, output, model, weights, effort, max_pixels, device, threads, jobs, force, quiet):
+def compress(images, output, model, weights, effort, max_pixels, model_only, device, threads, jobs, force, quiet):
     """Compress IMAGES to .rdc files (img.png -> img.rdc beside it).
 
     `-` reads an image from standard input; `-o -` writes to standard output (the default for
     standard input)."""
     destinations = _plan_or_exit(images, output, api.default_compressed_path)
     work = functools.partial(_compress_one, model=model, weights=weights, effort=effort, device=device,
-                             threads=threads, max_pixels=max_pixels, show_progress=not quiet and jobs == 1)
+                             threads=threads, max_pixels=max_pixels, model_only=model_only,
+                             show_progress=not quiet and jobs == 1)
     _run_each(images, destinations, work, force, jobs, quiet)
 
 

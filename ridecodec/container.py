@@ -32,6 +32,7 @@ MAGIC = b"\x89RDC\r\n\x1a\n"
 FORMAT_VERSION = 1
 CODER_STORED = 0  # the pixels as they are: for images the model cannot compress
 CODER_RANGE_CATEGORICAL = 1  # constriction RangeEncoder, Categorical(perfect=False), float32 tables
+CODER_PNG = 2  # a PNG file of the original image: where every model loses to PNG (ridecodec.fallback)
 
 #: Refuse to decode images with more pixels than this, 2^25 (33.5 megapixels: a 24-megapixel photo
 #: fits), sized to the decoder's speed: it caps what a file can make a default decode do, about 10
@@ -67,6 +68,7 @@ _EXT_TRANSPARENCY_INDEX = 2
 _EXT_TRANSPARENCY_ALPHAS = 3
 _EXT_VALUE_SETS = 4
 _EXT_DEEP = 5  # how a 16-bit image was coded: see DeepRecord
+_EXT_ADAPTATION = 6  # one byte: the version of the online adaptation (ridecodec.adaptive) applied
 _DEEP_RECORD = "<BBQ"  # coding, low-byte model version, low-byte payload length; then its value sets
 _EXT_RECORD = "<BH"  # an extension record's tag and value length, before its value
 _VALUE_SET_BYTES = 32  # 256 values, one bit each
@@ -110,6 +112,9 @@ class Header:
     value_sets: bytes | None = None
     #: 16-bit images coded by a model (not stored): how their bytes were split
     deep: DeepRecord | None = None
+    #: the version of the online adaptation applied to the model's tables (ridecodec.adaptive),
+    #: before value sets; 0: none
+    adaptation: int = 0
     format_version: int = FORMAT_VERSION
     header_length: int = field(default=0, compare=False)  # total bytes before the payload
 
@@ -178,6 +183,8 @@ def _pack_body(header: Header) -> bytes:
         extensions.append((_EXT_TRANSPARENCY_ALPHAS, header.transparency))
     if header.value_sets is not None:
         extensions.append((_EXT_VALUE_SETS, header.value_sets))
+    if header.adaptation:
+        extensions.append((_EXT_ADAPTATION, struct.pack("<B", header.adaptation)))
     if header.deep is not None:
         deep = header.deep
         record = struct.pack(_DEEP_RECORD, int(deep.coding), deep.low_model_version, deep.low_payload_length)
@@ -191,6 +198,10 @@ def _pack_body(header: Header) -> bytes:
 def value_sets_bytes(channels: int) -> int:
     """What value sets for ``channels`` channels add to a header: the record and its tag, length."""
     return struct.calcsize(_EXT_RECORD) + channels * _VALUE_SET_BYTES
+
+
+#: What recording online adaptation adds to a header.
+ADAPTATION_RECORD_BYTES = struct.calcsize(_EXT_RECORD) + 1
 
 
 def deep_record_bytes(channels: int, value_sets: bool) -> int:
@@ -283,7 +294,7 @@ def parse(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[Header, me
         raise FormatError(f"the header names an unknown mode conversion ({transform})") from None
     if orientation > 7:
         raise FormatError(f"the header names an unknown orientation ({orientation})")
-    if coder not in (CODER_STORED, CODER_RANGE_CATEGORICAL):
+    if coder not in (CODER_STORED, CODER_RANGE_CATEGORICAL, CODER_PNG):
         raise FormatError(f"the header names an unknown entropy coder ({coder})")
     if width == 0 or height == 0:
         raise FormatError(f"the header declares an empty image ({width}x{height})")
@@ -301,6 +312,7 @@ def parse(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[Header, me
     encoder_device = reader.string()
     pixel_crc32, payload_length = reader.unpack("<IQ")
     palette = palette_mode = transparency = value_sets = deep = None
+    adaptation = 0
     (extension_count,) = reader.unpack("<B")
     for _ in range(extension_count):
         tag, length = reader.unpack(_EXT_RECORD)
@@ -316,6 +328,10 @@ def parse(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[Header, me
             transparency = value
         elif tag == _EXT_VALUE_SETS:
             value_sets = value
+        elif tag == _EXT_ADAPTATION and length == 1:
+            (adaptation,) = struct.unpack("<B", value)
+            if adaptation == 0:
+                raise FormatError("the header's adaptation record names no adaptation")
         elif tag == _EXT_DEEP and length >= struct.calcsize(_DEEP_RECORD):
             coding, low_version, low_length = struct.unpack_from(_DEEP_RECORD, value)
             try:
@@ -359,6 +375,8 @@ def parse(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[Header, me
         or not unpack_value_sets(value_sets, CHANNEL_LAYOUTS[layout]).any(axis=1).all()
     ):
         raise FormatError("the header holds malformed value sets")
+    if adaptation and coder != CODER_RANGE_CATEGORICAL:
+        raise FormatError("the header's adaptation record is out of place")
     if transform == ModeTransform.PALETTE_TO_RGB and (palette is None or palette_mode != "RGB"):
         raise FormatError("the header is missing the palette it needs")
     payload_length_found = len(data) - header_end
@@ -388,7 +406,8 @@ def parse(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[Header, me
         model_version=model_version, weights_digest=weights_digest, pixel_crc32=pixel_crc32,
         encoder_device=encoder_device, orientation=orientation, bit_depth=bit_depth, coder=coder,
         payload_length=payload_length, palette=palette, palette_mode=palette_mode,
-        transparency=transparency, value_sets=value_sets, deep=deep, format_version=version,
+        transparency=transparency, value_sets=value_sets, deep=deep, adaptation=adaptation,
+        format_version=version,
         header_length=header_end,
     )
     return header, data[header_end:]

@@ -11,12 +11,14 @@ probability tables pass between them, here.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Callable
 
 import constriction
 import numpy as np
 import torch
 
+from . import adaptive
 from .errors import FormatError, PluginError, RidecodecError
 from .models.base import ALPHABET_SIZE, DensityModel
 from .schedule import (  # noqa: F401 (the schedule's names, re-exported: engine.Split, engine.wavefront_for, ...)
@@ -140,6 +142,7 @@ def _run(
     code_step: Callable[[torch.Tensor, torch.Tensor, int, np.ndarray], np.ndarray],
     progress: ProgressCallback | None,
     split: Split = Split(),
+    after_step: Callable[[], None] | None = None,
 ) -> None:
     """The loop shared by encoder and decoder.
 
@@ -147,6 +150,7 @@ def _run(
     tensors; table: a CPU array) and returns them; they are written into the canvas before the
     next model call. Within a step, channel after channel; within a channel, the step's
     positions in ascending rows, in one call or in consecutive calls of ``split.rows_per_call``.
+    ``after_step()`` is called after each wavefront step (the adaptive stage learns there).
     """
     channels, height, width = canvas.shape
     schedule = wavefront_for(model, height, width)
@@ -174,38 +178,96 @@ def _run(
                         raise PluginError(f"model {model.name!r} failed during coding: {error}") from error
                     symbols = code_step(rows, cols, channel, _checked_table(table, len(rows), model))
                     canvas[channel, device_rows, device_cols] = torch.from_numpy(symbols).to(canvas.device, torch.uint8)
+            if after_step is not None:
+                after_step()
             if progress is not None:
                 progress(t + 1, total)
+
+
+@dataclass(frozen=True, eq=False)
+class Variant:
+    """One way of handing the model's tables to the coder: adapted to the image online
+    (``adaptation``: the version of ``ridecodec.adaptive``, 0 for none), then restricted to value
+    sets (``value_sets``: (C, 256) bool from :func:`used_values`, or None). Files record both."""
+
+    value_sets: np.ndarray | None = None
+    adaptation: int = 0
+
+
+def _adaptation_for(version: int, shape: tuple[int, int, int]) -> adaptive.Adaptation | None:
+    if version == 0:
+        return None
+    if version != adaptive.VERSION:
+        raise FormatError(
+            f"the file uses online adaptation version {version}, which this ridecodec does not know; "
+            "a newer ridecodec made it"
+        )
+    return adaptive.Adaptation(*shape)
+
+
+def _coder_table(table: np.ndarray, adapted: np.ndarray | None, variant: Variant, channel: int) -> np.ndarray:
+    coded = adapted if variant.adaptation else table
+    return coded if variant.value_sets is None else restricted(coded, variant.value_sets[channel])
 
 
 def encode_variants(
     model: DensityModel,
     pixels: np.ndarray,
-    variants: list[np.ndarray | None],
+    variants: list[Variant | np.ndarray | None],
     progress: ProgressCallback | None = None,
     split: Split = Split(),
 ) -> list[np.ndarray]:
-    """Entropy-code ``pixels`` (uint8, (C, H, W)) with ``model`` once per variant of the tables,
-    in one pass of the model: for each entry of ``variants``, value sets ((C, 256) bool from
-    :func:`used_values`, which must include every value of ``pixels``) that restrict each
-    channel's tables (:func:`restricted`), or None for the model's tables as they are. Returns
-    one uint32 payload per variant; decoding needs the same variant.
+    """Entropy-code ``pixels`` (uint8, (C, H, W)) with ``model`` once per :class:`Variant` of the
+    tables, in one pass of the model (a bare array or None stands for ``Variant(value_sets=it)``;
+    value sets must include every value of ``pixels``). Returns one uint32 payload per variant;
+    decoding needs the same variant.
 
     Why several at once: which variant codes smaller is only known after coding, the model pass
     is the expensive part, and the coder costs about 0.3 us per symbol."""
+    variants = [v if isinstance(v, Variant) else Variant(value_sets=v) for v in variants]
     source = torch.from_numpy(np.array(pixels, dtype=np.uint8))  # uint8: no 4x copy of big images
     canvas = torch.zeros(source.shape, dtype=torch.uint8, device=model.device)
     encoders = [constriction.stream.queue.RangeEncoder() for _ in variants]
+    versions = {v.adaptation for v in variants if v.adaptation}
+    if len(versions) > 1:
+        raise ValueError("one pass can adapt with one version of the adaptive stage only")
+    adaptation = _adaptation_for(versions.pop() if versions else 0, source.shape)
 
     def encode_step(rows, cols, channel, table):
         symbols = source[channel, rows, cols].numpy().astype(np.int32)
-        for encoder, value_sets in zip(encoders, variants):
-            coded = table if value_sets is None else restricted(table, value_sets[channel])
-            encoder.encode(symbols, _CATEGORICAL, coded)
+        adapted = None if adaptation is None else adaptation.refine(rows.numpy(), cols.numpy(), channel, table)
+        for encoder, variant in zip(encoders, variants):
+            encoder.encode(symbols, _CATEGORICAL, _coder_table(table, adapted, variant, channel))
+        if adaptation is not None:
+            adaptation.observe(rows.numpy(), cols.numpy(), channel, symbols)
         return symbols
 
-    _run(model, canvas, encode_step, progress, split)
+    _run(model, canvas, encode_step, progress, split, None if adaptation is None else adaptation.end_step)
     return [encoder.get_compressed() for encoder in encoders]
+
+
+def variant_code_length_bits(model: DensityModel, pixels: np.ndarray, variant: Variant) -> float:
+    """The ideal code length in bits of ``pixels`` (uint8 (C, H, W)) coded with ``variant`` of
+    the model's tables: :func:`code_length_bits` where there is no adaptation, else the adapted
+    tables replayed in the coding order (adaptation depends on that order)."""
+    if not variant.adaptation:
+        return code_length_bits(model, pixels, variant.value_sets)
+    source = torch.from_numpy(np.array(pixels, dtype=np.uint8))
+    stage = _adaptation_for(variant.adaptation, source.shape)
+    total = 0.0
+
+    def measure_step(rows, cols, channel, table):
+        nonlocal total
+        symbols = source[channel, rows, cols].numpy().astype(np.int32)
+        coded = _coder_table(table, stage.refine(rows.numpy(), cols.numpy(), channel, table), variant, channel)
+        chosen = coded[np.arange(len(symbols)), symbols].astype(np.float64)
+        total -= float(np.log2(chosen / coded.sum(axis=1, dtype=np.float64)).sum())
+        stage.observe(rows.numpy(), cols.numpy(), channel, symbols)
+        return symbols
+
+    canvas = torch.zeros(source.shape, dtype=torch.uint8, device=model.device)
+    _run(model, canvas, measure_step, None, Split(), stage.end_step)
+    return total
 
 
 def encode_pixels(
@@ -214,10 +276,11 @@ def encode_pixels(
     progress: ProgressCallback | None = None,
     value_sets: np.ndarray | None = None,
     split: Split = Split(),
+    adaptation: int = 0,
 ) -> np.ndarray:
     """Entropy-code ``pixels`` (uint8, (C, H, W)) with ``model``; returns the uint32 payload.
-    ``value_sets``: one variant of :func:`encode_variants` (None: the model's own tables)."""
-    return encode_variants(model, pixels, [value_sets], progress, split)[0]
+    ``value_sets`` and ``adaptation``: one :class:`Variant` of :func:`encode_variants`."""
+    return encode_variants(model, pixels, [Variant(value_sets, adaptation)], progress, split)[0]
 
 
 def decode_pixels(
@@ -227,21 +290,25 @@ def decode_pixels(
     progress: ProgressCallback | None = None,
     value_sets: np.ndarray | None = None,
     split: Split = Split(),
+    adaptation: int = 0,
 ) -> np.ndarray:
-    """Decode a payload made by :func:`encode_pixels` (with the same ``value_sets``) into uint8
-    pixels of ``shape`` (C, H, W). An exact model may decode with any ``split``.
+    """Decode a payload made by :func:`encode_pixels` (with the same ``value_sets`` and
+    ``adaptation``) into uint8 pixels of ``shape`` (C, H, W). An exact model may decode with any
+    ``split``.
 
     ``payload`` must be the words of one encoder, nothing missing: a payload too short for the
     image (a decompression bomb, a truncated file) is refused as soon as that is certain
     (:class:`PayloadBudget`), before the image is allocated when the size alone proves it."""
     words = np.ascontiguousarray(payload, dtype=np.uint32)
     budget = PayloadBudget(len(words), math.prod(shape))
+    variant = Variant(value_sets, adaptation)
+    stage = _adaptation_for(adaptation, shape)
     canvas = torch.zeros(shape, dtype=torch.uint8, device=model.device)
     decoder = constriction.stream.queue.RangeDecoder(words)
 
     def decode_step(rows, cols, channel, table):
-        if value_sets is not None:
-            table = restricted(table, value_sets[channel])
+        adapted = None if stage is None else stage.refine(rows.numpy(), cols.numpy(), channel, table)
+        table = _coder_table(table, adapted, variant, channel)
         at_end = decoder.maybe_exhausted()  # checked before: see PayloadBudget, test 2
         try:
             symbols = np.asarray(decoder.decode(_CATEGORICAL, table), dtype=np.int32)
@@ -252,7 +319,9 @@ def decode_pixels(
                 raise  # KeyboardInterrupt and the like
             raise FormatError(f"the compressed data is corrupt ({error})") from error
         budget.spend(table, symbols, at_end)
+        if stage is not None:
+            stage.observe(rows.numpy(), cols.numpy(), channel, symbols)
         return symbols
 
-    _run(model, canvas, decode_step, progress, split)
+    _run(model, canvas, decode_step, progress, split, None if stage is None else stage.end_step)
     return canvas.cpu().numpy()

@@ -34,7 +34,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from . import api, engine, imageio, orientation, registry
+from . import api, container, engine, imageio, orientation, registry
 from .errors import InputError, RidecodecError, UnsupportedImageError
 
 
@@ -125,6 +125,18 @@ def classical_bits(pixels: np.ndarray) -> dict[str, int]:
 
 # --- results ----------------------------------------------------------------------------------
 
+#: What ImageResult.coder says for each of the container's coders.
+CODER_NAMES = {container.CODER_RANGE_CATEGORICAL: "model", container.CODER_PNG: "png", container.CODER_STORED: "stored"}
+
+
+def _how_coded(values: dict) -> str:
+    """The 'coded' cell of an image (or '' for the total row)."""
+    if "coder" not in values:
+        return ""
+    if values["coder"] != "model":
+        return values["coder"].upper() if values["coder"] == "png" else values["coder"]
+    return "model" + ("+a" if values.get("adapted") else "") + ("+v" if values.get("value_sets") else "")
+
 
 @dataclass
 class ImageResult:
@@ -142,6 +154,8 @@ class ImageResult:
     verified: bool | None = None  # decompress(compress(x)) == x, with verify=True
     orientation: int = 0  # the flip/transpose the encoder chose (0 unless effort > 1)
     value_sets: bool = False  # the file restricts the tables to the image's values
+    adapted: bool = False  # the file adapts the tables online (ridecodec.adaptive)
+    coder: str = "model"  # "model", or the fallback the file kept: "png" or "stored"
 
     @property
     def num_pixels(self) -> int:
@@ -200,11 +214,11 @@ class Report:
         """A per-image table with a total row, and a line on timing and verification."""
         totals = self.totals()
         codecs = list(totals["classical_bpp"])
-        header = ["image", "size", "likelihood bpp", "file bpp", "diff %"]
+        header = ["image", "size", "coded", "likelihood bpp", "file bpp", "diff %"]
         header += [CLASSICAL_CODECS[name] for name in codecs]
 
         def row(label, size, values) -> str:
-            cells = [label, size, f"{values['likelihood_bpp']:.3f}", f"{values['file_bpp']:.3f}",
+            cells = [label, size, _how_coded(values), f"{values['likelihood_bpp']:.3f}", f"{values['file_bpp']:.3f}",
                      f"{values['overhead_percent']:+.3f}"]
             cells += [f"{values['classical_bpp'][name]:.3f}" for name in codecs]
             return "| " + " | ".join(cells) + " |"
@@ -215,7 +229,7 @@ class Report:
             + "bits per pixel.",
             "",
             "| " + " | ".join(header) + " |",
-            "|" + "|".join([" --- "] * 2 + [" ---: "] * (len(header) - 2)) + "|",
+            "|" + "|".join([" --- "] * 3 + [" ---: "] * (len(header) - 3)) + "|",
         ]
         for image in self.images:
             size = f"{image.width}x{image.height}" + (f"x{image.channels}" if image.channels > 1 else "")
@@ -223,10 +237,14 @@ class Report:
         lines.append(row(f"**total** ({totals['images']})", f"{totals['pixels']} px", totals))
         lines += [
             "",
+            "coded: how the file holds the image: by the model with its tables as they are, "
+            "adapted online (+a) and/or restricted to value sets (+v); or as PNG or stored "
+            "samples, where those are smaller than the model's coding.",
+            "",
             "diff %: the payload (file less header) over the model's likelihood code length, "
-            "i.e. the entropy coder's overhead (for an image stored raw because the model "
-            "cannot compress it, the raw size instead: then well below zero). For a file coded "
-            "with value sets, the likelihood is that of the model restricted to them.",
+            "i.e. the entropy coder's overhead (for an image kept as PNG or stored raw, the size "
+            "of that instead: then below zero). For a file coded with adaptation or value sets, "
+            "the likelihood is that of the model so adapted or restricted.",
         ]
         timing = f"Encoding took {totals['encode_seconds']:.1f} s"
         if totals["decode_seconds"] is not None:
@@ -322,7 +340,9 @@ def evaluate_image(
     num_pixels = height * width
     density_model = registry.load_model(model, api.resolve_device(device))
     value_sets = header.used_values()
-    likelihood_bits = engine.code_length_bits(density_model, orientation.orient(planes, header.orientation), value_sets)
+    likelihood_bits = engine.variant_code_length_bits(
+        density_model, orientation.orient(planes, header.orientation), engine.Variant(value_sets, header.adaptation)
+    )
     payload_bits = 8 * (len(data) - header.header_length)
     return ImageResult(
         name=name,
@@ -341,6 +361,8 @@ def evaluate_image(
         verified=verified,
         orientation=header.orientation,
         value_sets=value_sets is not None,
+        adapted=bool(header.adaptation),
+        coder=CODER_NAMES[header.coder],
     )
 
 

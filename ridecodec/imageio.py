@@ -45,7 +45,7 @@ from typing import BinaryIO
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .errors import InputError, UnsupportedImageError
+from .errors import FormatError, InputError, RidecodecError, UnsupportedImageError
 from .models.base import CHANNEL_LAYOUTS
 from .modes import DEEP_MODES, GRAY16_MODES, SUPPORTED_MODES, ModeTransform  # noqa: F401 (re-exported)
 
@@ -435,18 +435,46 @@ def unstore_samples(payload, header, height: int, width: int) -> np.ndarray:
     return planes
 
 
-def coded_png_bytes(coded: CodedImage) -> bytes:
+def coded_png_bytes(coded: CodedImage, level: int = 6) -> bytes:
     """The decoded image as a PNG file (the format decompression writes: lossless for every
-    mode, with 16 bits per sample for 16-bit images)."""
+    mode, with 16 bits per sample for 16-bit images), at zlib ``level``."""
     if coded.bit_depth == 16:
         import imagecodecs  # Pillow cannot write 16-bit colour PNGs
 
-        return bytes(imagecodecs.png_encode(to_array(coded), level=6))
-    return png_bytes(from_coded(coded))
+        return bytes(imagecodecs.png_encode(np.ascontiguousarray(to_array(coded), dtype=np.uint16), level=level))
+    return png_bytes(from_coded(coded), level)
 
 
-def png_bytes(image: Image.Image) -> bytes:
+def png_bytes(image: Image.Image, level: int = 6) -> bytes:
     """``image`` as a PNG file (lossless for every 8-bit mode and for 16-bit gray)."""
     buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
+    image.save(buffer, format="PNG", compress_level=level)
     return buffer.getvalue()
+
+
+#: The zlib level of a PNG payload: what `PNG` in the benchmarks means.
+PNG_PAYLOAD_LEVEL = 9
+
+
+def png_payload(coded: CodedImage) -> bytes:
+    """The payload of a file whose image is kept as PNG (``container.CODER_PNG``): a PNG file of
+    the original image, at zlib level 9, so that no file is larger than PNG would have written
+    (plus the header)."""
+    return coded_png_bytes(coded, PNG_PAYLOAD_LEVEL)
+
+
+def unpng_samples(payload, header) -> np.ndarray:
+    """The coded planes back from a PNG payload, or a FormatError if it does not hold the image
+    the header declares (the file's pixel CRC is checked afterwards, as for every coder)."""
+    data = bytes(payload)
+    try:
+        with Image.open(io.BytesIO(data)) as probe:  # reads the size only: no bomb is decoded
+            size = probe.size
+        coded = None if size != (header.width, header.height) else to_coded(open_image(io.BytesIO(data), "PNG"))
+    except (RidecodecError, OSError, ValueError, SyntaxError) as error:
+        raise FormatError(f"the file's PNG payload is corrupt ({error})") from error
+    if coded is None:
+        raise FormatError("the file's PNG payload does not hold the image its header declares")
+    if (coded.layout, coded.bit_depth, coded.transform) != (header.layout, header.bit_depth, header.transform):
+        raise FormatError("the file's PNG payload does not hold the image its header declares")
+    return coded.pixels

@@ -1,0 +1,187 @@
+"""Online adaptation: a secondary estimation stage that corrects any model's tables to the image
+being coded, from the pixels already coded, in integer arithmetic (so files stay portable).
+
+A model trained on photographs is calibrated on photographs. On a render, a screenshot or an
+upscaled picture a pixel very often *equals* one of its neighbours, which such a model never
+expects: it gives the left neighbour's value a probability of, say, 0.3 where this image's
+history says 0.98. Context-mixing codecs win such images by learning that online; so does this.
+
+For each pixel the **candidates** are the distinct values among its coded neighbours, left (W),
+up (N), up-left (NW) and up-right (NE), in that order. For each candidate the model's own
+probability ``q`` is refined by an adaptive probability map (APM, "secondary symbol estimation"
+in lpaq/paq8): a table, per context, of the probability that the candidate is the pixel's value
+at 29 points of ``q``, interpolated between the two nearest points, starting as the identity
+(so it changes nothing until the image has shown otherwise) and updated, after each wavefront
+step, to the running mean of what the coded pixels did. The context is the channel, which
+neighbours are distinct (W; N if it differs from W; ...: 16 patterns), the candidate's position
+and, for G, B and A, which neighbour the pixel's previous channel equalled (the channels of a
+graphic tend to agree on it). The refined candidate probabilities replace the model's; the
+other values share what is left in the model's proportions.
+
+Everything is integer numpy arithmetic (probabilities at 2**-24, the model's table units),
+identical on every machine, and state changes only between wavefront steps, from pixels both
+sides know, so the tables do not depend on how a step is split across calls. A photograph gains
+little (its pixels rarely equal a neighbour more often than the model predicts); the encoder
+codes each image both with and without adaptation in one model pass and keeps the smaller, so
+adaptation never costs more than the header bit that records it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+#: The version of this stage's arithmetic, recorded in files: any change to it is a new version.
+VERSION = 1
+
+#: Probabilities are integers in units of 2**-24, like the exact models' tables.
+ONE = 1 << 24
+#: The most the candidates may take together, so that no other value is ever impossible.
+MAX_CANDIDATE_MASS = ONE - (1 << 12)
+#: The least any value gets.
+MIN_FREQUENCY = 1
+
+#: Neighbour offsets (row, column) of the candidates, in priority order: W, N, NW, NE.
+NEIGHBOURS = ((0, -1), (-1, 0), (-1, -1), (-1, 1))
+
+#: The APM's points: round(2**24 * sigmoid(x)) for x = -12, -11.25, ..., 9 (written out, not
+#: computed, so that no platform's exp() can change them).
+POINTS = np.array([
+    103, 218, 462, 978, 2070, 4382, 9274, 19621, 41484, 87579, 184330, 385496, 795674, 1599699,
+    3060592, 5382488, 8388608, 11394728, 13716624, 15177517, 15981542, 16391720, 16592886,
+    16689637, 16735732, 16757595, 16767942, 16772834, 16775146,
+], dtype=np.int64)
+
+#: A fraction between two points, at 2**-12.
+_FRACTION_BITS = 12
+#: A cell's count stops growing here (in observations): the map keeps adapting.
+_COUNT_LIMIT = 255 << _FRACTION_BITS
+
+
+
+def _check_points() -> None:
+    # the points are probabilities at 2**-24 of increasing x: increasing, below ONE
+    assert (np.diff(POINTS) > 0).all() and POINTS[-1] < ONE
+
+
+class Adaptation:
+    """The adaptive stage for one image of ``channels`` channels and ``height`` x ``width``
+    pixels: ``refine`` corrects a batch of tables, ``observe`` records the coded symbols,
+    ``end_step`` applies what a whole wavefront step taught (call it after each step)."""
+
+    neighbours = NEIGHBOURS
+
+    def __init__(self, channels: int, height: int, width: int):
+        self.height, self.width = height, width
+        self.border = max(max(-dr, -dc, dc) for dr, dc in self.neighbours)
+        # the coded pixels, with a border above, left and right, so that every neighbour
+        # lookup is in bounds
+        b = self.border
+        self.known = np.zeros((channels, height + b, width + 2 * b), dtype=np.uint8)
+        slots = len(self.neighbours)
+        self.patterns, self.previous_states = 1 << slots, slots + 1
+        contexts = channels * self.previous_states * self.patterns * slots
+        self.probability = np.tile(POINTS, (contexts, 1))  # the maps, at 2**-24
+        self.count = np.zeros_like(self.probability)  # observations per point, at 2**-12
+        self.pending_hits = np.zeros(self.probability.size, dtype=np.int64)
+        self.pending_weights = np.zeros(self.probability.size, dtype=np.int64)
+        self._last = None  # what refine computed, for observe
+
+    def _candidates(self, rows: np.ndarray, cols: np.ndarray, channel: int):
+        """(values (N, K), active (N, K) bool, context (N, K)) of a batch of positions."""
+        b, slots = self.border, len(self.neighbours)
+        r, c = rows + b, cols + b  # in `known`
+        plane = self.known[channel]
+        values = np.stack([plane[r + dr, c + dc] for dr, dc in self.neighbours], axis=1)
+        available = np.stack([
+            (rows + dr >= 0) & (cols + dc >= 0) & (cols + dc < self.width) for dr, dc in self.neighbours
+        ], axis=1)
+        active = available.copy()
+        for k in range(1, slots):  # a value already offered by an earlier neighbour
+            for earlier in range(k):
+                active[:, k] &= ~(available[:, earlier] & (values[:, earlier] == values[:, k]))
+        pattern = (active * (1 << np.arange(slots))).sum(axis=1)
+        previous = np.zeros(len(rows), dtype=np.int64)
+        if channel > 0:  # which neighbour the pixel's previous channel equalled, first first
+            before = self.known[channel - 1]
+            here = before[r, c]
+            for k in reversed(range(slots)):
+                dr, dc = self.neighbours[k]
+                previous = np.where(available[:, k] & (before[r + dr, c + dc] == here), k + 1, previous)
+        base = ((channel * self.previous_states + previous) * self.patterns + pattern) * slots
+        context = base[:, None] + np.arange(slots)
+        return values, active, context
+
+    def refine(self, rows: np.ndarray, cols: np.ndarray, channel: int, table: np.ndarray) -> np.ndarray:
+        """The adapted tables (float32 integer frequencies) for a batch of the model's tables."""
+        model = _integer_frequencies(table)
+        values, active, context = self._candidates(rows, cols, channel)
+        index = np.arange(len(rows))[:, None]
+        q = np.where(active, model[index, values], 0).astype(np.int64)
+        # interpolate each candidate's map between the two points around q
+        point = np.clip(np.searchsorted(POINTS, q, side="right") - 1, 0, len(POINTS) - 2)
+        low, high = POINTS[point], POINTS[point + 1]
+        fraction = np.clip(((q - low) << _FRACTION_BITS) // (high - low), 0, 1 << _FRACTION_BITS)
+        cells = context * len(POINTS) + point
+        maps = self.probability.reshape(-1)
+        mapped = (maps[cells] * ((1 << _FRACTION_BITS) - fraction) + maps[cells + 1] * fraction) >> _FRACTION_BITS
+        refined = np.where(active, np.maximum(mapped, 16), 0)
+        total = refined.sum(axis=1)
+        over = total > MAX_CANDIDATE_MASS
+        refined = np.where(over[:, None], refined * MAX_CANDIDATE_MASS // np.maximum(total, 1)[:, None], refined)
+        rest = ONE - refined.sum(axis=1)
+        model_rest = np.maximum(model.sum(axis=1) - q.sum(axis=1), 1)  # integers below 2**33: exact
+        # floor(model * rest / model_rest) in float64: the product is an exact integer below
+        # 2**48 and IEEE division is correctly rounded on every machine, so this is as portable
+        # as integer division, and several times faster in numpy
+        out = np.floor(model * rest[:, None].astype(np.float64) / model_rest[:, None])
+        out = np.maximum(out, MIN_FREQUENCY)
+        for k in range(len(self.neighbours)):  # an inactive slot repeats an active one's value
+            chosen = active[:, k]
+            out[np.flatnonzero(chosen), values[chosen, k]] = refined[chosen, k]
+        self._last = (values, active, cells, fraction)
+        return out.astype(np.float32)
+
+    def observe(self, rows: np.ndarray, cols: np.ndarray, channel: int, symbols: np.ndarray) -> None:
+        """Record the symbols coded for the batch ``refine`` was last called on."""
+        values, active, cells, fraction = self._last
+        b = self.border
+        self.known[channel, rows + b, cols + b] = symbols
+        hit = (values == symbols[:, None]) & active
+        weight_low = np.where(active, (1 << _FRACTION_BITS) - fraction, 0)
+        weight_high = np.where(active, fraction, 0)
+        for offset, weight in ((0, weight_low), (1, weight_high)):
+            np.add.at(self.pending_weights, (cells + offset).ravel(), weight.ravel())
+            np.add.at(self.pending_hits, (cells + offset).ravel(), (weight * hit).ravel())
+
+    def end_step(self) -> None:
+        """Fold a finished step's observations into the maps: each cell becomes the running mean
+        of its observations (the point's initial value counting as one), so a map follows this
+        image's statistics as soon as they are seen, and a cell's count saturates so it keeps
+        following them."""
+        touched = np.flatnonzero(self.pending_weights)
+        if not len(touched):
+            return
+        maps, counts = self.probability.reshape(-1), self.count.reshape(-1)
+        prior = counts[touched] + (1 << _FRACTION_BITS)
+        weights = self.pending_weights[touched]
+        maps[touched] = (maps[touched] * prior + self.pending_hits[touched] * ONE) // (prior + weights)
+        counts[touched] = np.minimum(counts[touched] + weights, self.count_limit)
+        self.pending_weights[touched] = 0
+        self.pending_hits[touched] = 0
+
+    count_limit = _COUNT_LIMIT
+
+
+def _integer_frequencies(table: np.ndarray) -> np.ndarray:
+    """A model's tables as float64 holding integer frequencies below 2**24 + 1. An exact model's
+    are such integers already (float32 holds them exactly); any other model's are scaled to
+    2**24 (the same on the machine that made them, which is all a model that is not exact
+    promises)."""
+    table = table.astype(np.float64)
+    if (np.floor(table) == table).all() and table.max() <= ONE:
+        return np.maximum(table, MIN_FREQUENCY)
+    scaled = np.floor(table * (ONE / table.sum(axis=1))[:, None])
+    return np.maximum(scaled, MIN_FREQUENCY)
+
+
+_check_points()
