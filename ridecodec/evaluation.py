@@ -299,8 +299,9 @@ def _is_deeper_than_8_bits(image) -> bool:
     return image.mode in ("I", "F") or image.mode.startswith("I;16")
 
 
-def load_pixels(path: str | Path, color: str = "gray") -> np.ndarray:
-    """An image file's pixels, (H, W) or (H, W, C) uint8, prepared as ``color`` says.
+def load_pixels(path: str | Path, color: str = "gray", crop: int | None = None) -> np.ndarray:
+    """An image file's pixels, (H, W) or (H, W, C) uint8, prepared as ``color`` says; with
+    ``crop``, only the centre ``crop`` x ``crop`` pixels (or fewer, of a smaller image).
 
     UnsupportedImageError for images of more than 8 bits per sample: converting them to 8 bits
     would measure other pixels than ridecodec codes (a 16-bit gray image converts to a nearly
@@ -315,7 +316,11 @@ def load_pixels(path: str | Path, color: str = "gray") -> np.ndarray:
         image = image.convert("L")
     elif color == "color" or image.mode not in ("L", "RGB", "RGBA"):
         image = image.convert("RGB")
-    return np.asarray(image)
+    pixels = np.asarray(image)
+    if crop is not None:
+        top, left = max(0, (pixels.shape[0] - crop) // 2), max(0, (pixels.shape[1] - crop) // 2)
+        pixels = np.ascontiguousarray(pixels[top : top + crop, left : left + crop])
+    return pixels
 
 
 def evaluate_image(
@@ -376,12 +381,14 @@ def evaluate(
     limit: int | None = None,
     progress: Callable[[str], None] | None = None,
     effort: int = 1,
+    crop: int | None = None,
 ) -> Report:
     """Evaluate ``model`` on image files and directories (see :func:`image_paths`).
 
     ``color``: "gray" (convert("L")), "color" (convert("RGB")) or "as-is" (L, RGB and RGBA kept,
     other modes converted to RGB). ``limit``: only the first N images. ``progress(name)`` is
     called before each image. ``effort``: orientations tried per image, as for ``compress``.
+    ``crop``: measure the centre ``crop`` x ``crop`` pixels of each image (to keep big sets affordable).
     Files that are not images, or images that cannot be measured, are listed in the report's
     ``skipped`` with the reason.
     """
@@ -399,7 +406,7 @@ def evaluate(
         if progress is not None:
             progress(path.name)
         try:
-            pixels = load_pixels(path, color)
+            pixels = load_pixels(path, color, crop)
             results.append(evaluate_image(path.name, pixels, model, resolved, classical, verify, effort))
         except (InputError, UnsupportedImageError) as error:  # this image's fault: measure the others
             reason = str(error).removeprefix(f"{path}: ")

@@ -53,6 +53,24 @@ def synthetic_image(height: int, width: int, channels: int = 1, seed: int = 0) -
     return image[:, :, 0] if channels == 1 else image
 
 
+def synthetic_graphic(height: int, width: int, channels: int = 1, seed: int = 0) -> np.ndarray:
+    """A uint8 image like a render or a diagram: flat rectangles of a few colours and a line on a
+    gradient, so that most pixels equal a neighbour (what online adaptation learns). (H, W) for
+    one channel, else (H, W, C)."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:height, 0:width]
+    colours = rng.integers(0, 256, (6, channels))
+    image = np.empty((height, width, channels), dtype=np.int64)
+    image[:] = (40 + (x * 3 + y * 2) // 4)[..., None] + np.arange(channels) * 20
+    for _ in range(7):
+        top, left = rng.integers(0, height - 4), rng.integers(0, width - 4)
+        bottom, right = top + rng.integers(3, height // 2), left + rng.integers(3, width // 2)
+        image[top:bottom, left:right] = colours[rng.integers(0, len(colours))]
+    image[rng.integers(0, height), :] = colours[0]
+    image = np.clip(image, 0, 255).astype(np.uint8)
+    return image[:, :, 0] if channels == 1 else image
+
+
 def synthetic_image16(height: int, width: int, channels: int = 1, seed: int = 0) -> np.ndarray:
     """A 16-bit (uint16) image with information in its low bytes: :func:`synthetic_image` scaled
     to 16 bits plus mild noise, as a high-bit-depth photograph has."""

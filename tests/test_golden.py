@@ -33,8 +33,8 @@ def test_golden_file_decodes_to_its_pixels(file_name):
     data = (GOLDEN / file_name).read_bytes()
     header = ridecodec.read_header(data)
     assert (header.model_name, header.model_version) == (entry["model"], entry["version"])
-    assert (header.orientation, header.coder, header.value_sets is not None) == (
-        entry["orientation"], entry["coder"], entry["value_sets"]
+    assert (header.orientation, header.coder, header.value_sets is not None, header.adaptation) == (
+        entry["orientation"], entry["coder"], entry["value_sets"], entry.get("adaptation", 0)
     )
     pixels = ridecodec.decompress(data, device="cpu")
     assert list(pixels.shape) == entry["shape"] and str(pixels.dtype) == entry.get("dtype", "uint8")
@@ -50,8 +50,8 @@ def test_every_current_model_version_has_golden_files(name):
     version = registry.load_model(name).version
     cases = {entry["case"] for entry in MANIFEST.values() if (entry["model"], entry["version"]) == (name, version)}
     colour = "RGB" in registry.load_model(name).modes
-    expected = {"gray", "values", "effort", "stored", "gray16", "bilevel-stored"}
-    expected |= {"rgb", "rgba", "rgb16", "la-stored"} if colour else set()
+    expected = {"gray", "values", "effort", "stored", "gray16", "bilevel-stored", "adaptive1-gray", "png"}
+    expected |= {"rgb", "rgba", "rgb16", "la-stored", "adaptive1-rgb"} if colour else set()
     assert cases == expected, f"{name} {version}: golden cases {sorted(cases)}"
 
 
@@ -62,6 +62,9 @@ def test_the_corpus_covers_what_it_claims():
     assert any(entry["orientation"] != 0 for entry in entries)
     assert any(entry["value_sets"] for entry in entries)
     assert any(entry["coder"] == 0 for entry in entries)
+    assert any(entry["coder"] == 2 for entry in entries)  # PNG
+    # online adaptation has state learned from the image: version 1 on gray and colour
+    assert {entry["shape"][-1] == 3 for entry in entries if entry.get("adaptation") == 1} == {False, True}
 
 
 @pytest.mark.slow

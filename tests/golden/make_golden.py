@@ -19,7 +19,7 @@ import numpy as np
 
 import ridecodec
 from ridecodec import registry
-from ridecodec.testing import synthetic_image, synthetic_image16
+from ridecodec.testing import synthetic_graphic, synthetic_image, synthetic_image16
 
 HERE = Path(__file__).resolve().parent
 MANIFEST = HERE / "MANIFEST.json"
@@ -48,8 +48,8 @@ def _prefers_another_orientation(name: str) -> tuple[np.ndarray, int]:
     raise RuntimeError(f"no test image made {name} pick another orientation")
 
 
-def cases(name: str) -> dict[str, tuple[np.ndarray, int]]:
-    """(image as numpy, effort) per case."""
+def cases(name: str) -> dict[str, tuple]:
+    """(image as numpy, effort[, compress options]) per case."""
     model = registry.load_model(name)
     found = {
         "gray": (synthetic_image(24, 32, seed=1), 1),
@@ -71,6 +71,12 @@ def cases(name: str) -> dict[str, tuple[np.ndarray, int]]:
     else:
         rng.integers(0, 256, (12, 10, 2), dtype=np.uint8)  # the same random stream for what follows
     found["bilevel-stored"] = (rng.random((13, 21)) > 0.5, 1)
+    # ridecodec 0.4.0: online adaptation (ridecodec.adaptive version 1) and the PNG fallback
+    found["adaptive1-gray"] = (synthetic_graphic(24, 32, seed=9), 1)
+    if "RGB" in model.modes:
+        found["adaptive1-rgb"] = (synthetic_graphic(24, 32, 3, seed=10), 1, {"model_only": True})
+    tile = np.random.default_rng(11).integers(0, 256, (8, 40), dtype=np.uint8)
+    found["png"] = (np.tile(tile, (6, 1)), 1)  # noise repeated: deflate finds it, no model does
     return found
 
 
@@ -82,11 +88,11 @@ def main() -> None:
             print(f"{name}: not installed, skipped", file=sys.stderr)
             continue
         version = registry.load_model(name).version
-        for case, (image, effort) in cases(name).items():
+        for case, (image, effort, *options) in cases(name).items():
             file_name = f"{name}-{version}-{case}.rdc"
             if file_name in manifest or (HERE / file_name).exists():
                 continue
-            data = ridecodec.compress(image, model=name, device="cpu", effort=effort)
+            data = ridecodec.compress(image, model=name, device="cpu", effort=effort, **(options[0] if options else {}))
             header = ridecodec.read_header(data)
             assert np.array_equal(ridecodec.decompress(data, device="cpu"), image)
             (HERE / file_name).write_bytes(data)
@@ -96,6 +102,7 @@ def main() -> None:
                 "coder": header.coder, "value_sets": header.value_sets is not None,
                 "bit_depth": header.bit_depth, "dtype": str(image.dtype),
                 "deep": header.deep.coding.name if header.deep else None,
+                "adaptation": header.adaptation,
             }
             added += 1
             print(f"wrote {file_name} ({len(data)} bytes)")
