@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from . import adaptive, container, depth, engine, imageio, orientation, registry
+from . import adaptive, coloursets, container, depth, engine, imageio, orientation, registry
 from .container import DEFAULT_MAX_PIXELS, DeepRecord, Header
 from .depth import DeepCoding
 from .errors import (
@@ -102,8 +102,10 @@ def coding_split(density_model, threads: int, rows_per_call: int | None = None) 
 
 def _variant_header_bytes(variant: engine.Variant, channels: int) -> int:
     """What recording ``variant`` adds to a file's header."""
-    return (0 if variant.value_sets is None else container.value_sets_bytes(channels)) + (
-        container.ADAPTATION_RECORD_BYTES if variant.adaptation else 0
+    return (
+        (0 if variant.value_sets is None else container.value_sets_bytes(channels))
+        + (0 if variant.colour_set is None else container.colour_set_bytes(variant.colour_set.pack()))
+        + (container.ADAPTATION_RECORD_BYTES if variant.adaptation else 0)
     )
 
 
@@ -113,16 +115,23 @@ def _encode_smallest(
 ) -> tuple[bytes, int, engine.Variant]:
     """Encode ``pixels`` (C, H, W) in the first ``effort`` orientations of the search order, each
     with the model's tables as they are and adapted online to the image (``ridecodec.adaptive``),
-    each of these as it is and, where the image leaves values unused, restricted to its value
-    sets: one model pass codes all four (``engine.encode_variants``). Returns the smallest payload
-    (what its variant adds to the header counted), its orientation and its variant; on a tie, the
-    one tried first: plain coding comes first.
+    each of these as it is, restricted to its value sets where the image leaves values unused,
+    and restricted to its colour set where it has few colours (``ridecodec.coloursets``): one
+    model pass codes them all (``engine.encode_variants``). Returns the smallest payload (what its
+    variant adds to the header counted), its orientation and its variant; on a tie, the one tried
+    first: plain coding comes first.
 
     Progress runs once from 0 to the steps of all candidates together (a transposed candidate may
     take a different number of steps), so the bar fills once, not once per candidate."""
     used = engine.used_values(pixels)
-    value_sets = [None] if used.all() else [None, used]
-    variants = [engine.Variant(sets, adaptation) for adaptation in (0, adaptive.VERSION) for sets in value_sets]
+    restrictions = [{}] if used.all() else [{}, {"value_sets": used}]
+    colours = coloursets.worth_trying(pixels)
+    if colours is not None:
+        restrictions.append({"colour_set": colours})
+    variants = [
+        engine.Variant(adaptation=adaptation, **restriction)
+        for adaptation in (0, adaptive.VERSION) for restriction in restrictions
+    ]
     candidates = orientation.SEARCH_ORDER[:effort]
     steps = _candidate_steps(density_model, pixels.shape, effort)
     total = sum(steps)
@@ -183,7 +192,7 @@ def compress(
             first_steps + done * low_steps // max(total, 1), first_steps + low_steps
         )
     payload, chosen, variant = _encode_smallest(density_model, first, effort, first_progress, split)
-    value_sets, adaptation = variant.value_sets, variant.adaptation
+    value_sets, adaptation, colours = variant.value_sets, variant.adaptation, variant.colour_set
     deep = None if coding is None else DeepRecord(coding)
     if low is not None:
         low_payload, low_sets = _encode_low_bytes(
@@ -203,7 +212,7 @@ def compress(
     if len(stored) <= len(payload):
         payload, coder = stored, container.CODER_STORED
     if coder != container.CODER_RANGE_CATEGORICAL:
-        chosen, value_sets, adaptation, deep = 0, None, 0, None
+        chosen, value_sets, adaptation, colours, deep = 0, None, 0, None, None
     header = Header(
         width=coded.width,
         height=coded.height,
@@ -224,6 +233,7 @@ def compress(
         value_sets=None if value_sets is None else container.pack_value_sets(value_sets),
         deep=deep,
         adaptation=adaptation,
+        colour_set=None if colours is None else colours.pack(),
     )
     return container.pack(header, payload)
 
@@ -282,7 +292,8 @@ def _decode(
             phases.append(engine.wavefront_for(LowByteModel(), *shape[1:]).num_steps)
         first_progress, low_progress = _phase_progress(progress, phases)
         pixels = engine.decode_pixels(
-            density_model, first_words, shape, first_progress, header.used_values(), split, header.adaptation
+            density_model, first_words, shape, first_progress, header.used_values(), split, header.adaptation,
+            header.colours(),
         )
         if deep is not None:
             low = None

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import click
 
-from . import api, imageio, orientation, registry
+from . import api, container, imageio, orientation, registry
 from .container import DEFAULT_MAX_PIXELS
 from .errors import InputError, OutputError, RidecodecError
 from .fileio import check_writable, read_file, refuse_to_overwrite, write_atomically
@@ -524,6 +524,8 @@ def _header_fields(path: str) -> dict:
         fields["transparency"] = header.transparency.hex()
     if header.value_sets is not None:  # how many values each channel takes, not the raw bits
         fields["value_sets"] = [int(count) for count in header.used_values().sum(axis=1)]
+    if header.colour_set is not None:  # how many colours, not the packed bytes
+        fields["colour_set"] = len(header.colours())
     if header.deep is not None:  # a 16-bit image: how its bytes were coded (ridecodec.depth)
         low_values = header.used_low_values()
         fields["deep"] = {
@@ -533,6 +535,15 @@ def _header_fields(path: str) -> dict:
             "low_value_sets": None if low_values is None else [int(count) for count in low_values.sum(axis=1)],
         }
     return fields
+
+
+def _coder_words(fields: dict) -> str:
+    """How `info` says the payload holds the image."""
+    if fields["coder"] == container.CODER_STORED:
+        return "stored raw (the model could not compress it)"
+    if fields["coder"] == container.CODER_PNG:
+        return "kept as PNG (smaller than the model's coding)"
+    return "range coded" + (f", adapted online (version {fields['adaptation']})" if fields["adaptation"] else "")
 
 
 def _deep_line(deep: dict | None) -> str:
@@ -580,10 +591,11 @@ def info(files, as_json):
                 f"  model:    {fields['model_name']} {fields['model_version']}"
                 f" (weights {fields['weights_digest'][:16]})\n"
                 f"  encoded:  on {fields['encoder_device']}, format version {fields['format_version']}, "
-                + ("stored raw (the model could not compress it)" if fields["coder"] == 0 else "range coded")
+                + _coder_words(fields)
                 + f", orientation {fields['orientation']} ({fields['orientation_name']})\n"
                 + (f"  values:   {', '.join(map(str, fields['value_sets']))} of 256 per channel"
                    " (tables restricted to them)\n" if fields["value_sets"] else "")
+                + (f"  colours:  {fields['colour_set']} (tables restricted to them)\n" if fields["colour_set"] else "")
                 + _deep_line(fields["deep"])
                 + f"  size:     {fields['file_bytes']} bytes ({fields['header_length']} header),"
                 f" {fields['bits_per_pixel']:.4f} bits per pixel\n"

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from .coloursets import ColourSet
 from .depth import DeepCoding
 from .errors import FormatError, VersionError
 from .modes import DEEP_MODES, GRAY16_MODES, SUPPORTED_MODES, ModeTransform
@@ -69,6 +70,7 @@ _EXT_TRANSPARENCY_ALPHAS = 3
 _EXT_VALUE_SETS = 4
 _EXT_DEEP = 5  # how a 16-bit image was coded: see DeepRecord
 _EXT_ADAPTATION = 6  # one byte: the version of the online adaptation (ridecodec.adaptive) applied
+_EXT_COLOUR_SET = 7  # the image's colours, packed by ridecodec.coloursets
 _DEEP_RECORD = "<BBQ"  # coding, low-byte model version, low-byte payload length; then its value sets
 _EXT_RECORD = "<BH"  # an extension record's tag and value length, before its value
 _VALUE_SET_BYTES = 32  # 256 values, one bit each
@@ -115,6 +117,8 @@ class Header:
     #: the version of the online adaptation applied to the model's tables (ridecodec.adaptive),
     #: before value sets; 0: none
     adaptation: int = 0
+    #: the image's colours (``coloursets.ColourSet.pack``) when the tables were restricted to them
+    colour_set: bytes | None = None
     format_version: int = FORMAT_VERSION
     header_length: int = field(default=0, compare=False)  # total bytes before the payload
 
@@ -129,6 +133,10 @@ class Header:
     def used_values(self) -> np.ndarray | None:
         """The value sets as (C, 256) bools, as the engine takes them; None when there are none."""
         return None if self.value_sets is None else unpack_value_sets(self.value_sets, self.channels)
+
+    def colours(self) -> ColourSet | None:
+        """The colour set the tables were restricted to, or None."""
+        return None if self.colour_set is None else ColourSet.unpack(self.colour_set, self.channels, self.num_pixels)
 
     def used_low_values(self) -> np.ndarray | None:
         """The low bytes' value sets of a 16-bit image, like :meth:`used_values`."""
@@ -183,6 +191,8 @@ def _pack_body(header: Header) -> bytes:
         extensions.append((_EXT_TRANSPARENCY_ALPHAS, header.transparency))
     if header.value_sets is not None:
         extensions.append((_EXT_VALUE_SETS, header.value_sets))
+    if header.colour_set is not None:
+        extensions.append((_EXT_COLOUR_SET, header.colour_set))
     if header.adaptation:
         extensions.append((_EXT_ADAPTATION, struct.pack("<B", header.adaptation)))
     if header.deep is not None:
@@ -198,6 +208,11 @@ def _pack_body(header: Header) -> bytes:
 def value_sets_bytes(channels: int) -> int:
     """What value sets for ``channels`` channels add to a header: the record and its tag, length."""
     return struct.calcsize(_EXT_RECORD) + channels * _VALUE_SET_BYTES
+
+
+def colour_set_bytes(packed: bytes) -> int:
+    """What recording a packed colour set adds to a header."""
+    return struct.calcsize(_EXT_RECORD) + len(packed)
 
 
 #: What recording online adaptation adds to a header.
@@ -312,7 +327,7 @@ def parse(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[Header, me
     encoder_device = reader.string()
     pixel_crc32, payload_length = reader.unpack("<IQ")
     palette = palette_mode = transparency = value_sets = deep = None
-    adaptation = 0
+    adaptation, colour_set = 0, None
     (extension_count,) = reader.unpack("<B")
     for _ in range(extension_count):
         tag, length = reader.unpack(_EXT_RECORD)
@@ -328,6 +343,8 @@ def parse(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[Header, me
             transparency = value
         elif tag == _EXT_VALUE_SETS:
             value_sets = value
+        elif tag == _EXT_COLOUR_SET:
+            colour_set = value
         elif tag == _EXT_ADAPTATION and length == 1:
             (adaptation,) = struct.unpack("<B", value)
             if adaptation == 0:
@@ -377,6 +394,10 @@ def parse(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[Header, me
         raise FormatError("the header holds malformed value sets")
     if adaptation and coder != CODER_RANGE_CATEGORICAL:
         raise FormatError("the header's adaptation record is out of place")
+    if colour_set is not None:
+        if coder != CODER_RANGE_CATEGORICAL or bit_depth != 8 or channels < 2 or value_sets is not None:
+            raise FormatError("the header's colour set is out of place")
+        ColourSet.unpack(colour_set, channels, width * height)  # refuses a malformed one now
     if transform == ModeTransform.PALETTE_TO_RGB and (palette is None or palette_mode != "RGB"):
         raise FormatError("the header is missing the palette it needs")
     payload_length_found = len(data) - header_end
@@ -406,7 +427,7 @@ def parse(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[Header, me
         model_version=model_version, weights_digest=weights_digest, pixel_crc32=pixel_crc32,
         encoder_device=encoder_device, orientation=orientation, bit_depth=bit_depth, coder=coder,
         payload_length=payload_length, palette=palette, palette_mode=palette_mode,
-        transparency=transparency, value_sets=value_sets, deep=deep, adaptation=adaptation,
+        transparency=transparency, value_sets=value_sets, deep=deep, adaptation=adaptation, colour_set=colour_set,
         format_version=version,
         header_length=header_end,
     )

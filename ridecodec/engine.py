@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from . import adaptive
+from .coloursets import ColourSet
 from .errors import FormatError, PluginError, RidecodecError
 from .models.base import ALPHABET_SIZE, DensityModel
 from .schedule import (  # noqa: F401 (the schedule's names, re-exported: engine.Split, engine.wavefront_for, ...)
@@ -188,10 +189,12 @@ def _run(
 class Variant:
     """One way of handing the model's tables to the coder: adapted to the image online
     (``adaptation``: the version of ``ridecodec.adaptive``, 0 for none), then restricted to value
-    sets (``value_sets``: (C, 256) bool from :func:`used_values`, or None). Files record both."""
+    sets (``value_sets``: (C, 256) bool from :func:`used_values`, or None) or to a colour set
+    (``colour_set``: ``coloursets.ColourSet``, or None). Files record all three."""
 
     value_sets: np.ndarray | None = None
     adaptation: int = 0
+    colour_set: ColourSet | None = None
 
 
 def _adaptation_for(version: int, shape: tuple[int, int, int]) -> adaptive.Adaptation | None:
@@ -205,9 +208,48 @@ def _adaptation_for(version: int, shape: tuple[int, int, int]) -> adaptive.Adapt
     return adaptive.Adaptation(*shape)
 
 
-def _coder_table(table: np.ndarray, adapted: np.ndarray | None, variant: Variant, channel: int) -> np.ndarray:
-    coded = adapted if variant.adaptation else table
-    return coded if variant.value_sets is None else restricted(coded, variant.value_sets[channel])
+class _CoderTables:
+    """Turns the model's tables into the coder's for each of ``variants``, for an image of
+    ``shape``: one adaptive stage shared by the variants that adapt (its state depends only on
+    the image), and the pixels' coded channels for colour sets. Encoder, decoder and the
+    likelihood replay all go through here, so they cannot disagree."""
+
+    def __init__(self, variants: list[Variant], shape: tuple[int, int, int]):
+        self.variants = variants
+        versions = {variant.adaptation for variant in variants if variant.adaptation}
+        if len(versions) > 1:
+            raise ValueError("one pass can adapt with one version of the adaptive stage only")
+        self.stage = _adaptation_for(versions.pop() if versions else 0, shape)
+        colours = any(variant.colour_set is not None for variant in variants)
+        self.known = np.zeros(shape, dtype=np.uint8) if colours else None
+        self._batch = None
+
+    def tables(self, rows: torch.Tensor, cols: torch.Tensor, channel: int, table: np.ndarray) -> list[np.ndarray]:
+        rows, cols = rows.numpy(), cols.numpy()
+        self._batch = rows, cols
+        adapted = None if self.stage is None else self.stage.refine(rows, cols, channel, table)
+        before = None if self.known is None else self.known[:channel, rows, cols].T
+        out = []
+        for variant in self.variants:
+            coded = adapted if variant.adaptation else table
+            if variant.value_sets is not None:
+                coded = restricted(coded, variant.value_sets[channel])
+            if variant.colour_set is not None:
+                coded = restricted(coded, variant.colour_set.allowed(channel, before))
+            out.append(coded)
+        return out
+
+    def record(self, channel: int, symbols: np.ndarray) -> None:
+        """The symbols coded for the batch of the last :meth:`tables` call."""
+        rows, cols = self._batch
+        if self.stage is not None:
+            self.stage.observe(rows, cols, channel, symbols)
+        if self.known is not None:
+            self.known[channel, rows, cols] = symbols
+
+    def end_step(self) -> None:
+        if self.stage is not None:
+            self.stage.end_step()
 
 
 def encode_variants(
@@ -219,8 +261,8 @@ def encode_variants(
 ) -> list[np.ndarray]:
     """Entropy-code ``pixels`` (uint8, (C, H, W)) with ``model`` once per :class:`Variant` of the
     tables, in one pass of the model (a bare array or None stands for ``Variant(value_sets=it)``;
-    value sets must include every value of ``pixels``). Returns one uint32 payload per variant;
-    decoding needs the same variant.
+    value sets and colour sets must include every value and colour of ``pixels``). Returns one
+    uint32 payload per variant; decoding needs the same variant.
 
     Why several at once: which variant codes smaller is only known after coding, the model pass
     is the expensive part, and the coder costs about 0.3 us per symbol."""
@@ -228,45 +270,40 @@ def encode_variants(
     source = torch.from_numpy(np.array(pixels, dtype=np.uint8))  # uint8: no 4x copy of big images
     canvas = torch.zeros(source.shape, dtype=torch.uint8, device=model.device)
     encoders = [constriction.stream.queue.RangeEncoder() for _ in variants]
-    versions = {v.adaptation for v in variants if v.adaptation}
-    if len(versions) > 1:
-        raise ValueError("one pass can adapt with one version of the adaptive stage only")
-    adaptation = _adaptation_for(versions.pop() if versions else 0, source.shape)
+    coder_tables = _CoderTables(variants, tuple(source.shape))
 
     def encode_step(rows, cols, channel, table):
         symbols = source[channel, rows, cols].numpy().astype(np.int32)
-        adapted = None if adaptation is None else adaptation.refine(rows.numpy(), cols.numpy(), channel, table)
-        for encoder, variant in zip(encoders, variants):
-            encoder.encode(symbols, _CATEGORICAL, _coder_table(table, adapted, variant, channel))
-        if adaptation is not None:
-            adaptation.observe(rows.numpy(), cols.numpy(), channel, symbols)
+        for encoder, coded in zip(encoders, coder_tables.tables(rows, cols, channel, table)):
+            encoder.encode(symbols, _CATEGORICAL, coded)
+        coder_tables.record(channel, symbols)
         return symbols
 
-    _run(model, canvas, encode_step, progress, split, None if adaptation is None else adaptation.end_step)
+    _run(model, canvas, encode_step, progress, split, coder_tables.end_step)
     return [encoder.get_compressed() for encoder in encoders]
 
 
 def variant_code_length_bits(model: DensityModel, pixels: np.ndarray, variant: Variant) -> float:
     """The ideal code length in bits of ``pixels`` (uint8 (C, H, W)) coded with ``variant`` of
-    the model's tables: :func:`code_length_bits` where there is no adaptation, else the adapted
-    tables replayed in the coding order (adaptation depends on that order)."""
-    if not variant.adaptation:
+    the model's tables: :func:`code_length_bits` where the tables are only restricted to value
+    sets, else the coder's tables replayed in the coding order (adaptation depends on it)."""
+    if not variant.adaptation and variant.colour_set is None:
         return code_length_bits(model, pixels, variant.value_sets)
     source = torch.from_numpy(np.array(pixels, dtype=np.uint8))
-    stage = _adaptation_for(variant.adaptation, source.shape)
+    coder_tables = _CoderTables([variant], tuple(source.shape))
     total = 0.0
 
     def measure_step(rows, cols, channel, table):
         nonlocal total
         symbols = source[channel, rows, cols].numpy().astype(np.int32)
-        coded = _coder_table(table, stage.refine(rows.numpy(), cols.numpy(), channel, table), variant, channel)
+        (coded,) = coder_tables.tables(rows, cols, channel, table)
         chosen = coded[np.arange(len(symbols)), symbols].astype(np.float64)
         total -= float(np.log2(chosen / coded.sum(axis=1, dtype=np.float64)).sum())
-        stage.observe(rows.numpy(), cols.numpy(), channel, symbols)
+        coder_tables.record(channel, symbols)
         return symbols
 
     canvas = torch.zeros(source.shape, dtype=torch.uint8, device=model.device)
-    _run(model, canvas, measure_step, None, Split(), stage.end_step)
+    _run(model, canvas, measure_step, None, Split(), coder_tables.end_step)
     return total
 
 
@@ -277,10 +314,11 @@ def encode_pixels(
     value_sets: np.ndarray | None = None,
     split: Split = Split(),
     adaptation: int = 0,
+    colour_set: ColourSet | None = None,
 ) -> np.ndarray:
     """Entropy-code ``pixels`` (uint8, (C, H, W)) with ``model``; returns the uint32 payload.
-    ``value_sets`` and ``adaptation``: one :class:`Variant` of :func:`encode_variants`."""
-    return encode_variants(model, pixels, [Variant(value_sets, adaptation)], progress, split)[0]
+    ``value_sets``, ``adaptation``, ``colour_set``: one :class:`Variant` of :func:`encode_variants`."""
+    return encode_variants(model, pixels, [Variant(value_sets, adaptation, colour_set)], progress, split)[0]
 
 
 def decode_pixels(
@@ -291,24 +329,23 @@ def decode_pixels(
     value_sets: np.ndarray | None = None,
     split: Split = Split(),
     adaptation: int = 0,
+    colour_set: ColourSet | None = None,
 ) -> np.ndarray:
-    """Decode a payload made by :func:`encode_pixels` (with the same ``value_sets`` and
-    ``adaptation``) into uint8 pixels of ``shape`` (C, H, W). An exact model may decode with any
-    ``split``.
+    """Decode a payload made by :func:`encode_pixels` (with the same ``value_sets``,
+    ``adaptation`` and ``colour_set``) into uint8 pixels of ``shape`` (C, H, W). An exact model
+    may decode with any ``split``.
 
     ``payload`` must be the words of one encoder, nothing missing: a payload too short for the
     image (a decompression bomb, a truncated file) is refused as soon as that is certain
     (:class:`PayloadBudget`), before the image is allocated when the size alone proves it."""
     words = np.ascontiguousarray(payload, dtype=np.uint32)
     budget = PayloadBudget(len(words), math.prod(shape))
-    variant = Variant(value_sets, adaptation)
-    stage = _adaptation_for(adaptation, shape)
+    coder_tables = _CoderTables([Variant(value_sets, adaptation, colour_set)], tuple(shape))
     canvas = torch.zeros(shape, dtype=torch.uint8, device=model.device)
     decoder = constriction.stream.queue.RangeDecoder(words)
 
     def decode_step(rows, cols, channel, table):
-        adapted = None if stage is None else stage.refine(rows.numpy(), cols.numpy(), channel, table)
-        table = _coder_table(table, adapted, variant, channel)
+        (table,) = coder_tables.tables(rows, cols, channel, table)
         at_end = decoder.maybe_exhausted()  # checked before: see PayloadBudget, test 2
         try:
             symbols = np.asarray(decoder.decode(_CATEGORICAL, table), dtype=np.int32)
@@ -319,9 +356,8 @@ def decode_pixels(
                 raise  # KeyboardInterrupt and the like
             raise FormatError(f"the compressed data is corrupt ({error})") from error
         budget.spend(table, symbols, at_end)
-        if stage is not None:
-            stage.observe(rows.numpy(), cols.numpy(), channel, symbols)
+        coder_tables.record(channel, symbols)
         return symbols
 
-    _run(model, canvas, decode_step, progress, split, None if stage is None else stage.end_step)
+    _run(model, canvas, decode_step, progress, split, coder_tables.end_step)
     return canvas.cpu().numpy()

@@ -135,7 +135,9 @@ def _how_coded(values: dict) -> str:
         return ""
     if values["coder"] != "model":
         return values["coder"].upper() if values["coder"] == "png" else values["coder"]
-    return "model" + ("+a" if values.get("adapted") else "") + ("+v" if values.get("value_sets") else "")
+    return "model" + "".join(
+        mark for mark, key in (("+a", "adapted"), ("+v", "value_sets"), ("+c", "colour_set")) if values.get(key)
+    )
 
 
 @dataclass
@@ -155,6 +157,7 @@ class ImageResult:
     orientation: int = 0  # the flip/transpose the encoder chose (0 unless effort > 1)
     value_sets: bool = False  # the file restricts the tables to the image's values
     adapted: bool = False  # the file adapts the tables online (ridecodec.adaptive)
+    colour_set: bool = False  # the file restricts the tables to the image's colours (ridecodec.coloursets)
     coder: str = "model"  # "model", or the fallback the file kept: "png" or "stored"
 
     @property
@@ -238,13 +241,13 @@ class Report:
         lines += [
             "",
             "coded: how the file holds the image: by the model with its tables as they are, "
-            "adapted online (+a) and/or restricted to value sets (+v); or as PNG or stored "
+            "adapted online (+a), restricted to value sets (+v) or to the image's colours (+c); or as PNG or stored "
             "samples, where those are smaller than the model's coding.",
             "",
             "diff %: the payload (file less header) over the model's likelihood code length, "
             "i.e. the entropy coder's overhead (for an image kept as PNG or stored raw, the size "
-            "of that instead: then below zero). For a file coded with adaptation or value sets, "
-            "the likelihood is that of the model so adapted or restricted.",
+            "of that instead: then below zero). For a file coded with adaptation, value sets or "
+            "colour sets, the likelihood is that of the model so adapted or restricted.",
         ]
         timing = f"Encoding took {totals['encode_seconds']:.1f} s"
         if totals["decode_seconds"] is not None:
@@ -346,7 +349,7 @@ def evaluate_image(
     density_model = registry.load_model(model, api.resolve_device(device))
     value_sets = header.used_values()
     likelihood_bits = engine.variant_code_length_bits(
-        density_model, orientation.orient(planes, header.orientation), engine.Variant(value_sets, header.adaptation)
+        density_model, orientation.orient(planes, header.orientation), engine.Variant(value_sets, header.adaptation, header.colours())
     )
     payload_bits = 8 * (len(data) - header.header_length)
     return ImageResult(
@@ -367,6 +370,7 @@ def evaluate_image(
         orientation=header.orientation,
         value_sets=value_sets is not None,
         adapted=bool(header.adaptation),
+        colour_set=header.colour_set is not None,
         coder=CODER_NAMES[header.coder],
     )
 

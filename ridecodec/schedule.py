@@ -70,7 +70,8 @@ def used_values(pixels: np.ndarray) -> np.ndarray:
 
 
 def restricted(table: np.ndarray, used: np.ndarray) -> np.ndarray:
-    """``table`` (N, 256) with every value outside ``used`` (256 bools) set to zero.
+    """``table`` (N, 256) with every value outside ``used`` (256 bools, or (N, 256): one set per
+    row) set to zero.
 
     Why: many images take only some of the 256 values (a stretched histogram, a scan, a synthetic
     image), and a model trained on natural images spreads probability over all of them. Coding
@@ -81,7 +82,7 @@ def restricted(table: np.ndarray, used: np.ndarray) -> np.ndarray:
     table = np.where(used, table, np.float32(0))
     empty = table.sum(axis=1) <= 0  # exact for non-negative numbers: zero only if all are zero
     if empty.any():
-        table[empty] = used
+        table[empty] = used if used.ndim == 1 else used[empty]
     return table
 
 

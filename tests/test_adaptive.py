@@ -10,26 +10,24 @@ import pytest
 import torch
 
 import ridecodec
-from ridecodec import adaptive, api, container, engine, imageio, registry
+from ridecodec import adaptive, api, coloursets, container, engine, imageio, registry
 from ridecodec.errors import FormatError
 from ridecodec.testing import planes_of, synthetic_graphic, synthetic_image
 
 
 def _tables_for(model, pixels, variant, split=engine.Split()):
     """Every table the coder receives for ``variant``, in order (the encoder's own path)."""
-    stage = engine._adaptation_for(variant.adaptation, pixels.shape)
+    coder_tables = engine._CoderTables([variant], pixels.shape)
     seen = []
 
     def record(rows, cols, channel, table):
         symbols = pixels[channel, rows.numpy(), cols.numpy()].astype(np.int32)
-        adapted = None if stage is None else stage.refine(rows.numpy(), cols.numpy(), channel, table)
-        seen.append(engine._coder_table(table, adapted, variant, channel))
-        if stage is not None:
-            stage.observe(rows.numpy(), cols.numpy(), channel, symbols)
+        seen.extend(coder_tables.tables(rows, cols, channel, table))
+        coder_tables.record(channel, symbols)
         return symbols
 
     canvas = torch.zeros(pixels.shape, dtype=torch.uint8)
-    engine._run(model, canvas, record, None, split, None if stage is None else stage.end_step)
+    engine._run(model, canvas, record, None, split, coder_tables.end_step)
     return np.concatenate(seen)
 
 
@@ -159,3 +157,61 @@ def test_eval_reports_how_each_image_was_coded():
     graphic = evaluate_image("graphic", synthetic_graphic(32, 40, seed=12), "loco", classical=False)
     assert graphic.coder == "model" and graphic.adapted
     assert abs(graphic.overhead_percent) < 1.0  # the likelihood is the adapted model's
+
+
+# --- colour sets -------------------------------------------------------------------------------
+
+
+def _few_colours(height: int = 40, width: int = 48, seed: int = 13) -> np.ndarray:
+    """A colour graphic of 12 colours whose channels take most values: value sets cannot help it."""
+    rng = np.random.default_rng(seed)
+    palette = rng.integers(0, 256, (12, 3), dtype=np.uint8)
+    blocks = rng.integers(0, len(palette), (height // 4, width // 4))
+    return palette[np.repeat(np.repeat(blocks, 4, axis=0), 4, axis=1)]
+
+
+def test_a_colour_set_allows_only_the_values_seen_with_the_coded_channels():
+    pixels = np.array([[[1, 1, 2]], [[5, 6, 5]], [[9, 9, 7]]], dtype=np.uint8)  # colours (1,5,9) (1,6,9) (2,5,7)
+    colours = coloursets.ColourSet.of(pixels)
+    assert len(colours) == 3
+    assert colours.allowed(0, np.zeros((1, 0), dtype=np.uint8))[0].nonzero()[0].tolist() == [1, 2]
+    assert colours.allowed(1, np.array([[1], [2]], dtype=np.uint8)).nonzero()[1].tolist() == [5, 6, 5]
+    assert colours.allowed(2, np.array([[1, 6]], dtype=np.uint8))[0].nonzero()[0].tolist() == [9]
+    again = coloursets.ColourSet.unpack(colours.pack(), 3, 3)
+    assert np.array_equal(again.keys, colours.keys)
+
+
+@pytest.mark.parametrize("damage", ["count", "inflate", "order", "range"])
+def test_malformed_colour_sets_are_refused(damage):
+    packed = bytearray(coloursets.ColourSet(np.array([3, 70000, 80000]), 3).pack())
+    if damage == "count":
+        packed[0] = 200  # more colours than the image's pixels
+    elif damage == "inflate":
+        packed[-3] ^= 0xFF
+    elif damage == "order":
+        packed = bytearray(coloursets.ColourSet(np.array([3, 70000, 80000]), 3).pack())
+        packed = packed[:4] + bytearray(__import__("zlib").compress(np.array([5, 0, 1], "<u4").tobytes()))
+    else:
+        packed = bytearray(coloursets.ColourSet(np.array([3, 1 << 24]), 4).pack())  # 4 channels' key, 3 channels
+    with pytest.raises(FormatError, match="colour set"):
+        coloursets.ColourSet.unpack(bytes(packed), 3, 100)
+
+
+@pytest.mark.parametrize("model", ["ride", "loco"])
+def test_few_colour_images_are_coded_with_their_colour_set(model):
+    image = _few_colours()
+    data = ridecodec.compress(image, model=model, model_only=True)
+    header = ridecodec.read_header(data)
+    assert header.colour_set is not None and len(header.colours()) == 12 and header.value_sets is None
+    assert np.array_equal(ridecodec.decompress(data), image)
+    planes = planes_of(image)
+    without = engine.encode_pixels(registry.load_model(model), planes, adaptation=header.adaptation)
+    assert header.payload_length < 0.7 * without.nbytes
+
+
+def test_a_colour_set_in_a_gray_file_is_refused():
+    data = ridecodec.compress(synthetic_image(16, 20), model="loco", model_only=True)
+    header, payload = container.parse(data)
+    forged = dataclasses.replace(header, colour_set=coloursets.ColourSet(np.array([1, 2]), 1).pack())
+    with pytest.raises(FormatError, match="colour set is out of place"):
+        container.parse(container.pack(forged, bytes(payload)))

@@ -36,6 +36,7 @@ def test_golden_file_decodes_to_its_pixels(file_name):
     assert (header.orientation, header.coder, header.value_sets is not None, header.adaptation) == (
         entry["orientation"], entry["coder"], entry["value_sets"], entry.get("adaptation", 0)
     )
+    assert (header.colour_set is not None) == entry.get("colour_set", False)
     pixels = ridecodec.decompress(data, device="cpu")
     assert list(pixels.shape) == entry["shape"] and str(pixels.dtype) == entry.get("dtype", "uint8")
     assert hashlib.sha256(np.ascontiguousarray(pixels).tobytes()).hexdigest() == entry["pixels_sha256"]
@@ -51,7 +52,7 @@ def test_every_current_model_version_has_golden_files(name):
     cases = {entry["case"] for entry in MANIFEST.values() if (entry["model"], entry["version"]) == (name, version)}
     colour = "RGB" in registry.load_model(name).modes
     expected = {"gray", "values", "effort", "stored", "gray16", "bilevel-stored", "adaptive1-gray", "png"}
-    expected |= {"rgb", "rgba", "rgb16", "la-stored", "adaptive1-rgb"} if colour else set()
+    expected |= {"rgb", "rgba", "rgb16", "la-stored", "adaptive1-rgb", "colours"} if colour else set()
     assert cases == expected, f"{name} {version}: golden cases {sorted(cases)}"
 
 
@@ -63,6 +64,7 @@ def test_the_corpus_covers_what_it_claims():
     assert any(entry["value_sets"] for entry in entries)
     assert any(entry["coder"] == 0 for entry in entries)
     assert any(entry["coder"] == 2 for entry in entries)  # PNG
+    assert any(entry.get("colour_set") for entry in entries)
     # online adaptation has state learned from the image: version 1 on gray and colour
     assert {entry["shape"][-1] == 3 for entry in entries if entry.get("adaptation") == 1} == {False, True}
 

@@ -14,7 +14,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "ridecodec"
 #: group (the models, the exact arithmetic, training) may import each other.
 LAYERS = {
     "errors": 0, "modes": 0, "models.base": 0,
-    "exact": 1, "depth": 1, "orientation": 1, "fileio": 1,
+    "exact": 1, "depth": 1, "orientation": 1, "fileio": 1, "adaptive": 1, "coloursets": 1,
     "schedule": 2,
     "models": 3,
     "container": 4, "imageio": 4, "engine": 4, "registry": 4,

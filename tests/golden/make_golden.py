@@ -75,6 +75,10 @@ def cases(name: str) -> dict[str, tuple]:
     found["adaptive1-gray"] = (synthetic_graphic(24, 32, seed=9), 1)
     if "RGB" in model.modes:
         found["adaptive1-rgb"] = (synthetic_graphic(24, 32, 3, seed=10), 1, {"model_only": True})
+    if "RGB" in model.modes:  # 12 colours: coded with its colour set (ridecodec.coloursets)
+        palette = np.random.default_rng(12).integers(0, 256, (12, 3), dtype=np.uint8)
+        blocks = np.random.default_rng(13).integers(0, 12, (6, 8))
+        found["colours"] = (palette[np.repeat(np.repeat(blocks, 4, axis=0), 4, axis=1)], 1, {"model_only": True})
     tile = np.random.default_rng(11).integers(0, 256, (8, 40), dtype=np.uint8)
     found["png"] = (np.tile(tile, (6, 1)), 1)  # noise repeated: deflate finds it, no model does
     return found
@@ -103,6 +107,7 @@ def main() -> None:
                 "bit_depth": header.bit_depth, "dtype": str(image.dtype),
                 "deep": header.deep.coding.name if header.deep else None,
                 "adaptation": header.adaptation,
+                "colour_set": header.colour_set is not None,
             }
             added += 1
             print(f"wrote {file_name} ({len(data)} bytes)")
