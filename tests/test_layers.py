@@ -19,11 +19,11 @@ LAYERS = {
     "models": 3,
     "container": 4, "imageio": 4, "engine": 4, "registry": 4,
     "api": 5,
-    "evaluation": 6, "testing": 6, "explain": 6, "pillow": 6, "training": 6,
+    "evaluation": 6, "testing": 6, "explain": 6, "pillow": 6, "training": 6, "sampling": 6,
     "cli": 7,
     "__init__": 8, "__main__": 8,
 }
-GROUPS = {"exact_cpu": "exact"}
+GROUPS = {"exact_cpu": "exact", "inpainting": "sampling"}  # inpainting draws its proposals with the sampler
 
 
 def _part(module: str) -> str:
