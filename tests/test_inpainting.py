@@ -225,3 +225,13 @@ def test_inpaint_never_replaces_its_input_nor_an_existing_output(files):
     result = run("inpaint", str(folder / "image.png"), "--mask", str(folder / "mask.png"), "-o", str(folder / "out.png"))
     assert result.exit_code == 8 and "exists" in one_error_line(result)
     assert (folder / "image.png").read_bytes() == before and (folder / "out.png").read_bytes() == b"keep"
+
+
+def test_inpaint_refuses_an_image_it_cannot_draw(files):
+    folder, _, _ = files
+    deep = folder / "deep.png"
+    Image.fromarray(np.full((18, 20), 40000, np.uint16)).save(deep)
+    result = run("inpaint", str(deep), "--mask", str(folder / "mask.png"), "-o", str(folder / "out.png"),
+                 "--model", "mcgsm")
+    assert result.exit_code == 4
+    assert "8-bit L, RGB and RGBA" in one_error_line(result)
