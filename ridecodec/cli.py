@@ -931,6 +931,9 @@ def explain_command(image, output, model, weights, as_json, npy, renderer, vmax,
 
 # --- sample and inpaint: drawing from a model (the work is in ridecodec/sampling.py and inpainting.py)
 
+from .inpainting import DEFAULT_CANDIDATES, DEFAULT_SWEEPS  # noqa: E402 (this section's own imports)
+from .sampling import DEFAULT_MAX_PIXELS as SAMPLE_MAX_PIXELS, PRIME_BORDER  # noqa: E402
+
 def _image_size(context, parameter, value: str) -> tuple[int, int]:
     try:
         width, height = (int(part) for part in value.lower().split("x"))
@@ -980,10 +983,10 @@ def _generate(output: str, force: bool, quiet: bool, label: str, work) -> None:
 @seed_option
 @weights_option
 @click.option("--output", "-o", required=True, help="The PNG file to write.")
-@click.option("--max-pixels", type=click.IntRange(min=1), default=1 << 20, show_default=True,
+@click.option("--max-pixels", type=click.IntRange(min=1), default=SAMPLE_MAX_PIXELS, show_default=True,
               help="Refuse larger sizes (drawing costs what decoding costs; the refusal says how long it would take).")
 @click.option("--prime", metavar="IMAGE", help="Start from IMAGE (e.g. the texture the weights were trained on): "
-              "its first 16 rows and columns, tiled, border the canvas and are cut away.")
+              f"its first {PRIME_BORDER} rows and columns, tiled, border the canvas and are cut away.")
 @device_option
 @threads_option
 @force_option
@@ -1009,9 +1012,9 @@ def sample_command(model, size, mode, seed, weights, output, max_pixels, prime, 
 @click.option("--output", "-o", required=True, help="The PNG file to write.")
 @click.option("--model", "-m", help="Density model; default: the best installed for the image.")
 @weights_option
-@click.option("--sweeps", type=click.IntRange(min=0), default=5, show_default=True,
+@click.option("--sweeps", type=click.IntRange(min=0), default=DEFAULT_SWEEPS, show_default=True,
               help="Metropolis-within-Gibbs sweeps over 5x5 blocks after the initial draw.")
-@click.option("--candidates", type=click.IntRange(min=1), default=4, show_default=True,
+@click.option("--candidates", type=click.IntRange(min=1), default=DEFAULT_CANDIDATES, show_default=True,
               help="Initial drafts drawn by ancestral sampling; the most probable is kept.")
 @seed_option
 @device_option
