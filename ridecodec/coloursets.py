@@ -28,6 +28,8 @@ from .errors import FormatError
 
 #: Colour sets are recorded in the header, which holds at most 64 KiB: this leaves room for the rest.
 MAX_PACKED_BYTES = 48 * 1024
+#: At most this many colours (their lookup tables take 256 bytes per colour and channel).
+MAX_COLOURS = 1 << 15
 
 
 def colour_keys(pixels: np.ndarray) -> np.ndarray:
@@ -83,7 +85,7 @@ class ColourSet:
         if len(data) < 4:
             raise FormatError("the header holds a malformed colour set")
         (count,) = struct.unpack_from("<I", data)
-        if not 0 < count <= max_colours:
+        if not 0 < count <= min(max_colours, MAX_COLOURS):
             raise FormatError("the header holds a malformed colour set")
         try:
             inflater = zlib.decompressobj()
@@ -100,12 +102,12 @@ class ColourSet:
 
 def worth_trying(pixels: np.ndarray) -> ColourSet | None:
     """The image's colour set, where recording it could pay: colour images with at most one
-    colour per 8 pixels whose set fits the header; else None."""
+    colour per 8 pixels (and at most MAX_COLOURS) whose set fits the header; else None."""
     channels = len(pixels)
     if channels < 2:
         return None  # one channel: value sets are the same thing
     keys = colour_keys(pixels)
-    if len(keys) * 8 > pixels[0].size:
+    if len(keys) * 8 > pixels[0].size or len(keys) > MAX_COLOURS:
         return None
     colours = ColourSet(keys, channels)
     return colours if len(colours.pack()) <= MAX_PACKED_BYTES else None
