@@ -632,7 +632,8 @@ def models(as_json, digests):
             f"{entry['name']}{marker}  version {entry['version']}"
             f"  from {entry['package']} {entry['package_version']}\n"
             f"  modes: {', '.join(entry['modes'])}; reach: {entry['reach']};"
-            f" exact across devices: {'yes' if entry['exact_across_devices'] else 'no'}"
+            f" exact across devices: {'yes' if entry['exact_across_devices'] else 'no'};"
+            f" can sample: {'yes' if entry['can_sample'] else 'no'}"
             + (f"\n  weights: {entry['weights_digest']}" if entry["weights_digest"] else "")
         )
 

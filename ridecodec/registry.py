@@ -53,6 +53,7 @@ class ModelInfo:
     modes: tuple[str, ...]
     reach: str
     exact_across_devices: bool
+    can_sample: bool = False  # ridecodec sample and inpaint may draw from it (models/base.py)
 
 
 def _package(entry_point: importlib.metadata.EntryPoint) -> str:
@@ -243,4 +244,5 @@ def describe_model(name: str, digest: bool = False) -> ModelInfo:
         if reach is None
         else f"up {reach.up}, left {reach.left}, right {reach.right}",
         exact_across_devices=bool(source.exact_across_devices),
+        can_sample=bool(getattr(source, "can_sample", False)),
     )

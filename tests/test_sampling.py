@@ -220,3 +220,11 @@ def test_a_primer_starts_the_drawing_and_is_cut_away(tmp_path):
                  "-o", str(tmp_path / "a.png"))
     assert result.exit_code == 0, result.output
     assert np.array_equal(np.asarray(Image.open(tmp_path / "a.png")), white[0])
+
+
+def test_models_says_which_can_sample():
+    import json
+
+    entries = {entry["name"]: entry for entry in json.loads(run("models", "--json").output)}
+    assert entries["mcgsm"]["can_sample"] is True
+    assert "can sample: yes" in run("models").output
