@@ -100,7 +100,23 @@ def coding_split(density_model, threads: int, rows_per_call: int | None = None) 
     return engine.Split(rows_per_call=rows_per_call, threads=threads)
 
 
-def _variant_header_bytes(variant: engine.Variant, channels: int) -> int:
+def candidate_variants(pixels: np.ndarray) -> list[engine.Variant]:
+    """The ways of handing the model's tables to the coder that the encoder tries for ``pixels``
+    (C, H, W), plain coding first: as they are and adapted online, each as it is, restricted to
+    the image's value sets (where it leaves values unused) and to its colour set (where it has few
+    colours)."""
+    used = engine.used_values(pixels)
+    restrictions = [{}] if used.all() else [{}, {"value_sets": used}]
+    colours = coloursets.worth_trying(pixels)
+    if colours is not None:
+        restrictions.append({"colour_set": colours})
+    return [
+        engine.Variant(adaptation=adaptation, **restriction)
+        for adaptation in (0, adaptive.VERSION) for restriction in restrictions
+    ]
+
+
+def variant_header_bytes(variant: engine.Variant, channels: int) -> int:
     """What recording ``variant`` adds to a file's header."""
     return (
         (0 if variant.value_sets is None else container.value_sets_bytes(channels))
@@ -123,15 +139,7 @@ def _encode_smallest(
 
     Progress runs once from 0 to the steps of all candidates together (a transposed candidate may
     take a different number of steps), so the bar fills once, not once per candidate."""
-    used = engine.used_values(pixels)
-    restrictions = [{}] if used.all() else [{}, {"value_sets": used}]
-    colours = coloursets.worth_trying(pixels)
-    if colours is not None:
-        restrictions.append({"colour_set": colours})
-    variants = [
-        engine.Variant(adaptation=adaptation, **restriction)
-        for adaptation in (0, adaptive.VERSION) for restriction in restrictions
-    ]
+    variants = candidate_variants(pixels)
     candidates = orientation.SEARCH_ORDER[:effort]
     steps = _candidate_steps(density_model, pixels.shape, effort)
     total = sum(steps)
@@ -144,7 +152,7 @@ def _encode_smallest(
             density_model, orientation.orient(pixels, candidate), variants, overall, split
         )
         for payload, variant in zip(payloads, variants):
-            cost = payload.nbytes + _variant_header_bytes(variant, len(pixels))
+            cost = payload.nbytes + variant_header_bytes(variant, len(pixels))
             if best_cost is None or cost < best_cost:
                 best, best_cost = (payload.tobytes(), candidate, variant), cost
         steps_before += candidate_steps

@@ -283,28 +283,44 @@ def encode_variants(
     return [encoder.get_compressed() for encoder in encoders]
 
 
-def variant_code_length_bits(model: DensityModel, pixels: np.ndarray, variant: Variant) -> float:
-    """The ideal code length in bits of ``pixels`` (uint8 (C, H, W)) coded with ``variant`` of
-    the model's tables: :func:`code_length_bits` where the tables are only restricted to value
-    sets, else the coder's tables replayed in the coding order (adaptation depends on it)."""
-    if not variant.adaptation and variant.colour_set is None:
-        return code_length_bits(model, pixels, variant.value_sets)
-    source = torch.from_numpy(np.array(pixels, dtype=np.uint8))
-    coder_tables = _CoderTables([variant], tuple(source.shape))
-    total = 0.0
+def symbol_costs(
+    model: DensityModel,
+    pixels: np.ndarray,
+    variants: list[Variant],
+    progress: ProgressCallback | None = None,
+    split: Split = Split(),
+) -> list[np.ndarray]:
+    """For each of ``variants``, float64 (C, H, W): -log2 of the probability the coder's table
+    gives each value of ``pixels`` (uint8 (C, H, W)), the tables computed in one pass of the
+    encoder's own loop (schedule, canvas updates, adaptation and restrictions). Each sums to the
+    ideal code length of the image coded with that variant, which its payload matches within the
+    coder's overhead."""
+    source = np.array(pixels, dtype=np.uint8)
+    coder_tables = _CoderTables(variants, source.shape)
+    costs = [np.zeros(source.shape, dtype=np.float64) for _ in variants]
 
-    def measure_step(rows, cols, channel, table):
-        nonlocal total
-        symbols = source[channel, rows, cols].numpy().astype(np.int32)
-        (coded,) = coder_tables.tables(rows, cols, channel, table)
-        chosen = coded[np.arange(len(symbols)), symbols].astype(np.float64)
-        total -= float(np.log2(chosen / coded.sum(axis=1, dtype=np.float64)).sum())
+    def cost_step(rows, cols, channel, table):
+        r, c = rows.numpy(), cols.numpy()
+        symbols = source[channel, r, c].astype(np.int32)
+        index = np.arange(len(symbols))
+        for plane_costs, coded in zip(costs, coder_tables.tables(rows, cols, channel, table)):
+            chosen = coded[index, symbols].astype(np.float64)
+            plane_costs[channel, r, c] = -np.log2(chosen / coded.sum(axis=1, dtype=np.float64))
         coder_tables.record(channel, symbols)
         return symbols
 
     canvas = torch.zeros(source.shape, dtype=torch.uint8, device=model.device)
-    _run(model, canvas, measure_step, None, Split(), coder_tables.end_step)
-    return total
+    _run(model, canvas, cost_step, progress, split, coder_tables.end_step)
+    return costs
+
+
+def variant_code_length_bits(model: DensityModel, pixels: np.ndarray, variant: Variant) -> float:
+    """The ideal code length in bits of ``pixels`` (uint8 (C, H, W)) coded with ``variant`` of
+    the model's tables: :func:`code_length_bits` where the tables are only restricted to value
+    sets, else the coder's tables replayed (:func:`symbol_costs`; adaptation depends on the order)."""
+    if not variant.adaptation and variant.colour_set is None:
+        return code_length_bits(model, pixels, variant.value_sets)
+    return float(symbol_costs(model, pixels, [variant])[0].sum())
 
 
 def encode_pixels(

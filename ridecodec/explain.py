@@ -7,14 +7,14 @@
     >>> bits.shape, bits.dtype
     ((1, 8, 10), dtype('float64'))
 
-A pixel's cost is -log2 of the probability the model's table gives its actual value, the table
-being the one the coder receives for it: the engine's wavefront schedule is replayed step by
-step, writing the true pixels into the canvas after each step, exactly as the encoder does. So
-the costs sum to the model's code length of the image (``engine.code_length_bits``; the tests
-check it), which the file's payload matches within a hair. Explained are the model's own tables
-in the image's own orientation, as ``compress`` codes it with the default effort 1; value sets
-(the restriction of the tables to the values an image uses, which ``compress`` adds where it
-saves bytes) are not applied.
+A pixel's cost is -log2 of the probability the coder's table gives its actual value: the
+engine's own coding loop runs step by step, writing the true pixels into the canvas after each
+step, exactly as the encoder does. Explained are the tables as ``compress`` codes the image with
+the default effort 1 (its own orientation): of the model's tables as they are, adapted online,
+restricted to value sets or to a colour set, the variant the encoder keeps (the smallest; notes
+say which). So the costs sum to the code length of that variant
+(``engine.variant_code_length_bits``; the tests check it), which the file's payload matches
+within a hair. An image that ``compress`` keeps as PNG is still explained by the model.
 
 Mode conversions are those ``compress`` makes (``imageio.to_coded``): an RGB image with three
 equal channels is explained as the one gray plane coded, LA as the four RGBA planes, a palette
@@ -98,43 +98,21 @@ class Explanation:
 
 
 def plane_costs(
-    model, pixels: np.ndarray, progress: engine.ProgressCallback | None = None, split: engine.Split | None = None
-) -> np.ndarray:
-    """float64 (C, H, W): -log2 of the probability ``model``'s stepped table gives each value of
-    ``pixels`` (uint8 (C, H, W)), the tables computed as the engine's coding loop computes them
-    (the same schedule, channel order, canvas updates and coding context; ``split``: as the
-    engine's, default one call per step on one thread)."""
-    split = split or engine.Split()
-    truth = torch.from_numpy(np.array(pixels, dtype=np.uint8)).to(model.device)  # a writable copy
-    canvas = torch.zeros_like(truth)
-    costs = np.zeros(pixels.shape, dtype=np.float64)
-    schedule = engine.wavefront_for(model, *pixels.shape[1:])
-    total = schedule.num_steps
-    with engine.coding_context(split.threads):
-        try:
-            step = model.begin(canvas)
-        except RidecodecError:
-            raise
-        except Exception as error:
-            raise PluginError(f"model {model.name!r} failed to start: {error}") from error
-        for t, step_rows, step_cols in schedule.steps():
-            for channel in range(pixels.shape[0]):
-                for rows, cols in engine.split_step(step_rows, step_cols, split.rows_per_call):
-                    device_rows, device_cols = rows.to(truth.device), cols.to(truth.device)
-                    try:
-                        table = step(device_rows, device_cols, channel)
-                    except RidecodecError:
-                        raise
-                    except Exception as error:  # as the engine reports a plug-in's failure
-                        raise PluginError(f"model {model.name!r} failed during coding: {error}") from error
-                    table = engine._checked_table(table, len(rows), model).astype(np.float64)
-                    actual = pixels[channel, rows.numpy(), cols.numpy()].astype(np.int64)
-                    chosen = table[np.arange(len(actual)), actual]
-                    costs[channel, rows.numpy(), cols.numpy()] = -np.log2(chosen / table.sum(axis=1))
-                    canvas[channel, device_rows, device_cols] = truth[channel, device_rows, device_cols]
-            if progress is not None:
-                progress(t + 1, total)
-    return costs
+    model, pixels: np.ndarray, progress: engine.ProgressCallback | None = None, split: engine.Split | None = None,
+    variants: list[engine.Variant] | None = None,
+) -> tuple[np.ndarray, engine.Variant]:
+    """float64 (C, H, W): -log2 of the probability the coder's table gives each value of
+    ``pixels`` (uint8 (C, H, W)), computed by the engine's coding loop (``engine.symbol_costs``;
+    ``split``: as the engine's, default one call per step on one thread), for the variant of the
+    tables the encoder would keep: of ``variants`` (default: what ``compress`` tries), the one
+    whose costs, with what it adds to the header, are smallest; and that variant."""
+    variants = api.candidate_variants(pixels) if variants is None else variants
+    costs = engine.symbol_costs(model, pixels, variants, progress, split or engine.Split())
+    # the encoder compares payload bytes; ideal code lengths rank the variants the same but for
+    # the coder's overhead (a few bytes), so this is the encoder's choice up to near ties
+    totals = [cost.sum() / 8 + api.variant_header_bytes(variant, len(pixels)) for cost, variant in zip(costs, variants)]
+    best = int(np.argmin(totals))
+    return costs[best], variants[best]
 
 
 #: The planes ``compress`` codes for an image (the CLI converts once, then explains).
@@ -173,7 +151,7 @@ def explain(
     elif coded.transform == imageio.ModeTransform.BILEVEL_TO_GRAY:
         notes.append("a bilevel image coded as gray 0 and 255")
     if coded.bit_depth != 16:
-        bits = plane_costs(density_model, coded.pixels, progress, split)
+        bits, variant = plane_costs(density_model, coded.pixels, progress, split)
         labels = list(names)
     else:
         coding, first, low = depth.split(coded.pixels)
@@ -183,7 +161,7 @@ def explain(
         if progress is not None:
             first_progress = lambda done, _total: progress(done, first_steps + low_steps)
             low_progress = lambda done, _total: progress(first_steps + done, first_steps + low_steps)
-        first_bits = plane_costs(density_model, first, first_progress, split)
+        first_bits, variant = plane_costs(density_model, first, first_progress, split)
         zeros = np.zeros_like(first_bits)
         if coding == depth.DeepCoding.LOW_ONLY:
             high_bits, low_bits = zeros, first_bits
@@ -193,13 +171,28 @@ def explain(
             notes.append("8-bit data scaled by 257: the low bytes equal the high bytes (0 bits)")
         else:
             low_model = LowByteModel(torch.from_numpy(first), coded.layout).to(device)
-            high_bits, low_bits = first_bits, plane_costs(low_model, low, low_progress, split)
+            used = engine.used_values(low)  # the low bytes are coded with value sets where they pay
+            low_variants = [engine.Variant()] + ([] if used.all() else [engine.Variant(value_sets=used)])
+            high_bits, low_bits = first_bits, plane_costs(low_model, low, low_progress, split, low_variants)[0]
             notes.append("high bytes by the model, low bytes by lowbyte")
         bits = np.concatenate([high_bits, low_bits])
         labels = [f"{n} high byte" for n in names] + [f"{n} low byte" for n in names]
+    notes += _variant_notes(variant)
     return Explanation(
         bits, labels, name, coded.layout, coded.original_mode, coded.transform.name.lower(), coded.bit_depth, notes
     )
+
+
+def _variant_notes(variant: engine.Variant) -> list[str]:
+    """What an explanation says about the variant of the tables it explains."""
+    notes = []
+    if variant.adaptation:
+        notes.append("the model's tables adapted online to the image (ridecodec.adaptive), as compress codes it")
+    if variant.value_sets is not None:
+        notes.append("tables restricted to the values each channel takes (value sets), as compress codes it")
+    if variant.colour_set is not None:
+        notes.append(f"tables restricted to the image's {len(variant.colour_set)} colours, as compress codes it")
+    return notes
 
 
 def bit_costs(
