@@ -18,9 +18,10 @@ and, for G, B and A, which neighbour the pixel's previous channel equalled (the 
 graphic tend to agree on it). The refined candidate probabilities replace the model's; the
 other values share what is left in the model's proportions.
 
-Everything is integer numpy arithmetic (probabilities at 2**-24, the model's table units),
-identical on every machine, and state changes only between wavefront steps, from pixels both
-sides know, so the tables do not depend on how a step is split across calls. A photograph gains
+The maps are integers (probabilities at 2**-24, the exact models' table units) and the new
+entries of a table are a few float64 operations on integers, each correctly rounded by IEEE 754
+on every machine: the same numbers everywhere. State changes only between wavefront steps, from
+pixels both sides know, so the tables do not depend on how a step is split across calls. A photograph gains
 little (its pixels rarely equal a neighbour more often than the model predicts); the encoder
 codes each image both with and without adaptation in one model pass and keeps the smaller, so
 adaptation never costs more than the header bit that records it.
@@ -37,8 +38,6 @@ VERSION = 1
 ONE = 1 << 24
 #: The most the candidates may take together, so that no other value is ever impossible.
 MAX_CANDIDATE_MASS = ONE - (1 << 12)
-#: The least any value gets.
-MIN_FREQUENCY = 1
 
 #: Neighbour offsets (row, column) of the candidates, in priority order: W, N, NW, NE.
 NEIGHBOURS = ((0, -1), (-1, 0), (-1, -1), (-1, 1))
@@ -112,11 +111,15 @@ class Adaptation:
         return values, active, context
 
     def refine(self, rows: np.ndarray, cols: np.ndarray, channel: int, table: np.ndarray) -> np.ndarray:
-        """The adapted tables (float32 integer frequencies) for a batch of the model's tables."""
-        model = _integer_frequencies(table)
+        """The adapted tables (float32) for a batch of the model's tables ((N, 256) float32, as
+        the coder would get them): the candidates' entries replaced so that each candidate gets
+        its refined probability, every other entry as the model gave it."""
         values, active, context = self._candidates(rows, cols, channel)
         index = np.arange(len(rows))[:, None]
-        q = np.where(active, model[index, values], 0).astype(np.int64)
+        total = table.sum(axis=1, dtype=np.float64)  # 2**24 for an exact model's table (exactly)
+        chosen = np.where(active, table[index, values].astype(np.float64), 0.0)
+        # the candidates' probabilities at 2**-24: an exact model's entries as they are
+        q = np.floor(chosen * (ONE / total)[:, None]).astype(np.int64)
         # interpolate each candidate's map between the two points around q
         point = np.clip(np.searchsorted(POINTS, q, side="right") - 1, 0, len(POINTS) - 2)
         low, high = POINTS[point], POINTS[point + 1]
@@ -125,21 +128,22 @@ class Adaptation:
         maps = self.probability.reshape(-1)
         mapped = (maps[cells] * ((1 << _FRACTION_BITS) - fraction) + maps[cells + 1] * fraction) >> _FRACTION_BITS
         refined = np.where(active, np.maximum(mapped, 16), 0)
-        total = refined.sum(axis=1)
-        over = total > MAX_CANDIDATE_MASS
-        refined = np.where(over[:, None], refined * MAX_CANDIDATE_MASS // np.maximum(total, 1)[:, None], refined)
-        rest = ONE - refined.sum(axis=1)
-        model_rest = np.maximum(model.sum(axis=1) - q.sum(axis=1), 1)  # integers below 2**33: exact
-        # floor(model * rest / model_rest) in float64: the product is an exact integer below
-        # 2**48 and IEEE division is correctly rounded on every machine, so this is as portable
-        # as integer division, and several times faster in numpy
-        out = np.floor(model * rest[:, None].astype(np.float64) / model_rest[:, None])
-        out = np.maximum(out, MIN_FREQUENCY)
+        mass = refined.sum(axis=1)
+        over = mass > MAX_CANDIDATE_MASS
+        refined = np.where(over[:, None], refined * MAX_CANDIDATE_MASS // np.maximum(mass, 1)[:, None], refined)
+        # The other values keep their entries, whose sum is `others`; a candidate's entry becomes
+        # refined / (ONE - sum of refined) * others, so that it has probability refined / ONE.
+        # float64 operations are correctly rounded on every machine, so these are the same
+        # numbers everywhere (an integer table gives integers below 2**53: exact)
+        others = total - chosen.sum(axis=1)
+        scale = np.where(others > 0, others / (ONE - refined.sum(axis=1)), 1.0)
+        entries = (refined * scale[:, None]).astype(np.float32)
+        out = table.copy()
         for k in range(len(self.neighbours)):  # an inactive slot repeats an active one's value
-            chosen = active[:, k]
-            out[np.flatnonzero(chosen), values[chosen, k]] = refined[chosen, k]
+            where = np.flatnonzero(active[:, k])
+            out[where, values[where, k]] = entries[where, k]
         self._last = (values, active, cells, fraction)
-        return out.astype(np.float32)
+        return out
 
     def observe(self, rows: np.ndarray, cols: np.ndarray, channel: int, symbols: np.ndarray) -> None:
         """Record the symbols coded for the batch ``refine`` was last called on."""
@@ -170,18 +174,6 @@ class Adaptation:
         self.pending_hits[touched] = 0
 
     count_limit = _COUNT_LIMIT
-
-
-def _integer_frequencies(table: np.ndarray) -> np.ndarray:
-    """A model's tables as float64 holding integer frequencies below 2**24 + 1. An exact model's
-    are such integers already (float32 holds them exactly); any other model's are scaled to
-    2**24 (the same on the machine that made them, which is all a model that is not exact
-    promises)."""
-    table = table.astype(np.float64)
-    if (np.floor(table) == table).all() and table.max() <= ONE:
-        return np.maximum(table, MIN_FREQUENCY)
-    scaled = np.floor(table * (ONE / table.sum(axis=1))[:, None])
-    return np.maximum(scaled, MIN_FREQUENCY)
 
 
 _check_points()

@@ -31,13 +31,17 @@ def _tables_for(model, pixels, variant, split=engine.Split()):
     return np.concatenate(seen)
 
 
-def test_adapted_tables_are_integer_frequencies_with_no_value_impossible():
+def test_adaptation_changes_only_the_candidates_entries_and_keeps_every_value_possible():
     model = registry.load_model("loco")
     pixels = planes_of(synthetic_graphic(20, 24, 3, seed=1))
-    tables = _tables_for(model, pixels, engine.Variant(adaptation=adaptive.VERSION))
-    assert tables.dtype == np.float32 and (tables == np.floor(tables)).all()
-    assert tables.min() >= adaptive.MIN_FREQUENCY and tables.max() <= adaptive.ONE
-    assert (tables.sum(axis=1, dtype=np.float64) <= adaptive.ONE + 256).all()
+    plain = _tables_for(model, pixels, engine.Variant())
+    adapted = _tables_for(model, pixels, engine.Variant(adaptation=adaptive.VERSION))
+    assert adapted.dtype == np.float32 and np.isfinite(adapted).all() and (adapted > 0).all()
+    changed = (adapted != plain).sum(axis=1)
+    assert changed.max() <= len(adaptive.NEIGHBOURS) and changed.sum() > 0
+    # a candidate's probability is its refined one: never below 16 of 2**24, never all the mass
+    probability = adapted / adapted.sum(axis=1, dtype=np.float64, keepdims=True)
+    assert probability.max() <= adaptive.MAX_CANDIDATE_MASS / adaptive.ONE + 1e-6
 
 
 @pytest.mark.parametrize("rows_per_call", [1, 3])
