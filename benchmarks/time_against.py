@@ -69,7 +69,7 @@ def main() -> None:
             totals[label][0] += best[label]["encode"]
             totals[label][1] += best[label]["decode"]
         rows.append((Path(image).name, best))
-    print(f"| image | encode before s | encode now s | ratio | decode before s | decode now s | ratio | bytes before | bytes now |")
+    print("| image | encode before s | encode now s | ratio | decode before s | decode now s | ratio | bytes before | bytes now |")
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for name, best in rows:
         b, n = best["before"], best["now"]

@@ -38,7 +38,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from . import api, depth, engine, imageio
 from .container import DEFAULT_MAX_PIXELS
-from .errors import PluginError, RidecodecError
+from .errors import RidecodecError
 from .models.lowbyte import LowByteModel
 
 #: Channel names of each coded layout.

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import ridecodec
-from ridecodec import adaptive, api, coloursets, container, engine, imageio, registry
+from ridecodec import adaptive, coloursets, container, engine, imageio, registry
 from ridecodec.errors import FormatError
 from ridecodec.testing import planes_of, synthetic_graphic, synthetic_image
 
