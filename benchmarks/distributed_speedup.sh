@@ -4,7 +4,8 @@
 # under torchrun (1 thread each), ROUNDS times interleaved. Prints one line per run: the wall
 # time, the epochs' time (training_seconds: data loading and start-up excluded), the CPU time of
 # all processes (user + system) and the load average before it started.
-# usage: benchmarks/distributed_speedup.sh mcgsm|ride [N] [ROUNDS]   (run from the repository root)
+# usage: benchmarks/distributed_speedup.sh mcgsm|ride [N] [ROUNDS]   (run from the repository root;
+# SKIP_PLAIN=1 leaves out the plain runs)
 set -euo pipefail
 model=${1:-mcgsm}; processes=${2:-2}; rounds=${3:-2}
 data=${DATA:-../shared/data/bsds500/train}
@@ -28,7 +29,7 @@ print(f"{name:12s} wall {wall:6.1f} s  epochs {done['training_seconds']:6.1f} s 
 PY
 }
 for round in $(seq "$rounds"); do
-  run plain python
+  [ "${SKIP_PLAIN:-0}" = 1 ] || run plain python
   OMP_NUM_THREADS=1 run torchrun-1 python -m torch.distributed.run --standalone --nproc-per-node 1
   OMP_NUM_THREADS=1 run "torchrun-$processes" python -m torch.distributed.run --standalone --nproc-per-node "$processes"
 done

@@ -21,7 +21,7 @@ LAYERS = {
     "api": 5,
     "evaluation": 6, "testing": 6, "explain": 6, "pillow": 6, "training": 6, "sampling": 6,
     "cli": 7,
-    "__init__": 8, "__main__": 8,
+    "__init__": 8, "__main__": 8, "train": 8,  # train: `python -m ridecodec.train`, the CLI's train group
 }
 GROUPS = {"exact_cpu": "exact", "inpainting": "sampling"}  # inpainting draws its proposals with the sampler
 
