@@ -25,7 +25,7 @@ phases:
    scoring the whole image per block would not be. A model of unbounded reach (``ride``'s
    recurrence) is scored on a window of UNBOUNDED_MARGIN pixels each way, which neglects the
    weak influence of its far states. Between sweeps the image is flipped (left-right, then
-   upside down, then both, as in the paper), so the sweeps look at the hole from every side.
+   upside down, then both), so the sweeps look at the hole from every side.
 
 Everything is decided with integers (``sampling``: integer draws, fixed-point logarithms), so an
 exact model inpaints an image identically, for a given seed, on every machine.
