@@ -25,7 +25,10 @@ phases:
    scoring the whole image per block would not be. A model of unbounded reach (``ride``'s
    recurrence) is scored on a window of UNBOUNDED_MARGIN pixels each way, which neglects the
    weak influence of its far states. Between sweeps the image is flipped (left-right, then
-   upside down, then both), so the sweeps look at the hole from every side.
+   upside down, then both), so the sweeps look at the hole from every side. (A causal model
+   read in another orientation is another density, so strictly the sweeps alternate between
+   four targets, each the posterior of one reading of the model: a heuristic, which a test
+   shows keeps a posterior the orientations agree on.)
 
 Everything is decided with integers (``sampling``: integer draws, fixed-point logarithms), so an
 exact model inpaints an image identically, for a given seed, on every machine.
