@@ -112,8 +112,8 @@ class Adaptation:
 
     def refine(self, rows: np.ndarray, cols: np.ndarray, channel: int, table: np.ndarray) -> np.ndarray:
         """The adapted tables (float32) for a batch of the model's tables ((N, 256) float32, as
-        the coder would get them): the candidates' entries replaced so that each candidate gets
-        its refined probability, every other entry as the model gave it."""
+        the coder would get them): each candidate gets its refined probability, and the other
+        values share the rest in the model's proportions."""
         values, active, context = self._candidates(rows, cols, channel)
         index = np.arange(len(rows))[:, None]
         total = table.sum(axis=1, dtype=np.float64)  # 2**24 for an exact model's table (exactly)
@@ -131,14 +131,16 @@ class Adaptation:
         mass = refined.sum(axis=1)
         over = mass > MAX_CANDIDATE_MASS
         refined = np.where(over[:, None], refined * MAX_CANDIDATE_MASS // np.maximum(mass, 1)[:, None], refined)
-        # The other values keep their entries, whose sum is `others`; a candidate's entry becomes
-        # refined / (ONE - sum of refined) * others, so that it has probability refined / ONE.
-        # float64 operations are correctly rounded on every machine, so these are the same
-        # numbers everywhere (an integer table gives integers below 2**53: exact)
+        # The other values share ONE - sum of refined in the model's proportions: their entries
+        # times (ONE - refined) / others, at least 1, so that the table sums to about 2**24 with
+        # no value below 2**-24, which the coder's quantizer needs (a table of far wider range
+        # can make constriction's encoder panic). A float32 product is correctly rounded on every
+        # machine: the same numbers everywhere.
         others = total - chosen.sum(axis=1)
-        scale = np.where(others > 0, others / (ONE - refined.sum(axis=1)), 1.0)
-        entries = (refined * scale[:, None]).astype(np.float32)
-        out = table.copy()
+        scale = (np.where(others > 0, (ONE - refined.sum(axis=1)) / np.maximum(others, 1e-300), 0.0)).astype(np.float32)
+        out = table * scale[:, None]
+        np.maximum(out, np.float32(1), out=out)
+        entries = refined.astype(np.float32)  # integers below 2**24: exact
         for k in range(len(self.neighbours)):  # an inactive slot repeats an active one's value
             where = np.flatnonzero(active[:, k])
             out[where, values[where, k]] = entries[where, k]
