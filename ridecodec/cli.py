@@ -652,15 +652,20 @@ def models(as_json, digests):
 @click.option("--verify", is_flag=True, help="Also decode each file and check it is identical.")
 @click.option("--no-classical", is_flag=True, help="Skip the classical codecs (PNG, JPEG XL, ...).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a markdown table.")
+@click.option("--plot", metavar="FILE.png", help="Also draw bits per pixel per image and codec in this PNG (with matplotlib where it is "
+              "installed: pip install 'ridecodec[plot]'; else with Pillow).")
 @effort_option
 @device_option
+@force_option
 @quiet_option
-def eval_command(paths, model, color, limit, verify, no_classical, as_json, effort, device, quiet):
+def eval_command(paths, model, color, limit, verify, no_classical, as_json, plot, effort, device, force, quiet):
     """Measure bits per pixel on image files or folders: model likelihood, actual .rdc size, and
     the classical lossless codecs."""
-    from . import evaluation
+    from . import evalplot, evaluation
 
     try:
+        if plot is not None:
+            evalplot.check_destination(plot, paths, force)  # before the slow part
         report = evaluation.evaluate(
             list(paths),
             model=model or registry.default_model(),
@@ -679,6 +684,14 @@ def eval_command(paths, model, color, limit, verify, no_classical, as_json, effo
     if not report.images:
         _error(f"no image could be measured ({len(report.skipped)} files skipped, reasons above)")
         sys.exit(InputError.exit_code)
+    if plot is not None:
+        try:
+            evalplot.write(report, plot, force)
+        except RidecodecError as error:
+            _error(str(error))
+            sys.exit(error.exit_code)
+        if not quiet:
+            click.echo(f"wrote {plot}", err=True)
 
 
 

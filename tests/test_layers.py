@@ -20,6 +20,7 @@ LAYERS = {
     "container": 4, "imageio": 4, "engine": 4, "registry": 4,
     "api": 5,
     "evaluation": 6, "testing": 6, "explain": 6, "pillow": 6, "training": 6, "sampling": 6,
+    "evalplot": 6.5,  # draws evaluation's reports (and borrows explain's check for matplotlib): above both
     "cli": 7,
     "__init__": 8, "__main__": 8, "train": 8,  # train: `python -m ridecodec.train`, the CLI's train group
 }
