@@ -68,6 +68,8 @@ class Adaptation:
     ``end_step`` applies what a whole wavefront step taught (call it after each step)."""
 
     neighbours = NEIGHBOURS
+    #: use the compiled kernels where numba is installed (tests set it False for the reference)
+    compiled = True
 
     def __init__(self, channels: int, height: int, width: int):
         self.height, self.width = height, width
@@ -84,6 +86,7 @@ class Adaptation:
         self.pending_hits = np.zeros(self.probability.size, dtype=np.int64)
         self.pending_weights = np.zeros(self.probability.size, dtype=np.int64)
         self._last = None  # what refine computed, for observe
+        self._touched = []  # the cells observed since the last end_step
 
     def _candidates(self, rows: np.ndarray, cols: np.ndarray, channel: int):
         """(values (N, K), active (N, K) bool, context (N, K)) of a batch of positions."""
@@ -114,6 +117,28 @@ class Adaptation:
         """The adapted tables (float32) for a batch of the model's tables ((N, 256) float32, as
         the coder would get them): each candidate gets its refined probability, and the other
         values share the rest in the model's proportions."""
+        if _KERNELS and self.compiled:
+            return self._refine_compiled(rows, cols, channel, table)
+        return self._refine_numpy(rows, cols, channel, table)
+
+    def _refine_compiled(self, rows, cols, channel, table):
+        n, slots = len(rows), len(self.neighbours)
+        out = np.empty(table.shape, dtype=np.float32)
+        values = np.empty((n, slots), dtype=np.int64)
+        active = np.empty((n, slots), dtype=np.bool_)
+        cells = np.empty((n, slots), dtype=np.int64)
+        fraction = np.empty((n, slots), dtype=np.int64)
+        _refine_kernel(
+            np.ascontiguousarray(rows, dtype=np.int64), np.ascontiguousarray(cols, dtype=np.int64), channel,
+            np.ascontiguousarray(table, dtype=np.float32), self.known, self.border, self.width,
+            _OFFSETS, self.probability.reshape(-1), POINTS, self.previous_states, self.patterns,
+            out, values, active, cells, fraction,
+        )
+        self._last = (values, active, cells, fraction)
+        return out
+
+    def _refine_numpy(self, rows: np.ndarray, cols: np.ndarray, channel: int, table: np.ndarray) -> np.ndarray:
+        """The reference of the compiled kernel (and the path without numba): the same numbers."""
         values, active, context = self._candidates(rows, cols, channel)
         index = np.arange(len(rows))[:, None]
         total = table.sum(axis=1, dtype=np.float64)  # 2**24 for an exact model's table (exactly)
@@ -151,6 +176,14 @@ class Adaptation:
         """Record the symbols coded for the batch ``refine`` was last called on."""
         values, active, cells, fraction = self._last
         b = self.border
+        if _KERNELS and self.compiled:
+            _observe_kernel(
+                np.ascontiguousarray(rows, dtype=np.int64), np.ascontiguousarray(cols, dtype=np.int64), channel,
+                np.ascontiguousarray(symbols, dtype=np.int64), self.known, b, values, active, cells, fraction,
+                self.pending_hits, self.pending_weights,
+            )
+            self._touched.append(cells.ravel())
+            return
         self.known[channel, rows + b, cols + b] = symbols
         hit = (values == symbols[:, None]) & active
         weight_low = np.where(active, (1 << _FRACTION_BITS) - fraction, 0)
@@ -158,13 +191,19 @@ class Adaptation:
         for offset, weight in ((0, weight_low), (1, weight_high)):
             np.add.at(self.pending_weights, (cells + offset).ravel(), weight.ravel())
             np.add.at(self.pending_hits, (cells + offset).ravel(), (weight * hit).ravel())
+        self._touched.append(cells.ravel())
 
     def end_step(self) -> None:
         """Fold a finished step's observations into the maps: each cell becomes the running mean
         of its observations (the point's initial value counting as one), so a map follows this
         image's statistics as soon as they are seen, and a cell's count saturates so it keeps
         following them."""
-        touched = np.flatnonzero(self.pending_weights)
+        if not self._touched:
+            return
+        touched = np.unique(np.concatenate(self._touched))
+        self._touched = []
+        touched = np.concatenate([touched, touched + 1])  # each observation updates two points
+        touched = touched[self.pending_weights[touched] > 0]
         if not len(touched):
             return
         maps, counts = self.probability.reshape(-1), self.count.reshape(-1)
@@ -179,3 +218,102 @@ class Adaptation:
 
 
 _check_points()
+
+#: The candidates' offsets as an array, for the kernels.
+_OFFSETS = np.array(NEIGHBOURS, dtype=np.int64)
+
+try:  # numba is a dependency; without it the numpy code computes the same numbers, more slowly
+    import numba
+
+    _KERNELS = True
+except ImportError:  # pragma: no cover
+    numba = None
+    _KERNELS = False
+
+
+if _KERNELS:
+
+    @numba.njit(cache=True, nogil=True)
+    def _refine_kernel(rows, cols, channel, table, known, border, width, offsets, maps, points,
+                       previous_states, patterns, out, values, active, cells, fraction):  # pragma: no cover
+        # Adaptation.refine, position by position: every operation the numpy code does, in the
+        # same order where rounding could depend on it (sums of float64 over integers are exact)
+        slots = offsets.shape[0]
+        last_point = points.shape[0] - 2
+        available = np.empty(slots, dtype=np.bool_)
+        chosen = np.empty(slots, dtype=np.float64)
+        refined = np.empty(slots, dtype=np.int64)
+        for n in range(rows.shape[0]):
+            r, c = rows[n] + border, cols[n] + border
+            for k in range(slots):
+                dr, dc = offsets[k, 0], offsets[k, 1]
+                values[n, k] = known[channel, r + dr, c + dc]
+                available[k] = rows[n] + dr >= 0 and cols[n] + dc >= 0 and cols[n] + dc < width
+            pattern = 0
+            for k in range(slots):
+                on = available[k]
+                for earlier in range(k):
+                    if available[earlier] and values[n, earlier] == values[n, k]:
+                        on = False
+                active[n, k] = on
+                if on:
+                    pattern += 1 << k
+            previous = 0
+            if channel > 0:
+                here = known[channel - 1, r, c]
+                for k in range(slots - 1, -1, -1):
+                    if available[k] and known[channel - 1, r + offsets[k, 0], c + offsets[k, 1]] == here:
+                        previous = k + 1
+            base = ((channel * previous_states + previous) * patterns + pattern) * slots
+            total = 0.0
+            for j in range(table.shape[1]):
+                total += np.float64(table[n, j])
+            scale_q = 16777216.0 / total
+            mass = 0
+            chosen_sum = 0.0
+            for k in range(slots):
+                chosen[k] = np.float64(table[n, values[n, k]]) if active[n, k] else 0.0
+                chosen_sum += chosen[k]
+                q = np.int64(np.floor(chosen[k] * scale_q))
+                point = 0
+                while point + 1 < points.shape[0] and points[point + 1] <= q:
+                    point += 1
+                point = min(max(point if points[0] <= q else -1, 0), last_point)
+                low, high = points[point], points[point + 1]
+                f = ((q - low) << 12) // (high - low)
+                f = min(max(f, 0), 4096)
+                cell = (base + k) * points.shape[0] + point
+                cells[n, k] = cell
+                fraction[n, k] = f
+                mapped = (maps[cell] * (4096 - f) + maps[cell + 1] * f) >> 12
+                refined[k] = max(mapped, 16) if active[n, k] else 0
+                mass += refined[k]
+            if mass > 16777216 - 4096:
+                for k in range(slots):
+                    refined[k] = refined[k] * (16777216 - 4096) // max(mass, 1)
+            refined_sum = 0
+            for k in range(slots):
+                refined_sum += refined[k]
+            others = total - chosen_sum
+            scale = np.float32((16777216 - refined_sum) / max(others, 1e-300)) if others > 0 else np.float32(0.0)
+            one = np.float32(1.0)
+            for j in range(table.shape[1]):
+                out[n, j] = max(table[n, j] * scale, one)
+            for k in range(slots):
+                if active[n, k]:
+                    out[n, values[n, k]] = np.float32(refined[k])
+
+    @numba.njit(cache=True, nogil=True)
+    def _observe_kernel(rows, cols, channel, symbols, known, border, values, active, cells, fraction,
+                        pending_hits, pending_weights):  # pragma: no cover
+        for n in range(rows.shape[0]):
+            known[channel, rows[n] + border, cols[n] + border] = symbols[n]
+            for k in range(values.shape[1]):
+                if not active[n, k]:
+                    continue
+                hit = 1 if values[n, k] == symbols[n] else 0
+                low_weight, high_weight = 4096 - fraction[n, k], fraction[n, k]
+                pending_weights[cells[n, k]] += low_weight
+                pending_hits[cells[n, k]] += low_weight * hit
+                pending_weights[cells[n, k] + 1] += high_weight
+                pending_hits[cells[n, k] + 1] += high_weight * hit

@@ -257,3 +257,20 @@ def test_adapted_tables_of_extreme_models_code_and_decode_every_value(peak):
     decoder = constriction.stream.queue.RangeDecoder(encoder.get_compressed())
     assert np.array_equal(decoder.decode(model, adapted), symbols)
     assert adapted[0, 7] / adapted[0].sum() > 0.99  # and the candidate did get nearly everything
+
+
+@pytest.mark.parametrize("model_name, make", [
+    ("loco", lambda: synthetic_graphic(26, 30, 3, seed=20)),
+    ("ride", lambda: synthetic_graphic(22, 26, seed=21)),
+    ("ride", lambda: synthetic_image(20, 24, 3, seed=22)),
+])
+def test_the_compiled_kernels_compute_the_numpy_references_numbers(model_name, make, monkeypatch):
+    """numba kernels do the per-position work; the numpy code is their reference (and the path
+    without numba): same tables, same state, bit for bit."""
+    model = registry.load_model(model_name)
+    pixels = planes_of(make())
+    variant = engine.Variant(adaptation=adaptive.VERSION)
+    compiled = _tables_for(model, pixels, variant)
+    monkeypatch.setattr(adaptive.Adaptation, "compiled", False)
+    reference = _tables_for(model, pixels, variant)
+    assert compiled.view(np.uint32).tolist() == reference.view(np.uint32).tolist()
