@@ -15,6 +15,8 @@ import argparse
 import json
 from pathlib import Path
 
+from ridecodec.evaluation import how_coded
+
 
 def _images(path: Path) -> dict[str, dict]:
     return {image["name"]: image for image in json.loads(path.read_text())["images"]}
@@ -36,9 +38,7 @@ def main() -> None:
         codecs = (classical or {}).get(name, {}).get("classical_bpp") or image["classical_bpp"] or before[name]["classical_bpp"]
         old, new = before[name]["file_bpp"], image["file_bpp"]
         png, jxl = codecs.get("png", float("nan")), codecs.get("jpegxl-e9", float("nan"))
-        coded = image.get("coder", "model")
-        if coded == "model":
-            coded += "".join(mark for mark, key in (("+a", "adapted"), ("+v", "value_sets"), ("+c", "colour_set")) if image.get(key))
+        coded = how_coded(image)
         print(f"| {name} | {old:.3f} | {new:.3f} | {100 * (new / old - 1):+.1f}% | {coded} | {png:.3f} | {jxl:.3f} | {new / jxl:.3f} |")
         for key, value in (("before", old), ("now", new), ("png", png), ("jxl", jxl)):
             sums[key] += value * pixels

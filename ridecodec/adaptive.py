@@ -68,12 +68,15 @@ class Adaptation:
     ``end_step`` applies what a whole wavefront step taught (call it after each step)."""
 
     neighbours = NEIGHBOURS
+    #: a map cell's count stops growing here, so that the map keeps following the image
+    count_limit = _COUNT_LIMIT
     #: use the compiled kernels where numba is installed (tests set it False for the reference)
     compiled = True
 
     def __init__(self, channels: int, height: int, width: int):
         self.height, self.width = height, width
         self.border = max(max(-dr, -dc, dc) for dr, dc in self.neighbours)
+        self._offsets = np.array(self.neighbours, dtype=np.int64)  # for the kernels
         # the coded pixels, with a border above, left and right, so that every neighbour
         # lookup is in bounds
         b = self.border
@@ -131,7 +134,7 @@ class Adaptation:
         _refine_kernel(
             np.ascontiguousarray(rows, dtype=np.int64), np.ascontiguousarray(cols, dtype=np.int64), channel,
             np.ascontiguousarray(table, dtype=np.float32), self.known, self.border, self.width,
-            _OFFSETS, self.probability.reshape(-1), POINTS, self.previous_states, self.patterns,
+            self._offsets, self.probability.reshape(-1), POINTS, self.previous_states, self.patterns,
             out, values, active, cells, fraction,
         )
         self._last = (values, active, cells, fraction)
@@ -214,13 +217,8 @@ class Adaptation:
         self.pending_weights[touched] = 0
         self.pending_hits[touched] = 0
 
-    count_limit = _COUNT_LIMIT
-
 
 _check_points()
-
-#: The candidates' offsets as an array, for the kernels.
-_OFFSETS = np.array(NEIGHBOURS, dtype=np.int64)
 
 try:  # numba is a dependency; without it the numpy code computes the same numbers, more slowly
     import numba

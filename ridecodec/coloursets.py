@@ -46,6 +46,7 @@ class ColourSet:
 
     def __init__(self, keys: np.ndarray, channels: int):
         self.keys, self.channels = np.asarray(keys, dtype=np.int64), channels
+        self._packed: bytes | None = None  # pack() is asked for once per variant and orientation
         self._prefixes, self._allowed = [], []
         for channel in range(channels):
             shift = 8 * (channels - channel)
@@ -75,8 +76,10 @@ class ColourSet:
 
     def pack(self) -> bytes:
         """Count, then the differences of the sorted keys (uint32), deflated."""
-        differences = np.diff(self.keys, prepend=0).astype("<u4")
-        return struct.pack("<I", len(self.keys)) + zlib.compress(differences.tobytes(), 9)
+        if self._packed is None:
+            differences = np.diff(self.keys, prepend=0).astype("<u4")
+            self._packed = struct.pack("<I", len(self.keys)) + zlib.compress(differences.tobytes(), 9)
+        return self._packed
 
     @classmethod
     def unpack(cls, data: bytes, channels: int, max_colours: int) -> "ColourSet":

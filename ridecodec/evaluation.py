@@ -129,7 +129,7 @@ def classical_bits(pixels: np.ndarray) -> dict[str, int]:
 CODER_NAMES = {container.CODER_RANGE_CATEGORICAL: "model", container.CODER_PNG: "png", container.CODER_STORED: "stored"}
 
 
-def _how_coded(values: dict) -> str:
+def how_coded(values: dict) -> str:
     """The 'coded' cell of an image (or '' for the total row)."""
     if "coder" not in values:
         return ""
@@ -221,7 +221,7 @@ class Report:
         header += [CLASSICAL_CODECS[name] for name in codecs]
 
         def row(label, size, values) -> str:
-            cells = [label, size, _how_coded(values), f"{values['likelihood_bpp']:.3f}", f"{values['file_bpp']:.3f}",
+            cells = [label, size, how_coded(values), f"{values['likelihood_bpp']:.3f}", f"{values['file_bpp']:.3f}",
                      f"{values['overhead_percent']:+.3f}"]
             cells += [f"{values['classical_bpp'][name]:.3f}" for name in codecs]
             return "| " + " | ".join(cells) + " |"
