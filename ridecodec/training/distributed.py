@@ -198,6 +198,10 @@ def session(device: str | torch.device = "cpu") -> Iterator[Distributed]:
         torch_dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
     try:
         yield Distributed(torch_dist.get_rank(), torch_dist.get_world_size(), device)
+        if created:
+            # Every process reaches the teardown before any tears down: a process group
+            # destroyed while a peer is still talking to it can abort the other process.
+            torch_dist.barrier()
     finally:
         if created:
             torch_dist.destroy_process_group()
