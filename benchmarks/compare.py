@@ -70,6 +70,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-classical", dest="classical", action="store_false",
                         help="skip the classical codecs (WebP at method 6 takes seconds per image)")
     parser.add_argument("--crop", type=int, help="only the centre N x N pixels of each image")
+    parser.add_argument("--weights", help="a weights file for the model instead of its shipped weights")
     parser.add_argument("--out", type=Path, help="output prefix (PREFIX.md and PREFIX.json)")
     args = parser.parse_args(argv)
 
@@ -79,6 +80,7 @@ def main(argv: list[str] | None = None) -> None:
         report = evaluate(
             args.folders, args.model, device=args.device, color=args.color, classical=args.classical,
             verify=args.verify, limit=args.limit, effort=args.effort, crop=args.crop,
+            weights=args.weights,
             progress=lambda name: print(f"  {name}", file=sys.stderr),
         )
     except RidecodecError as error:

@@ -655,10 +655,12 @@ def models(as_json, digests):
 @click.option("--plot", metavar="FILE.png", help="Also draw bits per pixel per image and codec in this PNG (with matplotlib where it is "
               "installed: pip install 'ridecodec[plot]'; else with Pillow).")
 @effort_option
+@weights_option
 @device_option
 @force_option
 @quiet_option
-def eval_command(paths, model, color, limit, verify, no_classical, as_json, plot, effort, device, force, quiet):
+def eval_command(paths, model, color, limit, verify, no_classical, as_json, plot, effort, weights, device, force,
+                 quiet):
     """Measure bits per pixel on image files or folders: model likelihood, actual .rdc size, and
     the classical lossless codecs."""
     from . import evalplot, evaluation
@@ -676,6 +678,7 @@ def eval_command(paths, model, color, limit, verify, no_classical, as_json, plot
             limit=limit,
             progress=None if quiet else (lambda name: click.echo(f"evaluating {name}", err=True)),
             effort=effort,
+            weights=weights,
         )
     except RidecodecError as error:
         _error(str(error))

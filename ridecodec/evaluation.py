@@ -183,6 +183,7 @@ class Report:
     images: list[ImageResult]
     effort: int = 1  # orientations tried per image (compress's effort)
     skipped: list[SkippedFile] = field(default_factory=list)
+    weights: str | None = None  # a weights file used instead of the model's shipped weights
 
     def totals(self) -> dict:
         """Pixel-weighted totals (total bits / total pixels) of every column, summed times, and
@@ -227,7 +228,8 @@ class Report:
             return "| " + " | ".join(cells) + " |"
 
         lines = [
-            f"Model `{self.model}` on {self.device}, {self.mode} images, "
+            f"Model `{self.model}`" + (f" (weights {self.weights})" if self.weights else "")
+            + f" on {self.device}, {self.mode} images, "
             + (f"effort {self.effort}, " if self.effort > 1 else "")
             + "bits per pixel.",
             "",
@@ -328,17 +330,18 @@ def load_pixels(path: str | Path, color: str = "gray", crop: int | None = None) 
 
 def evaluate_image(
     name: str, pixels: np.ndarray, model: str, device: str | torch.device = "auto",
-    classical: bool = True, verify: bool = False, effort: int = 1,
+    classical: bool = True, verify: bool = False, effort: int = 1, weights: str | Path | None = None,
 ) -> ImageResult:
-    """Measure one image (see the module docstring)."""
+    """Measure one image (see the module docstring); ``weights``: a weights file for the model
+    instead of its shipped weights, as for ``compress``."""
     started = time.perf_counter()
-    data = api.compress(pixels, model=model, device=device, effort=effort)
+    data = api.compress(pixels, model=model, device=device, effort=effort, weights=weights)
     encode_seconds = time.perf_counter() - started
 
     decode_seconds = verified = None
     if verify:
         started = time.perf_counter()
-        decoded = api.decompress(data, device=device)
+        decoded = api.decompress(data, device=device, weights=weights)
         decode_seconds = time.perf_counter() - started
         verified = decoded.shape == pixels.shape and bool(np.array_equal(decoded, pixels))
 
@@ -346,7 +349,7 @@ def evaluate_image(
     planes = imageio.to_coded(pixels).pixels  # (C, H, W), as compress coded them
     channels, height, width = planes.shape
     num_pixels = height * width
-    density_model = registry.load_model(model, api.resolve_device(device))
+    density_model = registry.load_model(model, api.resolve_device(device), weights)
     value_sets = header.used_values()
     likelihood_bits = engine.variant_code_length_bits(
         density_model, orientation.orient(planes, header.orientation), engine.Variant(value_sets, header.adaptation, header.colours())
@@ -386,6 +389,7 @@ def evaluate(
     progress: Callable[[str], None] | None = None,
     effort: int = 1,
     crop: int | None = None,
+    weights: str | Path | None = None,
 ) -> Report:
     """Evaluate ``model`` on image files and directories (see :func:`image_paths`).
 
@@ -393,6 +397,7 @@ def evaluate(
     other modes converted to RGB). ``limit``: only the first N images. ``progress(name)`` is
     called before each image. ``effort``: orientations tried per image, as for ``compress``.
     ``crop``: measure the centre ``crop`` x ``crop`` pixels of each image (to keep big sets affordable).
+    ``weights``: a weights file for the model instead of its shipped weights (e.g. from training).
     Files that are not images, or images that cannot be measured, are listed in the report's
     ``skipped`` with the reason.
     """
@@ -404,16 +409,16 @@ def evaluate(
     resolved = api.resolve_device(device)
     # Load the model now: an unknown name fails before any work, and the first image's
     # encoding time does not include loading.
-    registry.load_model(model, resolved)
+    registry.load_model(model, resolved, weights)
     results = []
     for path in files:
         if progress is not None:
             progress(path.name)
         try:
             pixels = load_pixels(path, color, crop)
-            results.append(evaluate_image(path.name, pixels, model, resolved, classical, verify, effort))
+            results.append(evaluate_image(path.name, pixels, model, resolved, classical, verify, effort, weights))
         except (InputError, UnsupportedImageError) as error:  # this image's fault: measure the others
             reason = str(error).removeprefix(f"{path}: ")
             skipped.append(SkippedFile(path.name, reason))
     return Report(model=model, device=api.describe_device(resolved), mode=color, images=results, effort=effort,
-                  skipped=skipped)
+                  skipped=skipped, weights=None if weights is None else str(weights))

@@ -3,6 +3,7 @@ the command line, the file records their digest, and a decoder without them says
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -78,3 +79,20 @@ def test_weights_option_on_the_command_line(own_weights, tmp_path):
                                    "-w", str(own_weights), "-q"])
     assert decoded.exit_code == 0, decoded.output
     assert np.array_equal(np.asarray(Image.open(tmp_path / "b.png")), np.asarray(Image.open(tmp_path / "a.png")))
+
+
+def test_eval_measures_own_weights(own_weights, tmp_path):
+    """`ridecodec eval --weights FILE` codes with the file's weights (how trained weights are
+    compared with the shipped ones before they ship), and says so in its report."""
+    Image.fromarray(synthetic_image(12, 14)).save(tmp_path / "a.png")
+    runner = CliRunner()
+    sizes = {}
+    for name, extra in (("shipped", []), ("own", ["--weights", str(own_weights)])):
+        done = runner.invoke(main, ["eval", str(tmp_path), "-m", "mcgsm", "--no-classical", "--verify", "--json", "-q",
+                                    *extra])
+        assert done.exit_code == 0, done.output
+        report = json.loads(done.stdout)
+        assert report["totals"]["verified"] is True
+        assert report["weights"] == (str(own_weights) if extra else None)
+        sizes[name] = report["images"][0]["likelihood_bpp"]
+    assert sizes["own"] != sizes["shipped"]  # the nudged weights were the ones measured
