@@ -32,9 +32,13 @@ def main() -> None:
     rows = []
     for color in ("rgb", "rct"):
         options = TrainingOptions(
-            data=args.folders, out=f"/tmp/colour-choice-{color}.pt", color=color,
-            model=MCGSMConfig(up=2, left=2, right=2), samples_per_image=args.samples_per_image,
-            max_epochs=args.epochs, patience=args.epochs,
+            data=args.folders,
+            out=f"/tmp/colour-choice-{color}.pt",
+            color=color,
+            model=MCGSMConfig(up=2, left=2, right=2),
+            samples_per_image=args.samples_per_image,
+            max_epochs=args.epochs,
+            patience=args.epochs,
         )
         summary = train_mcgsm(options, echo=print)
         rows.append((color, 3 * summary["validation_bits_per_pixel_tables"], summary["training_seconds"]))

@@ -35,18 +35,26 @@ def main() -> None:
     sums = {"before": 0.0, "now": 0.0, "png": 0.0, "jxl": 0.0, "pixels": 0}
     for name, image in now.items():
         pixels = image["width"] * image["height"]
-        codecs = (classical or {}).get(name, {}).get("classical_bpp") or image["classical_bpp"] or before[name]["classical_bpp"]
+        codecs = (
+            (classical or {}).get(name, {}).get("classical_bpp")
+            or image["classical_bpp"]
+            or before[name]["classical_bpp"]
+        )
         old, new = before[name]["file_bpp"], image["file_bpp"]
         png, jxl = codecs.get("png", float("nan")), codecs.get("jpegxl-e9", float("nan"))
         coded = how_coded(image)
-        print(f"| {name} | {old:.3f} | {new:.3f} | {100 * (new / old - 1):+.1f}% | {coded} | {png:.3f} | {jxl:.3f} | {new / jxl:.3f} |")
+        print(
+            f"| {name} | {old:.3f} | {new:.3f} | {100 * (new / old - 1):+.1f}% | {coded} | {png:.3f} | {jxl:.3f} | {new / jxl:.3f} |"
+        )
         for key, value in (("before", old), ("now", new), ("png", png), ("jxl", jxl)):
             sums[key] += value * pixels
         sums["pixels"] += pixels
     total = {key: sums[key] / sums["pixels"] for key in ("before", "now", "png", "jxl")}
-    print(f"| **total** ({len(now)}) | {total['before']:.3f} | {total['now']:.3f} | "
-          f"{100 * (total['now'] / total['before'] - 1):+.1f}% | | {total['png']:.3f} | {total['jxl']:.3f} | "
-          f"{total['now'] / total['jxl']:.3f} |")
+    print(
+        f"| **total** ({len(now)}) | {total['before']:.3f} | {total['now']:.3f} | "
+        f"{100 * (total['now'] / total['before'] - 1):+.1f}% | | {total['png']:.3f} | {total['jxl']:.3f} | "
+        f"{total['now'] / total['jxl']:.3f} |"
+    )
 
 
 if __name__ == "__main__":

@@ -53,8 +53,9 @@ else:
 
 
 def _run(checkout: Path, *arguments) -> dict:
-    completed = subprocess.run([sys.executable, "-c", _SCRIPT, str(checkout), *map(str, arguments)],
-                               capture_output=True, text=True, check=True)
+    completed = subprocess.run(
+        [sys.executable, "-c", _SCRIPT, str(checkout), *map(str, arguments)], capture_output=True, text=True, check=True
+    )
     return json.loads(completed.stdout.strip().splitlines()[-1])
 
 
@@ -82,14 +83,16 @@ def main(argv=None) -> None:
         jxl = imagecodecs.jpegxl_encode(image, lossless=True, effort=9)
         for _ in range(arguments.rounds):
             for (model, label), (checkout, path) in files.items():
-                for threads in ((1, 2) if label == "exact" else (1,)):
+                for threads in (1, 2) if label == "exact" else (1,):
                     key = f"{model} {label}, {threads} thread{'s' if threads > 1 else ''}"
                     times.setdefault(key, []).append(_run(checkout, "decode", path, threads)["seconds"])
             start = time.perf_counter()
             imagecodecs.jpegxl_decode(jxl)
             times.setdefault("JPEG XL e9", []).append(time.perf_counter() - start)
-    print(f"{arguments.image.name} {image.shape[1]} x {image.shape[0]} gray, {arguments.rounds} rounds, "
-          f"{time.strftime('%Y-%m-%d %H:%M')}\n")
+    print(
+        f"{arguments.image.name} {image.shape[1]} x {image.shape[0]} gray, {arguments.rounds} rounds, "
+        f"{time.strftime('%Y-%m-%d %H:%M')}\n"
+    )
     print("| decoder | best (s) | median (s) | best / 0.1 float best | best / JPEG XL best |")
     print("| --- | ---: | ---: | ---: | ---: |")
     jxl_best = min(times["JPEG XL e9"])
@@ -97,7 +100,9 @@ def main(argv=None) -> None:
         model = key.split()[0]
         old = times.get(f"{model} 0.1 float, 1 thread")
         ratio = f"{min(values) / min(old):.2f}" if old else "-"
-        print(f"| {key} | {min(values):.3f} | {statistics.median(values):.3f} | {ratio} | {min(values) / jxl_best:.0f} |")
+        print(
+            f"| {key} | {min(values):.3f} | {statistics.median(values):.3f} | {ratio} | {min(values) / jxl_best:.0f} |"
+        )
 
 
 if __name__ == "__main__":

@@ -79,18 +79,35 @@ def main() -> None:
             row = {"set": name, "image": path.name, "shape": list(image.shape)}
             row.update(measure(image, arguments.model))
             scaled = (image >> 8).astype(np.uint16) * 257  # 8-bit data written as 16-bit
-            row["scaled_ridecodec"] = 8 * len(ridecodec.compress(scaled, model=arguments.model)) / (image.shape[0] * image.shape[1])
-            row["scaled_as_8_bit"] = 8 * len(ridecodec.compress((image >> 8).astype(np.uint8), model=arguments.model)) / (image.shape[0] * image.shape[1])
+            row["scaled_ridecodec"] = (
+                8 * len(ridecodec.compress(scaled, model=arguments.model)) / (image.shape[0] * image.shape[1])
+            )
+            row["scaled_as_8_bit"] = (
+                8
+                * len(ridecodec.compress((image >> 8).astype(np.uint8), model=arguments.model))
+                / (image.shape[0] * image.shape[1])
+            )
             rows.append(row)
             print(json.dumps(row), flush=True)
     summary = {}
     for name in SETS:
         chosen = [row for row in rows if row["set"] == name]
         if chosen:
-            summary[name] = {key: float(np.mean([row[key] for row in chosen]))
-                             for key in ("ridecodec", "low_bytes", "png", "jpegxl_e7", "scaled_ridecodec", "scaled_as_8_bit", "decode_s")}
+            summary[name] = {
+                key: float(np.mean([row[key] for row in chosen]))
+                for key in (
+                    "ridecodec",
+                    "low_bytes",
+                    "png",
+                    "jpegxl_e7",
+                    "scaled_ridecodec",
+                    "scaled_as_8_bit",
+                    "decode_s",
+                )
+            }
     result = {
-        "command": "python benchmarks/deep_cost.py " + " ".join(f"--{k} {v}" for k, v in vars(arguments).items() if k != "out"),
+        "command": "python benchmarks/deep_cost.py "
+        + " ".join(f"--{k} {v}" for k, v in vars(arguments).items() if k != "out"),
         "date": datetime.date.today().isoformat(),
         "machine": f"{platform.machine()}, {platform.processor() or '?'}",
         "ridecodec": ridecodec.__version__,

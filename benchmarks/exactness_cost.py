@@ -46,14 +46,31 @@ def measure(arguments) -> None:
         planes = pixels[None] if pixels.ndim == 2 else np.ascontiguousarray(pixels.transpose(2, 0, 1))
         start = time.perf_counter()
         bits = engine.code_length_bits(model, planes)
-        results.append({"image": path.name, "pixels": int(planes.shape[1] * planes.shape[2]), "bits": bits,
-                        "seconds": time.perf_counter() - start})
+        results.append(
+            {
+                "image": path.name,
+                "pixels": int(planes.shape[1] * planes.shape[2]),
+                "bits": bits,
+                "seconds": time.perf_counter() - start,
+            }
+        )
         print(f"{path.name} {bits / results[-1]['pixels']:.4f} bpp", flush=True)
-    Path(arguments.out).write_text(json.dumps({
-        "checkout": str(arguments.checkout), "ridecodec": ridecodec.__version__, "model": arguments.model,
-        "version": model.version, "color": arguments.color, "crop": arguments.crop,
-        "folders": [str(f) for f in arguments.folders], "date": time.strftime("%Y-%m-%d %H:%M"), "images": results,
-    }, indent=1))
+    Path(arguments.out).write_text(
+        json.dumps(
+            {
+                "checkout": str(arguments.checkout),
+                "ridecodec": ridecodec.__version__,
+                "model": arguments.model,
+                "version": model.version,
+                "color": arguments.color,
+                "crop": arguments.crop,
+                "folders": [str(f) for f in arguments.folders],
+                "date": time.strftime("%Y-%m-%d %H:%M"),
+                "images": results,
+            },
+            indent=1,
+        )
+    )
 
 
 def compare(arguments) -> None:
@@ -64,9 +81,11 @@ def compare(arguments) -> None:
     old_bits = sum(old_images[r["image"]]["bits"] for r in common)
     new_bits = sum(r["bits"] for r in common)
     worst = max(common, key=lambda r: r["bits"] / old_images[r["image"]]["bits"])
-    print(f"| {new['model']} {old['version']} -> {new['version']} | {len(common)} | {old_bits / pixels:.4f} | "
-          f"{new_bits / pixels:.4f} | {100 * (new_bits / old_bits - 1):+.3f}% | "
-          f"{worst['image']} {100 * (worst['bits'] / old_images[worst['image']]['bits'] - 1):+.3f}% |")
+    print(
+        f"| {new['model']} {old['version']} -> {new['version']} | {len(common)} | {old_bits / pixels:.4f} | "
+        f"{new_bits / pixels:.4f} | {100 * (new_bits / old_bits - 1):+.3f}% | "
+        f"{worst['image']} {100 * (worst['bits'] / old_images[worst['image']]['bits'] - 1):+.3f}% |"
+    )
 
 
 def main(argv=None) -> None:

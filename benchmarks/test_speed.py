@@ -52,8 +52,9 @@ def describe(benchmark, model: str, image: np.ndarray, data: bytes) -> None:
 @pytest.mark.parametrize("size", SIZES)
 def test_encode(benchmark, model, size):
     image = synthetic_image(size)
-    data = benchmark.pedantic(ridecodec.compress, args=(image,), kwargs={"model": model, "device": DEVICE},
-                              rounds=ROUNDS, iterations=1)
+    data = benchmark.pedantic(
+        ridecodec.compress, args=(image,), kwargs={"model": model, "device": DEVICE}, rounds=ROUNDS, iterations=1
+    )
     describe(benchmark, model, image, data)
 
 
@@ -61,8 +62,13 @@ def test_encode(benchmark, model, size):
 def test_decode(benchmark, model, size):
     image = synthetic_image(size)
     data = ridecodec.compress(image, model=model, device=DEVICE)
-    decoded = benchmark.pedantic(ridecodec.decompress, args=(data,), kwargs={"device": DEVICE},
-                                 rounds=ROUNDS if size <= 1024 else 1, iterations=1)
+    decoded = benchmark.pedantic(
+        ridecodec.decompress,
+        args=(data,),
+        kwargs={"device": DEVICE},
+        rounds=ROUNDS if size <= 1024 else 1,
+        iterations=1,
+    )
     assert np.array_equal(decoded, image)
     describe(benchmark, model, image, data)
 
@@ -76,7 +82,18 @@ def test_decode_files(benchmark, model, jobs, tmp_path):
         path = tmp_path / f"{seed}.rdc"
         path.write_bytes(ridecodec.compress(synthetic_image(512, seed), model=model, device=DEVICE))
         files.append(str(path))
-    command = [sys.executable, "-m", "ridecodec.cli", "decompress", *files, "--jobs", str(jobs), "--force", "-q",
-               "--device", DEVICE.type]
+    command = [
+        sys.executable,
+        "-m",
+        "ridecodec.cli",
+        "decompress",
+        *files,
+        "--jobs",
+        str(jobs),
+        "--force",
+        "-q",
+        "--device",
+        DEVICE.type,
+    ]
     benchmark.pedantic(subprocess.run, args=(command,), kwargs={"check": True}, rounds=1, iterations=1)
     benchmark.extra_info.update(model=model, device=describe_device(DEVICE), files=BATCH, jobs=jobs)

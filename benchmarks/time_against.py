@@ -41,7 +41,9 @@ print(json.dumps({"encode": encoded - started, "decode": decoded - encoded, "byt
 def _measure(checkout: Path, image: str, model: str, color: str) -> dict:
     result = subprocess.run(
         [sys.executable, "-c", _CHILD, str(checkout), image, model, color],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     return json.loads(result.stdout.strip().splitlines()[-1])
 
@@ -69,12 +71,16 @@ def main() -> None:
             totals[label][0] += best[label]["encode"]
             totals[label][1] += best[label]["decode"]
         rows.append((Path(image).name, best))
-    print("| image | encode before s | encode now s | ratio | decode before s | decode now s | ratio | bytes before | bytes now |")
+    print(
+        "| image | encode before s | encode now s | ratio | decode before s | decode now s | ratio | bytes before | bytes now |"
+    )
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for name, best in rows:
         b, n = best["before"], best["now"]
-        print(f"| {name} | {b['encode']:.2f} | {n['encode']:.2f} | {n['encode'] / b['encode']:.3f} | "
-              f"{b['decode']:.2f} | {n['decode']:.2f} | {n['decode'] / b['decode']:.3f} | {b['bytes']} | {n['bytes']} |")
+        print(
+            f"| {name} | {b['encode']:.2f} | {n['encode']:.2f} | {n['encode'] / b['encode']:.3f} | "
+            f"{b['decode']:.2f} | {n['decode']:.2f} | {n['decode'] / b['decode']:.3f} | {b['bytes']} | {n['bytes']} |"
+        )
     (be, bd), (ne, nd) = totals["before"], totals["now"]
     print(f"| **total** | {be:.2f} | {ne:.2f} | {ne / be:.3f} | {bd:.2f} | {nd:.2f} | {nd / bd:.3f} | | |")
 

@@ -75,8 +75,15 @@ def textures_picture(regular_weights: str, irregular_weights: str) -> None:
         tuned = registry.load_model("ride", "cpu", weights)
         unprimed = sampling.sample(tuned, "L", 80, 80, seed=1)[0]
         primed = sampling.sample(tuned, "L", 80, 80, seed=1, prime=texture[None])[0]
-        rows.append(captioned([(f"{kind} texture", texture[:80, :80]), ("tuned ride, unprimed", unprimed),
-                               ("tuned ride, --prime", primed)]))
+        rows.append(
+            captioned(
+                [
+                    (f"{kind} texture", texture[:80, :80]),
+                    ("tuned ride, unprimed", unprimed),
+                    ("tuned ride, --prime", primed),
+                ]
+            )
+        )
         # inpainting: a 24 x 24 hole in a part of the texture (another seed: not the training crop's corner)
         image = synthetic_texture(kind, 64, 64, seed=7)
         missing = hole_of(64, 20, 20, 24)
@@ -84,8 +91,11 @@ def textures_picture(regular_weights: str, irregular_weights: str) -> None:
         shown[missing] = 255
         result = inpainting.inpaint(tuned, image[None], missing, sweeps=5, seed=1).pixels[0]
         shipped = inpainting.inpaint(registry.load_model("ride"), image[None], missing, sweeps=5, seed=1).pixels[0]
-        inpainted.append(captioned([(f"{kind}: hole", shown), ("shipped ride", shipped), ("tuned ride", result),
-                                    ("original", image)]))
+        inpainted.append(
+            captioned(
+                [(f"{kind}: hole", shown), ("shipped ride", shipped), ("tuned ride", result), ("original", image)]
+            )
+        )
     stacked(rows).save(DOCS / "texture-sheet.png", optimize=True)
     stacked(inpainted).save(DOCS / "inpaint-example.png", optimize=True)
 

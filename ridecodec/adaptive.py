@@ -44,17 +44,18 @@ NEIGHBOURS = ((0, -1), (-1, 0), (-1, -1), (-1, 1))
 
 #: The APM's points: round(2**24 * sigmoid(x)) for x = -12, -11.25, ..., 9 (written out, not
 #: computed, so that no platform's exp() can change them).
+# fmt: off
 POINTS = np.array([
     103, 218, 462, 978, 2070, 4382, 9274, 19621, 41484, 87579, 184330, 385496, 795674, 1599699,
     3060592, 5382488, 8388608, 11394728, 13716624, 15177517, 15981542, 16391720, 16592886,
     16689637, 16735732, 16757595, 16767942, 16772834, 16775146,
 ], dtype=np.int64)
+# fmt: on
 
 #: A fraction between two points, at 2**-12.
 _FRACTION_BITS = 12
 #: A cell's count stops growing here (in observations): the map keeps adapting.
 _COUNT_LIMIT = 255 << _FRACTION_BITS
-
 
 
 def _check_points() -> None:
@@ -97,9 +98,9 @@ class Adaptation:
         r, c = rows + b, cols + b  # in `known`
         plane = self.known[channel]
         values = np.stack([plane[r + dr, c + dc] for dr, dc in self.neighbours], axis=1)
-        available = np.stack([
-            (rows + dr >= 0) & (cols + dc >= 0) & (cols + dc < self.width) for dr, dc in self.neighbours
-        ], axis=1)
+        available = np.stack(
+            [(rows + dr >= 0) & (cols + dc >= 0) & (cols + dc < self.width) for dr, dc in self.neighbours], axis=1
+        )
         active = available.copy()
         for k in range(1, slots):  # a value already offered by an earlier neighbour
             for earlier in range(k):
@@ -132,10 +133,23 @@ class Adaptation:
         cells = np.empty((n, slots), dtype=np.int64)
         fraction = np.empty((n, slots), dtype=np.int64)
         _refine_kernel(
-            np.ascontiguousarray(rows, dtype=np.int64), np.ascontiguousarray(cols, dtype=np.int64), channel,
-            np.ascontiguousarray(table, dtype=np.float32), self.known, self.border, self.width,
-            self._offsets, self.probability.reshape(-1), POINTS, self.previous_states, self.patterns,
-            out, values, active, cells, fraction,
+            np.ascontiguousarray(rows, dtype=np.int64),
+            np.ascontiguousarray(cols, dtype=np.int64),
+            channel,
+            np.ascontiguousarray(table, dtype=np.float32),
+            self.known,
+            self.border,
+            self.width,
+            self._offsets,
+            self.probability.reshape(-1),
+            POINTS,
+            self.previous_states,
+            self.patterns,
+            out,
+            values,
+            active,
+            cells,
+            fraction,
         )
         self._last = (values, active, cells, fraction)
         return out
@@ -181,9 +195,18 @@ class Adaptation:
         b = self.border
         if _KERNELS and self.compiled:
             _observe_kernel(
-                np.ascontiguousarray(rows, dtype=np.int64), np.ascontiguousarray(cols, dtype=np.int64), channel,
-                np.ascontiguousarray(symbols, dtype=np.int64), self.known, b, values, active, cells, fraction,
-                self.pending_hits, self.pending_weights,
+                np.ascontiguousarray(rows, dtype=np.int64),
+                np.ascontiguousarray(cols, dtype=np.int64),
+                channel,
+                np.ascontiguousarray(symbols, dtype=np.int64),
+                self.known,
+                b,
+                values,
+                active,
+                cells,
+                fraction,
+                self.pending_hits,
+                self.pending_weights,
             )
             self._touched.append(cells.ravel())
             return
@@ -232,8 +255,25 @@ except ImportError:  # pragma: no cover
 if _KERNELS:
 
     @numba.njit(cache=True, nogil=True)
-    def _refine_kernel(rows, cols, channel, table, known, border, width, offsets, maps, points,
-                       previous_states, patterns, out, values, active, cells, fraction):  # pragma: no cover
+    def _refine_kernel(
+        rows,
+        cols,
+        channel,
+        table,
+        known,
+        border,
+        width,
+        offsets,
+        maps,
+        points,
+        previous_states,
+        patterns,
+        out,
+        values,
+        active,
+        cells,
+        fraction,
+    ):  # pragma: no cover
         # Adaptation.refine, position by position: every operation the numpy code does, in the
         # same order where rounding could depend on it (sums of float64 over integers are exact)
         slots = offsets.shape[0]
@@ -302,8 +342,9 @@ if _KERNELS:
                     out[n, values[n, k]] = np.float32(refined[k])
 
     @numba.njit(cache=True, nogil=True)
-    def _observe_kernel(rows, cols, channel, symbols, known, border, values, active, cells, fraction,
-                        pending_hits, pending_weights):  # pragma: no cover
+    def _observe_kernel(
+        rows, cols, channel, symbols, known, border, values, active, cells, fraction, pending_hits, pending_weights
+    ):  # pragma: no cover
         for n in range(rows.shape[0]):
             known[channel, rows[n] + border, cols[n] + border] = symbols[n]
             for k in range(values.shape[1]):

@@ -355,7 +355,7 @@ def parse(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[Header, me
                 coding = DeepCoding(coding)
             except ValueError:
                 raise FormatError(f"the header names an unknown 16-bit coding ({coding})") from None
-            low_sets = value[struct.calcsize(_DEEP_RECORD):] or None
+            low_sets = value[struct.calcsize(_DEEP_RECORD) :] or None
             deep = DeepRecord(coding, low_version, low_length, low_sets)
         else:
             raise FormatError(f"the header holds an unknown extension ({tag})")
@@ -380,10 +380,13 @@ def parse(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[Header, me
     if deep is not None and (
         (deep.coding != DeepCoding.HIGH_THEN_LOW and (deep.low_payload_length or deep.low_value_sets))
         or deep.low_payload_length % 4
-        or (deep.low_value_sets is not None and (
-            len(deep.low_value_sets) != channels * _VALUE_SET_BYTES
-            or not unpack_value_sets(deep.low_value_sets, channels).any(axis=1).all()
-        ))
+        or (
+            deep.low_value_sets is not None
+            and (
+                len(deep.low_value_sets) != channels * _VALUE_SET_BYTES
+                or not unpack_value_sets(deep.low_value_sets, channels).any(axis=1).all()
+            )
+        )
     ):
         raise FormatError("the header holds a malformed 16-bit record")
     if value_sets is not None and (
@@ -402,13 +405,9 @@ def parse(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[Header, me
         raise FormatError("the header is missing the palette it needs")
     payload_length_found = len(data) - header_end
     if payload_length_found < payload_length:
-        raise FormatError(
-            f"the file is truncated: payload has {payload_length_found} of {payload_length} bytes"
-        )
+        raise FormatError(f"the file is truncated: payload has {payload_length_found} of {payload_length} bytes")
     if payload_length_found > payload_length:
-        raise FormatError(
-            f"the file has {payload_length_found - payload_length} bytes of trailing garbage"
-        )
+        raise FormatError(f"the file has {payload_length_found - payload_length} bytes of trailing garbage")
     if coder == CODER_RANGE_CATEGORICAL and payload_length % 4:
         raise FormatError("the payload length is not a whole number of 32-bit words")
     if deep is not None and deep.low_payload_length > payload_length:
@@ -422,12 +421,27 @@ def parse(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[Header, me
         raise FormatError("the stored payload's length does not match the image's size")
 
     header = Header(
-        width=width, height=height, layout=layout,
-        original_mode=original_mode, transform=transform, model_name=model_name,
-        model_version=model_version, weights_digest=weights_digest, pixel_crc32=pixel_crc32,
-        encoder_device=encoder_device, orientation=orientation, bit_depth=bit_depth, coder=coder,
-        payload_length=payload_length, palette=palette, palette_mode=palette_mode,
-        transparency=transparency, value_sets=value_sets, deep=deep, adaptation=adaptation, colour_set=colour_set,
+        width=width,
+        height=height,
+        layout=layout,
+        original_mode=original_mode,
+        transform=transform,
+        model_name=model_name,
+        model_version=model_version,
+        weights_digest=weights_digest,
+        pixel_crc32=pixel_crc32,
+        encoder_device=encoder_device,
+        orientation=orientation,
+        bit_depth=bit_depth,
+        coder=coder,
+        payload_length=payload_length,
+        palette=palette,
+        palette_mode=palette_mode,
+        transparency=transparency,
+        value_sets=value_sets,
+        deep=deep,
+        adaptation=adaptation,
+        colour_set=colour_set,
         format_version=version,
         header_length=header_end,
     )

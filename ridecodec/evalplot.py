@@ -42,8 +42,16 @@ from .fileio import check_writable, write_atomically
 
 #: Bar colours (matplotlib's tab10): the model first, then the classical codecs in table order.
 COLOURS = [
-    (214, 39, 40), (31, 119, 180), (255, 127, 14), (44, 160, 44), (148, 103, 189), (140, 86, 75),
-    (127, 127, 127), (188, 189, 34), (23, 190, 207), (227, 119, 194),
+    (214, 39, 40),
+    (31, 119, 180),
+    (255, 127, 14),
+    (44, 160, 44),
+    (148, 103, 189),
+    (140, 86, 75),
+    (127, 127, 127),
+    (188, 189, 34),
+    (23, 190, 207),
+    (227, 119, 194),
 ]
 
 #: The picture's width in pixels: at least MIN_WIDTH, at most MAX_WIDTH (many images: thinner bars).
@@ -101,17 +109,25 @@ def chart_data(report: Report) -> Chart:
     with_total = len(report.images) > 1
     groups = [_short(image.name) for image in report.images] + (["total"] if with_total else [])
     model_label = f"{report.model} (.rdc file)"
-    series = [Series(model_label, COLOURS[0], [image.file_bpp for image in report.images]
-                     + ([totals["file_bpp"]] if with_total else []))]
+    series = [
+        Series(
+            model_label,
+            COLOURS[0],
+            [image.file_bpp for image in report.images] + ([totals["file_bpp"]] if with_total else []),
+        )
+    ]
     for index, name in enumerate(measured):
         values = [image.classical_bpp.get(name) for image in report.images]
         if with_total:
             values.append(totals["classical_bpp"].get(name))
         series.append(Series(CLASSICAL_CODECS[name], COLOURS[(index + 1) % len(COLOURS)], values))
     count = len(report.images)
-    title = (f"{report.model}" + (" against classical lossless codecs" if measured else "")
-             + f": {count} image{'s' if count != 1 else ''}, {totals['pixels']:,} pixels, {report.mode}"
-             + (f", effort {report.effort}" if report.effort > 1 else ""))
+    title = (
+        f"{report.model}"
+        + (" against classical lossless codecs" if measured else "")
+        + f": {count} image{'s' if count != 1 else ''}, {totals['pixels']:,} pixels, {report.mode}"
+        + (f", effort {report.effort}" if report.effort > 1 else "")
+    )
     parts = [f"{report.model} {totals['file_bpp']:.3f}"]
     parts += [f"{CLASSICAL_CODECS[name]} {bpp:.3f}" for name, bpp in totals["classical_bpp"].items()]
     subtitle = ("total" if with_total else "") + " bits per pixel: " + ", ".join(parts)
@@ -201,10 +217,14 @@ def render_pillow(report: Report) -> Image.Image:
         row_w += entry_w
     legend_rows.append(row)
 
-    titles = [(line, title_font, (0, 0, 0), 21)
-              for line in _wrapped(chart.title, lambda t: _text_size(scratch, t, title_font)[0] <= width - 2 * pad)]
-    titles += [(line, font, (60, 60, 60), 18)
-               for line in _wrapped(chart.subtitle, lambda t: _text_size(scratch, t, font)[0] <= width - 2 * pad)]
+    titles = [
+        (line, title_font, (0, 0, 0), 21)
+        for line in _wrapped(chart.title, lambda t: _text_size(scratch, t, title_font)[0] <= width - 2 * pad)
+    ]
+    titles += [
+        (line, font, (60, 60, 60), 18)
+        for line in _wrapped(chart.subtitle, lambda t: _text_size(scratch, t, font)[0] <= width - 2 * pad)
+    ]
     title_h = 8 + sum(line_h for *_, line_h in titles)
     legend_h = 20 * len(legend_rows) + 6
     plot_top = title_h + legend_h + 8
@@ -257,8 +277,12 @@ def render_pillow(report: Report) -> Image.Image:
         else:
             for n, line in enumerate(label.split("\n")):
                 text_w = _text_size(draw, line, small)[0]
-                draw.text((centre - text_w // 2, bottom + 5 + 16 * n), line, fill="black" if n == 0 else (90, 90, 90),
-                          font=small)
+                draw.text(
+                    (centre - text_w // 2, bottom + 5 + 16 * n),
+                    line,
+                    fill="black" if n == 0 else (90, 90, 90),
+                    font=small,
+                )
     draw.line((left, plot_top, left, bottom), fill="black")
     draw.line((left, bottom, left + plot_w, bottom), fill="black")
     axis = "image (the last group: totals over all pixels)" if chart.has_total else "image"
@@ -288,8 +312,13 @@ def render_matplotlib(report: Report) -> Image.Image:
     bar_w = 0.8 / series
     for s, entry in enumerate(chart.series):
         present = [g for g, value in enumerate(entry.values) if value is not None and math.isfinite(value)]
-        ax.bar(centres[present] - 0.4 + (s + 0.5) * bar_w, [entry.values[g] for g in present], bar_w,
-               label=entry.label, color=[c / 255 for c in entry.colour])
+        ax.bar(
+            centres[present] - 0.4 + (s + 0.5) * bar_w,
+            [entry.values[g] for g in present],
+            bar_w,
+            label=entry.label,
+            color=[c / 255 for c in entry.colour],
+        )
     if chart.has_total:
         ax.axvline(groups - 1.5, color="0.6", linestyle="--", linewidth=0.8)
     ax.set_xticks(centres, labels, rotation=90 if upright else 0, fontsize=8)
@@ -308,8 +337,14 @@ def render_matplotlib(report: Report) -> Image.Image:
         return len(text) <= characters
 
     figure.suptitle("\n".join(_wrapped(chart.title, fits) + _wrapped(chart.subtitle, fits)), fontsize=9)
-    ax.legend(loc="lower left", bbox_to_anchor=(0, 1.01), ncols=min(series, max(1, int(width * dpi // 130))),
-              fontsize=8, frameon=False, borderaxespad=0)
+    ax.legend(
+        loc="lower left",
+        bbox_to_anchor=(0, 1.01),
+        ncols=min(series, max(1, int(width * dpi // 130))),
+        fontsize=8,
+        frameon=False,
+        borderaxespad=0,
+    )
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png")
     buffer.seek(0)
@@ -360,5 +395,13 @@ def write(report: Report, path: str | os.PathLike, force: bool = False, renderer
     write_atomically(path, imageio.png_bytes(render(report, renderer)), force=force)
 
 
-__all__ = ["Chart", "Series", "chart_data", "check_destination", "render", "render_matplotlib", "render_pillow",
-           "write"]
+__all__ = [
+    "Chart",
+    "Series",
+    "chart_data",
+    "check_destination",
+    "render",
+    "render_matplotlib",
+    "render_pillow",
+    "write",
+]

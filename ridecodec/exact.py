@@ -265,7 +265,9 @@ class ExactLinear:
         return result if self.bias is None else result + self.bias
 
 
-def causal_mask(out_channels: int, in_channels: int, height: int, width: int, kind: str, groups: int = 1) -> torch.Tensor:
+def causal_mask(
+    out_channels: int, in_channels: int, height: int, width: int, kind: str, groups: int = 1
+) -> torch.Tensor:
     """PixelCNN's masks (van den Oord et al. 2016) for a (height x width) kernel, odd sizes: 1 on
     the rows above the centre and left of it in its row; at the centre, with the channels split
     into ``groups`` ordered groups (R, G, B), output group g sees input groups before g (kind "A",
@@ -294,7 +296,9 @@ class ExactConv2d:
     Inputs (B, in, H, W), int64 with |x| <= input_bound; outputs (B, out, H, W) int64, at the
     scale of the inputs' times the weights'."""
 
-    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, input_bound: int, mask: torch.Tensor | None = None):
+    def __init__(
+        self, weight: torch.Tensor, bias: torch.Tensor | None, input_bound: int, mask: torch.Tensor | None = None
+    ):
         if weight.dtype != torch.int64 or weight.dim() != 4 or weight.shape[2] % 2 == 0 or weight.shape[3] % 2 == 0:
             raise TypeError("ExactConv2d takes int64 weights (out, in, height, width), odd sizes")
         if mask is not None:
@@ -337,7 +341,9 @@ _edge_cache: dict[torch.device, torch.Tensor] = {}
 def _inner_edges(device: torch.device) -> torch.Tensor:
     """The 255 bin edges between 8-bit values, 0.5 .. 254.5, at 2**-MEAN_BITS, int64."""
     if device not in _edge_cache:
-        _edge_cache[device] = ((torch.arange(1, ALPHABET, dtype=torch.int64) << MEAN_BITS) - (1 << (MEAN_BITS - 1))).to(device)
+        _edge_cache[device] = ((torch.arange(1, ALPHABET, dtype=torch.int64) << MEAN_BITS) - (1 << (MEAN_BITS - 1))).to(
+            device
+        )
     return _edge_cache[device]
 
 

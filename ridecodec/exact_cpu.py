@@ -102,8 +102,21 @@ def _isqrt(value):
     return root
 
 
-def _mcgsm_frequencies(projected, gate, half_precisions, caps, priors, variances, num_scales, table_components,
-                       formats, exp_table, phi_table, phi_cells, out):
+def _mcgsm_frequencies(
+    projected,
+    gate,
+    half_precisions,
+    caps,
+    priors,
+    variances,
+    num_scales,
+    table_components,
+    formats,
+    exp_table,
+    phi_table,
+    phi_cells,
+    out,
+):
     """``formats``: the head's fixed-point shifts and limits, as ExactMCGSMHead.KERNEL_FORMATS gives
     them (the model defines them; this only follows)."""
     feature_shift, feature_limit, limb_bits, drop, penalty_shift, logit_bits = formats[:6]
@@ -143,7 +156,9 @@ def _mcgsm_frequencies(projected, gate, half_precisions, caps, priors, variances
             for s in range(num_scales):
                 p = c * num_scales + s
                 capped = min(energy, caps[p])
-                logits[p] = priors[p] - ((capped * half_precisions[p] + (np.int64(1) << (penalty_shift - 1))) >> penalty_shift)
+                logits[p] = priors[p] - (
+                    (capped * half_precisions[p] + (np.int64(1) << (penalty_shift - 1))) >> penalty_shift
+                )
                 if logits[p] > best:
                     best = logits[p]
         weights = np.empty(pairs, dtype=np.int64)
@@ -214,8 +229,16 @@ def _mcgsm_frequencies(projected, gate, half_precisions, caps, priors, variances
             if std < 1:
                 std = 1
             inverse[t] = (np.int64(1) << 40) // std
-        _mixture_row(mixture_weights, mixture_means, inverse, phi_table, phi_cells, scratch[row, :257],
-                     scratch[row, 257:], out[row])
+        _mixture_row(
+            mixture_weights,
+            mixture_means,
+            inverse,
+            phi_table,
+            phi_cells,
+            scratch[row, :257],
+            scratch[row, 257:],
+            out[row],
+        )
 
 
 def _ceil_div(numerator, denominator):
@@ -356,9 +379,18 @@ def mcgsm_frequencies(projected, gate, half_precisions, caps, priors, variances,
 
     out = np.empty((projected.shape[0], exact.ALPHABET), dtype=np.float32)
     mcgsm_frequencies_kernel(
-        np.ascontiguousarray(projected.numpy()), gate.numpy(), half_precisions.numpy(), caps.numpy(), priors.numpy(),
+        np.ascontiguousarray(projected.numpy()),
+        gate.numpy(),
+        half_precisions.numpy(),
+        caps.numpy(),
+        priors.numpy(),
         variances.numpy(),
-        num_scales, table_components, _formats(formats),
-        tables_numpy("exp_neg"), tables_numpy("gaussian_cdf"), _phi_cells(), out,
+        num_scales,
+        table_components,
+        _formats(formats),
+        tables_numpy("exp_neg"),
+        tables_numpy("gaussian_cdf"),
+        _phi_cells(),
+        out,
     )
     return torch.from_numpy(out)

@@ -89,8 +89,12 @@ class Explanation:
             "total_bytes": self.total_bits / 8,
             "bits_per_pixel": self.bits_per_pixel,
             "planes": [
-                {"name": label, "total_bits": float(plane.sum()), "bits_per_pixel": float(plane.sum()) / pixels,
-                 "max_bits": float(plane.max())}
+                {
+                    "name": label,
+                    "total_bits": float(plane.sum()),
+                    "bits_per_pixel": float(plane.sum()) / pixels,
+                    "max_bits": float(plane.max()),
+                }
                 for label, plane in zip(self.labels, self.bits)
             ],
             "notes": list(self.notes),
@@ -98,7 +102,10 @@ class Explanation:
 
 
 def plane_costs(
-    model, pixels: np.ndarray, progress: engine.ProgressCallback | None = None, split: engine.Split | None = None,
+    model,
+    pixels: np.ndarray,
+    progress: engine.ProgressCallback | None = None,
+    split: engine.Split | None = None,
     variants: list[engine.Variant] | None = None,
 ) -> tuple[np.ndarray, engine.Variant]:
     """float64 (C, H, W): -log2 of the probability the coder's table gives each value of
@@ -213,13 +220,29 @@ def bit_costs(
 
 #: Anchors of the colour map (inferno: black, purple, red, orange, pale yellow), sampled from
 #: matplotlib's; interpolated linearly to 256 entries.
-_ANCHORS = np.array([
-    (0, 0, 4), (22, 11, 57), (66, 10, 104), (106, 23, 110), (147, 38, 103), (188, 55, 84),
-    (221, 81, 58), (243, 120, 25), (252, 165, 10), (246, 215, 70), (252, 255, 164),
-], dtype=np.float64)
-COLORMAP = np.stack(
-    [np.interp(np.linspace(0, 1, 256), np.linspace(0, 1, len(_ANCHORS)), _ANCHORS[:, c]) for c in range(3)], axis=1
-).round().astype(np.uint8)
+_ANCHORS = np.array(
+    [
+        (0, 0, 4),
+        (22, 11, 57),
+        (66, 10, 104),
+        (106, 23, 110),
+        (147, 38, 103),
+        (188, 55, 84),
+        (221, 81, 58),
+        (243, 120, 25),
+        (252, 165, 10),
+        (246, 215, 70),
+        (252, 255, 164),
+    ],
+    dtype=np.float64,
+)
+COLORMAP = (
+    np.stack(
+        [np.interp(np.linspace(0, 1, 256), np.linspace(0, 1, len(_ANCHORS)), _ANCHORS[:, c]) for c in range(3)], axis=1
+    )
+    .round()
+    .astype(np.uint8)
+)
 
 #: Panels are scaled to this many screen pixels on their longer side at least (small images,
 #: nearest neighbour) and at most MAX_PANEL (large images: the mean of blocks of pixels).
@@ -333,7 +356,9 @@ def render_pillow(explanation: Explanation, vmax: float | None = None) -> Image.
 
 def _ticks(vmax: float) -> list[float]:
     step = next(s for s in (1, 2, 4, 5, 10, 20, 50, 100) if vmax / s <= 8)
-    values = [float(v) for v in np.arange(0, vmax, step) if v == 0 or vmax - v >= step / 2]  # no label crowding the top's
+    values = [
+        float(v) for v in np.arange(0, vmax, step) if v == 0 or vmax - v >= step / 2
+    ]  # no label crowding the top's
     return values + [float(vmax)]
 
 
@@ -348,8 +373,11 @@ def render_matplotlib(explanation: Explanation, vmax: float | None = None) -> Im
     groups = 2 if explanation.bit_depth == 16 else 1
     per_group = len(explanation.labels) // groups
     aspect = explanation.height / explanation.width
-    figure = Figure(figsize=(3.2 * cols + 1.2, 3.2 * rows * aspect + 1.0 + 0.2 * len(explanation.notes)), dpi=120,
-                    layout="constrained")
+    figure = Figure(
+        figsize=(3.2 * cols + 1.2, 3.2 * rows * aspect + 1.0 + 0.2 * len(explanation.notes)),
+        dpi=120,
+        layout="constrained",
+    )
     axes = figure.subplots(rows, cols, squeeze=False)
     image = None
     for index in range(len(explanation.labels)):

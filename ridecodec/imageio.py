@@ -74,9 +74,7 @@ class CodedImage:
         return self.pixels.shape[2]
 
 
-def open_image(
-    source: str | os.PathLike | BinaryIO, name: str | None = None
-) -> Image.Image | np.ndarray:
+def open_image(source: str | os.PathLike | BinaryIO, name: str | None = None) -> Image.Image | np.ndarray:
     """Open and fully decode an image file (a path, or a binary stream called ``name``), or raise
     InputError / UnsupportedImageError with a one-line reason.
 
@@ -116,9 +114,7 @@ def open_image(
     except (OSError, SyntaxError, ValueError, struct.error) as error:  # Pillow's plug-ins raise all of these
         raise InputError(f"{name}: cannot read image ({error})") from error
     if bits > 16:
-        raise UnsupportedImageError(
-            f"{name}: has {bits} bits per sample; ridecodec codes 8- and 16-bit images"
-        )
+        raise UnsupportedImageError(f"{name}: has {bits} bits per sample; ridecodec codes 8- and 16-bit images")
     if bits > 8 and image.mode not in GRAY16_MODES:
         # Pillow holds 16-bit colour as 8 bits: read the real samples
         return _oriented(_deep_samples(image, data, name), image)
@@ -169,8 +165,12 @@ def _deep_samples(image: Image.Image, data: bytes, name: str) -> np.ndarray:
     """The real 16-bit samples of a file Pillow opened as 8-bit, as (H, W, C) uint16."""
     import imagecodecs  # only 16-bit colour needs it
 
-    readers = {"PNG": imagecodecs.png_decode, "TIFF": imagecodecs.tiff_decode,
-               "JPEG2000": imagecodecs.jpeg2k_decode, "PPM": _ppm_samples}
+    readers = {
+        "PNG": imagecodecs.png_decode,
+        "TIFF": imagecodecs.tiff_decode,
+        "JPEG2000": imagecodecs.jpeg2k_decode,
+        "PPM": _ppm_samples,
+    }
     reader = readers.get(image.format)
     if reader is None:
         raise UnsupportedImageError(
@@ -214,9 +214,15 @@ def _ppm_samples(data: bytes) -> np.ndarray:
 def _oriented(array: np.ndarray, image: Image.Image) -> np.ndarray:
     """``array`` turned as the image's EXIF orientation says (as ImageOps.exif_transpose does)."""
     orientation = image.getexif().get(0x0112, 1)
-    turns = {2: lambda a: a[:, ::-1], 3: lambda a: a[::-1, ::-1], 4: lambda a: a[::-1],
-             5: lambda a: a.swapaxes(0, 1), 6: lambda a: a.swapaxes(0, 1)[:, ::-1],
-             7: lambda a: a.swapaxes(0, 1)[::-1, ::-1], 8: lambda a: a.swapaxes(0, 1)[::-1]}
+    turns = {
+        2: lambda a: a[:, ::-1],
+        3: lambda a: a[::-1, ::-1],
+        4: lambda a: a[::-1],
+        5: lambda a: a.swapaxes(0, 1),
+        6: lambda a: a.swapaxes(0, 1)[:, ::-1],
+        7: lambda a: a.swapaxes(0, 1)[::-1, ::-1],
+        8: lambda a: a.swapaxes(0, 1)[::-1],
+    }
     return np.ascontiguousarray(turns[orientation](array)) if orientation in turns else array
 
 
@@ -248,8 +254,7 @@ def _coded_from_array(array: np.ndarray) -> CodedImage:
         return _coded_deep(planes, _DEEP_MODE_OF_CHANNELS[planes.shape[0]])
     if array.dtype != np.uint8:
         raise UnsupportedImageError(
-            f"arrays of dtype {array.dtype} are not supported: ridecodec codes uint8 and uint16 "
-            "images (and bool masks)"
+            f"arrays of dtype {array.dtype} are not supported: ridecodec codes uint8 and uint16 images (and bool masks)"
         )
     mode = "L" if array.ndim == 2 else {2: "LA", 3: "RGB", 4: "RGBA"}[array.shape[2]]
     return to_coded(Image.fromarray(np.ascontiguousarray(array), mode))
@@ -331,16 +336,25 @@ def _coded_from_pil(image: Image.Image) -> CodedImage:
         used = np.unique(indices)
         if used.max() < len(colours) and len(np.unique(colours[used], axis=0)) == len(used):
             return CodedImage(
-                _planes(image.convert("RGB")), "RGB", mode, ModeTransform.PALETTE_TO_RGB,
-                palette=palette, palette_mode=palette_mode,
+                _planes(image.convert("RGB")),
+                "RGB",
+                mode,
+                ModeTransform.PALETTE_TO_RGB,
+                palette=palette,
+                palette_mode=palette_mode,
             )
     if isinstance(transparency, (bytes, bytearray)):
         transparency = bytes(transparency)
     elif transparency is not None and not isinstance(transparency, int):
         raise UnsupportedImageError(f"palette transparency of type {type(transparency).__name__}")
     return CodedImage(
-        indices[None].copy(), "L", mode, ModeTransform.PALETTE_INDICES,
-        palette=palette, palette_mode=palette_mode, transparency=transparency,
+        indices[None].copy(),
+        "L",
+        mode,
+        ModeTransform.PALETTE_INDICES,
+        palette=palette,
+        palette_mode=palette_mode,
+        transparency=transparency,
     )
 
 

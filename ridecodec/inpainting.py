@@ -76,8 +76,9 @@ def margins(model: DensityModel) -> tuple[int, int, int]:
     return tuple(UNBOUNDED_MARGIN if math.isinf(v) else int(v) for v in (reach.up, reach.left, reach.right))
 
 
-def window(top: int, bottom: int, left: int, right: int, shape: tuple[int, int],
-           reach: tuple[int, int, int]) -> tuple[slice, slice]:
+def window(
+    top: int, bottom: int, left: int, right: int, shape: tuple[int, int], reach: tuple[int, int, int]
+) -> tuple[slice, slice]:
     """The crop that scores a change of the pixels in rows [top, bottom), columns [left, right).
 
     A pixel (i, j) reads pixels up to ``up`` rows above, ``left`` columns left and ``right``
@@ -128,8 +129,10 @@ def inpaint(
     the blocks of every sweep."""
     require_sampling(model)
     if missing.shape != pixels.shape[1:]:
-        raise InputError(f"the mask is {missing.shape[1]}x{missing.shape[0]}, the image "
-                         f"{pixels.shape[2]}x{pixels.shape[1]}: they must be the same size")
+        raise InputError(
+            f"the mask is {missing.shape[1]}x{missing.shape[0]}, the image "
+            f"{pixels.shape[2]}x{pixels.shape[1]}: they must be the same size"
+        )
     if not missing.any():
         raise InputError("the mask marks no pixel as missing (nonzero = missing): nothing to inpaint")
     image = np.array(pixels, dtype=np.uint8)
@@ -218,8 +221,10 @@ def inpaint_file(
         )
     missing = read_mask(mask_path)
     if missing.shape != (coded.height, coded.width):
-        raise InputError(f"{mask_path}: the mask is {missing.shape[1]}x{missing.shape[0]}, the image "
-                         f"{coded.width}x{coded.height}: they must be the same size")
+        raise InputError(
+            f"{mask_path}: the mask is {missing.shape[1]}x{missing.shape[0]}, the image "
+            f"{coded.width}x{coded.height}: they must be the same size"
+        )
     if not missing.any():
         raise InputError(f"{mask_path}: the mask marks no pixel as missing (nonzero = missing): nothing to inpaint")
     name, density_model = api.model_for(coded, model, api.resolve_device(device), weights)

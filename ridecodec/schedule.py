@@ -151,7 +151,6 @@ def replayed_log_prob(model: DensityModel, image: torch.Tensor, value_sets: np.n
     return total
 
 
-
 def code_length_bits(model: DensityModel, pixels: np.ndarray, value_sets: np.ndarray | None = None) -> float:
     """The model's code length of ``pixels`` (uint8 (C, H, W)) in bits, from ``log_prob``; with
     ``value_sets``, of the model restricted to them, from the replayed tables (a model's

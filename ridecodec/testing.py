@@ -107,8 +107,10 @@ def stepped_tables(
 
 def _images(model: DensityModel, height: int = 11, width: int = 14):
     """One synthetic image per layout the model codes, as (C, H, W)."""
-    return {layout: planes_of(synthetic_image(height, width, CHANNEL_LAYOUTS[layout], seed=len(layout)))
-            for layout in model.modes}
+    return {
+        layout: planes_of(synthetic_image(height, width, CHANNEL_LAYOUTS[layout], seed=len(layout)))
+        for layout in model.modes
+    }
 
 
 def check_tables(name: str) -> None:
@@ -177,7 +179,11 @@ def check_determinism(name: str) -> None:
 KERNEL_SETS = {
     "default": {"ATEN_CPU_CAPABILITY": "default", "MKL_ENABLE_INSTRUCTIONS": "SSE4_2", "ONEDNN_MAX_CPU_ISA": "SSE41"},
     "avx2": {"ATEN_CPU_CAPABILITY": "avx2", "MKL_ENABLE_INSTRUCTIONS": "AVX2", "ONEDNN_MAX_CPU_ISA": "AVX2"},
-    "avx512": {"ATEN_CPU_CAPABILITY": "avx512", "MKL_ENABLE_INSTRUCTIONS": "AVX512", "ONEDNN_MAX_CPU_ISA": "AVX512_CORE"},
+    "avx512": {
+        "ATEN_CPU_CAPABILITY": "avx512",
+        "MKL_ENABLE_INSTRUCTIONS": "AVX512",
+        "ONEDNN_MAX_CPU_ISA": "AVX512_CORE",
+    },
 }
 
 
@@ -214,7 +220,10 @@ def decode_under_kernels(paths: list[str | Path], kernel_set: str, timeout: floa
     environment = {**os.environ, **KERNEL_SETS[kernel_set]}
     completed = subprocess.run(
         [sys.executable, "-c", _DECODE_SCRIPT, *map(str, paths)],
-        env=environment, capture_output=True, text=True, timeout=timeout,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
     assert completed.returncode == 0, f"the {kernel_set} decoder failed: {completed.stderr.strip()[-2000:]}"
     results = json.loads(completed.stdout.strip().splitlines()[-1])
@@ -268,6 +277,7 @@ def synthetic_texture(kind: str, height: int, width: int, seed: int = 0) -> np.n
         texture = shades[brick_row, shifted // 16]
         texture = np.where((rows % 8 == 0) | (shifted % 16 == 0), 70.0, texture)
     elif kind == "irregular":
+
         def smooth(sigma: float, field: np.ndarray) -> np.ndarray:  # a Gaussian blur through the FFT (periodic)
             fy, fx = np.fft.fftfreq(height)[:, None], np.fft.fftfreq(width)[None, :]
             kernel = np.exp(-2 * (np.pi * sigma) ** 2 * (fx**2 + fy**2))

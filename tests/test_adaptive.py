@@ -67,7 +67,9 @@ def test_adaptation_does_not_depend_on_how_a_step_is_split(rows_per_call):
 def test_adaptation_learns_what_the_image_repeats():
     model = registry.load_model("ride")
     pixels = planes_of(synthetic_graphic(40, 48, seed=3))
-    plain, adapted = engine.encode_variants(model, pixels, [engine.Variant(), engine.Variant(adaptation=adaptive.VERSION)])
+    plain, adapted = engine.encode_variants(
+        model, pixels, [engine.Variant(), engine.Variant(adaptation=adaptive.VERSION)]
+    )
     assert adapted.nbytes < 0.8 * plain.nbytes
     bits = engine.variant_code_length_bits(model, pixels, engine.Variant(adaptation=adaptive.VERSION))
     assert abs(8 * adapted.nbytes - bits) < 0.01 * bits + 64  # the payload costs the adapted likelihood
@@ -131,11 +133,14 @@ def test_a_file_is_never_larger_than_png(model):
     assert modelled.coder != container.CODER_PNG and modelled.payload_length > len(png)
 
 
-@pytest.mark.parametrize("image", [
-    np.tile(np.random.default_rng(9).integers(0, 256, (4, 40, 3), dtype=np.uint8), (6, 1, 1)),
-    np.tile(np.random.default_rng(10).integers(0, 256, (4, 40, 4), dtype=np.uint8), (6, 1, 1)),
-    (np.tile(np.random.default_rng(11).integers(0, 65536, (4, 40), dtype=np.uint16), (6, 1))),
-])
+@pytest.mark.parametrize(
+    "image",
+    [
+        np.tile(np.random.default_rng(9).integers(0, 256, (4, 40, 3), dtype=np.uint8), (6, 1, 1)),
+        np.tile(np.random.default_rng(10).integers(0, 256, (4, 40, 4), dtype=np.uint8), (6, 1, 1)),
+        (np.tile(np.random.default_rng(11).integers(0, 65536, (4, 40), dtype=np.uint16), (6, 1))),
+    ],
+)
 def test_png_payloads_round_trip_every_layout(image):
     data = ridecodec.compress(image, model="loco")
     assert ridecodec.read_header(data).coder == container.CODER_PNG
@@ -259,11 +264,14 @@ def test_adapted_tables_of_extreme_models_code_and_decode_every_value(peak):
     assert adapted[0, 7] / adapted[0].sum() > 0.99  # and the candidate did get nearly everything
 
 
-@pytest.mark.parametrize("model_name, make", [
-    ("loco", lambda: synthetic_graphic(26, 30, 3, seed=20)),
-    ("ride", lambda: synthetic_graphic(22, 26, seed=21)),
-    ("ride", lambda: synthetic_image(20, 24, 3, seed=22)),
-])
+@pytest.mark.parametrize(
+    "model_name, make",
+    [
+        ("loco", lambda: synthetic_graphic(26, 30, 3, seed=20)),
+        ("ride", lambda: synthetic_graphic(22, 26, seed=21)),
+        ("ride", lambda: synthetic_image(20, 24, 3, seed=22)),
+    ],
+)
 def test_the_compiled_kernels_compute_the_numpy_references_numbers(model_name, make, monkeypatch):
     """numba kernels do the per-position work; the numpy code is their reference (and the path
     without numba): same tables, same state, bit for bit."""

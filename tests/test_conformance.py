@@ -113,7 +113,9 @@ def test_the_kernel_sets_really_compute_float_math_differently():
     outputs = {}
     for kernels in testing.available_kernel_sets():
         env = {**__import__("os").environ, **testing.KERNEL_SETS[kernels]}
-        result = subprocess.run([sys.executable, "-c", _FLOAT_MATH], env=env, capture_output=True, text=True, check=True)
+        result = subprocess.run(
+            [sys.executable, "-c", _FLOAT_MATH], env=env, capture_output=True, text=True, check=True
+        )
         outputs[kernels] = json.loads(result.stdout)
         assert outputs[kernels]["capability"].lower() == kernels
     assert len({output["bits"] for output in outputs.values()}) > 1, outputs

@@ -234,7 +234,7 @@ def test_a_malformed_16_bit_record_is_a_format_error():
         container.Header(**{**header.__dict__, "deep": container.DeepRecord(depth.DeepCoding.LOW_ONLY, 1, 4)})
     )
     front = container.MAGIC + container.struct.pack("<BI", 1, len(body)) + body
-    forged = front + container.struct.pack("<I", container.zlib.crc32(front)) + bytes(data[header.header_length:])
+    forged = front + container.struct.pack("<I", container.zlib.crc32(front)) + bytes(data[header.header_length :])
     with pytest.raises(FormatError, match="16-bit"):
         ridecodec.decompress(forged)
 

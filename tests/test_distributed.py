@@ -17,12 +17,62 @@ import ridecodec
 from conftest import natural_like
 from ridecodec.training.distributed import Distributed
 
-MCGSM = ["mcgsm", "--up", "2", "--left", "2", "--right", "1", "--components", "4", "--scales", "2", "--features", "4",
-         "--table-components", "3", "--samples-per-image", "250", "--batch-size", "111", "--validation-fraction",
-         "0.34"]  # 1000 training samples: the last batch of each epoch has 1, process 1 none of it
-RIDE = ["ride", "--up", "2", "--left", "2", "--layers", "1", "--hidden", "4", "--components", "3", "--scales", "2",
-        "--features", "3", "--table-components", "2", "--patch-sizes", "8,12", "--epochs", "1", "--patches-per-image",
-        "15", "--batch-size", "8", "--learning-rate", "1e-2", "--validation-fraction", "0.34", "--lbfgs-steps", "3"]
+MCGSM = [
+    "mcgsm",
+    "--up",
+    "2",
+    "--left",
+    "2",
+    "--right",
+    "1",
+    "--components",
+    "4",
+    "--scales",
+    "2",
+    "--features",
+    "4",
+    "--table-components",
+    "3",
+    "--samples-per-image",
+    "250",
+    "--batch-size",
+    "111",
+    "--validation-fraction",
+    "0.34",
+]  # 1000 training samples: the last batch of each epoch has 1, process 1 none of it
+RIDE = [
+    "ride",
+    "--up",
+    "2",
+    "--left",
+    "2",
+    "--layers",
+    "1",
+    "--hidden",
+    "4",
+    "--components",
+    "3",
+    "--scales",
+    "2",
+    "--features",
+    "3",
+    "--table-components",
+    "2",
+    "--patch-sizes",
+    "8,12",
+    "--epochs",
+    "1",
+    "--patches-per-image",
+    "15",
+    "--batch-size",
+    "8",
+    "--learning-rate",
+    "1e-2",
+    "--validation-fraction",
+    "0.34",
+    "--lbfgs-steps",
+    "3",
+]
 
 
 @pytest.fixture(scope="module")
@@ -38,8 +88,13 @@ def _train(processes: int, arguments: list[str], cwd) -> subprocess.CompletedPro
     port on this machine), or in this Python without torchrun for 1."""
     launcher = ["-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}"] if processes > 1 else []
     environment = {**os.environ, "OMP_NUM_THREADS": "1"}
-    result = subprocess.run([sys.executable, *launcher, "-m", "ridecodec.train", *arguments], cwd=cwd,
-                            capture_output=True, text=True, env=environment)
+    result = subprocess.run(
+        [sys.executable, *launcher, "-m", "ridecodec.train", *arguments],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        env=environment,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     return result
 
@@ -78,7 +133,9 @@ def test_two_processes_train_like_one_and_their_weights_code_images(image_folder
     assert sorted(p.name for p in tmp_path.iterdir()) == ["one.jsonl", "one.pt", "two.ck", "two.jsonl", "two.pt"]
 
     # the same global batches, split: the same training as one process, up to float sums
-    done = {name: next(r for r in _records(tmp_path / f"{name}.jsonl") if r["event"] == "done") for name in ("one", "two")}
+    done = {
+        name: next(r for r in _records(tmp_path / f"{name}.jsonl") if r["event"] == "done") for name in ("one", "two")
+    }
     assert done["two"]["validation_bits_per_pixel"] == pytest.approx(done["one"]["validation_bits_per_pixel"], abs=1e-3)
     initial = next(r for r in records if r["event"] == "initial")["validation_bits_per_pixel"]
     assert done["two"]["validation_bits_per_pixel"] < initial
@@ -111,8 +168,12 @@ def test_checkpoints_resume_across_process_counts(image_folder, tmp_path):
     for key, value in a["state"].items():
         assert torch.allclose(value, b["state"][key], atol=1e-4), key
     image = natural_like(10, 12, seed=3)
-    assert np.array_equal(ridecodec.decompress(ridecodec.compress(image, model="mcgsm", weights=tmp_path / "b2.pt"),
-                                               weights=tmp_path / "b2.pt"), image)
+    assert np.array_equal(
+        ridecodec.decompress(
+            ridecodec.compress(image, model="mcgsm", weights=tmp_path / "b2.pt"), weights=tmp_path / "b2.pt"
+        ),
+        image,
+    )
 
 
 @pytest.mark.slow
@@ -124,7 +185,9 @@ def test_ride_trains_on_two_processes(image_folder, tmp_path):
     [processes] = [r for r in records if r["event"] == "processes"]
     assert processes["processes"] == 2 and processes["identical_weights"]
     assert len([r for r in records if r["event"] == "head_tuned"]) == 2  # L-BFGS shared too
-    done = {name: next(r for r in _records(tmp_path / f"{name}.jsonl") if r["event"] == "done") for name in ("one", "two")}
+    done = {
+        name: next(r for r in _records(tmp_path / f"{name}.jsonl") if r["event"] == "done") for name in ("one", "two")
+    }
     assert done["two"]["validation_bits_per_pixel"] == pytest.approx(done["one"]["validation_bits_per_pixel"], abs=1e-3)
     image = natural_like(12, 14, seed=2)
     data = ridecodec.compress(image, model="ride", weights=tmp_path / "two.pt")

@@ -99,10 +99,12 @@ def test_eval_draws_with_matplotlib_where_it_is_installed(folder, tmp_path, monk
 
 
 def test_the_chart_has_a_group_per_image_a_total_and_a_bar_per_codec():
-    chart = evalplot.chart_data(report(
-        result("a.png", 4.0, {"png": 5.0, "webp": 3.0}),
-        result("b.png", 2.0, {"png": 3.0}),  # webp not measured here: a gap, and no webp total
-    ))
+    chart = evalplot.chart_data(
+        report(
+            result("a.png", 4.0, {"png": 5.0, "webp": 3.0}),
+            result("b.png", 2.0, {"png": 3.0}),  # webp not measured here: a gap, and no webp total
+        )
+    )
     assert chart.groups == ["a.png", "b.png", "total"]
     assert [s.label for s in chart.series] == ["loco (.rdc file)", "PNG", "WebP"]
     assert chart.series[0].values == [4.0, 2.0, 3.0]
@@ -136,8 +138,9 @@ def test_the_picture_changes_with_the_numbers(renderer):
 def test_one_to_a_hundred_images_stay_within_the_size_caps(renderer):
     codecs = {name: 3.0 + i / 10 for i, name in enumerate(evaluation.CLASSICAL_CODECS)}
     one = evalplot.render(report(result("x.png", 4.0, codecs)), renderer)
-    many = evalplot.render(report(*[result(f"a_rather_long_file_name_{i:03d}.png", 2 + i % 5, codecs)
-                                    for i in range(100)]), renderer)
+    many = evalplot.render(
+        report(*[result(f"a_rather_long_file_name_{i:03d}.png", 2 + i % 5, codecs) for i in range(100)]), renderer
+    )
     assert_sensible_png(png_of(one))
     assert_sensible_png(png_of(many))
     assert one.width == evalplot.MIN_WIDTH

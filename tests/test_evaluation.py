@@ -101,8 +101,15 @@ def test_evaluate_gray_folder(folder):
 
 def test_evaluate_color_without_classical(folder):
     seen = []
-    report = evaluate([folder / "b.png"], model="loco", device="cpu", color="color",
-                      classical=False, verify=True, progress=seen.append)
+    report = evaluate(
+        [folder / "b.png"],
+        model="loco",
+        device="cpu",
+        color="color",
+        classical=False,
+        verify=True,
+        progress=seen.append,
+    )
     assert seen == ["b.png"]
     [result] = report.images
     assert (result.width, result.height, result.channels) == (24, 20, 3)
@@ -121,8 +128,20 @@ def test_evaluate_limit_and_no_verify(folder):
 
 def test_totals_are_pixel_weighted():
     def result(name, width, likelihood, payload, png):
-        return ImageResult(name, width, 10, 1, likelihood, payload + 1, payload, 0.0,
-                           {"png": png}, encode_seconds=1.0, decode_seconds=2.0, verified=True)
+        return ImageResult(
+            name,
+            width,
+            10,
+            1,
+            likelihood,
+            payload + 1,
+            payload,
+            0.0,
+            {"png": png},
+            encode_seconds=1.0,
+            decode_seconds=2.0,
+            verified=True,
+        )
 
     # 100 pixels at 2 bpp and 300 pixels at 4 bpp: 3.5 bpp, not the mean 3
     report = Report("loco", "cpu", "gray", [result("x", 10, 2.0, 2.2, 5.0), result("y", 30, 4.0, 4.0, 1.0)])

@@ -26,13 +26,16 @@ def test_shipped_tables_are_the_pinned_ones_and_the_generator_reproduces_them():
     assert all(np.array_equal(rebuilt[name], shipped_tables[name]) for name in shipped_tables)
 
 
-@pytest.mark.parametrize("function,reference,in_bits,out_bits,tolerance", [
-    (exact.sigmoid, lambda x: 1 / (1 + math.exp(-x)), exact.PRE_BITS, exact.ACT_BITS, 2e-4),
-    (exact.tanh, math.tanh, exact.PRE_BITS, exact.ACT_BITS, 3e-4),
-    (lambda v, b: exact.exp_neg(v.abs(), b), lambda x: math.exp(-abs(x)), 16, exact.PROB_BITS, 3e-4),
-    (exact.gaussian_cdf, lambda x: 0.5 * math.erfc(-x / math.sqrt(2)), 36, exact.PROB_BITS, 1e-4),
-    (exact.logistic_cdf, lambda x: 1 / (1 + math.exp(-x)), 36, exact.PROB_BITS, 1e-4),
-])
+@pytest.mark.parametrize(
+    "function,reference,in_bits,out_bits,tolerance",
+    [
+        (exact.sigmoid, lambda x: 1 / (1 + math.exp(-x)), exact.PRE_BITS, exact.ACT_BITS, 2e-4),
+        (exact.tanh, math.tanh, exact.PRE_BITS, exact.ACT_BITS, 3e-4),
+        (lambda v, b: exact.exp_neg(v.abs(), b), lambda x: math.exp(-abs(x)), 16, exact.PROB_BITS, 3e-4),
+        (exact.gaussian_cdf, lambda x: 0.5 * math.erfc(-x / math.sqrt(2)), 36, exact.PROB_BITS, 1e-4),
+        (exact.logistic_cdf, lambda x: 1 / (1 + math.exp(-x)), 36, exact.PROB_BITS, 1e-4),
+    ],
+)
 def test_lookups_approximate_their_functions(function, reference, in_bits, out_bits, tolerance):
     x = torch.linspace(-20, 20, 4001, dtype=torch.float64)
     values = function(exact.to_fixed(x, in_bits), in_bits)
@@ -56,13 +59,18 @@ def test_isqrt_is_exact():
 def test_exact_linear_equals_integer_arithmetic(input_bound, weight_bound):
     generator = torch.Generator().manual_seed(input_bound % 1000)
     weight = torch.randint(-weight_bound, weight_bound, (37, 11), generator=generator, dtype=torch.int64)
-    bias = torch.randint(-2**40, 2**40, (11,), generator=generator, dtype=torch.int64)
+    bias = torch.randint(-(2**40), 2**40, (11,), generator=generator, dtype=torch.int64)
     x = torch.randint(-input_bound, input_bound + 1, (23, 37), generator=generator, dtype=torch.int64)
     x[0] = input_bound  # the extremes, where a float64 product would round
     x[1] = -input_bound
     layer = exact.ExactLinear(weight, bias, input_bound)
-    expected = [[sum(int(a) * int(w) for a, w in zip(row, column)) + int(b)
-                 for column, b in zip(weight.T.tolist(), bias.tolist())] for row in x.tolist()]
+    expected = [
+        [
+            sum(int(a) * int(w) for a, w in zip(row, column)) + int(b)
+            for column, b in zip(weight.T.tolist(), bias.tolist())
+        ]
+        for row in x.tolist()
+    ]
     assert layer(x).tolist() == expected
     if layer.limbs == 1 and layer.result_bound < exact.FLOAT64_EXACT:
         assert layer.float_result(x.double()).to(torch.int64).tolist() == expected
@@ -95,10 +103,14 @@ def test_mixture_frequencies_are_positive_integers_summing_to_2_24(cdf):
 def test_mixture_frequencies_match_the_discretized_gaussian():
     means = torch.tensor([[100.3], [0.0], [254.9], [17.0]], dtype=torch.float64)
     stds = torch.tensor([[2.0], [40.0], [0.7], [0.05]], dtype=torch.float64)
-    table = exact.mixture_frequencies(
-        torch.ones(4, 1, dtype=torch.int64), exact.to_fixed(means, exact.MEAN_BITS),
-        exact.inverse_scales(exact.to_fixed(stds.square(), 2 * exact.MEAN_BITS)),
-    ).double() / 2**24
+    table = (
+        exact.mixture_frequencies(
+            torch.ones(4, 1, dtype=torch.int64),
+            exact.to_fixed(means, exact.MEAN_BITS),
+            exact.inverse_scales(exact.to_fixed(stds.square(), 2 * exact.MEAN_BITS)),
+        ).double()
+        / 2**24
+    )
     edges = torch.cat([torch.tensor([-math.inf]), torch.arange(1, 256) - 0.5, torch.tensor([math.inf])]).double()
     cdf = 0.5 * torch.erfc(-(edges - means) / (stds * math.sqrt(2)))
     expected = torch.diff(cdf, dim=1) * (1 - 2**-12) + 2**-20
@@ -121,6 +133,7 @@ def torch_only(monkeypatch):
             return function(*arguments)
         finally:
             monkeypatch.setattr(exact_cpu, "enabled", True)
+
     return run
 
 
@@ -129,8 +142,8 @@ def test_lstm_cell_kernel_equals_torch(torch_only):
     layer = ride.ExactSpatialLSTM(7, extended=False, stacked=False)
     generator = torch.Generator().manual_seed(2)
     n = 400
-    pre = torch.randint(-2**37, 2**37, (n, 35), generator=generator)
-    pre[:50] = torch.randint(-2**33, 2**33, (50, 35), generator=generator)  # the interesting range
+    pre = torch.randint(-(2**37), 2**37, (n, 35), generator=generator)
+    pre[:50] = torch.randint(-(2**33), 2**33, (50, 35), generator=generator)  # the interesting range
     pre[50] = 2**40  # saturating everything
     limit = 50 << exact.ACT_BITS
     c_left = torch.randint(-limit, limit + 1, (n, 7), generator=generator)
@@ -148,8 +161,9 @@ def test_mcgsm_head_kernel_equals_torch(torch_only, scale):
     head = model.layouts["L"][0].head
     num_features = head.shape[0]
     generator = torch.Generator().manual_seed(scale % 97)
-    projected = torch.randint(-scale * 2**16, scale * 2**16 + 1, (300, head.gate.shape[0] + head.gate.shape[1]),
-                              generator=generator)
+    projected = torch.randint(
+        -scale * 2**16, scale * 2**16 + 1, (300, head.gate.shape[0] + head.gate.shape[1]), generator=generator
+    )
     projected[:, num_features:] += 128 << exact.PRE_BITS  # means around mid-grey
     projected[0] = 0  # ties everywhere
     projected[1, num_features:] = 2**62 // 4  # means far out of range
@@ -213,8 +227,8 @@ def test_exact_models_code_within_a_hair_of_the_float_models(kind, module):
 
 def test_exact_conv2d_equals_integer_arithmetic_and_masks_are_causal():
     generator = torch.Generator().manual_seed(5)
-    weight = torch.randint(-2**20, 2**20, (6, 3, 5, 5), generator=generator)
-    bias = torch.randint(-2**30, 2**30, (6,), generator=generator)
+    weight = torch.randint(-(2**20), 2**20, (6, 3, 5, 5), generator=generator)
+    bias = torch.randint(-(2**30), 2**30, (6,), generator=generator)
     mask = exact.causal_mask(6, 3, 5, 5, "A", groups=3)
     layer = exact.ExactConv2d(weight, bias, 255, mask)
     x = torch.randint(0, 256, (2, 3, 7, 8), generator=generator)

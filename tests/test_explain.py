@@ -121,7 +121,9 @@ def test_sixteen_bit_images_are_explained_as_high_and_low_bytes():
 
 def test_progress_runs_to_the_end():
     calls = []
-    explain.explain(synthetic_image(7, 9), model="loco", device="cpu", progress=lambda done, total: calls.append((done, total)))
+    explain.explain(
+        synthetic_image(7, 9), model="loco", device="cpu", progress=lambda done, total: calls.append((done, total))
+    )
     total = engine.wavefront_for(registry.load_model("loco"), 7, 9).num_steps
     assert calls[-1] == (total, total)
 
@@ -248,9 +250,10 @@ def test_vmax_sets_the_top_of_the_colour_bar():
         return int((np.asarray(picture).reshape(-1, 3) == top).all(axis=1).sum())
 
     # every pixel costs more than 0.01 bits: with that as the top, the panel is all top colour
-    assert top_coloured(explain.render(explanation, "pillow", vmax=0.01)) > top_coloured(
-        explain.render(explanation, "pillow")
-    ) + 200 * 200
+    assert (
+        top_coloured(explain.render(explanation, "pillow", vmax=0.01))
+        > top_coloured(explain.render(explanation, "pillow")) + 200 * 200
+    )
 
 
 def test_sixteen_bit_values_below_256_cost_their_low_bytes_only():

@@ -72,10 +72,12 @@ def test_a_seed_reproduces_the_inpainting(mcgsm):
     image = synthetic_image(16, 16, channels=3, seed=2).transpose(2, 0, 1).copy()
     missing = hole(16, 16, 5, 10, 4, 12)
     first = inpainting.inpaint(mcgsm, image, missing, sweeps=1, seed=9, candidates=2)
-    assert np.array_equal(first.pixels, inpainting.inpaint(mcgsm, image, missing, sweeps=1, seed=9,
-                                                           candidates=2).pixels)
-    assert not np.array_equal(first.pixels, inpainting.inpaint(mcgsm, image, missing, sweeps=1, seed=10,
-                                                               candidates=2).pixels)
+    assert np.array_equal(
+        first.pixels, inpainting.inpaint(mcgsm, image, missing, sweeps=1, seed=9, candidates=2).pixels
+    )
+    assert not np.array_equal(
+        first.pixels, inpainting.inpaint(mcgsm, image, missing, sweeps=1, seed=10, candidates=2).pixels
+    )
     assert first.proposals == len(inpainting.blocks(missing))
 
 
@@ -105,10 +107,13 @@ def test_the_local_window_scores_as_the_whole_image_does(mcgsm):
     up, reach_left, reach_right = reach
     influenced = (slice(top, bottom + up), slice(left - reach_right, right + reach_left))
     for x, full in zip((image, changed), whole):
-        local = sampling.fill(mcgsm, x[:, rows, cols], np.zeros((rows.stop - rows.start, cols.stop - cols.start), bool),
-                              None).log2_probability
-        in_crop = (slice(influenced[0].start - rows.start, influenced[0].stop - rows.start),
-                   slice(influenced[1].start - cols.start, influenced[1].stop - cols.start))
+        local = sampling.fill(
+            mcgsm, x[:, rows, cols], np.zeros((rows.stop - rows.start, cols.stop - cols.start), bool), None
+        ).log2_probability
+        in_crop = (
+            slice(influenced[0].start - rows.start, influenced[0].stop - rows.start),
+            slice(influenced[1].start - cols.start, influenced[1].stop - cols.start),
+        )
         assert np.array_equal(local[:, in_crop[0], in_crop[1]], full[:, influenced[0], influenced[1]])
 
 
@@ -119,12 +124,16 @@ def test_the_sweeps_draw_from_the_posterior():
     model = Pairs()
     image = np.array([[[0, 1]]], dtype=np.uint8)
     missing = np.array([[True, False]])
-    drafts = [inpainting.inpaint(model, image, missing, sweeps=0, seed=seed, candidates=1).pixels[0, 0, 0]
-              for seed in range(300)]
+    drafts = [
+        inpainting.inpaint(model, image, missing, sweeps=0, seed=seed, candidates=1).pixels[0, 0, 0]
+        for seed in range(300)
+    ]
     # 5 sweeps: the last one in the image's own orientation, where the proposal is the prior (1/2),
     # so the final states follow the posterior only if the acceptance corrects the proposals
-    finals = [inpainting.inpaint(model, image, missing, sweeps=5, seed=seed, candidates=1).pixels[0, 0, 0]
-              for seed in range(300)]
+    finals = [
+        inpainting.inpaint(model, image, missing, sweeps=5, seed=seed, candidates=1).pixels[0, 0, 0]
+        for seed in range(300)
+    ]
     assert abs(np.mean(drafts) - 0.5) < 0.12
     assert abs(np.mean(finals) - 0.9) < 0.07  # 4 standard deviations of 300 draws
     assert set(finals) <= {0, 1}
@@ -143,8 +152,15 @@ def test_the_best_draft_is_the_most_probable():
 def test_progress_counts_drafts_and_blocks(mcgsm):
     seen = []
     missing = hole(12, 12, 4, 8, 4, 8)
-    inpainting.inpaint(mcgsm, synthetic_image(12, 12)[None], missing, sweeps=2, seed=0, candidates=3,
-                       progress=lambda done, total: seen.append((done, total)))
+    inpainting.inpaint(
+        mcgsm,
+        synthetic_image(12, 12)[None],
+        missing,
+        sweeps=2,
+        seed=0,
+        candidates=3,
+        progress=lambda done, total: seen.append((done, total)),
+    )
     total = 3 + 2 * len(inpainting.blocks(missing))
     assert seen == [(done, total) for done in range(1, total + 1)]
 
@@ -183,8 +199,22 @@ def files(tmp_path):
 def test_inpaint_writes_the_image_with_only_the_masked_pixels_changed(files):
     folder, image, missing = files
     out = folder / "out.png"
-    result = run("inpaint", str(folder / "image.png"), "--mask", str(folder / "mask.png"), "-o", str(out),
-                 "--model", "mcgsm", "--sweeps", "1", "--candidates", "2", "--seed", "5")
+    result = run(
+        "inpaint",
+        str(folder / "image.png"),
+        "--mask",
+        str(folder / "mask.png"),
+        "-o",
+        str(out),
+        "--model",
+        "mcgsm",
+        "--sweeps",
+        "1",
+        "--candidates",
+        "2",
+        "--seed",
+        "5",
+    )
     assert result.exit_code == 0, result.output
     assert "seed 5" in result.output and "block proposals accepted" in result.output
     written = Image.open(out)
@@ -199,8 +229,9 @@ def test_inpaint_refuses_a_bad_mask_in_one_line(files, mask_shape, message):
     folder, _, _ = files
     bad = folder / "bad.png"
     Image.fromarray(np.zeros(mask_shape or (18, 20), np.uint8)).save(bad)
-    result = run("inpaint", str(folder / "image.png"), "--mask", str(bad), "-o", str(folder / "out.png"),
-                 "--model", "mcgsm")
+    result = run(
+        "inpaint", str(folder / "image.png"), "--mask", str(bad), "-o", str(folder / "out.png"), "--model", "mcgsm"
+    )
     assert result.exit_code == InputError.exit_code
     assert message in one_error_line(result)
     assert not (folder / "out.png").exists()
@@ -209,8 +240,16 @@ def test_inpaint_refuses_a_bad_mask_in_one_line(files, mask_shape, message):
 def test_inpaint_refuses_a_model_that_cannot_sample(files, monkeypatch):
     folder, _, _ = files
     monkeypatch.setattr(type(registry.load_model("loco")), "can_sample", False)
-    result = run("inpaint", str(folder / "image.png"), "--mask", str(folder / "mask.png"),
-                 "-o", str(folder / "out.png"), "--model", "loco")
+    result = run(
+        "inpaint",
+        str(folder / "image.png"),
+        "--mask",
+        str(folder / "mask.png"),
+        "-o",
+        str(folder / "out.png"),
+        "--model",
+        "loco",
+    )
     assert result.exit_code == ModelNotFoundError.exit_code
     assert "model 'loco' cannot sample" in one_error_line(result)
 
@@ -218,11 +257,20 @@ def test_inpaint_refuses_a_model_that_cannot_sample(files, monkeypatch):
 def test_inpaint_never_replaces_its_input_nor_an_existing_output(files):
     folder, _, _ = files
     before = (folder / "image.png").read_bytes()
-    result = run("inpaint", str(folder / "image.png"), "--mask", str(folder / "mask.png"),
-                 "-o", str(folder / "image.png"), "--force")
+    result = run(
+        "inpaint",
+        str(folder / "image.png"),
+        "--mask",
+        str(folder / "mask.png"),
+        "-o",
+        str(folder / "image.png"),
+        "--force",
+    )
     assert result.exit_code == 11 and "is an input" in one_error_line(result)
     (folder / "out.png").write_bytes(b"keep")
-    result = run("inpaint", str(folder / "image.png"), "--mask", str(folder / "mask.png"), "-o", str(folder / "out.png"))
+    result = run(
+        "inpaint", str(folder / "image.png"), "--mask", str(folder / "mask.png"), "-o", str(folder / "out.png")
+    )
     assert result.exit_code == 8 and "exists" in one_error_line(result)
     assert (folder / "image.png").read_bytes() == before and (folder / "out.png").read_bytes() == b"keep"
 
@@ -231,7 +279,8 @@ def test_inpaint_refuses_an_image_it_cannot_draw(files):
     folder, _, _ = files
     deep = folder / "deep.png"
     Image.fromarray(np.full((18, 20), 40000, np.uint16)).save(deep)
-    result = run("inpaint", str(deep), "--mask", str(folder / "mask.png"), "-o", str(folder / "out.png"),
-                 "--model", "mcgsm")
+    result = run(
+        "inpaint", str(deep), "--mask", str(folder / "mask.png"), "-o", str(folder / "out.png"), "--model", "mcgsm"
+    )
     assert result.exit_code == 4
     assert "8-bit L, RGB and RGBA" in one_error_line(result)

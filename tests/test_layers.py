@@ -13,16 +13,33 @@ PACKAGE = Path(__file__).resolve().parents[1] / "ridecodec"
 #: Layer of each part; an import between parts must go to a strictly lower layer. Modules of one
 #: group (the models, the exact arithmetic, training) may import each other.
 LAYERS = {
-    "errors": 0, "modes": 0, "models.base": 0,
-    "exact": 1, "depth": 1, "orientation": 1, "fileio": 1, "adaptive": 1, "coloursets": 1,
+    "errors": 0,
+    "modes": 0,
+    "models.base": 0,
+    "exact": 1,
+    "depth": 1,
+    "orientation": 1,
+    "fileio": 1,
+    "adaptive": 1,
+    "coloursets": 1,
     "schedule": 2,
     "models": 3,
-    "container": 4, "imageio": 4, "engine": 4, "registry": 4,
+    "container": 4,
+    "imageio": 4,
+    "engine": 4,
+    "registry": 4,
     "api": 5,
-    "evaluation": 6, "testing": 6, "explain": 6, "pillow": 6, "training": 6, "sampling": 6,
+    "evaluation": 6,
+    "testing": 6,
+    "explain": 6,
+    "pillow": 6,
+    "training": 6,
+    "sampling": 6,
     "evalplot": 6.5,  # draws evaluation's reports (and borrows explain's check for matplotlib): above both
     "cli": 7,
-    "__init__": 8, "__main__": 8, "train": 8,  # train: `python -m ridecodec.train`, the CLI's train group
+    "__init__": 8,
+    "__main__": 8,
+    "train": 8,  # train: `python -m ridecodec.train`, the CLI's train group
 }
 GROUPS = {"exact_cpu": "exact", "inpainting": "sampling"}  # inpainting draws its proposals with the sampler
 
@@ -51,8 +68,11 @@ def _imports(path: Path, root: Path = PACKAGE) -> set[str]:
                 continue
             names = [alias.name for alias in node.names]
             # `from . import engine` imports a module; `from .engine import x` imports from one
-            modules = [".".join(target + [name]) for name in names if (root.joinpath(*target, name + ".py")).exists()
-                       or (root.joinpath(*target, name)).is_dir()]
+            modules = [
+                ".".join(target + [name])
+                for name in names
+                if (root.joinpath(*target, name + ".py")).exists() or (root.joinpath(*target, name)).is_dir()
+            ]
             found.update(modules or [".".join(target)])
         elif isinstance(node, ast.Import):
             for alias in node.names:

@@ -163,9 +163,17 @@ def image_folder(tmp_path_factory):
 
 def _options(folder, tmp_path, **changes):
     config = MCGSMConfig(num_components=4, num_scales=2, num_features=4, table_components=3)
-    base = dict(data=[str(folder)], out=str(tmp_path / "w.pt"), model=config, samples_per_image=300,
-                batch_size=256, max_epochs=2, validation_fraction=0.34, checkpoint=str(tmp_path / "ck.pt"),
-                log=str(tmp_path / "log.jsonl"))
+    base = dict(
+        data=[str(folder)],
+        out=str(tmp_path / "w.pt"),
+        model=config,
+        samples_per_image=300,
+        batch_size=256,
+        max_epochs=2,
+        validation_fraction=0.34,
+        checkpoint=str(tmp_path / "ck.pt"),
+        log=str(tmp_path / "log.jsonl"),
+    )
     return TrainingOptions(**{**base, **changes})
 
 
@@ -194,15 +202,18 @@ def test_training_writes_usable_weights_and_a_log(image_folder, tmp_path):
 def test_training_resumes_from_its_checkpoint(image_folder, tmp_path):
     train_mcgsm(_options(image_folder, tmp_path, max_epochs=1))
     resumed = train_mcgsm(_options(image_folder, tmp_path, max_epochs=2, resume=True))
-    straight = train_mcgsm(_options(image_folder, tmp_path / "..", max_epochs=2, checkpoint=None, out=str(tmp_path / "s.pt")))
+    straight = train_mcgsm(
+        _options(image_folder, tmp_path / "..", max_epochs=2, checkpoint=None, out=str(tmp_path / "s.pt"))
+    )
     assert resumed["epochs"] == 2
     assert resumed["validation_bits_per_pixel"] == pytest.approx(straight["validation_bits_per_pixel"], abs=1e-6)
 
 
 def test_fine_tuning_starts_from_given_weights(image_folder, tmp_path):
     first = train_mcgsm(_options(image_folder, tmp_path, max_epochs=1, checkpoint=None))
-    tuned_options = _options(image_folder, tmp_path, init=str(tmp_path / "w.pt"), out=str(tmp_path / "t.pt"),
-                             checkpoint=None, max_epochs=1)
+    tuned_options = _options(
+        image_folder, tmp_path, init=str(tmp_path / "w.pt"), out=str(tmp_path / "t.pt"), checkpoint=None, max_epochs=1
+    )
     tuned_options.model = MCGSMConfig(num_components=4, num_scales=2, num_features=4, table_components=2)
     tuned = train_mcgsm(tuned_options)
     assert tuned["initialized_from"]["metadata"]["validation_bits_per_pixel"] == first["validation_bits_per_pixel"]
@@ -232,17 +243,33 @@ def test_train_command_errors(tmp_path):
     assert exists.exit_code == 8 and (tmp_path / "w.pt").read_bytes() == b"keep me"
     (tmp_path / "images").mkdir()
     Image.fromarray(natural_like(20, 20)).save(tmp_path / "images" / "a.png")
-    too_few = runner.invoke(main, ["train", "mcgsm", "--data", str(tmp_path / "images"), "--out", str(tmp_path / "v.pt")])
+    too_few = runner.invoke(
+        main, ["train", "mcgsm", "--data", str(tmp_path / "images"), "--out", str(tmp_path / "v.pt")]
+    )
     assert too_few.exit_code == 3 and "at least 2 images" in too_few.output
     Image.fromarray(natural_like(20, 20, seed=1)).save(tmp_path / "images" / "b.png")
-    bad_init = runner.invoke(main, ["train", "mcgsm", "--data", str(tmp_path / "images"), "--out",
-                                    str(tmp_path / "v.pt"), "--init", str(tmp_path / "w.pt")])
+    bad_init = runner.invoke(
+        main,
+        [
+            "train",
+            "mcgsm",
+            "--data",
+            str(tmp_path / "images"),
+            "--out",
+            str(tmp_path / "v.pt"),
+            "--init",
+            str(tmp_path / "w.pt"),
+        ],
+    )
     assert bad_init.exit_code == 3 and "--init" in bad_init.output and "Traceback" not in bad_init.output
-    nowhere = runner.invoke(main, ["train", "mcgsm", "--data", str(tmp_path / "images"), "--out",
-                                   str(tmp_path / "missing" / "w.pt")])
+    nowhere = runner.invoke(
+        main, ["train", "mcgsm", "--data", str(tmp_path / "images"), "--out", str(tmp_path / "missing" / "w.pt")]
+    )
     assert nowhere.exit_code == 3 and "folder does not exist" in nowhere.output
     (tmp_path / "images" / "c.png").write_bytes(b"not a png")
-    broken = runner.invoke(main, ["train", "mcgsm", "--data", str(tmp_path / "images"), "--out", str(tmp_path / "v.pt")])
+    broken = runner.invoke(
+        main, ["train", "mcgsm", "--data", str(tmp_path / "images"), "--out", str(tmp_path / "v.pt")]
+    )
     assert broken.exit_code == 3 and "c.png" in broken.output and len(broken.output.strip().splitlines()) == 1
     assert not (tmp_path / "v.pt").exists() and (tmp_path / "w.pt").read_bytes() == b"keep me"
 

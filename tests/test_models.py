@@ -164,7 +164,10 @@ def test_bad_tables_are_the_plugins_fault(table_maker, match):
     "source,match",
     [
         ("raise ImportError('missing dependency xyz')", "failed to import: missing dependency xyz"),
-        ("class Broken:\n    def __init__(self):\n        raise ValueError('no weights')", "failed to initialise: no weights"),
+        (
+            "class Broken:\n    def __init__(self):\n        raise ValueError('no weights')",
+            "failed to initialise: no weights",
+        ),
         ("class Broken:\n    pass", "is not a ridecodec DensityModel"),
     ],
 )

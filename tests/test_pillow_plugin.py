@@ -46,8 +46,11 @@ IMAGES = {
 
 def same(a: Image.Image, b: Image.Image) -> bool:
     return (
-        a.mode == b.mode and a.size == b.size and np.array_equal(np.asarray(a), np.asarray(b))
-        and a.getpalette() == b.getpalette() and a.info.get("transparency") == b.info.get("transparency")
+        a.mode == b.mode
+        and a.size == b.size
+        and np.array_equal(np.asarray(a), np.asarray(b))
+        and a.getpalette() == b.getpalette()
+        and a.info.get("transparency") == b.info.get("transparency")
     )
 
 

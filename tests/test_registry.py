@@ -17,7 +17,7 @@ from ridecodec.cli import main
 from ridecodec.errors import PluginError
 
 #: A plug-in module: every model it builds is appended to BUILT.
-PLUGIN_SOURCE = '''
+PLUGIN_SOURCE = """
 import torch
 from ridecodec.models import CausalReach, DensityModel
 
@@ -40,9 +40,9 @@ class Fake(DensityModel):
 
     def log_prob(self, images):
         return torch.zeros(len(images), dtype=torch.float64)
-'''
+"""
 
-CLASS_LEVEL = 'modes = {modes!r}\n    reach = CausalReach(up=1, left=2, right=0)\n    exact_across_devices = True'
+CLASS_LEVEL = "modes = {modes!r}\n    reach = CausalReach(up=1, left=2, right=0)\n    exact_across_devices = True"
 
 
 @pytest.fixture

@@ -32,8 +32,12 @@ from ridecodec.testing import planes_of as _planes, stepped_tables
 def _random_weights(path, channels: int, seed: int = 0, **changes) -> RIDEConfig:
     """A small RIDE with random spatial LSTM and MCGSM weights and a whitening fitted on a
     synthetic image, written to ``path``."""
-    config = RIDEConfig(**{**dict(num_layers=2, num_hiddens=5, num_components=3, num_scales=2, num_features=3,
-                                  table_components=2), **changes})
+    config = RIDEConfig(
+        **{
+            **dict(num_layers=2, num_hiddens=5, num_components=3, num_scales=2, num_features=3, table_components=2),
+            **changes,
+        }
+    )
     models = build_channel_models(config, channels)
     image = torch.from_numpy(_planes(natural_like(20, 24, channels, seed=seed)))
     hood = CausalNeighbourhood(config.up, config.left, config.right)
@@ -117,11 +121,17 @@ def test_scan_follows_the_paper_equations():
         c = dict(h)
         for i in range(3):
             for j in range(4):
-                z = torch.cat([inputs[0, i, j], h[i, j - 1], h[i - 1, j]]) @ torch.cat(
-                    [layer.input_weights, layer.recurrent_weights]) + layer.bias
+                z = (
+                    torch.cat([inputs[0, i, j], h[i, j - 1], h[i - 1, j]])
+                    @ torch.cat([layer.input_weights, layer.recurrent_weights])
+                    + layer.bias
+                )
                 gate_i, gate_o, f_c, f_r, g = z.view(5, 3)
-                c[i, j] = torch.tanh(g) * torch.sigmoid(gate_i) + c[i, j - 1] * torch.sigmoid(f_c) \
+                c[i, j] = (
+                    torch.tanh(g) * torch.sigmoid(gate_i)
+                    + c[i, j - 1] * torch.sigmoid(f_c)
                     + c[i - 1, j] * torch.sigmoid(f_r)
+                )
                 h[i, j] = torch.tanh(c[i, j] * torch.sigmoid(gate_o))
                 assert torch.allclose(scanned[0, i, j], h[i, j], atol=1e-6)
 
@@ -187,11 +197,14 @@ def test_log_prob_equals_stepped_probabilities(model, float_channels, channels):
     # training's objective (the float model's bins' masses) is the same number, to the
     # quantization's cost
     planes = torch.from_numpy(pixels)[None]
-    plan = [(float_channels[3 if channels > 1 else 1][c] if c < 3 else float_channels[1][0], hood, sl, index)
-            for c, (_, hood, sl, index) in enumerate(model._plan(channels))]
+    plan = [
+        (float_channels[3 if channels > 1 else 1][c] if c < 3 else float_channels[1][0], hood, sl, index)
+        for c, (_, hood, sl, index) in enumerate(model._plan(channels))
+    ]
     with torch.no_grad():
-        direct = sum(m.log_likelihood(hood, planes[:, sl], index, planes[:, c])
-                     for c, (m, hood, sl, index) in enumerate(plan))
+        direct = sum(
+            m.log_likelihood(hood, planes[:, sl], index, planes[:, c]) for c, (m, hood, sl, index) in enumerate(plan)
+        )
     assert math.isclose(float(direct), float(stepped), rel_tol=1e-4)
 
 
@@ -224,8 +237,12 @@ def test_model_is_causal(model, channels, channel):
     peeking, _ = stepped_tables(model, pixels, reveal_everything=True)
     assert torch.equal(honest, peeking)
     # the tables' positions and channels, in the schedule's order
-    order = [(int(r) * 7 + int(k), c) for _, rows, cols in Wavefront(6, 7, model.reach.right).steps()
-             for c in range(channels) for r, k in zip(rows, cols)]
+    order = [
+        (int(r) * 7 + int(k), c)
+        for _, rows, cols in Wavefront(6, 7, model.reach.right).steps()
+        for c in range(channels)
+        for r, k in zip(rows, cols)
+    ]
     generator = np.random.default_rng(0)
     for position in [0, 8, 20, 40]:
         scrambled = pixels.reshape(channels, -1).copy()
@@ -295,12 +312,24 @@ def image_folder(tmp_path_factory):
 
 
 def _options(folder, tmp_path, **changes):
-    config = RIDEConfig(up=2, left=2, num_layers=1, num_hiddens=4, num_components=3, num_scales=2, num_features=3,
-                        table_components=2)  # a small neighbourhood: the images are 14 x 16
-    base = dict(data=[str(folder)], out=str(tmp_path / "w.pt"), model=config, patch_sizes=(8, 12), epochs=1,
-                patches_per_image=16, batch_size=8, learning_rate=1e-2, validation_fraction=0.34,
-                whitening_samples_per_image=200, lbfgs_steps=0, checkpoint=str(tmp_path / "ck.pt"),
-                log=str(tmp_path / "log.jsonl"))
+    config = RIDEConfig(
+        up=2, left=2, num_layers=1, num_hiddens=4, num_components=3, num_scales=2, num_features=3, table_components=2
+    )  # a small neighbourhood: the images are 14 x 16
+    base = dict(
+        data=[str(folder)],
+        out=str(tmp_path / "w.pt"),
+        model=config,
+        patch_sizes=(8, 12),
+        epochs=1,
+        patches_per_image=16,
+        batch_size=8,
+        learning_rate=1e-2,
+        validation_fraction=0.34,
+        whitening_samples_per_image=200,
+        lbfgs_steps=0,
+        checkpoint=str(tmp_path / "ck.pt"),
+        log=str(tmp_path / "log.jsonl"),
+    )
     return RIDETrainingOptions(**{**base, **changes})
 
 
@@ -341,12 +370,23 @@ def _interrupt_at_second_stage(line):
 @pytest.mark.parametrize("average_decay", [0.0, 0.9])
 def test_training_resumes_from_its_checkpoint(image_folder, tmp_path, average_decay):
     with pytest.raises(_Interrupted):
-        train_ride(_options(image_folder, tmp_path, lbfgs_steps=3, average_decay=average_decay),
-                   echo=_interrupt_at_second_stage)
+        train_ride(
+            _options(image_folder, tmp_path, lbfgs_steps=3, average_decay=average_decay),
+            echo=_interrupt_at_second_stage,
+        )
     assert not (tmp_path / "w.pt").exists()
     resumed = train_ride(_options(image_folder, tmp_path, resume=True, lbfgs_steps=3, average_decay=average_decay))
-    straight = train_ride(_options(image_folder, tmp_path / "..", checkpoint=None, out=str(tmp_path / "s.pt"),
-                                   log=None, lbfgs_steps=3, average_decay=average_decay))
+    straight = train_ride(
+        _options(
+            image_folder,
+            tmp_path / "..",
+            checkpoint=None,
+            out=str(tmp_path / "s.pt"),
+            log=None,
+            lbfgs_steps=3,
+            average_decay=average_decay,
+        )
+    )
     assert resumed["epochs"] == 2
     assert resumed["validation_bits_per_pixel"] == pytest.approx(straight["validation_bits_per_pixel"], abs=1e-6)
     records = [json.loads(line) for line in open(tmp_path / "log.jsonl")]
@@ -370,7 +410,9 @@ def test_time_budget_stops_after_the_epoch_that_spends_it(image_folder, tmp_path
     assert summary["epochs"] == 1
     records = [json.loads(line) for line in open(tmp_path / "log.jsonl")]
     assert records[-2]["event"] == "time_budget_spent" and records[-2]["patch_size"] == 12  # not started
-    resumed = train_ride(_options(image_folder, tmp_path, resume=True, time_budget_minutes=0, out=str(tmp_path / "r.pt")))
+    resumed = train_ride(
+        _options(image_folder, tmp_path, resume=True, time_budget_minutes=0, out=str(tmp_path / "r.pt"))
+    )
     assert resumed["epochs"] == 1 and resumed["validation_bits_per_pixel"] == summary["validation_bits_per_pixel"]
     assert RIDEModel({"L": tmp_path / "r.pt"}).weights_digest() == RIDEModel({"L": tmp_path / "w.pt"}).weights_digest()
 
@@ -394,7 +436,11 @@ def test_a_ride_started_from_an_mcgsm_codes_as_it_does(tmp_path):
         models[0].mcgsm.features.mul_(30)  # lively gates
     mcgsm.save_weights(tmp_path / "m.pt", config, models, {})
     ride_config, rides = start_from_mcgsm(str(tmp_path / "m.pt"), RIDEConfig(num_hiddens=5), 1, torch.Generator())
-    assert ride_config.head_reads_neighbourhood and (ride_config.up, ride_config.right, ride_config.num_components) == (2, 1, 3)
+    assert ride_config.head_reads_neighbourhood and (ride_config.up, ride_config.right, ride_config.num_components) == (
+        2,
+        1,
+        3,
+    )
     save_weights(tmp_path / "r.pt", ride_config, rides, {})
     pixels = image.numpy()
     ride_tables, _ = stepped_tables(RIDEModel({"L": tmp_path / "r.pt"}), pixels)
@@ -409,8 +455,9 @@ def test_trained_starting_weights_are_kept_if_training_makes_them_worse(image_fo
     for the best epoch: an epoch that makes them worse is not what gets written."""
     from ridecodec.models import mcgsm
 
-    config = mcgsm.MCGSMConfig(up=2, left=2, right=1, num_components=2, num_scales=2, num_features=2,
-                               table_components=2)
+    config = mcgsm.MCGSMConfig(
+        up=2, left=2, right=1, num_components=2, num_scales=2, num_features=2, table_components=2
+    )
     models = mcgsm.build_channel_models(config, 1)
     image = torch.from_numpy(np.asarray(Image.open(next(image_folder.glob("*.png"))).convert("L"))[None].copy())
     hood = CausalNeighbourhood(2, 2, 1)
@@ -419,8 +466,16 @@ def test_trained_starting_weights_are_kept_if_training_makes_them_worse(image_fo
     models[0].whitening.load_state_dict(fitted.state_dict())
     models[0].mcgsm.initialize(torch.Generator().manual_seed(0))
     mcgsm.save_weights(tmp_path / "m.pt", config, models, {})
-    summary = train_ride(_options(image_folder, tmp_path, from_mcgsm=str(tmp_path / "m.pt"), learning_rate=30.0,
-                                  patch_sizes=(8,), color="gray"))
+    summary = train_ride(
+        _options(
+            image_folder,
+            tmp_path,
+            from_mcgsm=str(tmp_path / "m.pt"),
+            learning_rate=30.0,
+            patch_sizes=(8,),
+            color="gray",
+        )
+    )
     records = [json.loads(line) for line in open(tmp_path / "log.jsonl")]
     initial = next(r for r in records if r["event"] == "initial")["validation_bits_per_pixel"]
     epoch = next(r for r in records if r["event"] == "epoch")["validation_bits_per_pixel"]
@@ -433,8 +488,18 @@ def test_validation_sees_the_weight_average(image_folder, tmp_path, average_deca
     """Fine-tuning with a step size far too large ruins the last step's weights, while an average
     with a decay close to 1 barely leaves the start; validation must score the average."""
     train_ride(_options(image_folder, tmp_path, patch_sizes=(8,), checkpoint=None, log=None))
-    train_ride(_options(image_folder, tmp_path, init=str(tmp_path / "w.pt"), out=str(tmp_path / "t.pt"),
-                        patch_sizes=(8,), learning_rate=3.0, checkpoint=None, average_decay=average_decay))
+    train_ride(
+        _options(
+            image_folder,
+            tmp_path,
+            init=str(tmp_path / "w.pt"),
+            out=str(tmp_path / "t.pt"),
+            patch_sizes=(8,),
+            learning_rate=3.0,
+            checkpoint=None,
+            average_decay=average_decay,
+        )
+    )
     records = [json.loads(line) for line in open(tmp_path / "log.jsonl")]
     initial = next(r for r in records if r["event"] == "initial")["validation_bits_per_pixel"]
     epoch = next(r for r in records if r["event"] == "epoch")["validation_bits_per_pixel"]
@@ -469,22 +534,63 @@ def test_train_command(image_folder, tmp_path):
     (tmp_path / "w.pt").write_bytes(b"keep me")
     exists = runner.invoke(main, ["train", "ride", "--data", str(image_folder), "--out", str(tmp_path / "w.pt")])
     assert exists.exit_code == 8 and (tmp_path / "w.pt").read_bytes() == b"keep me"
-    too_big = runner.invoke(main, ["train", "ride", "--data", str(image_folder), "--out", str(tmp_path / "x.pt"),
-                                   "--patch-sizes", "8,15"])
+    too_big = runner.invoke(
+        main, ["train", "ride", "--data", str(image_folder), "--out", str(tmp_path / "x.pt"), "--patch-sizes", "8,15"]
+    )
     assert too_big.exit_code == 3 and "larger than every training image" in too_big.output
-    unvalidated = runner.invoke(main, ["train", "ride", "--data", str(image_folder), "--out", str(tmp_path / "x.pt"),
-                                       "--validation-fraction", "0"])
+    unvalidated = runner.invoke(
+        main,
+        ["train", "ride", "--data", str(image_folder), "--out", str(tmp_path / "x.pt"), "--validation-fraction", "0"],
+    )
     assert unvalidated.exit_code == 3 and "validation" in unvalidated.output
-    not_weights = runner.invoke(main, ["train", "ride", "--data", str(image_folder), "--out", str(tmp_path / "x.pt"),
-                                       "--patch-sizes", "8", "--from-mcgsm", str(next(image_folder.glob("*.png")))])
+    not_weights = runner.invoke(
+        main,
+        [
+            "train",
+            "ride",
+            "--data",
+            str(image_folder),
+            "--out",
+            str(tmp_path / "x.pt"),
+            "--patch-sizes",
+            "8",
+            "--from-mcgsm",
+            str(next(image_folder.glob("*.png"))),
+        ],
+    )
     error = [line for line in not_weights.output.splitlines() if not line.startswith("{")]  # the log's lines
     assert not_weights.exit_code == 3 and len(error) == 1 and "is not a weights file that loads" in error[0]
-    no_interior = runner.invoke(main, ["train", "ride", "--data", str(image_folder), "--out", str(tmp_path / "x.pt"),
-                                       "--patch-sizes", "6,8"])  # the default neighbourhood reaches 4 up
+    no_interior = runner.invoke(
+        main, ["train", "ride", "--data", str(image_folder), "--out", str(tmp_path / "x.pt"), "--patch-sizes", "6,8"]
+    )  # the default neighbourhood reaches 4 up
     assert no_interior.exit_code == 3 and "patch size 6 leaves no pixel" in no_interior.output
-    tiny = ["--patch-sizes", "6", "--up", "2", "--left", "2", "--epochs", "1", "--patches-per-image", "2", "--layers", "2", "--hidden", "3",
-            "--extended", "--lbfgs-steps", "2", "--components", "2", "--scales", "2", "--features", "2",
-            "--device", "cpu"]
+    tiny = [
+        "--patch-sizes",
+        "6",
+        "--up",
+        "2",
+        "--left",
+        "2",
+        "--epochs",
+        "1",
+        "--patches-per-image",
+        "2",
+        "--layers",
+        "2",
+        "--hidden",
+        "3",
+        "--extended",
+        "--lbfgs-steps",
+        "2",
+        "--components",
+        "2",
+        "--scales",
+        "2",
+        "--features",
+        "2",
+        "--device",
+        "cpu",
+    ]
     done = runner.invoke(main, ["train", "ride", "--data", str(image_folder), "--out", str(tmp_path / "t.pt"), *tiny])
     assert done.exit_code == 0, done.output
     config, models, metadata = load_weights(tmp_path / "t.pt")

@@ -204,10 +204,24 @@ def test_ctrl_c_with_jobs_stops_at_once_and_says_what_was_written(tmp_path):
         Image.fromarray(natural_like(160, 160, seed=index)).save(tmp_path / name)
     repository = Path(ridecodec.__file__).resolve().parent.parent
     environment = {**os.environ, "PYTHONPATH": os.pathsep.join([str(repository), os.environ.get("PYTHONPATH", "")])}
-    command = [sys.executable, "-m", "ridecodec.cli", "compress", "0-small.png", *slow,
-               "--jobs", "2", "--model", "ride", "--effort", "8", "--quiet"]
-    process = subprocess.Popen(command, cwd=tmp_path, env=environment, stderr=subprocess.PIPE, text=True,
-                               start_new_session=True)  # its own process group, as a terminal job
+    command = [
+        sys.executable,
+        "-m",
+        "ridecodec.cli",
+        "compress",
+        "0-small.png",
+        *slow,
+        "--jobs",
+        "2",
+        "--model",
+        "ride",
+        "--effort",
+        "8",
+        "--quiet",
+    ]
+    process = subprocess.Popen(
+        command, cwd=tmp_path, env=environment, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )  # its own process group, as a terminal job
     try:
         deadline = time.monotonic() + 180  # generous: only a hang fails it
         while not (tmp_path / "0-small.rdc").exists():
@@ -224,7 +238,8 @@ def test_ctrl_c_with_jobs_stops_at_once_and_says_what_was_written(tmp_path):
     assert process.returncode == EXIT_INTERRUPTED, errors
     assert errors.strip().splitlines()[-1] == (
         f"ridecodec: error: interrupted: {len(outputs_at_interrupt)} of 6 outputs were written; "
-        "no partial file was left"), errors
+        "no partial file was left"
+    ), errors
     assert "Traceback" not in errors
     time.sleep(1)  # a worker still running would write (or leave a .part) about now
     assert sorted(path.name for path in tmp_path.glob("*.rdc")) == outputs_at_interrupt
@@ -253,8 +268,12 @@ def test_a_jpeg_input_is_noted_once_per_run(tmp_path):
     result = CliRunner().invoke(main, ["compress", *map(str, inputs), "-m", "loco"])
     assert result.exit_code == 0, result.output
     notes = [line for line in result.stderr.splitlines() if line.startswith("note: ")]
-    assert notes == [(f"note: {inputs[1]} is a JPEG; ridecodec codes its decoded pixels losslessly, "
-                      "which usually takes more bytes than the JPEG")]
+    assert notes == [
+        (
+            f"note: {inputs[1]} is a JPEG; ridecodec codes its decoded pixels losslessly, "
+            "which usually takes more bytes than the JPEG"
+        )
+    ]
     quiet = CliRunner().invoke(main, ["compress", *map(str, inputs), "-m", "loco", "-q", "-f"])
     assert quiet.exit_code == 0 and quiet.output == ""
 

@@ -61,8 +61,9 @@ def test_a_seed_reproduces_the_image_and_another_seed_does_not(mcgsm):
 
 def test_the_draws_do_not_depend_on_the_threads(mcgsm):
     # an exact model's tables are the same on any thread count, and the draws are integers
-    assert np.array_equal(sampling.sample(mcgsm, "RGB", 6, 9, seed=2, threads=1),
-                          sampling.sample(mcgsm, "RGB", 6, 9, seed=2, threads=2))
+    assert np.array_equal(
+        sampling.sample(mcgsm, "RGB", 6, 9, seed=2, threads=1), sampling.sample(mcgsm, "RGB", 6, 9, seed=2, threads=2)
+    )
 
 
 def test_a_seed_gives_the_same_image_everywhere(mcgsm):
@@ -149,8 +150,10 @@ def test_sample_writes_a_png_that_a_seed_reproduces(tmp_path):
     result = run("sample", "--model", "mcgsm", "--size", "9x7", "--mode", "RGB", "--seed", "4", "-o", str(first))
     assert result.exit_code == 0, result.output
     assert "seed 4" in result.output
-    assert run("sample", "--model", "mcgsm", "--size", "9x7", "--mode", "RGB", "--seed", "4",
-               "-o", str(second)).exit_code == 0
+    assert (
+        run("sample", "--model", "mcgsm", "--size", "9x7", "--mode", "RGB", "--seed", "4", "-o", str(second)).exit_code
+        == 0
+    )
     image = Image.open(first)
     assert (image.size, image.mode) == ((9, 7), "RGB")
     assert first.read_bytes() == second.read_bytes()
@@ -160,8 +163,10 @@ def test_sample_without_a_seed_reports_the_one_it_used(tmp_path):
     result = run("sample", "--model", "mcgsm", "--size", "5x4", "-o", str(tmp_path / "a.png"))
     assert result.exit_code == 0, result.output
     seed = int(result.output.rsplit("seed ", 1)[1].split()[0])
-    assert run("sample", "--model", "mcgsm", "--size", "5x4", "--seed", str(seed),
-               "-o", str(tmp_path / "b.png")).exit_code == 0
+    assert (
+        run("sample", "--model", "mcgsm", "--size", "5x4", "--seed", str(seed), "-o", str(tmp_path / "b.png")).exit_code
+        == 0
+    )
     assert (tmp_path / "a.png").read_bytes() == (tmp_path / "b.png").read_bytes()
 
 
@@ -183,7 +188,9 @@ def test_sample_refuses_to_overwrite_without_force(tmp_path):
 
 
 def test_sample_refuses_a_size_too_large_with_an_estimate(tmp_path):
-    result = run("sample", "--model", "loco", "--size", "300x200", "--max-pixels", "1000", "-o", str(tmp_path / "a.png"))
+    result = run(
+        "sample", "--model", "loco", "--size", "300x200", "--max-pixels", "1000", "-o", str(tmp_path / "a.png")
+    )
     assert result.exit_code == 4
     line = one_error_line(result)
     assert "60000 pixels" in line and "would take about" in line and "--max-pixels" in line
@@ -216,8 +223,19 @@ def test_a_primer_starts_the_drawing_and_is_cut_away(tmp_path):
     assert white.shape == black.shape == (1, 6, 10)
     assert white[0, 0].mean() > 200 and black[0, 0].mean() < 55
     Image.new("L", (5, 5), 255).save(tmp_path / "white.png")
-    result = run("sample", "--model", "loco", "--size", "10x6", "--seed", "0", "--prime", str(tmp_path / "white.png"),
-                 "-o", str(tmp_path / "a.png"))
+    result = run(
+        "sample",
+        "--model",
+        "loco",
+        "--size",
+        "10x6",
+        "--seed",
+        "0",
+        "--prime",
+        str(tmp_path / "white.png"),
+        "-o",
+        str(tmp_path / "a.png"),
+    )
     assert result.exit_code == 0, result.output
     assert np.array_equal(np.asarray(Image.open(tmp_path / "a.png")), white[0])
 

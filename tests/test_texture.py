@@ -57,11 +57,35 @@ def test_textures_are_what_their_kind_says():
 
 def test_train_ride_on_one_texture_then_sample_it(texture, tmp_path):
     weights, log = tmp_path / "tuned.pt", tmp_path / "log.jsonl"
-    result = CliRunner().invoke(main, [
-        "train", "ride", "--data", str(texture), "--out", str(weights), "--log", str(log),
-        "--hidden", "4", "--components", "2", "--scales", "1", "--features", "4", "--patch-sizes", "12",
-        "--epochs", "1", "--patches-per-image", "8", "--lbfgs-steps", "2",
-    ])
+    result = CliRunner().invoke(
+        main,
+        [
+            "train",
+            "ride",
+            "--data",
+            str(texture),
+            "--out",
+            str(weights),
+            "--log",
+            str(log),
+            "--hidden",
+            "4",
+            "--components",
+            "2",
+            "--scales",
+            "1",
+            "--features",
+            "4",
+            "--patch-sizes",
+            "12",
+            "--epochs",
+            "1",
+            "--patches-per-image",
+            "8",
+            "--lbfgs-steps",
+            "2",
+        ],
+    )
     assert result.exit_code == 0, result.output
     records = [json.loads(line) for line in log.read_text().splitlines()]
     data = next(record for record in records if record["event"] == "data")

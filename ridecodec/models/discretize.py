@@ -56,10 +56,13 @@ def mixture_bin_log_mass(
     z_high = torch.where(values < ALPHABET - 1, (values + 0.5 - means) * a, math.inf)
     # Difference of erfc from the nearer tail: no cancellation when both edges lie far out.
     upper_tail = z_low > 0
-    mass = torch.where(
-        upper_tail,
-        torch.erfc(z_low) - torch.erfc(z_high),
-        torch.erfc(-z_high) - torch.erfc(-z_low),
-    ) * 0.5
+    mass = (
+        torch.where(
+            upper_tail,
+            torch.erfc(z_low) - torch.erfc(z_high),
+            torch.erfc(-z_high) - torch.erfc(-z_low),
+        )
+        * 0.5
+    )
     mixture = (weights * mass).sum(1)
     return torch.log(mixture * (1 - floor) + floor / ALPHABET)

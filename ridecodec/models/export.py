@@ -30,8 +30,13 @@ def export(kind: str, source: str | Path, destination: str | Path) -> None:
 
     exact_models = torch.nn.ModuleList(quantize(model) for model in models)
     source_digest = hashlib.sha256(Path(source).read_bytes()).hexdigest()
-    save_exact(destination, format_name, config, exact_models,
-               {**metadata, "quantized_from": Path(source).name, "quantized_from_sha256": source_digest})
+    save_exact(
+        destination,
+        format_name,
+        config,
+        exact_models,
+        {**metadata, "quantized_from": Path(source).name, "quantized_from_sha256": source_digest},
+    )
 
 
 def main(argv: list[str] | None = None) -> None:

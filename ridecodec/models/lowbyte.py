@@ -92,7 +92,9 @@ class LowByteModel(DensityModel):
 
     def begin(self, canvas):
         if canvas.shape != self.window_start.shape:
-            raise ValueError(f"low bytes of shape {tuple(canvas.shape)} for high bytes of {tuple(self.window_start.shape)}")
+            raise ValueError(
+                f"low bytes of shape {tuple(canvas.shape)} for high bytes of {tuple(self.window_start.shape)}"
+            )
 
         def step(rows, cols, channel):
             return self._tables(canvas, rows, cols, channel)

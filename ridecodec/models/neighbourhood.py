@@ -90,7 +90,11 @@ class CausalNeighbourhood:
         return index[band, cols] + ((rows - band) * width)[:, None], grey[band, cols]
 
     def gather(
-        self, canvas: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, channel: int = 0,
+        self,
+        canvas: torch.Tensor,
+        rows: torch.Tensor,
+        cols: torch.Tensor,
+        channel: int = 0,
         dtype: torch.dtype = torch.float32,
     ) -> torch.Tensor:
         """The conditioning vector of each (row, col) for predicting ``channel``: the

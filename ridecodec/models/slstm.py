@@ -189,7 +189,9 @@ class ExactSpatialLSTM(torch.nn.Module):
         self.num_hiddens = num_hiddens
         self.extended = extended
         gates = NUM_GATES * num_hiddens
-        self.register_buffer("recurrent_weights", torch.zeros((4 if extended else 2) * num_hiddens, gates, dtype=torch.int64))
+        self.register_buffer(
+            "recurrent_weights", torch.zeros((4 if extended else 2) * num_hiddens, gates, dtype=torch.int64)
+        )
         if stacked:
             self.register_buffer("input_weights", torch.zeros(num_hiddens, gates, dtype=torch.int64))
             self.register_buffer("bias", torch.zeros(gates, dtype=torch.int64))

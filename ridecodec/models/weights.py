@@ -23,10 +23,20 @@ from .neighbourhood import CausalNeighbourhood
 SHIPPED_FOLDER = "weights"
 
 
-def _write(path: str | Path, format_name: str, config, models: torch.nn.ModuleList, state: dict, metadata: dict) -> None:
+def _write(
+    path: str | Path, format_name: str, config, models: torch.nn.ModuleList, state: dict, metadata: dict
+) -> None:
     temporary = f"{path}.partial"  # never a half-written weights file under the real name
-    torch.save({"format": format_name, "config": asdict(config), "num_channels": len(models), "state": state,
-                "metadata": metadata}, temporary)
+    torch.save(
+        {
+            "format": format_name,
+            "config": asdict(config),
+            "num_channels": len(models),
+            "state": state,
+            "metadata": metadata,
+        },
+        temporary,
+    )
     os.replace(temporary, path)
 
 
@@ -73,8 +83,15 @@ def load(path, format_name: str, config_type: type, build: Callable[[object, int
     return _models_from(blob, config_type, build)
 
 
-def load_exact(path, format_name: str, config_type: type, build: Callable, float_format: str, float_build: Callable,
-               quantize: Callable):
+def load_exact(
+    path,
+    format_name: str,
+    config_type: type,
+    build: Callable,
+    float_format: str,
+    float_build: Callable,
+    quantize: Callable,
+):
     """(config, exact models, metadata) from exact weights written by :func:`save_exact`, or from
     trained float weights (``float_format``, built by ``float_build``), quantized on loading with
     ``quantize`` per channel.

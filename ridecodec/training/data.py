@@ -52,9 +52,11 @@ def texture_regions(path: Path) -> list[Region]:
     side = max(1, min(min(height, width), max(REGION_SIDE, min(height, width) // 4)))
     row_edges = np.linspace(0, height, max(1, height // side) + 1).round().astype(int)
     col_edges = np.linspace(0, width, max(1, width // side) + 1).round().astype(int)
-    return [Region(path, int(top), int(left), int(bottom - top), int(right - left))
-            for top, bottom in zip(row_edges[:-1], row_edges[1:])
-            for left, right in zip(col_edges[:-1], col_edges[1:])]
+    return [
+        Region(path, int(top), int(left), int(bottom - top), int(right - left))
+        for top, bottom in zip(row_edges[:-1], row_edges[1:])
+        for left, right in zip(col_edges[:-1], col_edges[1:])
+    ]
 
 
 def list_images(folders: list[str | Path]) -> list[Path | Region]:

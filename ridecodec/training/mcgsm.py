@@ -51,8 +51,9 @@ class TrainingOptions:
     command: str = ""
 
 
-def _bits_per_pixel(models, x: torch.Tensor, y: torch.Tensor, batch: int = 65536, tables: bool = False,
-                    dist: Distributed | None = None) -> float:
+def _bits_per_pixel(
+    models, x: torch.Tensor, y: torch.Tensor, batch: int = 65536, tables: bool = False, dist: Distributed | None = None
+) -> float:
     """Mean bits per sample, summed over channels: from the training objective, or (``tables``)
     from the float32 tables that coding uses (the same definition; a check of it). With ``dist``,
     each process scores its share of the samples and the sums are added up."""
@@ -67,7 +68,11 @@ def _bits_per_pixel(models, x: torch.Tensor, y: torch.Tensor, batch: int = 65536
                 xc = xb[:, : x.shape[1] - (len(models) - 1 - channel)]
                 if tables:
                     table = model.pmf(xc).double()
-                    total -= torch.log(table.gather(1, yb[:, channel : channel + 1]) / table.sum(1, keepdim=True)).sum().item()
+                    total -= (
+                        torch.log(table.gather(1, yb[:, channel : channel + 1]) / table.sum(1, keepdim=True))
+                        .sum()
+                        .item()
+                    )
                 else:
                     total -= model.bin_log_prob(xc, yb[:, channel]).double().sum().item()
     if dist is not None:
@@ -98,24 +103,40 @@ def _train(options: TrainingOptions, echo, dist: Distributed) -> dict:
     train_paths, validation_paths = training_split(options.data, options.validation_fraction, options.seed)
     started = time.time()
     x_train, y_train = sample_pairs(train_paths, options.color, neighbourhood, options.samples_per_image, options.seed)
-    x_val, y_val = sample_pairs(validation_paths, options.color, neighbourhood, options.samples_per_image, options.seed + 1)
+    x_val, y_val = sample_pairs(
+        validation_paths, options.color, neighbourhood, options.samples_per_image, options.seed + 1
+    )
     num_channels = y_train.shape[1]
-    log(event="data", train_images=len(train_paths), validation_images=len(validation_paths),
-        train_samples=len(x_train), validation_samples=len(x_val), seconds=round(time.time() - started, 1))
+    log(
+        event="data",
+        train_images=len(train_paths),
+        validation_images=len(validation_paths),
+        train_samples=len(x_train),
+        validation_samples=len(x_val),
+        seconds=round(time.time() - started, 1),
+    )
 
     generator = torch.Generator().manual_seed(options.seed)
     initialized_from = None
     if options.init:
-        config, models, initialized_from = starting_weights(options.init, load_weights, neighbourhood,
-                                                            num_channels, options.model)
+        config, models, initialized_from = starting_weights(
+            options.init, load_weights, neighbourhood, num_channels, options.model
+        )
     else:
         models = build_channel_models(config, num_channels)
         fit_whitening(models, x_train, y_train)
         for model in models:
             model.mcgsm.initialize(generator)
     optimizer = torch.optim.Adam(models.parameters(), lr=options.learning_rate)
-    state = {"epoch": 0, "best_bits": math.inf, "best_epoch": 0, "best_state": None, "history": [],
-             "seconds": 0.0, "stale": 0}
+    state = {
+        "epoch": 0,
+        "best_bits": math.inf,
+        "best_epoch": 0,
+        "best_state": None,
+        "history": [],
+        "seconds": 0.0,
+        "stale": 0,
+    }
 
     if options.resume and options.checkpoint and Path(options.checkpoint).exists():
         saved = torch.load(options.checkpoint, map_location="cpu", weights_only=True)
@@ -146,21 +167,36 @@ def _train(options: TrainingOptions, echo, dist: Distributed) -> dict:
         val_bits = _bits_per_pixel(models, x_val, y_val, dist=dist) / num_channels
         improved = val_bits < state["best_bits"] - 1e-4
         if improved:
-            state.update(best_bits=val_bits, best_epoch=state["epoch"], stale=0,
-                         best_state={k: v.clone() for k, v in models.state_dict().items()})
+            state.update(
+                best_bits=val_bits,
+                best_epoch=state["epoch"],
+                stale=0,
+                best_state={k: v.clone() for k, v in models.state_dict().items()},
+            )
         else:
             state["stale"] += 1
             for group in optimizer.param_groups:  # a stalled epoch halves the step size
                 group["lr"] /= 2
         state["seconds"] += dist.max(time.time() - epoch_started)  # the same in every process
-        record = dict(epoch=state["epoch"], train_bits_per_pixel=round(train_bits, 5),
-                      validation_bits_per_pixel=round(val_bits, 5), learning_rate=optimizer.param_groups[0]["lr"],
-                      seconds=round(state["seconds"], 1))
+        record = dict(
+            epoch=state["epoch"],
+            train_bits_per_pixel=round(train_bits, 5),
+            validation_bits_per_pixel=round(val_bits, 5),
+            learning_rate=optimizer.param_groups[0]["lr"],
+            seconds=round(state["seconds"], 1),
+        )
         state["history"].append(record)
         log(event="epoch", **record)
         if options.checkpoint and dist.is_main:
-            atomic_save({"models": models.state_dict(), "optimizer": optimizer.state_dict(), "state": state,
-                          "generator": generator.get_state()}, options.checkpoint)
+            atomic_save(
+                {
+                    "models": models.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "state": state,
+                    "generator": generator.get_state(),
+                },
+                options.checkpoint,
+            )
 
     models.load_state_dict(state["best_state"] or models.state_dict())
     table_bits = _bits_per_pixel(models, x_val, y_val, tables=True, dist=dist) / num_channels
@@ -183,8 +219,19 @@ def _train(options: TrainingOptions, echo, dist: Distributed) -> dict:
         "initialized_from": initialized_from,  # the earlier stage's summary, when fine-tuning
         "processes": dist.world_size,
     }
-    log(event="done", **{k: summary[k] for k in ("epochs", "best_epoch", "validation_bits_per_pixel",
-                                                   "validation_bits_per_pixel_tables", "training_seconds")})
+    log(
+        event="done",
+        **{
+            k: summary[k]
+            for k in (
+                "epochs",
+                "best_epoch",
+                "validation_bits_per_pixel",
+                "validation_bits_per_pixel_tables",
+                "training_seconds",
+            )
+        },
+    )
     report_processes(log, fingerprints)
     if dist.is_main:
         save_weights(options.out, config, models, summary)

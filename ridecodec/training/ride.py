@@ -108,8 +108,9 @@ def _log_likelihood(models, neighbourhood, images: torch.Tensor, interior_only: 
     """Natural-log likelihood (B,) of a batch of images (B, C, H, W), all channels, from the
     bins' masses, differentiable; of the interior pixels only for patches (the training
     objective, see ``ride.interior``), of all pixels for whole images."""
-    return sum(model.log_likelihood(neighbourhood, images, c, images[:, c], interior_only)
-               for c, model in enumerate(models))
+    return sum(
+        model.log_likelihood(neighbourhood, images, c, images[:, c], interior_only) for c, model in enumerate(models)
+    )
 
 
 def interior_samples(neighbourhood, patches: torch.Tensor) -> int:
@@ -118,8 +119,9 @@ def interior_samples(neighbourhood, patches: torch.Tensor) -> int:
     return patches[:, :, rows, cols].numel()
 
 
-def validation_bits_per_pixel(models, neighbourhood, images: list[torch.Tensor], device, batch_size: int = 4,
-                              dist: Distributed | None = None) -> float:
+def validation_bits_per_pixel(
+    models, neighbourhood, images: list[torch.Tensor], device, batch_size: int = 4, dist: Distributed | None = None
+) -> float:
     """Bits per pixel and channel of whole images, batching images of equal shape. With
     ``dist``, each process scores its share of the images and the sums are added up."""
     if dist is not None:
@@ -139,8 +141,9 @@ def validation_bits_per_pixel(models, neighbourhood, images: list[torch.Tensor],
     return total / LOG2 / pixels
 
 
-def tune_head(models, neighbourhood, patches: torch.Tensor, steps: int,
-              dist: Distributed | None = None) -> tuple[float, float]:
+def tune_head(
+    models, neighbourhood, patches: torch.Tensor, steps: int, dist: Distributed | None = None
+) -> tuple[float, float]:
     """L-BFGS on the MCGSM heads alone, with the spatial LSTM states of ``patches`` held
     fixed. Returns the patches' bits per pixel and channel before and after. With ``dist``,
     each process computes on its share of the patches and the losses and gradients are added
@@ -269,8 +272,12 @@ def _train(options: RIDETrainingOptions, echo, dist: Distributed) -> dict:
     fits = max(min(planes.shape[1:]) for planes in train_images)
     if max(options.patch_sizes) > fits:
         raise InputError(f"patch size {max(options.patch_sizes)} is larger than every training image (at most {fits})")
-    log(event="data", train_images=len(train_images), validation_images=len(validation_images),
-        seconds=round(time.time() - started, 1))
+    log(
+        event="data",
+        train_images=len(train_images),
+        validation_images=len(validation_images),
+        seconds=round(time.time() - started, 1),
+    )
 
     generator = torch.Generator().manual_seed(options.seed)
     if options.init:
@@ -279,8 +286,10 @@ def _train(options: RIDETrainingOptions, echo, dist: Distributed) -> dict:
         config, models = start_from_mcgsm(options.from_mcgsm, config, num_channels, generator)
         neighbourhood = CausalNeighbourhood(config.up, config.left, config.right)
     if min(options.patch_sizes) <= max(config.up, config.left + config.right):
-        raise InputError(f"patch size {min(options.patch_sizes)} leaves no pixel whose neighbourhood lies inside the "
-                         f"patch (up {config.up}, left {config.left}, right {config.right}); use larger patches")
+        raise InputError(
+            f"patch size {min(options.patch_sizes)} leaves no pixel whose neighbourhood lies inside the "
+            f"patch (up {config.up}, left {config.left}, right {config.right}); use larger patches"
+        )
     if not (options.init or options.from_mcgsm):
         models = build_channel_models(config, num_channels)
         per_image = options.whitening_samples_per_image
@@ -291,8 +300,18 @@ def _train(options: RIDETrainingOptions, echo, dist: Distributed) -> dict:
     models.to(device)
     optimizer = torch.optim.Adam(models.parameters(), lr=options.learning_rate)
     averaged = _weight_average(models, options.average_decay)
-    state = {"stage": 0, "stage_epoch": 0, "epoch": 0, "tuned_stage": -1, "best_bits": math.inf, "best_epoch": 0,
-             "best_state": None, "history": [], "seconds": 0.0, "stale": 0}
+    state = {
+        "stage": 0,
+        "stage_epoch": 0,
+        "epoch": 0,
+        "tuned_stage": -1,
+        "best_bits": math.inf,
+        "best_epoch": 0,
+        "best_state": None,
+        "history": [],
+        "seconds": 0.0,
+        "stale": 0,
+    }
 
     if options.resume and options.checkpoint and Path(options.checkpoint).exists():
         saved = torch.load(options.checkpoint, map_location=device, weights_only=True)
@@ -302,8 +321,13 @@ def _train(options: RIDETrainingOptions, echo, dist: Distributed) -> dict:
             averaged.load_state_dict(saved["averaged"])
         state = saved["state"]
         generator.set_state(saved["generator"])
-        log(event="resumed", epoch=state["epoch"], stage=state["stage"], best_bits=state["best_bits"],
-            processes=dist.world_size)
+        log(
+            event="resumed",
+            epoch=state["epoch"],
+            stage=state["stage"],
+            best_bits=state["best_bits"],
+            processes=dist.world_size,
+        )
     if state["epoch"] == 0:
         initial = validation_bits_per_pixel(models, neighbourhood, validation_images, device, dist=dist)
         log(event="initial", validation_bits_per_pixel=initial)
@@ -313,8 +337,12 @@ def _train(options: RIDETrainingOptions, echo, dist: Distributed) -> dict:
     objective = dist.wrap(models, lambda models, batch: -_log_likelihood(models, neighbourhood, batch, True).sum())
     while state["stage"] < len(options.patch_sizes):
         if options.time_budget_minutes is not None and state["seconds"] >= 60 * options.time_budget_minutes:
-            log(event="time_budget_spent", minutes=round(state["seconds"] / 60, 1), stage=state["stage"],
-                patch_size=options.patch_sizes[state["stage"]])
+            log(
+                event="time_budget_spent",
+                minutes=round(state["seconds"] / 60, 1),
+                stage=state["stage"],
+                patch_size=options.patch_sizes[state["stage"]],
+            )
             break
         size = options.patch_sizes[state["stage"]]
         if options.lbfgs_steps and state["stage"] > state["tuned_stage"] and state["stage_epoch"] == 0:
@@ -324,8 +352,13 @@ def _train(options: RIDETrainingOptions, echo, dist: Distributed) -> dict:
             state["tuned_stage"] = state["stage"]
             _restart_average(averaged, models)
             val_bits = validation_bits_per_pixel(models, neighbourhood, validation_images, device, dist=dist)
-            log(event="head_tuned", stage=state["stage"], patch_bits_before=round(before, 5),
-                patch_bits_after=round(after, 5), validation_bits_per_pixel=round(val_bits, 5))
+            log(
+                event="head_tuned",
+                stage=state["stage"],
+                patch_bits_before=round(before, 5),
+                patch_bits_after=round(after, 5),
+                validation_bits_per_pixel=round(val_bits, 5),
+            )
 
         epoch_started = time.time()
         patches = sample_patches(train_images, size, options.patches_per_image, generator)
@@ -348,16 +381,26 @@ def _train(options: RIDETrainingOptions, echo, dist: Distributed) -> dict:
         kept = models if averaged is None else averaged.module  # the weights this epoch offers
         val_bits = validation_bits_per_pixel(kept, neighbourhood, validation_images, device, dist=dist)
         if math.isfinite(val_bits) and val_bits < state["best_bits"] - 1e-4:
-            state.update(best_bits=val_bits, best_epoch=state["epoch"], stale=0,
-                         best_state={k: v.detach().clone() for k, v in kept.state_dict().items()})
+            state.update(
+                best_bits=val_bits,
+                best_epoch=state["epoch"],
+                stale=0,
+                best_state={k: v.detach().clone() for k, v in kept.state_dict().items()},
+            )
         else:
             state["stale"] += 1
             for group in optimizer.param_groups:  # a stalled epoch halves the step size
                 group["lr"] /= 2
         state["seconds"] += dist.max(time.time() - epoch_started)  # the same in every process
-        record = dict(epoch=state["epoch"], stage=state["stage"], patch_size=size,
-                      train_bits_per_pixel=round(train_bits, 5), validation_bits_per_pixel=round(val_bits, 5),
-                      learning_rate=optimizer.param_groups[0]["lr"], seconds=round(state["seconds"], 1))
+        record = dict(
+            epoch=state["epoch"],
+            stage=state["stage"],
+            patch_size=size,
+            train_bits_per_pixel=round(train_bits, 5),
+            validation_bits_per_pixel=round(val_bits, 5),
+            learning_rate=optimizer.param_groups[0]["lr"],
+            seconds=round(state["seconds"], 1),
+        )
         state["history"].append(record)
         log(event="epoch", **record)
         if state["stage_epoch"] >= options.epochs or state["stale"] >= options.patience:
@@ -369,8 +412,12 @@ def _train(options: RIDETrainingOptions, echo, dist: Distributed) -> dict:
             for group in optimizer.param_groups:
                 group["lr"] = options.learning_rate
         if options.checkpoint and dist.is_main:
-            saved = {"models": models.state_dict(), "optimizer": optimizer.state_dict(), "state": state,
-                     "generator": generator.get_state()}
+            saved = {
+                "models": models.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "state": state,
+                "generator": generator.get_state(),
+            }
             if averaged is not None:
                 saved["averaged"] = averaged.state_dict()
             atomic_save(saved, options.checkpoint)
@@ -392,8 +439,10 @@ def _train(options: RIDETrainingOptions, echo, dist: Distributed) -> dict:
         "options": {k: v for k, v in asdict(options).items() if k not in ("data", "out", "command", "model")},
         "processes": dist.world_size,
     }
-    log(event="done", **{k: summary[k] for k in ("epochs", "best_epoch", "validation_bits_per_pixel",
-                                                   "training_seconds")})
+    log(
+        event="done",
+        **{k: summary[k] for k in ("epochs", "best_epoch", "validation_bits_per_pixel", "training_seconds")},
+    )
     report_processes(log, fingerprints)
     if dist.is_main:
         save_weights(options.out, config, models, summary)

@@ -45,8 +45,10 @@ from ridecodec.models import ALPHABET_SIZE, CausalReach, DensityModel
 
 #: Context boundaries on the activity E (whole pixel units): context b holds
 #: ACTIVITY_THRESHOLDS[b-1] <= E < ACTIVITY_THRESHOLDS[b].
+# fmt: off
 ACTIVITY_THRESHOLDS = (1, 2, 3, 4, 5, 6, 8, 10, 12, 15, 18, 22, 27, 33, 40, 48, 58, 70, 85,
                        103, 125, 152, 185, 225, 275, 335)
+# fmt: on
 
 #: The shipped logistic tail table, one row per context (written by calibrate.py).
 TAILS_FILE = "tails.npy"
@@ -111,7 +113,9 @@ def _neighbours(
     nne, nne_in = at("nne")
     ne = torch.where(ne_in, ne, n)
     return {
-        "n": n, "w": w, "ne": ne,
+        "n": n,
+        "w": w,
+        "ne": ne,
         "nw": torch.where(nw_in, nw, n),
         "nn": torch.where(nn_in, nn, n),
         "ww": torch.where(ww_in, ww, w),

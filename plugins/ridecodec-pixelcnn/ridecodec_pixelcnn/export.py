@@ -47,8 +47,10 @@ def main(argv=None):
     network = PixelCNN(**config)
     network.load_state_dict(checkpoint["state"])
     np.savez_compressed(args.out, **quantize(network))
-    print(f"wrote {args.out} from {args.checkpoint} (iteration {checkpoint['iteration']}, "
-          f"training loss {checkpoint['loss_bits']:.4f} bits/pixel)")
+    print(
+        f"wrote {args.out} from {args.checkpoint} (iteration {checkpoint['iteration']}, "
+        f"training loss {checkpoint['loss_bits']:.4f} bits/pixel)"
+    )
 
 
 if __name__ == "__main__":

@@ -114,10 +114,13 @@ class PixelCNNModel(DensityModel):
         if self._layers is None or self._layers["first"].matrix.device != self.device:
             bound = ACT_CLAMP
             self._layers = {
-                layer: _Layer(getattr(self, f"{layer}_weight"), getattr(self, f"{layer}_bias"),
-                              "A" if layer == "first" else "B",
-                              INPUT_BITS if layer == "first" else ACT_BITS,
-                              128 if layer == "first" else bound)
+                layer: _Layer(
+                    getattr(self, f"{layer}_weight"),
+                    getattr(self, f"{layer}_bias"),
+                    "A" if layer == "first" else "B",
+                    INPUT_BITS if layer == "first" else ACT_BITS,
+                    128 if layer == "first" else bound,
+                )
                 for layer in LAYERS
             }
         return self._layers
@@ -148,11 +151,11 @@ class PixelCNNModel(DensityModel):
             raise ValueError("pixelcnn codes gray images only")
         total = torch.zeros(b, dtype=torch.float64, device=images.device)
         for i in range(b):
-            features = self.features(images[i:i + 1])[0].reshape(CHANNELS, -1).t()  # (H*W, C)
+            features = self.features(images[i : i + 1])[0].reshape(CHANNELS, -1).t()  # (H*W, C)
             symbols = images[i, 0].reshape(-1).long()
             for start in range(0, len(symbols), 16384):  # 1x1 layers and tables in chunks: bounded memory
-                table = frequencies(self.head(features[start:start + 16384])).double()
-                actual = table.gather(1, symbols[start:start + 16384, None])[:, 0]
+                table = frequencies(self.head(features[start : start + 16384])).double()
+                actual = table.gather(1, symbols[start : start + 16384, None])[:, 0]
                 total[i] += torch.log(actual / table.sum(1)).sum()
         return total
 

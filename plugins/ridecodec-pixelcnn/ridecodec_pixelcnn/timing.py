@@ -36,8 +36,10 @@ def main(argv=None):
         back = api.decompress(data, device="cpu")
         decode = time.perf_counter() - start
         assert np.array_equal(back, pixels), f"{model}: the decoded pixels differ"
-        print(f"{model}: {pixels.shape[0]}x{pixels.shape[1]} gray, {8 * len(data) / count:.3f} bits/pixel (file), "
-              f"encode {encode:.2f} s, decode {decode:.2f} s = {1e6 * decode / count:.1f} us/pixel")
+        print(
+            f"{model}: {pixels.shape[0]}x{pixels.shape[1]} gray, {8 * len(data) / count:.3f} bits/pixel (file), "
+            f"encode {encode:.2f} s, decode {decode:.2f} s = {1e6 * decode / count:.1f} us/pixel"
+        )
 
 
 if __name__ == "__main__":

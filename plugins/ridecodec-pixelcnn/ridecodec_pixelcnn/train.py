@@ -46,7 +46,7 @@ def batch(images: list[np.ndarray], size: int, crop: int, rng: np.random.Generat
             image = image.T  # transposes and flips: the orientations --effort may code in
         top = rng.integers(image.shape[0] - crop + 1)
         left = rng.integers(image.shape[1] - crop + 1)
-        patch = image[top:top + crop, left:left + crop]
+        patch = image[top : top + crop, left : left + crop]
         if rng.random() < 0.5:
             patch = patch[:, ::-1]
         out[k, 0] = patch
@@ -89,8 +89,16 @@ def main(argv=None):
     say(f"{len(images)} images, {sum(p.numel() for p in model.parameters())} parameters, {vars(args)}")
 
     def save(iteration, loss):
-        torch.save({"config": model.config(), "state": model.state_dict(), "iteration": iteration,
-                    "loss_bits": loss, "args": vars(args)}, out / "checkpoint.tmp")
+        torch.save(
+            {
+                "config": model.config(),
+                "state": model.state_dict(),
+                "iteration": iteration,
+                "loss_bits": loss,
+                "args": vars(args),
+            },
+            out / "checkpoint.tmp",
+        )
         (out / "checkpoint.tmp").replace(out / "checkpoint.pt")
 
     start = time.monotonic()

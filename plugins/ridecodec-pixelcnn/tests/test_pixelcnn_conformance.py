@@ -15,10 +15,13 @@ from ridecodec_pixelcnn.model import PixelCNNModel, frequencies
 SLOW = {"check_cross_kernel", "check_determinism"}
 
 
-@pytest.mark.parametrize("check", [
-    pytest.param(check, id=check.__name__, marks=[pytest.mark.slow] if check.__name__ in SLOW else [])
-    for check in testing.CHECKS
-])
+@pytest.mark.parametrize(
+    "check",
+    [
+        pytest.param(check, id=check.__name__, marks=[pytest.mark.slow] if check.__name__ in SLOW else [])
+        for check in testing.CHECKS
+    ],
+)
 def test_pixelcnn_conforms(check):
     check("pixelcnn")
 
