@@ -45,8 +45,10 @@ def main() -> None:
     lines = [
         "# Colour: channel-conditional RGB against a reversible colour transform",
         "",
-        f"`python benchmarks/colour_choice.py {' '.join(args.folders)} --samples-per-image "
-        f"{args.samples_per_image} --epochs {args.epochs}`, {time.strftime('%Y-%m-%d')}",
+        (
+            f"`python benchmarks/colour_choice.py {' '.join(args.folders)} --samples-per-image "
+            f"{args.samples_per_image} --epochs {args.epochs}`, {time.strftime('%Y-%m-%d')}"
+        ),
         "",
         "Same neighbourhood (5 wide, 3 rows), mixture, seed, samples and held-back images (10% of the",
         "training images); bits per RGB pixel from the coding tables.",

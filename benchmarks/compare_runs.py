@@ -44,7 +44,8 @@ def main() -> None:
         png, jxl = codecs.get("png", float("nan")), codecs.get("jpegxl-e9", float("nan"))
         coded = how_coded(image)
         print(
-            f"| {name} | {old:.3f} | {new:.3f} | {100 * (new / old - 1):+.1f}% | {coded} | {png:.3f} | {jxl:.3f} | {new / jxl:.3f} |"
+            f"| {name} | {old:.3f} | {new:.3f} | {100 * (new / old - 1):+.1f}% | {coded} | {png:.3f} | {jxl:.3f} | "
+            f"{new / jxl:.3f} |"
         )
         for key, value in (("before", old), ("now", new), ("png", png), ("jxl", jxl)):
             sums[key] += value * pixels

@@ -67,12 +67,13 @@ def main() -> None:
                     best[label] = timing
                 else:
                     best[label] = {key: min(best[label][key], timing[key]) for key in timing}
-        for label in totals:
-            totals[label][0] += best[label]["encode"]
-            totals[label][1] += best[label]["decode"]
+        for label, total in totals.items():
+            total[0] += best[label]["encode"]
+            total[1] += best[label]["decode"]
         rows.append((Path(image).name, best))
     print(
-        "| image | encode before s | encode now s | ratio | decode before s | decode now s | ratio | bytes before | bytes now |"
+        "| image | encode before s | encode now s | ratio | decode before s | decode now s | ratio "
+        "| bytes before | bytes now |"
     )
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for name, best in rows:

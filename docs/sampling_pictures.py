@@ -1,7 +1,7 @@
 """Makes the README's pictures of sampling, texture synthesis and inpainting (docs/*.png).
 
-    python docs/sampling_pictures.py models                       # docs/sample-models.png
-    python docs/sampling_pictures.py textures REGULAR.pt IRREGULAR.pt   # docs/texture-sheet.png, docs/inpaint-example.png
+    python docs/sampling_pictures.py models                           # docs/sample-models.png
+    python docs/sampling_pictures.py textures REGULAR.pt IRREGULAR.pt # docs/texture-sheet.png, docs/inpaint-example.png
 
 The texture weights come from the README's recipe ("Texture synthesis"), run on the textures
 this script writes first (``python docs/sampling_pictures.py write-textures``: regular.png and

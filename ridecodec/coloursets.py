@@ -57,7 +57,7 @@ class ColourSet:
             self._allowed.append(allowed)
 
     @classmethod
-    def of(cls, pixels: np.ndarray) -> "ColourSet":
+    def of(cls, pixels: np.ndarray) -> ColourSet:
         return cls(colour_keys(pixels), len(pixels))
 
     def __len__(self) -> int:
@@ -82,7 +82,7 @@ class ColourSet:
         return self._packed
 
     @classmethod
-    def unpack(cls, data: bytes, channels: int, max_colours: int) -> "ColourSet":
+    def unpack(cls, data: bytes, channels: int, max_colours: int) -> ColourSet:
         """The colour set of :meth:`pack`'s bytes, or a FormatError if they are malformed (or
         claim more than ``max_colours``, the image's pixels, which also bounds the inflation)."""
         if len(data) < 4:

@@ -26,8 +26,8 @@ import numpy as np
 from .coloursets import ColourSet
 from .depth import DeepCoding
 from .errors import FormatError, VersionError
-from .modes import DEEP_MODES, GRAY16_MODES, SUPPORTED_MODES, ModeTransform
 from .models.base import CHANNEL_LAYOUTS
+from .modes import DEEP_MODES, GRAY16_MODES, SUPPORTED_MODES, ModeTransform
 
 MAGIC = b"\x89RDC\r\n\x1a\n"
 FORMAT_VERSION = 1

@@ -11,8 +11,8 @@ probability tables pass between them, here.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import constriction
 import numpy as np

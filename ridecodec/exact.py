@@ -98,9 +98,8 @@ def tables_digest(tables: dict[str, np.ndarray]) -> str:
 
 @lru_cache(maxsize=1)
 def _shipped_tables() -> dict[str, np.ndarray]:
-    with resources.files("ridecodec").joinpath(TABLES_FILE).open("rb") as handle:
-        with np.load(handle) as archive:
-            tables = {name: archive[name].astype(np.int32) for name in archive.files}
+    with resources.files("ridecodec").joinpath(TABLES_FILE).open("rb") as handle, np.load(handle) as archive:
+        tables = {name: archive[name].astype(np.int32) for name in archive.files}
     if tables_digest(tables) != TABLES_SHA256:
         raise DamagedInstallationError(
             f"ridecodec's {TABLES_FILE} is damaged (its SHA-256 differs from the release's); reinstall ridecodec"
@@ -144,7 +143,7 @@ def shift_round(values: torch.Tensor, bits: int) -> torch.Tensor:
 def _lookup(values: torch.Tensor, in_bits: int, grid, name: str) -> torch.Tensor:
     """Table ``name`` at ``values`` (int64 at 2**-in_bits), the argument rounded to the grid."""
     first, grid_bits, count = grid
-    offset = int(round(-first * 2**grid_bits))
+    offset = int(round(-first * 2**grid_bits))  # noqa: RUF046 (kept: round() of a numpy scalar is a float in numpy 1.x)
     shift = in_bits - grid_bits
     index = (shift_round(values, shift) if shift > 0 else values << -shift) + offset
     index = index.clamp_(0, count - 1)
@@ -157,7 +156,7 @@ def _interpolated_lookup(values: torch.Tensor, in_bits: int, grid, name: str) ->
     interpolated linearly between grid points in integer arithmetic: for arguments finer than
     the grid (a wide distribution's bins)."""
     first, grid_bits, count = grid
-    offset = int(round(-first * 2**grid_bits))
+    offset = int(round(-first * 2**grid_bits))  # noqa: RUF046 (kept: round() of a numpy scalar is a float in numpy 1.x)
     shift = in_bits - grid_bits
     index = (values >> shift) + offset
     fraction = values & ((1 << shift) - 1)
@@ -376,7 +375,7 @@ def mixture_frequencies(
     [k - 1/2, k + 1/2], the bins of 0 and 255 taking the tails, computed from the CDF at the 255
     inner edges. Every frequency is a positive integer below 2**24, the same on every device.
     """
-    n, k = weights.shape
+    n, _ = weights.shape
     device = weights.device
     means = means.clamp(MEAN_RANGE[0] << MEAN_BITS, MEAN_RANGE[1] << MEAN_BITS)
     # normalized weights summing to exactly 2**15 per row; the rounding remainder goes to the first

@@ -166,8 +166,8 @@ def explain(
         low_steps = 0 if low is None else engine.wavefront_for(LowByteModel(), *low.shape[1:]).num_steps
         first_progress = low_progress = None
         if progress is not None:
-            first_progress = lambda done, _total: progress(done, first_steps + low_steps)
-            low_progress = lambda done, _total: progress(first_steps + done, first_steps + low_steps)
+            first_progress = lambda done, _total: progress(done, first_steps + low_steps)  # noqa: E731
+            low_progress = lambda done, _total: progress(first_steps + done, first_steps + low_steps)  # noqa: E731
         first_bits, variant = plane_costs(density_model, first, first_progress, split)
         zeros = np.zeros_like(first_bits)
         if coding == depth.DeepCoding.LOW_ONLY:

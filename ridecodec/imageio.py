@@ -47,7 +47,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import FormatError, InputError, RidecodecError, UnsupportedImageError
 from .models.base import CHANNEL_LAYOUTS
-from .modes import DEEP_MODES, GRAY16_MODES, SUPPORTED_MODES, ModeTransform  # noqa: F401 (re-exported)
+from .modes import DEEP_MODES, GRAY16_MODES, SUPPORTED_MODES, ModeTransform  # also re-exported
 
 _DEEP_MODE_OF_CHANNELS = {1: "I;16", 2: "LA;16", 3: "RGB;16", 4: "RGBA;16"}
 

@@ -25,8 +25,8 @@ choice among candidates) are the same everywhere as well.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 import torch
@@ -125,7 +125,8 @@ def require_sampling(model: DensityModel) -> None:
     """Refuse, in one line, a model that has not opted in to sampling (``can_sample``)."""
     if not getattr(model, "can_sample", False):
         raise ModelNotFoundError(
-            f"model {model.name!r} cannot sample (it does not declare can_sample); use one that does, e.g. ride or mcgsm"
+            f"model {model.name!r} cannot sample (it does not declare can_sample); "
+            "use one that does, e.g. ride or mcgsm"
         )
 
 

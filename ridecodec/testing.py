@@ -222,6 +222,7 @@ def decode_under_kernels(paths: list[str | Path], kernel_set: str, timeout: floa
         [sys.executable, "-c", _DECODE_SCRIPT, *map(str, paths)],
         env=environment,
         capture_output=True,
+        check=False,
         text=True,
         timeout=timeout,
     )

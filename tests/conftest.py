@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ridecodec.testing import synthetic_image as natural_like  # noqa: F401 (the tests' name for it)
+from ridecodec.testing import synthetic_image as natural_like  # the tests' name for it
 
 
 def noise(height: int, width: int, channels: int = 1, seed: int = 0) -> np.ndarray:

@@ -100,7 +100,7 @@ def test_an_unknown_adaptation_version_is_refused_with_one_line():
     header, payload = container.parse(data)
     assert header.adaptation == adaptive.VERSION
     newer = container.pack(dataclasses.replace(header, adaptation=adaptive.VERSION + 1), bytes(payload))
-    with pytest.raises(FormatError, match="adaptation version 2.*newer ridecodec") as raised:
+    with pytest.raises(FormatError, match=r"adaptation version 2.*newer ridecodec") as raised:
         ridecodec.decompress(newer)
     assert "\n" not in str(raised.value)
 
@@ -265,7 +265,7 @@ def test_adapted_tables_of_extreme_models_code_and_decode_every_value(peak):
 
 
 @pytest.mark.parametrize(
-    "model_name, make",
+    ("model_name", "make"),
     [
         ("loco", lambda: synthetic_graphic(26, 30, 3, seed=20)),
         ("ride", lambda: synthetic_graphic(22, 26, seed=21)),

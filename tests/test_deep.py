@@ -44,7 +44,7 @@ def test_16_bit_arrays_round_trip_in_every_layout(channels):
 
 
 @pytest.mark.parametrize(
-    "make, coding",
+    ("make", "coding"),
     [
         (lambda: synthetic_image(12, 15).astype(np.uint16), depth.DeepCoding.LOW_ONLY),
         (lambda: synthetic_image(12, 15).astype(np.uint16) * 257, depth.DeepCoding.REPLICATED),
@@ -142,7 +142,7 @@ def test_16_bit_colour_has_no_pil_mode_and_says_so():
 
 
 @pytest.mark.parametrize(
-    "payload, message",
+    ("payload", "message"),
     [
         (lambda: bytes(imagecodecs.tiff_encode(np.ones((4, 5), np.float32))), "floating-point"),
         (lambda: bytes(imagecodecs.tiff_encode(np.ones((4, 5), np.int16))), "signed"),
@@ -161,7 +161,7 @@ def test_other_array_dtypes_are_refused(dtype):
 
 
 def test_mode_i_outside_16_bits_is_refused():
-    with pytest.raises(UnsupportedImageError, match="0..65535"):
+    with pytest.raises(UnsupportedImageError, match=r"0..65535"):
         ridecodec.compress(Image.fromarray(np.full((3, 3), 70000, np.int32), "I"), model=MODEL)
 
 
@@ -214,7 +214,7 @@ def test_pillow_decompression_bomb_warning_is_not_shown(tmp_path, monkeypatch):
         warnings.simplefilter("error")
         imageio.open_image(path)
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 500)  # over twice the limit: Pillow refuses
-    with pytest.raises(InputError, match="big.png"):
+    with pytest.raises(InputError, match=r"big.png"):
         imageio.open_image(path)
 
 
@@ -223,7 +223,7 @@ def test_decompress_takes_a_path_and_refuses_other_things_in_one_line(tmp_path):
     path = tmp_path / "x.rdc"
     path.write_bytes(ridecodec.compress(image, model=MODEL))
     assert np.array_equal(ridecodec.decompress(str(path)), image)
-    with pytest.raises(InputError, match="cannot decompress an? int"):
+    with pytest.raises(InputError, match=r"cannot decompress an? int"):
         ridecodec.decompress(123)
 
 
@@ -248,7 +248,7 @@ def _low_model(image16: np.ndarray, layout: str) -> tuple[LowByteModel, np.ndarr
     return LowByteModel(torch.from_numpy(np.ascontiguousarray(high)), layout), low
 
 
-@pytest.mark.parametrize("layout, channels", [("L", 1), ("RGB", 3), ("RGBA", 4)])
+@pytest.mark.parametrize(("layout", "channels"), [("L", 1), ("RGB", 3), ("RGBA", 4)])
 def test_low_byte_model_is_causal_exact_and_its_log_prob_is_the_code_length(layout, channels):
     model, low = _low_model(smooth16(9, 13, channels, seed=channels), layout)
     tables, symbols = stepped_tables(model, low)

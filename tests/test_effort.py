@@ -17,6 +17,7 @@ from ridecodec import container, engine, imageio, orientation, registry
 from ridecodec.cli import main
 from ridecodec.errors import FormatError, IntegrityError, RidecodecError
 from ridecodec.evaluation import evaluate
+
 from conftest import natural_like, noise
 
 
@@ -138,7 +139,7 @@ def test_effort_8_is_never_larger_than_effort_1(name):
 
 
 @pytest.mark.parametrize(
-    "image, mode",
+    ("image", "mode"),
     [
         (natural_like(12, 10, channels=2), "LA"),
         (natural_like(12, 10) > 128, "1"),
@@ -197,7 +198,7 @@ def test_orientation_over_7_is_refused(bad):
 
 @pytest.mark.parametrize("effort", [0, 9, -1])
 def test_effort_out_of_range_is_refused(effort):
-    with pytest.raises(RidecodecError, match="effort must be 1..8"):
+    with pytest.raises(RidecodecError, match=r"effort must be 1..8"):
         ridecodec.compress(IMAGES["L"], model="loco", effort=effort)
 
 

@@ -9,7 +9,7 @@ import pytest
 from ridecodec.engine import Wavefront
 
 
-@pytest.mark.parametrize("height,width", [(1, 1), (1, 9), (9, 1), (4, 7), (7, 4), (10, 10)])
+@pytest.mark.parametrize(("height", "width"), [(1, 1), (1, 9), (9, 1), (4, 7), (7, 4), (10, 10)])
 @pytest.mark.parametrize("right", [None, 0, 1, 2, 3])
 def test_schedule_covers_each_pixel_once_after_its_causal_neighbours(height, width, right):
     schedule = Wavefront(height, width, right)

@@ -10,12 +10,13 @@ import sys
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from conftest import natural_like
 from PIL import Image
 
 from ridecodec import evalplot, evaluation
 from ridecodec.cli import main
 from ridecodec.errors import RidecodecError
+
+from conftest import natural_like
 
 EXIT_OUTPUT_EXISTS = 8
 EXIT_CANNOT_WRITE_OUTPUT = 11

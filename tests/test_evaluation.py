@@ -169,7 +169,7 @@ def test_image_paths(folder):
 
 
 @pytest.mark.parametrize(
-    "mode, color, expected_shape",
+    ("mode", "color", "expected_shape"),
     [
         ("RGB", "gray", (6, 8)),
         ("L", "color", (6, 8, 3)),

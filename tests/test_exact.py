@@ -15,7 +15,6 @@ from ridecodec.models import mcgsm, ride
 from ridecodec.models.weights import shipped
 from ridecodec.testing import planes_of, stepped_tables, synthetic_image
 
-
 # --- the shipped lookup tables ------------------------------------------------------------------
 
 
@@ -27,7 +26,7 @@ def test_shipped_tables_are_the_pinned_ones_and_the_generator_reproduces_them():
 
 
 @pytest.mark.parametrize(
-    "function,reference,in_bits,out_bits,tolerance",
+    ("function", "reference", "in_bits", "out_bits", "tolerance"),
     [
         (exact.sigmoid, lambda x: 1 / (1 + math.exp(-x)), exact.PRE_BITS, exact.ACT_BITS, 2e-4),
         (exact.tanh, math.tanh, exact.PRE_BITS, exact.ACT_BITS, 3e-4),
@@ -55,7 +54,9 @@ def test_isqrt_is_exact():
 # --- exact products -------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("input_bound,weight_bound", [(255, 2**30), (2**16, 2**16), (2**34, 2**22), (2**36, 2**20)])
+@pytest.mark.parametrize(
+    ("input_bound", "weight_bound"), [(255, 2**30), (2**16, 2**16), (2**34, 2**22), (2**36, 2**20)]
+)
 def test_exact_linear_equals_integer_arithmetic(input_bound, weight_bound):
     generator = torch.Generator().manual_seed(input_bound % 1000)
     weight = torch.randint(-weight_bound, weight_bound, (37, 11), generator=generator, dtype=torch.int64)
@@ -182,7 +183,7 @@ def test_models_give_the_same_tables_with_and_without_kernels(torch_only, name):
 # --- the shipped exact weights --------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("kind,module", [("mcgsm", mcgsm), ("ride", ride)])
+@pytest.mark.parametrize(("kind", "module"), [("mcgsm", mcgsm), ("ride", ride)])
 def test_shipped_exact_weights_are_the_float_weights_quantized(kind, module):
     """The exact files are what `python -m ridecodec.models.export` makes of the float files."""
     floats = shipped(module.SHIPPED_WEIGHTS)
@@ -194,7 +195,7 @@ def test_shipped_exact_weights_are_the_float_weights_quantized(kind, module):
             assert torch.equal(a, b), f"{kind} {layout}: {key}"
 
 
-@pytest.mark.parametrize("kind,module", [("mcgsm", mcgsm), ("ride", ride)])
+@pytest.mark.parametrize(("kind", "module"), [("mcgsm", mcgsm), ("ride", ride)])
 def test_exact_models_code_within_a_hair_of_the_float_models(kind, module):
     """Quantization costs next to nothing: on a synthetic image, gray and colour, the exact model's
     code length is at most 0.1% above the float model's (benchmarks/RESULTS.md has real images; on

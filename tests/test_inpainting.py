@@ -224,7 +224,7 @@ def test_inpaint_writes_the_image_with_only_the_masked_pixels_changed(files):
     assert not np.array_equal(pixels[missing], image[missing])
 
 
-@pytest.mark.parametrize("mask_shape, message", [((18, 21), "same size"), (None, "no pixel as missing")])
+@pytest.mark.parametrize(("mask_shape", "message"), [((18, 21), "same size"), (None, "no pixel as missing")])
 def test_inpaint_refuses_a_bad_mask_in_one_line(files, mask_shape, message):
     folder, _, _ = files
     bad = folder / "bad.png"

@@ -48,7 +48,7 @@ def _part(module: str) -> str:
     """The layer entry of a dotted module name below the package (e.g. 'models.mcgsm' -> 'models')."""
     if module == "models.base":
         return module
-    first = module.split(".")[0]
+    first = module.split(".", maxsplit=1)[0]
     return GROUPS.get(first, first)
 
 

@@ -23,8 +23,8 @@ from ridecodec.models.neighbourhood import MID_GREY, CausalNeighbourhood
 from ridecodec.models.whitening import ConditionalWhitening
 from ridecodec.training.data import split_images
 from ridecodec.training.mcgsm import TrainingOptions, train_mcgsm
-from conftest import natural_like
 
+from conftest import natural_like
 
 # -- neighbourhood ------------------------------------------------------------------------------
 
@@ -163,17 +163,17 @@ def image_folder(tmp_path_factory):
 
 def _options(folder, tmp_path, **changes):
     config = MCGSMConfig(num_components=4, num_scales=2, num_features=4, table_components=3)
-    base = dict(
-        data=[str(folder)],
-        out=str(tmp_path / "w.pt"),
-        model=config,
-        samples_per_image=300,
-        batch_size=256,
-        max_epochs=2,
-        validation_fraction=0.34,
-        checkpoint=str(tmp_path / "ck.pt"),
-        log=str(tmp_path / "log.jsonl"),
-    )
+    base = {
+        "data": [str(folder)],
+        "out": str(tmp_path / "w.pt"),
+        "model": config,
+        "samples_per_image": 300,
+        "batch_size": 256,
+        "max_epochs": 2,
+        "validation_fraction": 0.34,
+        "checkpoint": str(tmp_path / "ck.pt"),
+        "log": str(tmp_path / "log.jsonl"),
+    }
     return TrainingOptions(**{**base, **changes})
 
 
@@ -191,7 +191,7 @@ def test_split_holds_back_whole_images():
 
 def test_training_writes_usable_weights_and_a_log(image_folder, tmp_path):
     summary = train_mcgsm(_options(image_folder, tmp_path))
-    records = [json.loads(line) for line in open(tmp_path / "log.jsonl")]
+    records = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
     initial = next(r for r in records if r["event"] == "initial")["validation_bits_per_pixel"]
     assert summary["validation_bits_per_pixel"] < initial  # training improved on its start
     assert summary["images"] == {"train": 4, "validation": 2} and summary["epochs"] == 2
@@ -219,7 +219,7 @@ def test_fine_tuning_starts_from_given_weights(image_folder, tmp_path):
     assert tuned["initialized_from"]["metadata"]["validation_bits_per_pixel"] == first["validation_bits_per_pixel"]
     config, _, _ = load_weights(tmp_path / "t.pt")
     assert config.table_components == 2  # the new table size, the old mixture
-    records = [json.loads(line) for line in open(tmp_path / "log.jsonl")]
+    records = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
     starts = [r["validation_bits_per_pixel"] for r in records if r["event"] == "initial"]
     assert starts[1] < starts[0]  # the second run started from the trained weights, not afresh
 

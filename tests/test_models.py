@@ -13,6 +13,7 @@ from ridecodec import engine, registry
 from ridecodec.errors import PluginError
 from ridecodec.models import CausalReach, DensityModel
 from ridecodec.testing import stepped_tables
+
 from conftest import natural_like
 
 INSTALLED = registry.available_models()
@@ -144,7 +145,7 @@ def _raises(count):
 
 
 @pytest.mark.parametrize(
-    "table_maker,match",
+    ("table_maker", "match"),
     [
         (lambda n: torch.full((n, 256), float("nan")), "NaN"),
         (lambda n: -torch.ones(n, 256), "negative"),
@@ -161,7 +162,7 @@ def test_bad_tables_are_the_plugins_fault(table_maker, match):
 
 
 @pytest.mark.parametrize(
-    "source,match",
+    ("source", "match"),
     [
         ("raise ImportError('missing dependency xyz')", "failed to import: missing dependency xyz"),
         (
@@ -185,6 +186,7 @@ def test_broken_plugins_are_reported_as_theirs(tmp_path, monkeypatch, gray_image
         # the other models still work, and `models` lists the broken one as unusable
         assert ridecodec.decompress(ridecodec.compress(gray_image, model="loco")).shape == gray_image.shape
         from click.testing import CliRunner
+
         from ridecodec.cli import main
 
         listing = CliRunner().invoke(main, ["models"]).output

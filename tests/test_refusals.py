@@ -87,7 +87,7 @@ def test_corrupt_payload_never_gives_a_wrong_image(rdc):
 
 
 @pytest.mark.parametrize(
-    "data,message",
+    ("data", "message"),
     [
         (b"", "empty"),
         (b"\x89PNG\r\n\x1a\n" + b"\0" * 40, "PNG"),
@@ -133,7 +133,7 @@ def test_header_fields_round_trip(rdc, gray_image):
 
 
 @pytest.mark.parametrize(
-    "array,match",
+    ("array", "match"),
     [
         (np.zeros((4, 4), np.int16), "int16"),  # uint16 is coded: tests/test_deep.py
         (np.zeros((4, 4), np.float32), "float32"),

@@ -181,7 +181,7 @@ def test_loco_is_listed_without_being_built(monkeypatch):
 
 
 @pytest.mark.parametrize(
-    "declaration,match",
+    ("declaration", "match"),
     [
         ('modes = ("L", "CMYK")\n    reach = None', "declares unknown modes"),
         ('modes = ("L",)\n    reach = (0, 1, 0)', "not a CausalReach"),

@@ -14,19 +14,19 @@ import torch
 from click.testing import CliRunner
 from PIL import Image
 
-from ridecodec import engine
+from ridecodec import engine, exact
 from ridecodec.cli import main
 from ridecodec.engine import Wavefront
 from ridecodec.errors import InputError
 from ridecodec.models import ride as ride_module
 from ridecodec.models.neighbourhood import CausalNeighbourhood
 from ridecodec.models.ride import RIDEConfig, RIDEModel, build_channel_models, conditioning, load_weights, save_weights
-from ridecodec import exact
 from ridecodec.models.slstm import CELL_LIMIT, ExactSpatialLSTM, ExactSpatialLSTMStepper, SpatialLSTMStack
 from ridecodec.models.whitening import ConditionalWhitening
-from ridecodec.training.ride import RIDETrainingOptions, sample_patches, train_ride
-from conftest import natural_like
 from ridecodec.testing import planes_of as _planes, stepped_tables
+from ridecodec.training.ride import RIDETrainingOptions, sample_patches, train_ride
+
+from conftest import natural_like
 
 
 def _random_weights(path, channels: int, seed: int = 0, **changes) -> RIDEConfig:
@@ -34,7 +34,12 @@ def _random_weights(path, channels: int, seed: int = 0, **changes) -> RIDEConfig
     synthetic image, written to ``path``."""
     config = RIDEConfig(
         **{
-            **dict(num_layers=2, num_hiddens=5, num_components=3, num_scales=2, num_features=3, table_components=2),
+            "num_layers": 2,
+            "num_hiddens": 5,
+            "num_components": 3,
+            "num_scales": 2,
+            "num_features": 3,
+            "table_components": 2,
             **changes,
         }
     )
@@ -89,7 +94,7 @@ def _first_pre(stack, inputs):
     return (inputs.flatten(0, 2) @ first.input_weights + first.bias).view(*inputs.shape[:3], -1)
 
 
-@pytest.mark.parametrize("layers,extended", [(1, False), (2, False), (2, True)])
+@pytest.mark.parametrize(("layers", "extended"), [(1, False), (2, False), (2, True)])
 @pytest.mark.parametrize("right", [0, 2, None])  # None: raster order
 def test_scan_equals_exact_stepping(layers, extended, right):
     """The float scan (training) and the exact layers stepped in the coder's order (coding) give
@@ -154,7 +159,7 @@ def test_memory_stays_finite_when_forget_gates_saturate():
         stack.layers[0].bias.copy_(torch.tensor([20.0, 20, 20, 20, 20, 20, 20, 20, 5, 5]))  # i, o, f_c, f_r, g
     pre = _first_pre(stack, torch.zeros(1, 100, 100, 4))
     with torch.no_grad():
-        h, ((last_h, last_c),) = stack.scan(pre)
+        h, ((_, last_c),) = stack.scan(pre)
     assert torch.isfinite(h).all() and torch.isfinite(last_c).all() and last_c.abs().max() == CELL_LIMIT
 
 
@@ -226,7 +231,7 @@ def test_scan_in_bands_and_batches(model, float_channels, monkeypatch):
     assert torch.allclose(whole, singles) and torch.allclose(whole, banded)
 
 
-@pytest.mark.parametrize("channels,channel", [(1, 0), (3, 0), (3, 2)])
+@pytest.mark.parametrize(("channels", "channel"), [(1, 0), (3, 0), (3, 2)])
 def test_model_is_causal(model, channels, channel):
     """Changing every pixel after (i, j) in raster order, and channels >= channel of (i, j),
     never changes the tables of earlier pixels, nor those of (i, j) below ``channel``; and
@@ -315,21 +320,21 @@ def _options(folder, tmp_path, **changes):
     config = RIDEConfig(
         up=2, left=2, num_layers=1, num_hiddens=4, num_components=3, num_scales=2, num_features=3, table_components=2
     )  # a small neighbourhood: the images are 14 x 16
-    base = dict(
-        data=[str(folder)],
-        out=str(tmp_path / "w.pt"),
-        model=config,
-        patch_sizes=(8, 12),
-        epochs=1,
-        patches_per_image=16,
-        batch_size=8,
-        learning_rate=1e-2,
-        validation_fraction=0.34,
-        whitening_samples_per_image=200,
-        lbfgs_steps=0,
-        checkpoint=str(tmp_path / "ck.pt"),
-        log=str(tmp_path / "log.jsonl"),
-    )
+    base = {
+        "data": [str(folder)],
+        "out": str(tmp_path / "w.pt"),
+        "model": config,
+        "patch_sizes": (8, 12),
+        "epochs": 1,
+        "patches_per_image": 16,
+        "batch_size": 8,
+        "learning_rate": 1e-2,
+        "validation_fraction": 0.34,
+        "whitening_samples_per_image": 200,
+        "lbfgs_steps": 0,
+        "checkpoint": str(tmp_path / "ck.pt"),
+        "log": str(tmp_path / "log.jsonl"),
+    }
     return RIDETrainingOptions(**{**base, **changes})
 
 
@@ -344,7 +349,7 @@ def test_patches_are_sampled_and_flipped():
 
 def test_training_writes_usable_weights_and_a_log(image_folder, tmp_path):
     summary = train_ride(_options(image_folder, tmp_path))
-    records = [json.loads(line) for line in open(tmp_path / "log.jsonl")]
+    records = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
     initial = next(r for r in records if r["event"] == "initial")["validation_bits_per_pixel"]
     epochs = [r for r in records if r["event"] == "epoch"]
     assert [r["patch_size"] for r in epochs] == [8, 12]  # one epoch per curriculum stage
@@ -389,7 +394,7 @@ def test_training_resumes_from_its_checkpoint(image_folder, tmp_path, average_de
     )
     assert resumed["epochs"] == 2
     assert resumed["validation_bits_per_pixel"] == pytest.approx(straight["validation_bits_per_pixel"], abs=1e-6)
-    records = [json.loads(line) for line in open(tmp_path / "log.jsonl")]
+    records = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
     tuned = [r for r in records if r["event"] == "head_tuned"]  # L-BFGS before each stage
     assert [r["stage"] for r in tuned] == [0, 1, 1]  # the interrupted run's, then the resumed one's
     assert all(r["patch_bits_after"] <= r["patch_bits_before"] for r in tuned)
@@ -408,7 +413,7 @@ def test_time_budget_stops_after_the_epoch_that_spends_it(image_folder, tmp_path
     resumed run counts the time of the run before (so a budget of 0 just writes the weights)."""
     summary = train_ride(_options(image_folder, tmp_path, time_budget_minutes=1e-6))
     assert summary["epochs"] == 1
-    records = [json.loads(line) for line in open(tmp_path / "log.jsonl")]
+    records = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
     assert records[-2]["event"] == "time_budget_spent" and records[-2]["patch_size"] == 12  # not started
     resumed = train_ride(
         _options(image_folder, tmp_path, resume=True, time_budget_minutes=0, out=str(tmp_path / "r.pt"))
@@ -476,7 +481,7 @@ def test_trained_starting_weights_are_kept_if_training_makes_them_worse(image_fo
             color="gray",
         )
     )
-    records = [json.loads(line) for line in open(tmp_path / "log.jsonl")]
+    records = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
     initial = next(r for r in records if r["event"] == "initial")["validation_bits_per_pixel"]
     epoch = next(r for r in records if r["event"] == "epoch")["validation_bits_per_pixel"]
     assert not epoch <= initial  # the step size ruined it (NaN included)
@@ -500,7 +505,7 @@ def test_validation_sees_the_weight_average(image_folder, tmp_path, average_deca
             average_decay=average_decay,
         )
     )
-    records = [json.loads(line) for line in open(tmp_path / "log.jsonl")]
+    records = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
     initial = next(r for r in records if r["event"] == "initial")["validation_bits_per_pixel"]
     epoch = next(r for r in records if r["event"] == "epoch")["validation_bits_per_pixel"]
     if average_decay:
@@ -593,6 +598,6 @@ def test_train_command(image_folder, tmp_path):
     ]
     done = runner.invoke(main, ["train", "ride", "--data", str(image_folder), "--out", str(tmp_path / "t.pt"), *tiny])
     assert done.exit_code == 0, done.output
-    config, models, metadata = load_weights(tmp_path / "t.pt")
+    config, _, metadata = load_weights(tmp_path / "t.pt")
     assert (config.num_layers, config.num_hiddens, config.extended) == (2, 3, True)
     assert metadata["command"].startswith("ridecodec train ride")

@@ -9,12 +9,13 @@ import pytest
 from PIL import Image
 
 import ridecodec
+
 from conftest import natural_like, noise
 
 SIZES = [(1, 1), (1, 17), (17, 1), (2, 2), (3, 64), (64, 3), (31, 45), (33, 8)]
 
 
-@pytest.mark.parametrize("height,width", SIZES)
+@pytest.mark.parametrize(("height", "width"), SIZES)
 @pytest.mark.parametrize("channels", [1, 3, 4])
 def test_awkward_sizes_round_trip(height, width, channels):
     for image in (natural_like(height, width, channels), noise(height, width, channels, seed=height)):

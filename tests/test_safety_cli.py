@@ -15,12 +15,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from conftest import natural_like
 from PIL import Image
 
 import ridecodec
 from ridecodec import api
 from ridecodec.cli import main
+
+from conftest import natural_like
 
 #: The exit codes the README documents for these failures.
 EXIT_USAGE = 2

@@ -51,7 +51,7 @@ def test_textures_are_what_their_kind_says():
     # a brick wall repeats every 16 rows (two courses) in its mortar lines
     assert np.all(regular[0::8].mean(axis=1) < 110) and np.all(regular[4::8].mean(axis=1) > 120)
     assert np.array_equal(synthetic_texture("irregular", 20, 20, 3), synthetic_texture("irregular", 20, 20, 3))
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="kind must be"):
         synthetic_texture("woven", 8, 8)
 
 

@@ -17,6 +17,7 @@ from ridecodec import api, container, engine, registry
 from ridecodec.cli import main
 from ridecodec.errors import FormatError
 from ridecodec.evaluation import evaluate_image
+
 from conftest import natural_like
 
 

@@ -125,6 +125,7 @@ class SpatialLSTMStack(torch.nn.Module):
         continue with the next band of rows.
         """
         pre = first_pre
+        h = first_pre  # the layer below's states: set by each layer, read from the second on
         last_rows = []
         for l, layer in enumerate(self.layers):
             if l > 0:  # the layer below's states, at the same positions
@@ -198,7 +199,7 @@ class ExactSpatialLSTM(torch.nn.Module):
         self._linear = {}
 
     @classmethod
-    def quantize(cls, layer: SpatialLSTM, stacked: bool) -> "ExactSpatialLSTM":
+    def quantize(cls, layer: SpatialLSTM, stacked: bool) -> ExactSpatialLSTM:
         weight_bits = exact.PRE_BITS - exact.ACT_BITS
         exact_layer = cls(layer.num_hiddens, layer.extended, stacked)
         with torch.no_grad():
@@ -272,6 +273,7 @@ class ExactSpatialLSTMStepper:
         n = len(cols)
         neighbours = torch.stack([cols, cols + 1], 1).view(-1)
         pre = first_pre
+        h = first_pre  # the layer below's states: set by each layer, read from the second on
         in_float = self.dtype == torch.float64
         for l, layer in enumerate(self.layers):
             hidden = layer.num_hiddens

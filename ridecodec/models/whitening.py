@@ -28,7 +28,7 @@ class ConditionalWhitening(torch.nn.Module):
         self.register_buffer("y_scale", torch.ones(()))
 
     @classmethod
-    def fit(cls, x: torch.Tensor, y: torch.Tensor, ridge: float = 1e-3) -> "ConditionalWhitening":
+    def fit(cls, x: torch.Tensor, y: torch.Tensor, ridge: float = 1e-3) -> ConditionalWhitening:
         """Fit on samples x (N, D) and y (N,); statistics in float64."""
         x, y = x.double(), y.double()
         whitening = cls(x.shape[1])

@@ -3,12 +3,14 @@ validation images, and sampled (conditioning vector, pixel) pairs."""
 
 from __future__ import annotations
 
+import itertools
 import random
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+
 from ..errors import InputError
 from ..imageio import open_image
 from ..models.neighbourhood import CausalNeighbourhood
@@ -36,7 +38,10 @@ class Region:
     width: int
 
     def __str__(self) -> str:
-        return f"{self.path} rows {self.top}-{self.top + self.height - 1}, columns {self.left}-{self.left + self.width - 1}"
+        return (
+            f"{self.path} rows {self.top}-{self.top + self.height - 1}, "
+            f"columns {self.left}-{self.left + self.width - 1}"
+        )
 
 
 def texture_regions(path: Path) -> list[Region]:
@@ -49,13 +54,13 @@ def texture_regions(path: Path) -> list[Region]:
     patches are drawn from the others."""
     with open_image(path) as image:  # a file that is not a readable image: one-line InputError
         width, height = image.size
-    side = max(1, min(min(height, width), max(REGION_SIDE, min(height, width) // 4)))
+    side = max(1, min(height, width, max(REGION_SIDE, min(height, width) // 4)))
     row_edges = np.linspace(0, height, max(1, height // side) + 1).round().astype(int)
     col_edges = np.linspace(0, width, max(1, width // side) + 1).round().astype(int)
     return [
         Region(path, int(top), int(left), int(bottom - top), int(right - left))
-        for top, bottom in zip(row_edges[:-1], row_edges[1:])
-        for left, right in zip(col_edges[:-1], col_edges[1:])
+        for top, bottom in itertools.pairwise(row_edges)
+        for left, right in itertools.pairwise(col_edges)
     ]
 
 

@@ -178,13 +178,13 @@ def _train(options: TrainingOptions, echo, dist: Distributed) -> dict:
             for group in optimizer.param_groups:  # a stalled epoch halves the step size
                 group["lr"] /= 2
         state["seconds"] += dist.max(time.time() - epoch_started)  # the same in every process
-        record = dict(
-            epoch=state["epoch"],
-            train_bits_per_pixel=round(train_bits, 5),
-            validation_bits_per_pixel=round(val_bits, 5),
-            learning_rate=optimizer.param_groups[0]["lr"],
-            seconds=round(state["seconds"], 1),
-        )
+        record = {
+            "epoch": state["epoch"],
+            "train_bits_per_pixel": round(train_bits, 5),
+            "validation_bits_per_pixel": round(val_bits, 5),
+            "learning_rate": optimizer.param_groups[0]["lr"],
+            "seconds": round(state["seconds"], 1),
+        }
         state["history"].append(record)
         log(event="epoch", **record)
         if options.checkpoint and dist.is_main:

@@ -41,11 +41,11 @@ import torch
 
 from ..errors import InputError
 from ..models.discretize import mixture_bin_log_mass
-from ..models.neighbourhood import CausalNeighbourhood
 from ..models.mcgsm import load_weights as load_mcgsm_weights
+from ..models.neighbourhood import CausalNeighbourhood
 from ..models.ride import RIDEConfig, build_channel_models, interior, load_weights, save_weights
-from .data import load_planes, sample_pairs
 from .common import TrainingLog, atomic_save, fit_whitening, machine_description, starting_weights, training_split
+from .data import load_planes, sample_pairs
 from .distributed import Distributed, report_processes, session
 
 LOG2 = math.log(2.0)
@@ -163,9 +163,11 @@ def tune_head(
         direct = direct.view(*patches.shape[::2], patches.shape[3], -1)[:, rows, cols].flatten(0, 2)
         y = patches[:, c, rows, cols].reshape(-1).long()
 
+        # The closures below run within this iteration (the loss and the L-BFGS steps), never
+        # after it: B023's late-binding hazard does not arise here.
         def local_loss():  # in nats for this process's patches' pixels
-            head = model.folded()  # the head's part of it depends on the MCGSM parameters
-            return -mixture_bin_log_mass(y, *model.mixture(h, direct, head), model.config.floor).sum() * weight
+            head = model.folded()  # the head's part of it depends on the MCGSM parameters  # noqa: B023
+            return -mixture_bin_log_mass(y, *model.mixture(h, direct, head), model.config.floor).sum() * weight  # noqa: B023
 
         def loss():  # in nats for all the patches' pixels
             return torch.tensor(dist.sum(float(local_loss()))[0]) if dist.active else local_loss()
@@ -177,12 +179,12 @@ def tune_head(
         optimizer = torch.optim.LBFGS(model.mcgsm.parameters(), max_iter=steps, line_search_fn="strong_wolfe")
 
         def closure():
-            optimizer.zero_grad()
+            optimizer.zero_grad()  # noqa: B023
             value = local_loss()
             value.backward()
             if not dist.active:
                 return value
-            dist.sum_gradients(model.mcgsm.parameters())
+            dist.sum_gradients(model.mcgsm.parameters())  # noqa: B023
             return torch.tensor(dist.sum(float(value.detach()))[0], dtype=value.dtype)
 
         with torch.no_grad():
@@ -392,15 +394,15 @@ def _train(options: RIDETrainingOptions, echo, dist: Distributed) -> dict:
             for group in optimizer.param_groups:  # a stalled epoch halves the step size
                 group["lr"] /= 2
         state["seconds"] += dist.max(time.time() - epoch_started)  # the same in every process
-        record = dict(
-            epoch=state["epoch"],
-            stage=state["stage"],
-            patch_size=size,
-            train_bits_per_pixel=round(train_bits, 5),
-            validation_bits_per_pixel=round(val_bits, 5),
-            learning_rate=optimizer.param_groups[0]["lr"],
-            seconds=round(state["seconds"], 1),
-        )
+        record = {
+            "epoch": state["epoch"],
+            "stage": state["stage"],
+            "patch_size": size,
+            "train_bits_per_pixel": round(train_bits, 5),
+            "validation_bits_per_pixel": round(val_bits, 5),
+            "learning_rate": optimizer.param_groups[0]["lr"],
+            "seconds": round(state["seconds"], 1),
+        }
         state["history"].append(record)
         log(event="epoch", **record)
         if state["stage_epoch"] >= options.epochs or state["stale"] >= options.patience:

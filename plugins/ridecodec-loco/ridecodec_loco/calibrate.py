@@ -96,7 +96,8 @@ def calibrate(paths: list[Path]) -> tuple[np.ndarray, float]:
             scales.append(scales[-1] if scales else 1.0)
             continue
         log_scale = golden_section_minimum(
-            lambda log_scale: code_length_bits(context_counts, np.exp(log_scale)), *LOG_SCALE_RANGE
+            lambda log_scale: code_length_bits(context_counts, np.exp(log_scale)),  # noqa: B023 (called here, not later)
+            *LOG_SCALE_RANGE,
         )
         scales.append(float(np.exp(log_scale)))
         total_bits += code_length_bits(context_counts, scales[-1])

@@ -71,7 +71,7 @@ _OFFSETS = sorted({offset for d_row, d_col in _OWN.values() for offset in ((d_ro
 _COLUMN = {offset: i for i, offset in enumerate(_OFFSETS)}
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _offsets_on(device: torch.device) -> torch.Tensor:
     """_OFFSETS as a tensor, made once per device (not a host-to-device copy at every step)."""
     return torch.tensor(_OFFSETS, device=device)
@@ -83,9 +83,9 @@ def _neighbours(
     """The causal neighbours of each position and of its left neighbour, in one gather.
 
     ``image`` is (C, H, W), ``chain`` the K channels wanted; returns int32 tensors of shape
-    (K, 2, N): [:, 0] for the pixels at (rows, cols), [:, 1] for their left neighbours. Neighbours outside the image are replaced by
-    the nearest known ones (N by W and vice versa, NW and NE by N, NN by N, WW by W, NNE by NE; a
-    pixel with neither N nor W sees 128).
+    (K, 2, N): [:, 0] for the pixels at (rows, cols), [:, 1] for their left neighbours.
+    Neighbours outside the image are replaced by the nearest known ones (N by W and vice versa,
+    NW and NE by N, NN by N, WW by W, NNE by NE; a pixel with neither N nor W sees 128).
     """
     _, height, width = image.shape
     offsets = _offsets_on(rows.device)

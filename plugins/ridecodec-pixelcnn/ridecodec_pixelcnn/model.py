@@ -102,9 +102,8 @@ class PixelCNNModel(DensityModel):
 
     def __init__(self):
         super().__init__()
-        with resources.files(__package__).joinpath(WEIGHTS_FILE).open("rb") as handle:
-            with np.load(handle) as archive:
-                arrays = {key: torch.from_numpy(archive[key].astype(np.int64)) for key in archive.files}
+        with resources.files(__package__).joinpath(WEIGHTS_FILE).open("rb") as handle, np.load(handle) as archive:
+            arrays = {key: torch.from_numpy(archive[key].astype(np.int64)) for key in archive.files}
         for layer in LAYERS:
             self.register_buffer(f"{layer}_weight", arrays[f"{layer}_weight"])
             self.register_buffer(f"{layer}_bias", arrays[f"{layer}_bias"])
@@ -146,7 +145,7 @@ class PixelCNNModel(DensityModel):
 
     def log_prob(self, images: torch.Tensor) -> torch.Tensor:
         images = images.to(self.device)
-        b, c, height, width = images.shape
+        b, c, _, _ = images.shape
         if c != 1:
             raise ValueError("pixelcnn codes gray images only")
         total = torch.zeros(b, dtype=torch.float64, device=images.device)

@@ -10,7 +10,6 @@ import torch
 from ridecodec import exact, testing
 from ridecodec_pixelcnn.model import PixelCNNModel, frequencies
 
-
 #: the checks that take more than about 10 seconds here (subprocesses; steps of one position)
 SLOW = {"check_cross_kernel", "check_determinism"}
 
