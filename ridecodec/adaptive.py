@@ -89,8 +89,8 @@ class Adaptation:
         self.count = np.zeros_like(self.probability)  # observations per point, at 2**-12
         self.pending_hits = np.zeros(self.probability.size, dtype=np.int64)
         self.pending_weights = np.zeros(self.probability.size, dtype=np.int64)
-        self._last = None  # what refine computed, for observe
-        self._touched = []  # the cells observed since the last end_step
+        self._last: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None  # refine's, for observe
+        self._touched: list[np.ndarray] = []  # the cells observed since the last end_step
 
     def _candidates(self, rows: np.ndarray, cols: np.ndarray, channel: int):
         """(values (N, K), active (N, K) bool, context (N, K)) of a batch of positions."""
@@ -191,6 +191,7 @@ class Adaptation:
 
     def observe(self, rows: np.ndarray, cols: np.ndarray, channel: int, symbols: np.ndarray) -> None:
         """Record the symbols coded for the batch ``refine`` was last called on."""
+        assert self._last is not None, "refine comes before observe"
         values, active, cells, fraction = self._last
         b = self.border
         if _KERNELS and self.compiled:
@@ -248,7 +249,7 @@ try:  # numba is a dependency; without it the numpy code computes the same numbe
 
     _KERNELS = True
 except ImportError:  # pragma: no cover
-    numba = None
+    numba = None  # type: ignore[assignment]
     _KERNELS = False
 
 

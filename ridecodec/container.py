@@ -184,6 +184,7 @@ def _pack_body(header: Header) -> bytes:
     body += struct.pack("<IQ", header.pixel_crc32, header.payload_length)
     extensions = []
     if header.palette is not None:
+        assert header.palette_mode is not None  # (a palette comes with its mode)
         extensions.append((_EXT_PALETTE, header.palette_mode.encode() + b"\0" + header.palette))
     if isinstance(header.transparency, int):
         extensions.append((_EXT_TRANSPARENCY_INDEX, struct.pack("<H", header.transparency)))
@@ -266,7 +267,7 @@ class _Reader:
             raise FormatError("the header holds a malformed text field") from None
 
 
-def parse(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[Header, memoryview]:
+def parse(data: bytes | memoryview, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[Header, memoryview]:
     """Parse and validate a .rdc file; returns its header and a view of its payload."""
     data = memoryview(data)
     if len(data) == 0:

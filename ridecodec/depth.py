@@ -44,4 +44,5 @@ def join(coding: DeepCoding, first: np.ndarray, low: np.ndarray | None) -> np.nd
         return first
     if coding == DeepCoding.REPLICATED:
         return first * np.uint16(257)
+    assert low is not None  # (split gives the low bytes with HIGH_THEN_LOW, and so does the decoder)
     return (first << 8) | low

@@ -11,8 +11,9 @@ probability tables pass between them, here.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import cast
 
 import constriction
 import numpy as np
@@ -197,7 +198,7 @@ class Variant:
     colour_set: ColourSet | None = None
 
 
-def _adaptation_for(version: int, shape: tuple[int, int, int]) -> adaptive.Adaptation | None:
+def _adaptation_for(version: int, shape: tuple[int, ...]) -> adaptive.Adaptation | None:
     if version == 0:
         return None
     if version != adaptive.VERSION:
@@ -214,7 +215,7 @@ class _CoderTables:
     the image), and the pixels' coded channels for colour sets. Encoder, decoder and the
     likelihood replay all go through here, so they cannot disagree."""
 
-    def __init__(self, variants: list[Variant], shape: tuple[int, int, int]):
+    def __init__(self, variants: list[Variant], shape: tuple[int, ...]):
         self.variants = variants
         versions = {variant.adaptation for variant in variants if variant.adaptation}
         if len(versions) > 1:
@@ -222,25 +223,28 @@ class _CoderTables:
         self.stage = _adaptation_for(versions.pop() if versions else 0, shape)
         colours = any(variant.colour_set is not None for variant in variants)
         self.known = np.zeros(shape, dtype=np.uint8) if colours else None
-        self._batch = None
+        self._batch: tuple[np.ndarray, np.ndarray] | None = None
 
     def tables(self, rows: torch.Tensor, cols: torch.Tensor, channel: int, table: np.ndarray) -> list[np.ndarray]:
-        rows, cols = rows.numpy(), cols.numpy()
-        self._batch = rows, cols
-        adapted = None if self.stage is None else self.stage.refine(rows, cols, channel, table)
-        before = None if self.known is None else self.known[:channel, rows, cols].T
+        at_rows, at_cols = rows.numpy(), cols.numpy()
+        self._batch = at_rows, at_cols
+        adapted = None if self.stage is None else self.stage.refine(at_rows, at_cols, channel, table)
+        before = None if self.known is None else self.known[:channel, at_rows, at_cols].T
         out = []
         for variant in self.variants:
-            coded = adapted if variant.adaptation else table
+            # (a variant adapts only where there is a stage, and has a colour set only where the
+            # pixels are known: `adapted` and `before` are not None where they are read)
+            coded = cast(np.ndarray, adapted) if variant.adaptation else table
             if variant.value_sets is not None:
                 coded = restricted(coded, variant.value_sets[channel])
             if variant.colour_set is not None:
-                coded = restricted(coded, variant.colour_set.allowed(channel, before))
+                coded = restricted(coded, variant.colour_set.allowed(channel, cast(np.ndarray, before)))
             out.append(coded)
         return out
 
     def record(self, channel: int, symbols: np.ndarray) -> None:
         """The symbols coded for the batch of the last :meth:`tables` call."""
+        assert self._batch is not None, "tables comes before record"
         rows, cols = self._batch
         if self.stage is not None:
             self.stage.observe(rows, cols, channel, symbols)
@@ -255,7 +259,7 @@ class _CoderTables:
 def encode_variants(
     model: DensityModel,
     pixels: np.ndarray,
-    variants: list[Variant | np.ndarray | None],
+    variants: Sequence[Variant | np.ndarray | None],
     progress: ProgressCallback | None = None,
     split: Split = Split(),
 ) -> list[np.ndarray]:
@@ -266,11 +270,11 @@ def encode_variants(
 
     Why several at once: which variant codes smaller is only known after coding, the model pass
     is the expensive part, and the coder costs about 0.3 us per symbol."""
-    variants = [v if isinstance(v, Variant) else Variant(value_sets=v) for v in variants]
+    chosen = [v if isinstance(v, Variant) else Variant(value_sets=v) for v in variants]
     source = torch.from_numpy(np.array(pixels, dtype=np.uint8))  # uint8: no 4x copy of big images
     canvas = torch.zeros(source.shape, dtype=torch.uint8, device=model.device)
-    encoders = [constriction.stream.queue.RangeEncoder() for _ in variants]
-    coder_tables = _CoderTables(variants, tuple(source.shape))
+    encoders = [constriction.stream.queue.RangeEncoder() for _ in chosen]
+    coder_tables = _CoderTables(chosen, tuple(source.shape))
 
     def encode_step(rows, cols, channel, table):
         symbols = source[channel, rows, cols].numpy().astype(np.int32)

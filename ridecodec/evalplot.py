@@ -157,7 +157,7 @@ def _font(size: int):
 
 def _text_size(draw: ImageDraw.ImageDraw, text: str, font) -> tuple[int, int]:
     left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
-    return right - left, bottom - top
+    return right - left, bottom - top  # type: ignore[return-value]  # (Pillow's stubs say float; these are ints)
 
 
 def _wrapped(text: str, fits) -> list[str]:
@@ -207,7 +207,9 @@ def render_pillow(report: Report) -> Image.Image:
         label_h = 16 * max(len(lines) for lines in level) + 2
 
     # the legend: entries in rows as wide as the picture
-    legend_rows, row, row_w = [], [], 0
+    legend_rows: list[list[tuple[Series, int]]] = []
+    row: list[tuple[Series, int]] = []
+    row_w = 0
     for entry in chart.series:
         entry_w = 22 + _text_size(scratch, entry.label, font)[0] + 16
         if row and row_w + entry_w > width - 2 * pad:

@@ -110,7 +110,7 @@ def _shipped_tables() -> dict[str, np.ndarray]:
 _device_tables: dict[tuple[str, torch.device], torch.Tensor] = {}
 
 
-def table(name: str, device: torch.device) -> torch.Tensor:
+def table(name: str, device: torch.device | str) -> torch.Tensor:
     """A shipped lookup table as an int64 tensor on ``device`` (cached)."""
     device = torch.device(device)
     key = (name, device)
@@ -254,13 +254,15 @@ class ExactLinear:
         else:
             # two's-complement limbs of x: x = sum_k limb_k * 2**(k * limb_bits), the top limb signed
             mask = (1 << self.limb_bits) - 1
-            result = None
+            combined: torch.Tensor | None = None
             for k in reversed(range(self.limbs)):
                 limb = x >> (k * self.limb_bits)
                 if k < self.limbs - 1:
                     limb = limb & mask
                 part = (limb.to(torch.float64) @ self.weight).to(torch.int64)
-                result = part if result is None else (result << self.limb_bits) + part
+                combined = part if combined is None else (combined << self.limb_bits) + part
+            assert combined is not None  # (limbs > 1: the loop ran)
+            result = combined
         return result if self.bias is None else result + self.bias
 
 

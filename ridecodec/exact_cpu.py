@@ -25,7 +25,7 @@ try:  # numba is a dependency, but the codec works (more slowly) without it
 
     AVAILABLE = True
 except ImportError:  # pragma: no cover - exercised only where numba cannot be installed
-    numba = None
+    numba = None  # type: ignore[assignment]
     AVAILABLE = False
 
 _SIG_BITS = exact.SIGMOID_GRID[1]
@@ -261,7 +261,7 @@ def _mixture_row(weights, means, inverse, phi_table, phi_cells, cumulative, step
     for t in range(k):
         total += weights[t]
     if total < 1:
-        total = 1
+        total = 1  # type: ignore[assignment]  # (numba types it int64)
     normalized = np.empty(k, dtype=np.int64)
     normalized_sum = np.int64(0)
     for t in range(k):
@@ -348,7 +348,7 @@ def get_threads() -> int:
 def set_threads(threads: int) -> None:
     """Threads the kernels split a step's positions over (numba's own pool)."""
     if AVAILABLE:
-        numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))
+        numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))  # type: ignore[attr-defined]
 
 
 #: Whether the models use the kernels (where numba is there); tests switch it off to compare.

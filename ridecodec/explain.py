@@ -177,6 +177,7 @@ def explain(
             high_bits, low_bits = first_bits, zeros
             notes.append("8-bit data scaled by 257: the low bytes equal the high bytes (0 bits)")
         else:
+            assert low is not None  # (split gives the low bytes with HIGH_THEN_LOW)
             low_model = LowByteModel(torch.from_numpy(first), coded.layout).to(device)
             used = engine.used_values(low)  # the low bytes are coded with value sets where they pay
             low_variants = [engine.Variant()] + ([] if used.all() else [engine.Variant(value_sets=used)])

@@ -39,11 +39,12 @@ import io
 import os
 import struct
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import BinaryIO
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from .errors import FormatError, InputError, RidecodecError, UnsupportedImageError
 from .models.base import CHANNEL_LAYOUTS
@@ -119,22 +120,23 @@ def open_image(source: str | os.PathLike | BinaryIO, name: str | None = None) ->
         # Pillow holds 16-bit colour as 8 bits: read the real samples
         return _oriented(_deep_samples(image, data, name), image)
     if image.getexif().get(0x0112, 1) != 1:
-        image = ImageOps.exif_transpose(image)
+        return ImageOps.exif_transpose(image)
     return image
 
 
-def _declared_bits(image: Image.Image, data: bytes, name: str) -> int:
+def _declared_bits(image: ImageFile.ImageFile, data: bytes, name: str) -> int:
     """The bits per sample the file declares (read before Pillow decodes it: its mode does not
     tell, since it opens 16-bit RGB PNGs as 8-bit RGB)."""
     if image.format == "PNG" and data[12:16] == b"IHDR":
         return data[24]
     if image.format == "TIFF":
-        sample_format = image.tag_v2.get(339, 1)  # 1: unsigned integers; 2: signed; 3: float
+        # (tag_v2: the image is a TiffImageFile here)
+        sample_format = image.tag_v2.get(339, 1)  # type: ignore[attr-defined]  # 1: unsigned; 2: signed; 3: float
         if set(sample_format if isinstance(sample_format, tuple) else (sample_format,)) != {1}:
             raise UnsupportedImageError(
                 f"{name}: has signed or floating-point samples; ridecodec codes unsigned 8- and 16-bit images"
             )
-        bits = image.tag_v2.get(258, 1)
+        bits = image.tag_v2.get(258, 1)  # type: ignore[attr-defined]
         return max(bits) if isinstance(bits, tuple) else int(bits)
     if image.format == "JPEG2000":
         return _jpeg2000_bits(data)
@@ -165,13 +167,13 @@ def _deep_samples(image: Image.Image, data: bytes, name: str) -> np.ndarray:
     """The real 16-bit samples of a file Pillow opened as 8-bit, as (H, W, C) uint16."""
     import imagecodecs  # only 16-bit colour needs it
 
-    readers = {
+    readers: dict[str, Callable[[bytes], np.ndarray]] = {
         "PNG": imagecodecs.png_decode,
         "TIFF": imagecodecs.tiff_decode,
         "JPEG2000": imagecodecs.jpeg2k_decode,
         "PPM": _ppm_samples,
     }
-    reader = readers.get(image.format)
+    reader = readers.get(image.format or "")
     if reader is None:
         raise UnsupportedImageError(
             f"{name}: a 16-bit {image.format} image, which ridecodec cannot read without losing bits; "
@@ -193,7 +195,8 @@ def _deep_samples(image: Image.Image, data: bytes, name: str) -> np.ndarray:
 
 def _ppm_samples(data: bytes) -> np.ndarray:
     """Samples of a binary PGM/PPM with maxval above 255 (big-endian, two bytes each)."""
-    fields, at = [], 2
+    fields: list[int] = []
+    at = 2
     while len(fields) < 3:  # width, height, maxval, separated by whitespace and comments
         while data[at : at + 1].isspace() or data[at : at + 1] == b"#":
             if data[at : at + 1] == b"#":
@@ -296,8 +299,8 @@ def to_coded(image: Image.Image | np.ndarray) -> CodedImage:
         raise InputError(f"cannot compress a {type(image).__name__}: give an image, array or path")
     coded = _coded_from_pil(image)
     if coded.original_mode not in DEEP_MODES:  # (those come as arrays, checked above)
-        restored = from_coded(coded)
-        if restored.mode != image.mode or not np.array_equal(np.asarray(restored), np.asarray(image)):
+        back = from_coded(coded)
+        if back.mode != image.mode or not np.array_equal(np.asarray(back), np.asarray(image)):
             raise UnsupportedImageError(f"a {image.mode} image does not survive conversion")
     return coded
 
@@ -385,6 +388,7 @@ def from_coded(coded: CodedImage) -> Image.Image:
     if transform == ModeTransform.GRAY_ALPHA_TO_RGBA:
         return Image.fromarray(np.ascontiguousarray(array[:, :, [0, 3]]), "LA")
     if transform == ModeTransform.PALETTE_TO_RGB:
+        assert coded.palette is not None and coded.palette_mode is not None  # (the header's check)
         colours = np.frombuffer(coded.palette, dtype=np.uint8).reshape(-1, 3).astype(np.int64)
         keys = (colours[:, 0] << 16) | (colours[:, 1] << 8) | colours[:, 2]
         # the first index of each colour (encoding checked that used colours are unique)

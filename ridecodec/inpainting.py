@@ -73,7 +73,8 @@ def margins(model: DensityModel) -> tuple[int, int, int]:
     reach = model.reach
     if reach is None:  # raster order, anything before may count
         return UNBOUNDED_MARGIN, UNBOUNDED_MARGIN, UNBOUNDED_MARGIN
-    return tuple(UNBOUNDED_MARGIN if math.isinf(v) else int(v) for v in (reach.up, reach.left, reach.right))
+    up, left, right = (UNBOUNDED_MARGIN if math.isinf(v) else int(v) for v in (reach.up, reach.left, reach.right))
+    return up, left, right
 
 
 def window(
@@ -158,7 +159,7 @@ def inpaint(
         if best is None or draft.total() > best.total():
             best = draft
         advance()
-    image[:, crop[0], crop[1]] = best.pixels
+    image[:, crop[0], crop[1]] = best.pixels  # type: ignore[union-attr]  # (None if candidates is 0: not refused)
 
     # 2. Metropolis-within-Gibbs over overlapping blocks, the image flipped between sweeps
     proposals = accepted = 0
@@ -188,7 +189,7 @@ def read_mask(path) -> np.ndarray:
 
     mask = open_image(path)
     if isinstance(mask, np.ndarray):  # 16-bit colour, which Pillow cannot hold
-        return mask.reshape(mask.shape[0], mask.shape[1], -1).any(axis=2)
+        return mask.reshape(mask.shape[0], mask.shape[1], -1).any(axis=2)  # type: ignore[return-value]  # (an array)
     gray_modes = ("1", "L", "I", "I;16", "I;16B", "I;16L", "F")
     return np.asarray(mask if mask.mode in gray_modes else mask.convert("L")) != 0
 

@@ -55,6 +55,7 @@ class RdcImageFile(ImageFile.ImageFile):
     format_description = "ridecodec lossless image (learned density models)"
 
     def _open(self) -> None:
+        assert self.fp is not None  # (Pillow opens the file before calling _open)
         if not _accept(self.fp.read(len(container.MAGIC))):
             raise SyntaxError("not a ridecodec file")  # Pillow then tries its other plug-ins
         self.fp.seek(0)

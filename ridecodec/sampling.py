@@ -208,6 +208,7 @@ def fill(
                 totals = cumulative[:, -1]
                 values = result[channel, r, c].astype(np.int64)
                 if drawn.any():
+                    assert draws is not None  # (checked above: drawing pixels needs draws)
                     # the first value whose cumulative count exceeds the draw: a value of zero
                     # frequency is never chosen, so every drawn value is in the model's support
                     chosen = draws.below(totals[drawn])

@@ -33,6 +33,7 @@ import os
 import subprocess
 import sys
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -213,7 +214,7 @@ print(json.dumps(results))
 """
 
 
-def decode_under_kernels(paths: list[str | Path], kernel_set: str, timeout: float = 600) -> dict[str, list[str]]:
+def decode_under_kernels(paths: Sequence[str | Path], kernel_set: str, timeout: float = 600) -> dict[str, list[str]]:
     """Decode .rdc files in a fresh process restricted to ``kernel_set`` (KERNEL_SETS), on 1 and 2
     threads and with steps split in calls of 1, 3 and all positions; returns, per file, what went
     wrong (empty lists: every decode matched the file's pixel CRC)."""

@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from . import mcgsm, ride
 from .weights import save_exact
 
-_KINDS = {
+_KINDS: dict[str, tuple[Callable[..., Any], Callable[..., Any], str]] = {
     "mcgsm": (mcgsm.load_weights, mcgsm.ExactChannelMCGSM.quantize, mcgsm.EXACT_WEIGHTS_FORMAT),
     "ride": (ride.load_weights, ride.ExactChannelRIDE.quantize, ride.EXACT_WEIGHTS_FORMAT),
 }

@@ -48,6 +48,7 @@ class LowByteModel(DensityModel):
     modes = ("L", "RGB", "RGBA")
     reach = CausalReach(up=1, left=1, right=1)
     exact_across_devices = True
+    window_start: torch.Tensor  # a buffer (register_buffer), typed for mypy
 
     def __init__(self, high: torch.Tensor | None = None, layout: str = "L"):
         super().__init__()

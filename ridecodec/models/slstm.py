@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import functools
 import math
+from typing import cast
 
 import torch
 
@@ -112,7 +113,7 @@ class SpatialLSTMStack(torch.nn.Module):
         )
 
     def initialize(self, generator: torch.Generator) -> None:
-        for layer in self.layers:
+        for layer in cast("list[SpatialLSTM]", self.layers):
             layer.initialize(generator)
 
     def scan(self, first_pre: torch.Tensor, tops: list | None = None):
@@ -127,7 +128,7 @@ class SpatialLSTMStack(torch.nn.Module):
         pre = first_pre
         h = first_pre  # the layer below's states: set by each layer, read from the second on
         last_rows = []
-        for l, layer in enumerate(self.layers):
+        for l, layer in enumerate(cast("list[SpatialLSTM]", self.layers)):
             if l > 0:  # the layer below's states, at the same positions
                 pre = torch.addmm(layer.bias, h.flatten(0, 2), layer.input_weights).view(*h.shape[:3], -1)
             h, last_row = _scan_layer(layer, pre, None if tops is None else tops[l])
@@ -160,8 +161,7 @@ def _scan_layer(layer: SpatialLSTM, pre: torch.Tensor, top):
         if top is not None and lo == 0:  # row 0 reads the band above instead of zeros
             h_up = torch.cat([top[0][:, d : d + 1], h_up[:, 1:]], 1)
             c_up = torch.cat([top[1][:, d : d + 1], c_up[:, 1:]], 1)
-        recurrent = [h_left, h_up] + ([c_left, c_up] if layer.extended else [])
-        recurrent = torch.cat(recurrent, 2).reshape(batch * n, -1)
+        recurrent = torch.cat([h_left, h_up] + ([c_left, c_up] if layer.extended else []), 2).reshape(batch * n, -1)
         step_pre = torch.addmm(flat_pre[:, index].reshape(batch * n, -1), recurrent, layer.recurrent_weights)
         h, c = layer.cell(step_pre, c_left.reshape(batch * n, hidden), c_up.reshape(batch * n, hidden))
         h_prev, c_prev = h.view(batch, n, hidden), c.view(batch, n, hidden)
@@ -185,6 +185,11 @@ class ExactSpatialLSTM(torch.nn.Module):
     same scale and ``bias`` at 2**-PRE_BITS (the first layer's input map is folded into the
     model's input matrix)."""
 
+    # buffers (register_buffer), typed for mypy; a first layer has no input_weights and no bias
+    recurrent_weights: torch.Tensor
+    input_weights: torch.Tensor
+    bias: torch.Tensor
+
     def __init__(self, num_hiddens: int, extended: bool, stacked: bool):
         super().__init__()
         self.num_hiddens = num_hiddens
@@ -196,7 +201,7 @@ class ExactSpatialLSTM(torch.nn.Module):
         if stacked:
             self.register_buffer("input_weights", torch.zeros(num_hiddens, gates, dtype=torch.int64))
             self.register_buffer("bias", torch.zeros(gates, dtype=torch.int64))
-        self._linear = {}
+        self._linear: dict[tuple[torch.device, int], tuple[exact.ExactLinear, exact.ExactLinear | None]] = {}
 
     @classmethod
     def quantize(cls, layer: SpatialLSTM, stacked: bool) -> ExactSpatialLSTM:

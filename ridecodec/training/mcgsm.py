@@ -19,10 +19,11 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any, cast
 
 import torch
 
-from ..models.mcgsm import MCGSMConfig, build_channel_models, load_weights, save_weights
+from ..models.mcgsm import ChannelMCGSM, MCGSMConfig, build_channel_models, load_weights, save_weights
 from ..models.neighbourhood import CausalNeighbourhood
 from .common import TrainingLog, atomic_save, fit_whitening, machine_description, starting_weights, training_split
 from .data import sample_pairs
@@ -86,7 +87,7 @@ def _negative_log_likelihood(models, x: torch.Tensor, y: torch.Tensor) -> torch.
     for channel, model in enumerate(models):
         xc = x[:, : x.shape[1] - (len(models) - 1 - channel)]
         loss = loss - model.bin_log_prob(xc, y[:, channel]).sum()
-    return loss
+    return cast(torch.Tensor, loss)  # (a tensor: there is a channel at least)
 
 
 def train_mcgsm(options: TrainingOptions, echo=None) -> dict:
@@ -125,10 +126,10 @@ def _train(options: TrainingOptions, echo, dist: Distributed) -> dict:
     else:
         models = build_channel_models(config, num_channels)
         fit_whitening(models, x_train, y_train)
-        for model in models:
+        for model in cast("list[ChannelMCGSM]", models):
             model.mcgsm.initialize(generator)
     optimizer = torch.optim.Adam(models.parameters(), lr=options.learning_rate)
-    state = {
+    state: dict[str, Any] = {
         "epoch": 0,
         "best_bits": math.inf,
         "best_epoch": 0,

@@ -36,14 +36,15 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import Any, cast
 
 import torch
 
 from ..errors import InputError
 from ..models.discretize import mixture_bin_log_mass
-from ..models.mcgsm import load_weights as load_mcgsm_weights
+from ..models.mcgsm import ChannelMCGSM, load_weights as load_mcgsm_weights
 from ..models.neighbourhood import CausalNeighbourhood
-from ..models.ride import RIDEConfig, build_channel_models, interior, load_weights, save_weights
+from ..models.ride import ChannelRIDE, RIDEConfig, build_channel_models, interior, load_weights, save_weights
 from .common import TrainingLog, atomic_save, fit_whitening, machine_description, starting_weights, training_split
 from .data import load_planes, sample_pairs
 from .distributed import Distributed, report_processes, session
@@ -87,7 +88,7 @@ class RIDETrainingOptions:
 def sample_patches(images: list[torch.Tensor], size: int, per_image: int, generator: torch.Generator) -> torch.Tensor:
     """``per_image`` random size x size patches of each image at least that large, half of
     them flipped left-right, in random order: (N, C, size, size) uint8."""
-    patches = []
+    chosen: list[torch.Tensor] = []
     for planes in images:
         _, height, width = planes.shape
         if height < size or width < size:
@@ -97,10 +98,10 @@ def sample_patches(images: list[torch.Tensor], size: int, per_image: int, genera
         flips = (torch.rand(per_image, generator=generator) < 0.5).tolist()
         for top, left, flip in zip(tops, lefts, flips):
             patch = planes[:, top : top + size, left : left + size]
-            patches.append(patch.flip(2) if flip else patch)
-    if not patches:
+            chosen.append(patch.flip(2) if flip else patch)
+    if not chosen:
         raise InputError(f"no training image is at least {size} x {size} pixels")
-    patches = torch.stack(patches)
+    patches = torch.stack(chosen)
     return patches[torch.randperm(len(patches), generator=generator)]
 
 
@@ -129,7 +130,8 @@ def validation_bits_per_pixel(
     by_shape: dict[tuple, list[torch.Tensor]] = {}
     for planes in images:
         by_shape.setdefault(tuple(planes.shape), []).append(planes)
-    total, pixels = 0.0, 0
+    total = 0.0
+    pixels: float = 0  # (an int here; dist.sum gives floats)
     with torch.no_grad():
         for group in by_shape.values():
             for start in range(0, len(group), batch_size):
@@ -167,7 +169,8 @@ def tune_head(
         # after it: B023's late-binding hazard does not arise here.
         def local_loss():  # in nats for this process's patches' pixels
             head = model.folded()  # the head's part of it depends on the MCGSM parameters  # noqa: B023
-            return -mixture_bin_log_mass(y, *model.mixture(h, direct, head), model.config.floor).sum() * weight  # noqa: B023
+            mixture_weights, means, inverse_stds = model.mixture(h, direct, head)  # noqa: B023
+            return -mixture_bin_log_mass(y, mixture_weights, means, inverse_stds, model.config.floor).sum() * weight  # noqa: B023
 
         def loss():  # in nats for all the patches' pixels
             return torch.tensor(dist.sum(float(local_loss()))[0]) if dist.active else local_loss()
@@ -218,7 +221,7 @@ def start_from_mcgsm(path: str, asked: RIDEConfig, num_channels: int, generator:
     config = replace(asked, head_reads_neighbourhood=True, **{name: getattr(mcgsm_config, name) for name in sizes})
     models = build_channel_models(config, num_channels)
     hidden = config.num_hiddens
-    for model, source in zip(models, mcgsm_models):
+    for model, source in zip(cast("list[ChannelRIDE]", models), cast("list[ChannelMCGSM]", mcgsm_models)):
         model.initialize(generator)
         model.whitening.load_state_dict(source.whitening.state_dict())
         head, trained = model.mcgsm, source.mcgsm
@@ -297,12 +300,12 @@ def _train(options: RIDETrainingOptions, echo, dist: Distributed) -> dict:
         per_image = options.whitening_samples_per_image
         x, y = sample_pairs(train_paths, options.color, neighbourhood, per_image, options.seed)
         fit_whitening(models, x, y)
-        for model in models:
+        for model in cast("list[ChannelRIDE]", models):
             model.initialize(generator)
     models.to(device)
     optimizer = torch.optim.Adam(models.parameters(), lr=options.learning_rate)
     averaged = _weight_average(models, options.average_decay)
-    state = {
+    state: dict[str, Any] = {
         "stage": 0,
         "stage_epoch": 0,
         "epoch": 0,
