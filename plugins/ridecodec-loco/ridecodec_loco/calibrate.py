@@ -90,7 +90,8 @@ def golden_section_minimum(function, low: float, high: float, tolerance: float =
 def calibrate(paths: list[Path]) -> tuple[np.ndarray, float]:
     # gray images fill the unchained contexts; G and B of the colour images the chained ones
     counts = pair_counts(paths, "L", (0,)) + pair_counts(paths, "RGB", (1, 2))
-    scales, total_bits = [], 0.0
+    scales: list[float] = []
+    total_bits = 0.0
     for context_counts in counts:
         if context_counts.sum() == 0:  # an empty context keeps a neighbour's scale
             scales.append(scales[-1] if scales else 1.0)

@@ -185,6 +185,10 @@ class LocoModel(DensityModel):
     reach = CausalReach(up=2, left=3, right=1)
     exact_across_devices = True
     can_sample = True  # ridecodec.sampling draws from the step function
+    # buffers (register_buffer), typed for mypy
+    thresholds: torch.Tensor
+    tails: torch.Tensor
+    table: torch.Tensor | None
 
     def __init__(self, tails: torch.Tensor | None = None):
         super().__init__()

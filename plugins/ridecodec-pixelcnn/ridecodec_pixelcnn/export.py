@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import torch
@@ -17,17 +18,18 @@ import torch
 from ridecodec import exact
 
 from .model import ACT_BITS, BLOCKS, CHANNELS, INPUT_BITS, LAYERS, WEIGHT_BITS, WEIGHTS_FILE
-from .network import PixelCNN
+from .network import MaskedConv2d, PixelCNN
 
 
 def quantize(network: PixelCNN) -> dict[str, np.ndarray]:
     modules = {"first": network.first, "head": network.head, "out": network.out}
-    modules.update({f"residual{b}": conv for b, conv in enumerate(network.residual)})
+    modules.update({f"residual{b}": conv for b, conv in enumerate(cast("list[MaskedConv2d]", network.residual))})
     arrays = {}
     for layer in LAYERS:
         module = modules[layer]
         input_bits = INPUT_BITS if layer == "first" else ACT_BITS
         weight = exact.to_fixed(module.weight.detach().double() * module.mask.double(), WEIGHT_BITS)
+        assert module.bias is not None  # (every layer has a bias)
         bias = exact.to_fixed(module.bias.detach().double(), input_bits + WEIGHT_BITS)
         for key, value in ((f"{layer}_weight", weight), (f"{layer}_bias", bias)):
             assert value.abs().max() < 2**31, f"{key} does not fit int32"
@@ -46,7 +48,7 @@ def main(argv=None):
         raise SystemExit(f"the exact model is built for {CHANNELS} channels, {BLOCKS} blocks, gray; got {config}")
     network = PixelCNN(**config)
     network.load_state_dict(checkpoint["state"])
-    np.savez_compressed(args.out, **quantize(network))
+    np.savez_compressed(args.out, **quantize(network))  # type: ignore[arg-type]  # (stubs: ** might be allow_pickle)
     print(
         f"wrote {args.out} from {args.checkpoint} (iteration {checkpoint['iteration']}, "
         f"training loss {checkpoint['loss_bits']:.4f} bits/pixel)"

@@ -22,6 +22,8 @@ ALPHABET = 256
 
 
 class MaskedConv2d(torch.nn.Conv2d):
+    mask: torch.Tensor  # a buffer (register_buffer), typed for mypy
+
     def __init__(self, in_channels, out_channels, size, kind, groups):
         super().__init__(in_channels, out_channels, size, padding=size // 2)
         self.register_buffer("mask", causal_mask(out_channels, in_channels, size, size, kind, groups).float())
