@@ -65,10 +65,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--limit", type=int, help="only the first N images")
     parser.add_argument("--verify", action="store_true", help="also decode, and time it")
-    parser.add_argument("--effort", type=int, choices=range(1, 9), default=1, metavar="N",
-                        help="orientations (flips/transposes) tried per image, 1..8 (compress --effort)")
-    parser.add_argument("--no-classical", dest="classical", action="store_false",
-                        help="skip the classical codecs (WebP at method 6 takes seconds per image)")
+    parser.add_argument(
+        "--effort",
+        type=int,
+        choices=range(1, 9),
+        default=1,
+        metavar="N",
+        help="orientations (flips/transposes) tried per image, 1..8 (compress --effort)",
+    )
+    parser.add_argument(
+        "--no-classical",
+        dest="classical",
+        action="store_false",
+        help="skip the classical codecs (WebP at method 6 takes seconds per image)",
+    )
     parser.add_argument("--crop", type=int, help="only the centre N x N pixels of each image")
     parser.add_argument("--weights", help="a weights file for the model instead of its shipped weights")
     parser.add_argument("--out", type=Path, help="output prefix (PREFIX.md and PREFIX.json)")
@@ -78,8 +88,15 @@ def main(argv: list[str] | None = None) -> None:
     prefix = args.out or RESULTS / f"{args.model}-{Path(args.folders[0]).resolve().name}-{args.color}{effort}"
     try:
         report = evaluate(
-            args.folders, args.model, device=args.device, color=args.color, classical=args.classical,
-            verify=args.verify, limit=args.limit, effort=args.effort, crop=args.crop,
+            args.folders,
+            args.model,
+            device=args.device,
+            color=args.color,
+            classical=args.classical,
+            verify=args.verify,
+            limit=args.limit,
+            effort=args.effort,
+            crop=args.crop,
             weights=args.weights,
             progress=lambda name: print(f"  {name}", file=sys.stderr),
         )

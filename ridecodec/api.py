@@ -1,10 +1,10 @@
 """The public Python API: compress and decompress between images and bytes, or between files.
 
-    >>> import numpy as np, ridecodec
-    >>> image = np.random.default_rng(0).integers(0, 256, (32, 48), dtype=np.uint8)
-    >>> data = ridecodec.compress(image)
-    >>> bool((ridecodec.decompress(data) == image).all())
-    True
+>>> import numpy as np, ridecodec
+>>> image = np.random.default_rng(0).integers(0, 256, (32, 48), dtype=np.uint8)
+>>> data = ridecodec.compress(image)
+>>> bool((ridecodec.decompress(data) == image).all())
+True
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import os
 import platform
 import zlib
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -22,7 +23,12 @@ from . import adaptive, coloursets, container, depth, engine, imageio, orientati
 from .container import DEFAULT_MAX_PIXELS, DeepRecord, Header
 from .depth import DeepCoding
 from .errors import (
-    DeviceUnavailableError, FormatError, InputError, IntegrityError, RidecodecError, UnsupportedImageError,
+    DeviceUnavailableError,
+    FormatError,
+    InputError,
+    IntegrityError,
+    RidecodecError,
+    UnsupportedImageError,
     WeightsMismatchError,
 )
 from .fileio import read_file, refuse_to_overwrite, write_atomically
@@ -36,9 +42,7 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(device)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise DeviceUnavailableError(
-            "device cuda was asked for, but torch sees no CUDA GPU; use --device cpu or auto"
-        )
+        raise DeviceUnavailableError("device cuda was asked for, but torch sees no CUDA GPU; use --device cpu or auto")
     return device
 
 
@@ -106,13 +110,14 @@ def candidate_variants(pixels: np.ndarray) -> list[engine.Variant]:
     the image's value sets (where it leaves values unused) and to its colour set (where it has few
     colours)."""
     used = engine.used_values(pixels)
-    restrictions = [{}] if used.all() else [{}, {"value_sets": used}]
+    restrictions: list[dict[str, Any]] = [{}] if used.all() else [{}, {"value_sets": used}]
     colours = coloursets.worth_trying(pixels)
     if colours is not None:
         restrictions.append({"colour_set": colours})
     return [
         engine.Variant(adaptation=adaptation, **restriction)
-        for adaptation in (0, adaptive.VERSION) for restriction in restrictions
+        for adaptation in (0, adaptive.VERSION)
+        for restriction in restrictions
     ]
 
 
@@ -126,7 +131,10 @@ def variant_header_bytes(variant: engine.Variant, channels: int) -> int:
 
 
 def _encode_smallest(
-    density_model, pixels: np.ndarray, effort: int, progress: engine.ProgressCallback | None,
+    density_model,
+    pixels: np.ndarray,
+    effort: int,
+    progress: engine.ProgressCallback | None,
     split: engine.Split = engine.Split(),
 ) -> tuple[bytes, int, engine.Variant]:
     """Encode ``pixels`` (C, H, W) in the first ``effort`` orientations of the search order, each
@@ -145,8 +153,8 @@ def _encode_smallest(
     total = sum(steps)
     best, best_cost, steps_before = None, None, 0
     for candidate, candidate_steps in zip(candidates, steps):
-        overall = None if progress is None else (
-            lambda done, _total, before=steps_before: progress(before + done, total)
+        overall = (
+            None if progress is None else (lambda done, _total, before=steps_before: progress(before + done, total))
         )
         payloads = engine.encode_variants(
             density_model, orientation.orient(pixels, candidate), variants, overall, split
@@ -156,6 +164,7 @@ def _encode_smallest(
             if best_cost is None or cost < best_cost:
                 best, best_cost = (payload.tobytes(), candidate, variant), cost
         steps_before += candidate_steps
+    assert best is not None  # effort >= 1: at least one orientation was coded
     return best
 
 
@@ -203,8 +212,14 @@ def compress(
     value_sets, adaptation, colours = variant.value_sets, variant.adaptation, variant.colour_set
     deep = None if coding is None else DeepRecord(coding)
     if low is not None:
+        assert coding is not None  # split together
         low_payload, low_sets = _encode_low_bytes(
-            orientation.orient(first, chosen), orientation.orient(low, chosen), coded.layout, device, low_progress, split
+            orientation.orient(first, chosen),
+            orientation.orient(low, chosen),
+            coded.layout,
+            device,
+            low_progress,
+            split,
         )
         payload += low_payload
         deep = DeepRecord(coding, int(LowByteModel.version), len(low_payload), low_sets)
@@ -252,8 +267,12 @@ def _pixel_crc32(planes: np.ndarray) -> int:
 
 
 def _encode_low_bytes(
-    high: np.ndarray, low: np.ndarray, layout: str, device: torch.device,
-    progress: engine.ProgressCallback | None, split: engine.Split,
+    high: np.ndarray,
+    low: np.ndarray,
+    layout: str,
+    device: torch.device,
+    progress: engine.ProgressCallback | None,
+    split: engine.Split,
 ) -> tuple[bytes, bytes | None]:
     """The low bytes' payload of a 16-bit image (both planes in the orientation coded), with
     their value sets where these make it smaller (packed, or None)."""
@@ -300,7 +319,13 @@ def _decode(
             phases.append(engine.wavefront_for(LowByteModel(), *shape[1:]).num_steps)
         first_progress, low_progress = _phase_progress(progress, phases)
         pixels = engine.decode_pixels(
-            density_model, first_words, shape, first_progress, header.used_values(), split, header.adaptation,
+            density_model,
+            first_words,
+            shape,
+            first_progress,
+            header.used_values(),
+            split,
+            header.adaptation,
             header.colours(),
         )
         if deep is not None:
@@ -320,19 +345,25 @@ def _decode(
         hint = (
             f"; it was encoded on {header.encoder_device} and decoded on {here}, whose arithmetic "
             f"differs for model {header.model_name!r}: decode it on {header.encoder_device}"
-            if here != header.encoder_device and not density_model.exact_across_devices
+            if density_model is not None and here != header.encoder_device and not density_model.exact_across_devices
             else ""
         )
         raise IntegrityError(f"the decoded pixels fail the file's CRC: the file is corrupt{hint}")
     return CodedImage(
-        pixels, header.layout, header.original_mode, header.transform,
-        header.palette, header.palette_mode, header.transparency, header.bit_depth,
+        pixels,
+        header.layout,
+        header.original_mode,
+        header.transform,
+        header.palette,
+        header.palette_mode,
+        header.transparency,
+        header.bit_depth,
     )
 
 
 def _installed_model(header: Header, device: torch.device, weights=None):
     """The model that wrote the file, with the same weights, or a one-line error saying what to install."""
-    density_model = registry.load_model(header.model_name, device, weights)
+    density_model = registry.load_model(header.model_name, device, weights, version=header.model_version)
     digest = density_model.weights_digest()
     if digest == header.weights_digest:
         return density_model
@@ -366,15 +397,18 @@ def _phase_progress(progress, phases: list[int]) -> list:
         return [None] * 2
     total = sum(phases)
     callbacks = [
-        lambda done, _total, before=sum(phases[:i]): progress(before + done, total) for i in range(len(phases))
+        lambda done, _total, before=sum(phases[:i]): progress(before + done, total)  # noqa: B008 (bound per phase)
+        for i in range(len(phases))
     ]
     return callbacks + [None] * (2 - len(callbacks))
 
 
 def _rdc_bytes(data) -> bytes:
     """.rdc bytes from bytes, a path or a binary file (a path is read, as compress reads one)."""
-    if isinstance(data, (bytes, bytearray, memoryview)):
+    if isinstance(data, bytes):
         return data
+    if isinstance(data, (bytearray, memoryview)):
+        return bytes(data)
     if isinstance(data, (str, os.PathLike)):
         return read_file(data)
     if hasattr(data, "read"):
@@ -450,8 +484,16 @@ def compress_file(
     ``effort``, ``threads``, ``weights``, ``model_only``: as for :func:`compress`."""
     destination = Path(destination) if destination is not None else default_compressed_path(source)
     refuse_to_overwrite(destination, force)  # before the slow part
-    data = compress(source, model=model, device=device, progress=progress, effort=effort, threads=threads,
-                    weights=weights, model_only=model_only)
+    data = compress(
+        source,
+        model=model,
+        device=device,
+        progress=progress,
+        effort=effort,
+        threads=threads,
+        weights=weights,
+        model_only=model_only,
+    )
     write_atomically(destination, data, force=force)
     return destination
 
@@ -471,7 +513,8 @@ def decompress_file(
     the weights file it was compressed with, if not the model's shipped ones."""
     destination = Path(destination) if destination is not None else default_decompressed_path(source)
     refuse_to_overwrite(destination, force)  # before the slow part
-    png = decompress_to_png(read_file(source), device=device, progress=progress, max_pixels=max_pixels,
-                            threads=threads, weights=weights)
+    png = decompress_to_png(
+        read_file(source), device=device, progress=progress, max_pixels=max_pixels, threads=threads, weights=weights
+    )
     write_atomically(destination, png, force=force)
     return destination

@@ -20,6 +20,7 @@ import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -98,7 +99,7 @@ class Progress:
     def __init__(self, label: str, enabled: bool):
         self.label, self.enabled = label, enabled
         self.started = time.monotonic()
-        self.bar = None
+        self.bar: Any = None  # click's progress bar, once shown
         self.shown = 0
 
     def __call__(self, done: int, total: int) -> None:
@@ -146,8 +147,10 @@ def _destination(source: str, output: str | None, many: bool, default) -> Path |
         raise OutputError(f"-o {output}: no such folder (create it first)")
     if os.path.isdir(output):
         if source == STREAM:
-            raise OutputError(f"-o {output}: standard input has no name to give its output in a folder; "
-                              "give -o FILE, or -o - for standard output")
+            raise OutputError(
+                f"-o {output}: standard input has no name to give its output in a folder; "
+                "give -o FILE, or -o - for standard output"
+            )
         return Path(output) / default(Path(source).name).name
     if many:
         raise OutputError(f"-o {output}: with several inputs, -o must be an existing folder")
@@ -179,11 +182,15 @@ def _plan_destinations(sources: tuple[str, ...], output: str | None, default) ->
             continue
         key = _same_file_key(destination)
         if key in inputs:
-            raise OutputError(f"{_name(source)}: its output {destination} is an input of this run "
-                              f"({inputs[key]}); refusing to replace it, even with --force")
+            raise OutputError(
+                f"{_name(source)}: its output {destination} is an input of this run "
+                f"({inputs[key]}); refusing to replace it, even with --force"
+            )
         if key in taken:
-            raise OutputError(f"{taken[key]} and {_name(source)} would both be written to {destination}; "
-                              "rename one, or code them in separate runs")
+            raise OutputError(
+                f"{taken[key]} and {_name(source)} would both be written to {destination}; "
+                "rename one, or code them in separate runs"
+            )
         taken[key] = _name(source)
     return destinations
 
@@ -247,12 +254,15 @@ class Coded:
 
 
 def _jpeg_note(source) -> str:
-    return (f"note: {_name(source)} is a JPEG; ridecodec codes its decoded pixels losslessly, "
-            "which usually takes more bytes than the JPEG")
+    return (
+        f"note: {_name(source)} is a JPEG; ridecodec codes its decoded pixels losslessly, "
+        "which usually takes more bytes than the JPEG"
+    )
 
 
-def _run_each(sources: tuple[str, ...], destinations: list, work, force: bool, jobs: int = 1,
-              quiet: bool = True) -> None:
+def _run_each(
+    sources: tuple[str, ...], destinations: list, work, force: bool, jobs: int = 1, quiet: bool = True
+) -> None:
     """Make each input's output with ``work(source, destination)`` and write it; report
     failures, carry on, exit non-zero if any. Reports come in input order.
 
@@ -275,11 +285,12 @@ def _run_each(sources: tuple[str, ...], destinations: list, work, force: bool, j
     def report_in_order():
         nonlocal reported, jpeg_noted
         while reported in outcomes:
-            coded, error = outcomes[reported]
-            if error is not None:
-                _error(_about(sources[reported], error))
-                failures.append(error.exit_code)
+            coded, failure = outcomes[reported]
+            if failure is not None:
+                _error(_about(sources[reported], failure))
+                failures.append(failure.exit_code)
             else:
+                assert coded is not None  # an outcome is a result or an error
                 if coded.is_jpeg and not jpeg_noted and not quiet:
                     click.echo(_jpeg_note(sources[reported]), err=True)  # once per run, not per file
                     jpeg_noted = True
@@ -289,20 +300,21 @@ def _run_each(sources: tuple[str, ...], destinations: list, work, force: bool, j
     try:
         with contextlib.closing(_code_each(work, sources, destinations, to_code, jobs)) as results:
             report_in_order()  # refusals found above, up to the first input being coded
-            for index, (coded, error) in results:
+            for index, (coded, failure) in results:
                 if coded is not None:
                     try:
                         with _interrupt_deferred():  # an output is written and counted, or neither
                             _write(destinations[index], coded.data, force)
                             written.append(index)
                     except RidecodecError as write_error:
-                        coded, error = None, write_error
-                outcomes[index] = (coded, error)
+                        coded, failure = None, write_error
+                outcomes[index] = (coded, failure)
                 report_in_order()
     except KeyboardInterrupt:
         for index in written:
-            if index >= reported:  # written, but its report waited for an earlier input
-                _report(outcomes[index][0].report, quiet)
+            coded = outcomes[index][0]
+            if index >= reported and coded is not None:  # written, but its report waited for an earlier input
+                _report(coded.report, quiet)
         _error(f"interrupted: {len(written)} of {len(sources)} outputs were written; no partial file was left")
         sys.exit(EXIT_INTERRUPTED)
     _exit_if_any_failed(failures, len(sources))
@@ -317,8 +329,10 @@ def _code_each(work, sources, destinations, indices: list[int], jobs: int):
             yield index, _outcome(work, sources[index], destinations[index])
         return
     pool = concurrent.futures.ProcessPoolExecutor(
-        min(jobs, len(indices)), mp_context=multiprocessing.get_context("spawn"),
-        initializer=_leave_interrupts_to_the_main_process)
+        min(jobs, len(indices)),
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=_leave_interrupts_to_the_main_process,
+    )
     finished = False
     try:
         with _interrupts_ignored():  # the workers start now, and inherit it: see the initializer
@@ -400,7 +414,7 @@ def main():
 
 def _starts_like_jpeg(source, stdin_bytes: bytes | None) -> bool:
     if source == STREAM:
-        return stdin_bytes.startswith(JPEG_MAGIC)
+        return stdin_bytes is not None and stdin_bytes.startswith(JPEG_MAGIC)
     try:
         with open(source, "rb") as file:
             return file.read(len(JPEG_MAGIC)) == JPEG_MAGIC
@@ -408,14 +422,27 @@ def _starts_like_jpeg(source, stdin_bytes: bytes | None) -> bool:
         return False
 
 
-def _compress_one(source, destination, *, model, weights, effort, device, threads, max_pixels, model_only,
-                  show_progress) -> Coded:
-    stdin_bytes = _read(source) if source == STREAM else None
-    image = imageio.open_image(io.BytesIO(stdin_bytes), "<stdin>") if source == STREAM else source
+def _compress_one(
+    source, destination, *, model, weights, effort, device, threads, max_pixels, model_only, show_progress
+) -> Coded:
+    stdin_bytes: bytes | None = None
+    image: Any = source  # a path, or the image read from stdin
+    if source == STREAM:
+        stdin_bytes = _read(source)
+        image = imageio.open_image(io.BytesIO(stdin_bytes), "<stdin>")
     progress = Progress(f"compressing {_name(source)}", show_progress)
     try:
-        data = api.compress(image, model=model, device=device, progress=progress, effort=effort, threads=threads,
-                            weights=weights, max_pixels=max_pixels, model_only=model_only)
+        data = api.compress(
+            image,
+            model=model,
+            device=device,
+            progress=progress,
+            effort=effort,
+            threads=threads,
+            weights=weights,
+            max_pixels=max_pixels,
+            model_only=model_only,
+        )
     finally:
         progress.close()
     header = api.read_header(data)
@@ -465,9 +492,17 @@ def compress(images, output, model, weights, effort, max_pixels, model_only, dev
     `-` reads an image from standard input; `-o -` writes to standard output (the default for
     standard input)."""
     destinations = _plan_or_exit(images, output, api.default_compressed_path)
-    work = functools.partial(_compress_one, model=model, weights=weights, effort=effort, device=device,
-                             threads=threads, max_pixels=max_pixels, model_only=model_only,
-                             show_progress=not quiet and jobs == 1)
+    work = functools.partial(
+        _compress_one,
+        model=model,
+        weights=weights,
+        effort=effort,
+        device=device,
+        threads=threads,
+        max_pixels=max_pixels,
+        model_only=model_only,
+        show_progress=not quiet and jobs == 1,
+    )
     _run_each(images, destinations, work, force, jobs, quiet)
 
 
@@ -475,8 +510,9 @@ def _decompress_one(source, destination, *, max_pixels, weights, device, threads
     data = _read(source)
     progress = Progress(f"decompressing {_name(source)}", show_progress)
     try:
-        png = api.decompress_to_png(data, device=device, progress=progress, max_pixels=max_pixels, threads=threads,
-                                    weights=weights)
+        png = api.decompress_to_png(
+            data, device=device, progress=progress, max_pixels=max_pixels, threads=threads, weights=weights
+        )
     finally:
         progress.close()
     return Coded(png, f"{_name(source)} -> {_shown(destination)}")
@@ -504,8 +540,14 @@ def decompress(files, output, max_pixels, weights, device, threads, jobs, force,
     `-` reads from standard input; `-o -` writes to standard output (the default for standard
     input)."""
     destinations = _plan_or_exit(files, output, api.default_decompressed_path)
-    work = functools.partial(_decompress_one, max_pixels=max_pixels, weights=weights, device=device,
-                             threads=threads, show_progress=not quiet and jobs == 1)
+    work = functools.partial(
+        _decompress_one,
+        max_pixels=max_pixels,
+        weights=weights,
+        device=device,
+        threads=threads,
+        show_progress=not quiet and jobs == 1,
+    )
     _run_each(files, destinations, work, force, jobs, quiet)
 
 
@@ -522,10 +564,11 @@ def _header_fields(path: str) -> dict:
     fields["palette"] = header.palette.hex() if header.palette is not None else None
     if isinstance(header.transparency, bytes):
         fields["transparency"] = header.transparency.hex()
-    if header.value_sets is not None:  # how many values each channel takes, not the raw bits
-        fields["value_sets"] = [int(count) for count in header.used_values().sum(axis=1)]
-    if header.colour_set is not None:  # how many colours, not the packed bytes
-        fields["colour_set"] = len(header.colours())
+    used, colours = header.used_values(), header.colours()
+    if used is not None:  # how many values each channel takes, not the raw bits
+        fields["value_sets"] = [int(count) for count in used.sum(axis=1)]
+    if colours is not None:  # how many colours, not the packed bytes
+        fields["colour_set"] = len(colours)
     if header.deep is not None:  # a 16-bit image: how its bytes were coded (ridecodec.depth)
         low_values = header.used_low_values()
         fields["deep"] = {
@@ -561,8 +604,12 @@ def _deep_line(deep: dict | None) -> str:
 
 @main.command()
 @click.argument("files", nargs=-1, required=True)
-@click.option("--json", "as_json", is_flag=True,
-              help="Print JSON: a list with one object per file ({\"file\", \"error\"} for a file that failed).")
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help='Print JSON: a list with one object per file ({"file", "error"} for a file that failed).',
+)
 def info(files, as_json):
     """Show the header of .rdc FILES."""
     if len(files) > 1 and STREAM in files:
@@ -593,8 +640,12 @@ def info(files, as_json):
                 f"  encoded:  on {fields['encoder_device']}, format version {fields['format_version']}, "
                 + _coder_words(fields)
                 + f", orientation {fields['orientation']} ({fields['orientation_name']})\n"
-                + (f"  values:   {', '.join(map(str, fields['value_sets']))} of 256 per channel"
-                   " (tables restricted to them)\n" if fields["value_sets"] else "")
+                + (
+                    f"  values:   {', '.join(map(str, fields['value_sets']))} of 256 per channel"
+                    " (tables restricted to them)\n"
+                    if fields["value_sets"]
+                    else ""
+                )
                 + (f"  colours:  {fields['colour_set']} (tables restricted to them)\n" if fields["colour_set"] else "")
                 + _deep_line(fields["deep"])
                 + f"  size:     {fields['file_bytes']} bytes ({fields['header_length']} header),"
@@ -630,7 +681,8 @@ def models(as_json, digests):
         marker = " (default)" if entry["name"] == default else ""
         click.echo(
             f"{entry['name']}{marker}  version {entry['version']}"
-            f"  from {entry['package']} {entry['package_version']}\n"
+            + (f" (also reads {', '.join(entry['reads_versions'])})" if entry["reads_versions"] else "")
+            + f"  from {entry['package']} {entry['package_version']}\n"
             f"  modes: {', '.join(entry['modes'])}; reach: {entry['reach']};"
             f" exact across devices: {'yes' if entry['exact_across_devices'] else 'no'};"
             f" can sample: {'yes' if entry['can_sample'] else 'no'}"
@@ -652,15 +704,20 @@ def models(as_json, digests):
 @click.option("--verify", is_flag=True, help="Also decode each file and check it is identical.")
 @click.option("--no-classical", is_flag=True, help="Skip the classical codecs (PNG, JPEG XL, ...).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a markdown table.")
-@click.option("--plot", metavar="FILE.png", help="Also draw bits per pixel per image and codec in this PNG (with matplotlib where it is "
-              "installed: pip install 'ridecodec[plot]'; else with Pillow).")
+@click.option(
+    "--plot",
+    metavar="FILE.png",
+    help="Also draw bits per pixel per image and codec in this PNG (with matplotlib where it is "
+    "installed: pip install 'ridecodec[plot]'; else with Pillow).",
+)
 @effort_option
 @weights_option
 @device_option
 @force_option
 @quiet_option
-def eval_command(paths, model, color, limit, verify, no_classical, as_json, plot, effort, weights, device, force,
-                 quiet):
+def eval_command(
+    paths, model, color, limit, verify, no_classical, as_json, plot, effort, weights, device, force, quiet
+):
     """Measure bits per pixel on image files or folders: model likelihood, actual .rdc size, and
     the classical lossless codecs."""
     from . import evalplot, evaluation
@@ -697,7 +754,6 @@ def eval_command(paths, model, color, limit, verify, no_classical, as_json, plot
             click.echo(f"wrote {plot}", err=True)
 
 
-
 @main.group()
 def train():
     """Train a built-in model's weights on a folder of images."""
@@ -708,33 +764,77 @@ def _training_options(neighbourhood: tuple[int, int, int], table_components: int
     right) and of the table size are the model's own."""
     up, left, right = neighbourhood
     options = [
-        click.option("--data", "-d", "data", multiple=True, required=True,
-                     help="Folder of training images, or an image file: a texture, trained on as regions of it, "
-                     "some held back (repeatable)."),
+        click.option(
+            "--data",
+            "-d",
+            "data",
+            multiple=True,
+            required=True,
+            help="Folder of training images, or an image file: a texture, trained on as regions of it, "
+            "some held back (repeatable).",
+        ),
         click.option("--out", "-o", required=True, help="Weights file to write (.pt)."),
-        click.option("--color", type=click.Choice(["gray", "rgb"]), default="gray", show_default=True,
-                     help="Train the grayscale model or the RGB (channel after channel) model."),
-        click.option("--validation-fraction", type=click.FloatRange(0, 0.9), default=0.1, show_default=True,
-                     help="Share of the images held back for validation (whole images: early stopping, reported score)."),
-        click.option("--seed", type=int, default=0, show_default=True,
-                     help="Seed of the split, the samples and the initialization."),
-        click.option("--up", type=click.IntRange(min=1), default=up, show_default=True,
-                     help="Neighbourhood rows above the pixel."),
-        click.option("--left", type=click.IntRange(min=1), default=left, show_default=True,
-                     help="Neighbourhood columns left of the pixel."),
-        click.option("--right", type=click.IntRange(min=0), default=right, show_default=True,
-                     help="Neighbourhood columns right of the pixel (rows above); decoding takes (right + 1) steps per row."),
+        click.option(
+            "--color",
+            type=click.Choice(["gray", "rgb"]),
+            default="gray",
+            show_default=True,
+            help="Train the grayscale model or the RGB (channel after channel) model.",
+        ),
+        click.option(
+            "--validation-fraction",
+            type=click.FloatRange(0, 0.9),
+            default=0.1,
+            show_default=True,
+            help="Share of the images held back for validation (whole images: early stopping, reported score).",
+        ),
+        click.option(
+            "--seed",
+            type=int,
+            default=0,
+            show_default=True,
+            help="Seed of the split, the samples and the initialization.",
+        ),
+        click.option(
+            "--up",
+            type=click.IntRange(min=1),
+            default=up,
+            show_default=True,
+            help="Neighbourhood rows above the pixel.",
+        ),
+        click.option(
+            "--left",
+            type=click.IntRange(min=1),
+            default=left,
+            show_default=True,
+            help="Neighbourhood columns left of the pixel.",
+        ),
+        click.option(
+            "--right",
+            type=click.IntRange(min=0),
+            default=right,
+            show_default=True,
+            help="Neighbourhood columns right of the pixel (rows above); decoding takes (right + 1) steps per row.",
+        ),
         click.option("--components", type=click.IntRange(min=1), default=32, show_default=True),
         click.option("--scales", type=click.IntRange(min=1), default=4, show_default=True),
         click.option("--features", type=click.IntRange(min=1), default=32, show_default=True),
-        click.option("--table-components", type=click.IntRange(min=1), default=table_components, show_default=True,
-                     help="Mixture components kept per pixel when coding (speed against a little rate)."),
+        click.option(
+            "--table-components",
+            type=click.IntRange(min=1),
+            default=table_components,
+            show_default=True,
+            help="Mixture components kept per pixel when coding (speed against a little rate).",
+        ),
         click.option("--init", "init_weights", help="Start from these weights (fine-tuning) instead of from scratch."),
         click.option("--checkpoint", help="Checkpoint file, written after every epoch."),
         click.option("--resume", is_flag=True, help="Continue from --checkpoint if it exists."),
-        click.option("--log", "--log-file", "log_path",
-                     help="Append a JSON line per epoch to this file (--log-file under torchrun, whose own "
-                     "options take --log)."),
+        click.option(
+            "--log",
+            "--log-file",
+            "log_path",
+            help="Append a JSON line per epoch to this file (--log-file under torchrun, whose own options take --log).",
+        ),
         force_option,
     ]
 
@@ -771,28 +871,74 @@ def _run_training(run, out: str, force: bool, checkpoint: str | None, log_path: 
 @_training_options(neighbourhood=(4, 4, 2), table_components=2)
 @click.option("--samples-per-image", type=click.IntRange(min=1), default=8000, show_default=True)
 @click.option("--epochs", type=click.IntRange(min=1), default=60, show_default=True, help="At most this many epochs.")
-@click.option("--patience", type=click.IntRange(min=1), default=4, show_default=True,
-              help="Stop after this many epochs without a validation gain.")
+@click.option(
+    "--patience",
+    type=click.IntRange(min=1),
+    default=4,
+    show_default=True,
+    help="Stop after this many epochs without a validation gain.",
+)
 @click.option("--batch-size", type=click.IntRange(min=1), default=8192, show_default=True)
 @click.option("--learning-rate", type=click.FloatRange(min=0, min_open=True), default=3e-3, show_default=True)
-def train_mcgsm_command(data, out, color, validation_fraction, seed, samples_per_image, epochs, patience,
-                        batch_size, learning_rate, up, left, right, components, scales, features,
-                        table_components, init_weights, checkpoint, resume, log_path, force):
+def train_mcgsm_command(
+    data,
+    out,
+    color,
+    validation_fraction,
+    seed,
+    samples_per_image,
+    epochs,
+    patience,
+    batch_size,
+    learning_rate,
+    up,
+    left,
+    right,
+    components,
+    scales,
+    features,
+    table_components,
+    init_weights,
+    checkpoint,
+    resume,
+    log_path,
+    force,
+):
     """Train MCGSM weights (whitening and mixture) by maximum likelihood of the 8-bit pixels."""
     from .models.mcgsm import MCGSMConfig
-    from .training.mcgsm import TrainingOptions, train_mcgsm
     from .training.distributed import main_process
+    from .training.mcgsm import TrainingOptions, train_mcgsm
 
-    config = MCGSMConfig(up=up, left=left, right=right, num_components=components, num_scales=scales,
-                         num_features=features, table_components=min(table_components, components * scales))
+    config = MCGSMConfig(
+        up=up,
+        left=left,
+        right=right,
+        num_components=components,
+        num_scales=scales,
+        num_features=features,
+        table_components=min(table_components, components * scales),
+    )
     options = TrainingOptions(
-        data=list(data), out=out, color=color, model=config, validation_fraction=validation_fraction, seed=seed,
-        samples_per_image=samples_per_image, batch_size=batch_size, learning_rate=learning_rate, max_epochs=epochs,
-        patience=patience, init=init_weights, checkpoint=checkpoint, log=log_path, resume=resume,
+        data=list(data),
+        out=out,
+        color=color,
+        model=config,
+        validation_fraction=validation_fraction,
+        seed=seed,
+        samples_per_image=samples_per_image,
+        batch_size=batch_size,
+        learning_rate=learning_rate,
+        max_epochs=epochs,
+        patience=patience,
+        init=init_weights,
+        checkpoint=checkpoint,
+        log=log_path,
+        resume=resume,
         command="ridecodec train mcgsm " + " ".join(sys.argv[3:]),
     )
-    summary = _run_training(lambda: train_mcgsm(options, echo=lambda line: click.echo(line, err=True)),
-                            out, force, checkpoint, log_path)
+    summary = _run_training(
+        lambda: train_mcgsm(options, echo=lambda line: click.echo(line, err=True)), out, force, checkpoint, log_path
+    )
     if main_process():  # under torchrun, process 0 reports
         click.echo(f"wrote {out}: validation {summary['validation_bits_per_pixel_tables']:.4f} bits per pixel")
 
@@ -801,7 +947,7 @@ def _patch_sizes(context, parameter, value: str) -> tuple[int, ...]:
     try:
         sizes = tuple(int(size) for size in value.split(","))
     except ValueError:
-        raise click.BadParameter("give sizes separated by commas, e.g. 8,12,16,22")
+        raise click.BadParameter("give sizes separated by commas, e.g. 8,12,16,22") from None
     if not sizes or min(sizes) < 2:
         raise click.BadParameter("patch sizes must be at least 2")
     return sizes
@@ -809,53 +955,140 @@ def _patch_sizes(context, parameter, value: str) -> tuple[int, ...]:
 
 @train.command(name="ride")
 @_training_options(neighbourhood=(4, 4, 2), table_components=2)
-@click.option("--patch-sizes", default="8,12,16,22", show_default=True, callback=_patch_sizes,
-              help="The curriculum: one training stage per patch size, in this order.")
-@click.option("--patches-per-image", type=click.IntRange(min=1), default=32, show_default=True,
-              help="Random patches drawn from each training image per epoch.")
-@click.option("--epochs", type=click.IntRange(min=1), default=10, show_default=True, help="At most this many epochs per stage.")
-@click.option("--patience", type=click.IntRange(min=1), default=3, show_default=True,
-              help="End a stage after this many epochs without a validation gain.")
+@click.option(
+    "--patch-sizes",
+    default="8,12,16,22",
+    show_default=True,
+    callback=_patch_sizes,
+    help="The curriculum: one training stage per patch size, in this order.",
+)
+@click.option(
+    "--patches-per-image",
+    type=click.IntRange(min=1),
+    default=32,
+    show_default=True,
+    help="Random patches drawn from each training image per epoch.",
+)
+@click.option(
+    "--epochs", type=click.IntRange(min=1), default=10, show_default=True, help="At most this many epochs per stage."
+)
+@click.option(
+    "--patience",
+    type=click.IntRange(min=1),
+    default=3,
+    show_default=True,
+    help="End a stage after this many epochs without a validation gain.",
+)
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True, help="Patches per step.")
 @click.option("--learning-rate", type=click.FloatRange(min=0, min_open=True), default=1e-3, show_default=True)
-@click.option("--lbfgs-steps", type=click.IntRange(min=0), default=20, show_default=True,
-              help="L-BFGS iterations on the MCGSM head before each stage (0: none).")
-@click.option("--average-decay", type=click.FloatRange(min=0, max=1, max_open=True), default=0.0, show_default=True,
-              help="Validate and keep an exponential moving average of the weights with this decay per step "
-              "(e.g. 0.998) instead of the last step's weights; 0: no averaging.")
+@click.option(
+    "--lbfgs-steps",
+    type=click.IntRange(min=0),
+    default=20,
+    show_default=True,
+    help="L-BFGS iterations on the MCGSM head before each stage (0: none).",
+)
+@click.option(
+    "--average-decay",
+    type=click.FloatRange(min=0, max=1, max_open=True),
+    default=0.0,
+    show_default=True,
+    help="Validate and keep an exponential moving average of the weights with this decay per step "
+    "(e.g. 0.998) instead of the last step's weights; 0: no averaging.",
+)
 @click.option("--layers", type=click.IntRange(min=1), default=1, show_default=True, help="Spatial LSTM layers.")
 @click.option("--hidden", type=click.IntRange(min=1), default=64, show_default=True, help="Hidden units per layer.")
 @click.option("--extended", is_flag=True, help="Gates also read the neighbouring memory cells.")
-@click.option("--from-mcgsm", metavar="FILE",
-              help="Start as these MCGSM weights code (their neighbourhood, mixture, whitening and head; "
-              "the head also reads the LSTM state, from zero weights), instead of from scratch.")
-@click.option("--time-budget", type=click.FloatRange(min=0), metavar="MINUTES",
-              help="Stop after the first epoch that ends past this much training time (resumed runs "
-              "included) and write the best weights so far.")
+@click.option(
+    "--from-mcgsm",
+    metavar="FILE",
+    help="Start as these MCGSM weights code (their neighbourhood, mixture, whitening and head; "
+    "the head also reads the LSTM state, from zero weights), instead of from scratch.",
+)
+@click.option(
+    "--time-budget",
+    type=click.FloatRange(min=0),
+    metavar="MINUTES",
+    help="Stop after the first epoch that ends past this much training time (resumed runs "
+    "included) and write the best weights so far.",
+)
 @device_option
-def train_ride_command(data, out, color, validation_fraction, seed, patch_sizes, patches_per_image, epochs,
-                       patience, batch_size, learning_rate, lbfgs_steps, average_decay, layers, hidden, extended,
-                       from_mcgsm, time_budget,
-                       up, left, right,
-                       components, scales, features, table_components, init_weights, checkpoint, resume, log_path,
-                       device, force):
+def train_ride_command(
+    data,
+    out,
+    color,
+    validation_fraction,
+    seed,
+    patch_sizes,
+    patches_per_image,
+    epochs,
+    patience,
+    batch_size,
+    learning_rate,
+    lbfgs_steps,
+    average_decay,
+    layers,
+    hidden,
+    extended,
+    from_mcgsm,
+    time_budget,
+    up,
+    left,
+    right,
+    components,
+    scales,
+    features,
+    table_components,
+    init_weights,
+    checkpoint,
+    resume,
+    log_path,
+    device,
+    force,
+):
     """Train RIDE weights (whitening, spatial LSTMs, MCGSM) on growing patches, by maximum
     likelihood of the 8-bit pixels."""
     from .models.ride import RIDEConfig
-    from .training.ride import RIDETrainingOptions, train_ride
     from .training.distributed import main_process
+    from .training.ride import RIDETrainingOptions, train_ride
 
-    config = RIDEConfig(up=up, left=left, right=right, num_layers=layers, num_hiddens=hidden, extended=extended,
-                        num_components=components, num_scales=scales, num_features=features,
-                        table_components=min(table_components, components * scales))
+    config = RIDEConfig(
+        up=up,
+        left=left,
+        right=right,
+        num_layers=layers,
+        num_hiddens=hidden,
+        extended=extended,
+        num_components=components,
+        num_scales=scales,
+        num_features=features,
+        table_components=min(table_components, components * scales),
+    )
+
     def run():
         options = RIDETrainingOptions(
-            data=list(data), out=out, color=color, model=config, validation_fraction=validation_fraction, seed=seed,
-            patch_sizes=patch_sizes, patches_per_image=patches_per_image, batch_size=batch_size,
-            learning_rate=learning_rate, epochs=epochs, patience=patience, lbfgs_steps=lbfgs_steps,
-            average_decay=average_decay, time_budget_minutes=time_budget, from_mcgsm=from_mcgsm,
-            device=str(api.resolve_device(device)), init=init_weights, checkpoint=checkpoint, log=log_path,
-            resume=resume, command="ridecodec train ride " + " ".join(sys.argv[3:]),
+            data=list(data),
+            out=out,
+            color=color,
+            model=config,
+            validation_fraction=validation_fraction,
+            seed=seed,
+            patch_sizes=patch_sizes,
+            patches_per_image=patches_per_image,
+            batch_size=batch_size,
+            learning_rate=learning_rate,
+            epochs=epochs,
+            patience=patience,
+            lbfgs_steps=lbfgs_steps,
+            average_decay=average_decay,
+            time_budget_minutes=time_budget,
+            from_mcgsm=from_mcgsm,
+            device=str(api.resolve_device(device)),
+            init=init_weights,
+            checkpoint=checkpoint,
+            log=log_path,
+            resume=resume,
+            command="ridecodec train ride " + " ".join(sys.argv[3:]),
         )
         return train_ride(options, echo=lambda line: click.echo(line, err=True))
 
@@ -871,27 +1104,52 @@ def _default_cost_path(source: str) -> Path:
 
 @main.command(name="explain")
 @click.argument("image")
-@click.option("--output", "-o", help="The heat map PNG to write (default: IMG.cost.png beside it; with --json, "
-              "no picture unless -o is given).")
+@click.option(
+    "--output",
+    "-o",
+    help="The heat map PNG to write (default: IMG.cost.png beside it; with --json, no picture unless -o is given).",
+)
 @click.option("--model", "-m", help="Density model (see `ridecodec models`); default: the one compress picks.")
 @weights_option
-@click.option("--json", "as_json", is_flag=True, help="Print the numbers as JSON: totals and bits per pixel, "
-              "overall and per channel.")
-@click.option("--npy", type=click.Path(dir_okay=False), help="Also save each pixel's cost in bits, a float64 "
-              "array (planes, height, width), as a .npy file.")
-@click.option("--renderer", type=click.Choice(["auto", "pillow", "matplotlib"]), default="auto", show_default=True,
-              help="Draw with matplotlib (pip install 'ridecodec[plot]') or Pillow alone; auto: matplotlib "
-              "where it is installed.")
-@click.option("--vmax", type=click.FloatRange(min=0, min_open=True), metavar="BITS",
-              help="The colour bar's top, in bits (default: the 99.5th percentile of the costs).")
-@click.option("--max-pixels", type=click.IntRange(min=1), default=DEFAULT_MAX_PIXELS, show_default=True,
-              help="Refuse larger images (the time they take).")
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print the numbers as JSON: totals and bits per pixel, overall and per channel.",
+)
+@click.option(
+    "--npy",
+    type=click.Path(dir_okay=False),
+    help="Also save each pixel's cost in bits, a float64 array (planes, height, width), as a .npy file.",
+)
+@click.option(
+    "--renderer",
+    type=click.Choice(["auto", "pillow", "matplotlib"]),
+    default="auto",
+    show_default=True,
+    help="Draw with matplotlib (pip install 'ridecodec[plot]') or Pillow alone; auto: matplotlib "
+    "where it is installed.",
+)
+@click.option(
+    "--vmax",
+    type=click.FloatRange(min=0, min_open=True),
+    metavar="BITS",
+    help="The colour bar's top, in bits (default: the 99.5th percentile of the costs).",
+)
+@click.option(
+    "--max-pixels",
+    type=click.IntRange(min=1),
+    default=DEFAULT_MAX_PIXELS,
+    show_default=True,
+    help="Refuse larger images (the time they take).",
+)
 @device_option
 @threads_option
 @force_option
 @quiet_option
-def explain_command(image, output, model, weights, as_json, npy, renderer, vmax, max_pixels, device, threads, force,
-                    quiet):
+def explain_command(
+    image, output, model, weights, as_json, npy, renderer, vmax, max_pixels, device, threads, force, quiet
+):
     """Draw what each pixel of IMAGE costs, in bits, under the model: a heat map per channel
     with a colour bar and the totals (img.png -> img.cost.png beside it).
 
@@ -910,15 +1168,26 @@ def explain_command(image, output, model, weights, as_json, npy, renderer, vmax,
                     raise OutputError(f"{path} is the input; refusing to replace it, even with --force")
                 check_writable(path, force)  # before the slow part
         if picture is not None and renderer == "matplotlib" and not explaining.matplotlib_available():
-            raise RidecodecError("matplotlib is not installed: pip install 'ridecodec[plot]', "
-                                 "or draw with --renderer pillow")
+            raise RidecodecError(
+                "matplotlib is not installed: pip install 'ridecodec[plot]', or draw with --renderer pillow"
+            )
         coded = explaining.coded_image(image, max_pixels)
         if not quiet and coded.width * coded.height >= 2**20:
-            click.echo(f"note: {image} has {coded.width}x{coded.height} pixels: explaining it takes as long as "
-                       "compressing it (the bar shows the time left)", err=True)
+            click.echo(
+                f"note: {image} has {coded.width}x{coded.height} pixels: explaining it takes as long as "
+                "compressing it (the bar shows the time left)",
+                err=True,
+            )
         try:
-            explanation = explaining.explain(coded, model=model, device=device, progress=progress, threads=threads,
-                                             weights=weights, max_pixels=max_pixels)
+            explanation = explaining.explain(
+                coded,
+                model=model,
+                device=device,
+                progress=progress,
+                threads=threads,
+                weights=weights,
+                max_pixels=max_pixels,
+            )
         finally:
             progress.close()
         if npy is not None:
@@ -937,13 +1206,17 @@ def explain_command(image, output, model, weights, as_json, npy, renderer, vmax,
         sys.exit(EXIT_INTERRUPTED)
     summary = explanation.summary()
     if as_json:
-        click.echo(json.dumps({"image": image, "output": None if picture is None else str(picture),
-                               "npy": npy, **summary}, indent=2))
+        click.echo(
+            json.dumps(
+                {"image": image, "output": None if picture is None else str(picture), "npy": npy, **summary}, indent=2
+            )
+        )
     elif not quiet:
         planes = ", ".join(f"{plane['name']} {plane['bits_per_pixel']:.3f}" for plane in summary["planes"])
-        click.echo(f"{image} -> {picture}: {summary['bits_per_pixel']:.3f} bits per pixel "
-                   f"({explanation.model}; per channel: {planes})")
-
+        click.echo(
+            f"{image} -> {picture}: {summary['bits_per_pixel']:.3f} bits per pixel "
+            f"({explanation.model}; per channel: {planes})"
+        )
 
 
 # --- sample and inpaint: drawing from a model (the work is in ridecodec/sampling.py and inpainting.py)
@@ -951,11 +1224,12 @@ def explain_command(image, output, model, weights, as_json, npy, renderer, vmax,
 from .inpainting import DEFAULT_CANDIDATES, DEFAULT_SWEEPS  # noqa: E402 (this section's own imports)
 from .sampling import DEFAULT_MAX_PIXELS as SAMPLE_MAX_PIXELS, PRIME_BORDER  # noqa: E402
 
+
 def _image_size(context, parameter, value: str) -> tuple[int, int]:
     try:
         width, height = (int(part) for part in value.lower().split("x"))
     except ValueError:
-        raise click.BadParameter("give the size as WIDTHxHEIGHT, e.g. 64x64")
+        raise click.BadParameter("give the size as WIDTHxHEIGHT, e.g. 64x64") from None
     if width < 1 or height < 1:
         raise click.BadParameter("width and height must be at least 1")
     return width, height
@@ -968,8 +1242,12 @@ def _seed_or_random(seed: int | None) -> int:
     return secrets.randbelow(2**32) if seed is None else seed
 
 
-seed_option = click.option("--seed", type=click.IntRange(min=0), help="Seed of the draws (default: a random one, "
-                           "reported); an exact model gives the same image for a seed on every machine.")
+seed_option = click.option(
+    "--seed",
+    type=click.IntRange(min=0),
+    help="Seed of the draws (default: a random one, "
+    "reported); an exact model gives the same image for a seed on every machine.",
+)
 
 
 def _generate(output: str, force: bool, quiet: bool, label: str, work) -> None:
@@ -1000,10 +1278,19 @@ def _generate(output: str, force: bool, quiet: bool, label: str, work) -> None:
 @seed_option
 @weights_option
 @click.option("--output", "-o", required=True, help="The PNG file to write.")
-@click.option("--max-pixels", type=click.IntRange(min=1), default=SAMPLE_MAX_PIXELS, show_default=True,
-              help="Refuse larger sizes (drawing costs what decoding costs; the refusal says how long it would take).")
-@click.option("--prime", metavar="IMAGE", help="Start from IMAGE (e.g. the texture the weights were trained on): "
-              f"its first {PRIME_BORDER} rows and columns, tiled, border the canvas and are cut away.")
+@click.option(
+    "--max-pixels",
+    type=click.IntRange(min=1),
+    default=SAMPLE_MAX_PIXELS,
+    show_default=True,
+    help="Refuse larger sizes (drawing costs what decoding costs; the refusal says how long it would take).",
+)
+@click.option(
+    "--prime",
+    metavar="IMAGE",
+    help="Start from IMAGE (e.g. the texture the weights were trained on): "
+    f"its first {PRIME_BORDER} rows and columns, tiled, border the canvas and are cut away.",
+)
 @device_option
 @threads_option
 @force_option
@@ -1016,8 +1303,9 @@ def sample_command(model, size, mode, seed, weights, output, max_pixels, prime, 
     seed = _seed_or_random(seed)
 
     def work(progress):
-        name, image = sampling.draw_image(model, mode, width, height, seed, weights, device, threads, max_pixels,
-                                          progress, prime)
+        name, image = sampling.draw_image(
+            model, mode, width, height, seed, weights, device, threads, max_pixels, progress, prime
+        )
         return imageio.png_bytes(image), f"wrote {output}: a {width}x{height} {mode} sample of {name}, seed {seed}"
 
     _generate(output, force, quiet, f"sampling {width}x{height}", work)
@@ -1029,10 +1317,20 @@ def sample_command(model, size, mode, seed, weights, output, max_pixels, prime, 
 @click.option("--output", "-o", required=True, help="The PNG file to write.")
 @click.option("--model", "-m", help="Density model; default: the best installed for the image.")
 @weights_option
-@click.option("--sweeps", type=click.IntRange(min=0), default=DEFAULT_SWEEPS, show_default=True,
-              help="Metropolis-within-Gibbs sweeps over 5x5 blocks after the initial draw.")
-@click.option("--candidates", type=click.IntRange(min=1), default=DEFAULT_CANDIDATES, show_default=True,
-              help="Initial drafts drawn by ancestral sampling; the most probable is kept.")
+@click.option(
+    "--sweeps",
+    type=click.IntRange(min=0),
+    default=DEFAULT_SWEEPS,
+    show_default=True,
+    help="Metropolis-within-Gibbs sweeps over 5x5 blocks after the initial draw.",
+)
+@click.option(
+    "--candidates",
+    type=click.IntRange(min=1),
+    default=DEFAULT_CANDIDATES,
+    show_default=True,
+    help="Initial drafts drawn by ancestral sampling; the most probable is kept.",
+)
 @seed_option
 @device_option
 @threads_option
@@ -1048,8 +1346,9 @@ def inpaint_command(image, mask, output, model, weights, sweeps, candidates, see
         sys.exit(OutputError.exit_code)
 
     def work(progress):
-        name, data, result = inpainting.inpaint_file(image, mask, model, weights, device, sweeps, candidates, seed,
-                                                     threads, progress)
+        name, data, result = inpainting.inpaint_file(
+            image, mask, model, weights, device, sweeps, candidates, seed, threads, progress
+        )
         rate = f", {result.accepted} of {result.proposals} block proposals accepted" if result.proposals else ""
         return data, f"wrote {output}: {image} inpainted with {name}, seed {seed}{rate}"
 

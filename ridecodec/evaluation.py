@@ -26,9 +26,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -42,8 +42,10 @@ def image_extensions() -> frozenset[str]:
     """The extensions (lower case, with the dot) of every format Pillow can open: the files a
     directory contributes."""
     Image.init()
-    return frozenset(extension for extension, format_id in Image.registered_extensions().items()
-                     if format_id in Image.OPEN)
+    return frozenset(
+        extension for extension, format_id in Image.registered_extensions().items() if format_id in Image.OPEN
+    )
+
 
 #: How images are prepared: "gray" is Pillow's convert("L"), the project's grayscale.
 COLOR_MODES = ("gray", "color", "as-is")
@@ -208,7 +210,7 @@ class Report:
             "file_bpp": total_bpp(lambda image: image.file_bpp),
             "payload_bpp": payload,
             "overhead_percent": _overhead_percent(payload, likelihood) if pixels else float("nan"),
-            "classical_bpp": {name: total_bpp(lambda image: image.classical_bpp[name]) for name in codecs},
+            "classical_bpp": {name: total_bpp(_classical_of(name)) for name in codecs},
             "encode_seconds": sum(image.encode_seconds for image in self.images),
             "decode_seconds": None if None in decode_times else sum(decode_times),
             "verified": None if None in checks else all(checks),
@@ -222,13 +224,20 @@ class Report:
         header += [CLASSICAL_CODECS[name] for name in codecs]
 
         def row(label, size, values) -> str:
-            cells = [label, size, how_coded(values), f"{values['likelihood_bpp']:.3f}", f"{values['file_bpp']:.3f}",
-                     f"{values['overhead_percent']:+.3f}"]
+            cells = [
+                label,
+                size,
+                how_coded(values),
+                f"{values['likelihood_bpp']:.3f}",
+                f"{values['file_bpp']:.3f}",
+                f"{values['overhead_percent']:+.3f}",
+            ]
             cells += [f"{values['classical_bpp'][name]:.3f}" for name in codecs]
             return "| " + " | ".join(cells) + " |"
 
         lines = [
-            f"Model `{self.model}`" + (f" (weights {self.weights})" if self.weights else "")
+            f"Model `{self.model}`"
+            + (f" (weights {self.weights})" if self.weights else "")
             + f" on {self.device}, {self.mode} images, "
             + (f"effort {self.effort}, " if self.effort > 1 else "")
             + "bits per pixel.",
@@ -242,20 +251,26 @@ class Report:
         lines.append(row(f"**total** ({totals['images']})", f"{totals['pixels']} px", totals))
         lines += [
             "",
-            "coded: how the file holds the image: by the model with its tables as they are, "
-            "adapted online (+a), restricted to value sets (+v) or to the image's colours (+c); or as PNG or stored "
-            "samples, where those are smaller than the model's coding.",
+            (
+                "coded: how the file holds the image: by the model with its tables as they are, "
+                "adapted online (+a), restricted to value sets (+v) or to the image's colours (+c); or as PNG or "
+                "stored samples, where those are smaller than the model's coding."
+            ),
             "",
-            "diff %: the payload (file less header) over the model's likelihood code length, "
-            "i.e. the entropy coder's overhead (for an image kept as PNG or stored raw, the size "
-            "of that instead: then below zero). For a file coded with adaptation, value sets or "
-            "colour sets, the likelihood is that of the model so adapted or restricted.",
+            (
+                "diff %: the payload (file less header) over the model's likelihood code length, "
+                "i.e. the entropy coder's overhead (for an image kept as PNG or stored raw, the size "
+                "of that instead: then below zero). For a file coded with adaptation, value sets or "
+                "colour sets, the likelihood is that of the model so adapted or restricted."
+            ),
         ]
         timing = f"Encoding took {totals['encode_seconds']:.1f} s"
         if totals["decode_seconds"] is not None:
             timing += f", decoding {totals['decode_seconds']:.1f} s"
         if totals["verified"] is not None:
-            timing += "; every image decoded exactly" if totals["verified"] else "; SOME IMAGES FAILED TO DECODE EXACTLY"
+            timing += (
+                "; every image decoded exactly" if totals["verified"] else "; SOME IMAGES FAILED TO DECODE EXACTLY"
+            )
         lines += ["", timing + "."]
         if self.skipped:
             lines += ["", f"{len(self.skipped)} files were not measured:"]
@@ -282,8 +297,12 @@ def find_images(paths: Sequence[str | Path]) -> tuple[list[Path], list[SkippedFi
                 if file.suffix.lower() in extensions:
                     found.append(file)
                 else:
-                    skipped.append(SkippedFile(file.name, f"not an image file (no image format has the "
-                                                          f"extension {file.suffix or '(none)'!r})"))
+                    skipped.append(
+                        SkippedFile(
+                            file.name,
+                            f"not an image file (no image format has the extension {file.suffix or '(none)'!r})",
+                        )
+                    )
         elif path.exists():
             found.append(path)
         else:
@@ -294,6 +313,11 @@ def find_images(paths: Sequence[str | Path]) -> tuple[list[Path], list[SkippedFi
 def image_paths(paths: Sequence[str | Path]) -> list[Path]:
     """The image files of :func:`find_images`."""
     return find_images(paths)[0]
+
+
+def _classical_of(codec: str) -> Callable[[ImageResult], float]:
+    """An image's bits per pixel with the classical ``codec``."""
+    return lambda image: image.classical_bpp[codec]
 
 
 def _is_deeper_than_8_bits(image) -> bool:
@@ -317,6 +341,8 @@ def load_pixels(path: str | Path, color: str = "gray", crop: int | None = None) 
     if _is_deeper_than_8_bits(image):
         mode = f"a {image.dtype} array" if isinstance(image, np.ndarray) else f"mode {image.mode}"
         raise UnsupportedImageError(f"{path}: has 16-bit or deeper samples ({mode}); eval measures 8-bit images")
+    if isinstance(image, np.ndarray):  # open_image returns arrays for 16-bit colour only; any 8-bit one as an image
+        image = Image.fromarray(image)
     if color == "gray":
         image = image.convert("L")
     elif color == "color" or image.mode not in ("L", "RGB", "RGBA"):
@@ -329,8 +355,14 @@ def load_pixels(path: str | Path, color: str = "gray", crop: int | None = None) 
 
 
 def evaluate_image(
-    name: str, pixels: np.ndarray, model: str, device: str | torch.device = "auto",
-    classical: bool = True, verify: bool = False, effort: int = 1, weights: str | Path | None = None,
+    name: str,
+    pixels: np.ndarray,
+    model: str,
+    device: str | torch.device = "auto",
+    classical: bool = True,
+    verify: bool = False,
+    effort: int = 1,
+    weights: str | Path | None = None,
 ) -> ImageResult:
     """Measure one image (see the module docstring); ``weights``: a weights file for the model
     instead of its shipped weights, as for ``compress``."""
@@ -352,7 +384,9 @@ def evaluate_image(
     density_model = registry.load_model(model, api.resolve_device(device), weights)
     value_sets = header.used_values()
     likelihood_bits = engine.variant_code_length_bits(
-        density_model, orientation.orient(planes, header.orientation), engine.Variant(value_sets, header.adaptation, header.colours())
+        density_model,
+        orientation.orient(planes, header.orientation),
+        engine.Variant(value_sets, header.adaptation, header.colours()),
     )
     payload_bits = 8 * (len(data) - header.header_length)
     return ImageResult(
@@ -364,9 +398,7 @@ def evaluate_image(
         file_bpp=8 * len(data) / num_pixels,
         payload_bpp=payload_bits / num_pixels,
         overhead_percent=_overhead_percent(payload_bits, likelihood_bits),
-        classical_bpp={
-            codec: bits / num_pixels for codec, bits in classical_bits(pixels).items()
-        } if classical else {},
+        classical_bpp={codec: bits / num_pixels for codec, bits in classical_bits(pixels).items()} if classical else {},
         encode_seconds=encode_seconds,
         decode_seconds=decode_seconds,
         verified=verified,
@@ -420,5 +452,12 @@ def evaluate(
         except (InputError, UnsupportedImageError) as error:  # this image's fault: measure the others
             reason = str(error).removeprefix(f"{path}: ")
             skipped.append(SkippedFile(path.name, reason))
-    return Report(model=model, device=api.describe_device(resolved), mode=color, images=results, effort=effort,
-                  skipped=skipped, weights=None if weights is None else str(weights))
+    return Report(
+        model=model,
+        device=api.describe_device(resolved),
+        mode=color,
+        images=results,
+        effort=effort,
+        skipped=skipped,
+        weights=None if weights is None else str(weights),
+    )

@@ -24,6 +24,7 @@ import inspect
 import os
 import pickle
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -54,6 +55,7 @@ class ModelInfo:
     reach: str
     exact_across_devices: bool
     can_sample: bool = False  # ridecodec sample and inpaint may draw from it (models/base.py)
+    reads_versions: tuple[str, ...] = ()  # earlier versions whose files it still decodes
 
 
 def _package(entry_point: importlib.metadata.EntryPoint) -> str:
@@ -105,8 +107,7 @@ def _entry_point(name: str) -> importlib.metadata.EntryPoint:
     if name not in entry_points:
         installed = ", ".join(sorted(entry_points)) or "none"
         raise ModelNotFoundError(
-            f"model {name!r} is not installed (installed: {installed}); "
-            "install the plug-in that provides it"
+            f"model {name!r} is not installed (installed: {installed}); install the plug-in that provides it"
         )
     claims = entry_points[name]
     if len(claims) > 1:
@@ -120,12 +121,13 @@ def _entry_point(name: str) -> importlib.metadata.EntryPoint:
     return claims[0]
 
 
-def _model_class(name: str) -> tuple[type, importlib.metadata.EntryPoint]:
+def _model_class(name: str) -> tuple[Any, importlib.metadata.EntryPoint]:
+    """The registered factory (a DensityModel class, or a function that builds one) and its entry point."""
     entry_point = _entry_point(name)
     try:
         factory = entry_point.load()
     except Exception as error:  # a plug-in's import failure is the plug-in's fault, not ours
-        raise PluginError(f"plug-in model {name!r} ({entry_point.value}) failed to import: {error}")
+        raise PluginError(f"plug-in model {name!r} ({entry_point.value}) failed to import: {error}") from error
     return factory, entry_point
 
 
@@ -142,22 +144,24 @@ def _check_metadata(name: str, entry_point, own_name, modes, reach) -> None:
         )
 
 
-@functools.lru_cache(maxsize=None)
-def _load_on(name: str, device: str, weights: tuple[str, int, int] | None = None) -> DensityModel:
+@functools.cache
+def _load_on(
+    name: str, device: str, weights: tuple[str, int, int] | None = None, version: str | None = None
+) -> DensityModel:
     factory, entry_point = _model_class(name)
     try:
-        if weights is None:
-            model = factory()
-        else:
+        if weights is not None:
             model = _with_weights(name, factory, weights[0])
+        elif version is not None:
+            model = factory.for_version(version)  # load_model checked that the class reads it
+        else:
+            model = factory()
     except RidecodecError:
         raise
     except Exception as error:
-        raise PluginError(f"plug-in model {name!r} failed to initialise: {error}")
+        raise PluginError(f"plug-in model {name!r} failed to initialise: {error}") from error
     if not isinstance(model, DensityModel):
-        raise PluginError(
-            f"plug-in model {name!r} ({entry_point.value}) is not a ridecodec DensityModel"
-        )
+        raise PluginError(f"plug-in model {name!r} ({entry_point.value}) is not a ridecodec DensityModel")
     if not hasattr(model, "reach"):
         raise PluginError(f"plug-in model {name!r} ({entry_point.value}) declares no causal reach")
     _check_metadata(name, entry_point, model.name, model.modes, model.reach)
@@ -181,11 +185,20 @@ def _with_weights(name: str, factory, path: str) -> DensityModel:
 
 
 def load_model(
-    name: str, device: torch.device | str = "cpu", weights: str | os.PathLike | None = None
+    name: str,
+    device: torch.device | str = "cpu",
+    weights: str | os.PathLike | None = None,
+    version: str | None = None,
 ) -> DensityModel:
     """The model registered as ``name``, on ``device``, in eval mode, with its shipped weights or,
     given ``weights``, those of that file (``DensityModel.from_weights_file``, e.g. weights made
-    by ``ridecodec train``). Cached per (name, device, weights file and its modification)."""
+    by ``ridecodec train``). ``version``: the model as it was at that version, when its class
+    still reads it (``readable_versions``; a file's decoder asks for the file's version), else
+    the current one. Cached per (name, device, weights file and its modification, version)."""
+    if version is not None and weights is None:
+        factory, _ = _model_class(name)
+        if inspect.isclass(factory) and version in getattr(factory, "readable_versions", ()):
+            return _load_on(name, str(torch.device(device)), None, version)
     key = None
     if weights is not None:
         path = os.path.abspath(os.fspath(weights))
@@ -228,8 +241,8 @@ def describe_model(name: str, digest: bool = False) -> ModelInfo:
     class leaves ``reach`` or ``modes`` to ``__init__`` is built in any case. Raises a
     RidecodecError (PluginError, ModelNotFoundError) when the model cannot be used."""
     factory, entry_point = _model_class(name)
-    source = _class_metadata(name, factory, entry_point)
-    if source is None or digest:
+    source: type[DensityModel] | DensityModel | None = _class_metadata(name, factory, entry_point)
+    if source is None:
         source = load_model(name, "cpu")
     distribution = entry_point.dist
     reach = source.reach
@@ -238,11 +251,10 @@ def describe_model(name: str, digest: bool = False) -> ModelInfo:
         version=source.version,
         package=distribution.name if distribution else "?",
         package_version=distribution.version if distribution else "?",
-        weights_digest=source.weights_digest() if digest else None,
+        weights_digest=load_model(name, "cpu").weights_digest() if digest else None,
         modes=tuple(source.modes),
-        reach="unbounded (raster order)"
-        if reach is None
-        else f"up {reach.up}, left {reach.left}, right {reach.right}",
+        reach="unbounded (raster order)" if reach is None else f"up {reach.up}, left {reach.left}, right {reach.right}",
         exact_across_devices=bool(source.exact_across_devices),
         can_sample=bool(getattr(source, "can_sample", False)),
+        reads_versions=tuple(getattr(source, "readable_versions", ())),
     )

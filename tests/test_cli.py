@@ -13,6 +13,7 @@ from PIL import Image
 import ridecodec
 from ridecodec.cli import main
 from ridecodec.errors import FormatError, InputError, ModelNotFoundError, OutputExistsError, UnsupportedImageError
+
 from conftest import natural_like
 
 
@@ -101,7 +102,9 @@ def test_jobs_code_files_in_worker_processes(runner, images, tmp_path):
     result = run(runner, "decompress", tmp_path / "gray.rdc", tmp_path / "rgb.rdc", "-o", out, "-j", "2", "-q")
     assert result.exit_code == 0, result.output
     for name in ("gray", "rgb"):
-        assert np.array_equal(np.asarray(Image.open(out / f"{name}.png")), np.asarray(Image.open(tmp_path / f"{name}.png")))
+        assert np.array_equal(
+            np.asarray(Image.open(out / f"{name}.png")), np.asarray(Image.open(tmp_path / f"{name}.png"))
+        )
 
 
 def test_errors_are_one_line_without_traceback(runner, tmp_path):
@@ -268,10 +271,22 @@ def test_threads_change_nothing_in_the_file_or_the_pixels(tmp_path):
     Image.fromarray(image).save(tmp_path / "a.png")
     runner = CliRunner()
     for threads in ("1", "2"):
-        result = runner.invoke(main, ["compress", str(tmp_path / "a.png"), "-o", str(tmp_path / f"a{threads}.rdc"),
-                                      "--threads", threads, "--quiet"])
+        result = runner.invoke(
+            main,
+            [
+                "compress",
+                str(tmp_path / "a.png"),
+                "-o",
+                str(tmp_path / f"a{threads}.rdc"),
+                "--threads",
+                threads,
+                "--quiet",
+            ],
+        )
         assert result.exit_code == 0, result.output
     assert (tmp_path / "a1.rdc").read_bytes() == (tmp_path / "a2.rdc").read_bytes()
-    result = runner.invoke(main, ["decompress", str(tmp_path / "a1.rdc"), "-o", str(tmp_path / "b.png"), "-t", "2", "-q"])
+    result = runner.invoke(
+        main, ["decompress", str(tmp_path / "a1.rdc"), "-o", str(tmp_path / "b.png"), "-t", "2", "-q"]
+    )
     assert result.exit_code == 0, result.output
     assert np.array_equal(np.asarray(Image.open(tmp_path / "b.png")), image)

@@ -34,7 +34,10 @@ def test_golden_file_decodes_to_its_pixels(file_name):
     header = ridecodec.read_header(data)
     assert (header.model_name, header.model_version) == (entry["model"], entry["version"])
     assert (header.orientation, header.coder, header.value_sets is not None, header.adaptation) == (
-        entry["orientation"], entry["coder"], entry["value_sets"], entry.get("adaptation", 0)
+        entry["orientation"],
+        entry["coder"],
+        entry["value_sets"],
+        entry.get("adaptation", 0),
     )
     assert (header.colour_set is not None) == entry.get("colour_set", False)
     pixels = ridecodec.decompress(data, device="cpu")
@@ -54,6 +57,22 @@ def test_every_current_model_version_has_golden_files(name):
     expected = {"gray", "values", "effort", "stored", "gray16", "bilevel-stored", "adaptive1-gray", "png"}
     expected |= {"rgb", "rgba", "rgb16", "la-stored", "adaptive1-rgb", "colours"} if colour else set()
     assert cases == expected, f"{name} {version}: golden cases {sorted(cases)}"
+
+
+@pytest.mark.parametrize("name", GUARDED)
+def test_earlier_versions_a_model_still_reads_keep_their_files(name):
+    """A version replaced by a newer one stays readable (``readable_versions``): its golden files
+    stay in the corpus, and the model built for that version has the weights they record."""
+    if name not in registry.available_models():
+        pytest.skip(f"{name} is not installed")
+    current = registry.load_model(name)
+    for version in current.readable_versions:
+        files = [file for file, entry in MANIFEST.items() if (entry["model"], entry["version"]) == (name, version)]
+        assert files, f"{name} {version} is read but has no golden files"
+        earlier = registry.load_model(name, version=version)
+        assert earlier.version == version and earlier.weights_digest() != current.weights_digest()
+        header = ridecodec.read_header((GOLDEN / min(files)).read_bytes())
+        assert header.weights_digest == earlier.weights_digest()
 
 
 def test_the_corpus_covers_what_it_claims():

@@ -52,7 +52,7 @@ def test_gray_weights_keep_the_shipped_colour_weights(own_weights):
 
 def test_other_weights_than_the_files_are_refused_in_one_line(own_weights, tmp_path):
     data = ridecodec.compress(synthetic_image(8, 9), model="mcgsm")
-    with pytest.raises(WeightsMismatchError, match="mine.pt gives"):
+    with pytest.raises(WeightsMismatchError, match=r"mine\.pt gives"):
         ridecodec.decompress(data, weights=own_weights)
 
 
@@ -60,8 +60,11 @@ def test_unusable_weights_files_are_input_errors(tmp_path):
     image = synthetic_image(6, 7)
     (tmp_path / "text.pt").write_text("not weights")
     ride_weights = SHIPPED / "ride-gray.pt"
-    for path, message in [(tmp_path / "none.pt", "no such"), (tmp_path / "text.pt", "not usable as mcgsm"),
-                          (ride_weights, "not usable as mcgsm")]:
+    for path, message in [
+        (tmp_path / "none.pt", "no such"),
+        (tmp_path / "text.pt", "not usable as mcgsm"),
+        (ride_weights, "not usable as mcgsm"),
+    ]:
         with pytest.raises(InputError, match=message):
             ridecodec.compress(image, model="mcgsm", weights=path)
     with pytest.raises(ModelNotFoundError, match="takes no weights"):
@@ -71,12 +74,15 @@ def test_unusable_weights_files_are_input_errors(tmp_path):
 def test_weights_option_on_the_command_line(own_weights, tmp_path):
     Image.fromarray(synthetic_image(12, 14)).save(tmp_path / "a.png")
     runner = CliRunner()
-    done = runner.invoke(main, ["compress", str(tmp_path / "a.png"), "-m", "mcgsm", "--weights", str(own_weights), "-q"])
+    done = runner.invoke(
+        main, ["compress", str(tmp_path / "a.png"), "-m", "mcgsm", "--weights", str(own_weights), "-q"]
+    )
     assert done.exit_code == 0, done.output
     refused = runner.invoke(main, ["decompress", str(tmp_path / "a.rdc"), "-o", str(tmp_path / "b.png")])
     assert refused.exit_code == 6 and "--weights FILE" in refused.output
-    decoded = runner.invoke(main, ["decompress", str(tmp_path / "a.rdc"), "-o", str(tmp_path / "b.png"),
-                                   "-w", str(own_weights), "-q"])
+    decoded = runner.invoke(
+        main, ["decompress", str(tmp_path / "a.rdc"), "-o", str(tmp_path / "b.png"), "-w", str(own_weights), "-q"]
+    )
     assert decoded.exit_code == 0, decoded.output
     assert np.array_equal(np.asarray(Image.open(tmp_path / "b.png")), np.asarray(Image.open(tmp_path / "a.png")))
 
@@ -88,8 +94,9 @@ def test_eval_measures_own_weights(own_weights, tmp_path):
     runner = CliRunner()
     sizes = {}
     for name, extra in (("shipped", []), ("own", ["--weights", str(own_weights)])):
-        done = runner.invoke(main, ["eval", str(tmp_path), "-m", "mcgsm", "--no-classical", "--verify", "--json", "-q",
-                                    *extra])
+        done = runner.invoke(
+            main, ["eval", str(tmp_path), "-m", "mcgsm", "--no-classical", "--verify", "--json", "-q", *extra]
+        )
         assert done.exit_code == 0, done.output
         report = json.loads(done.stdout)
         assert report["totals"]["verified"] is True

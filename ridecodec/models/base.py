@@ -56,8 +56,9 @@ from __future__ import annotations
 
 import abc
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, ClassVar
+from typing import ClassVar
 
 import torch
 
@@ -85,8 +86,8 @@ class CausalReach:
     ``up`` and ``left`` document the model and let tests check its causality.
     """
 
-    up: int
-    left: int
+    up: float  # an int, or math.inf: unbounded (only ``right`` must be finite: it schedules)
+    left: float
     right: int
 
     def __post_init__(self):
@@ -117,9 +118,18 @@ class DensityModel(torch.nn.Module, abc.ABC):
     #: Earlier versions whose files this code no longer decodes, each with what to do to read
     #: them (one line, e.g. which release to install); the decoder says so instead of "weights differ".
     retired_versions: ClassVar[dict[str, str]] = {}
+    #: Earlier versions whose files this code still decodes (their own weights, kept beside the
+    #: current ones): the decoder builds the model of a file's version with :meth:`for_version`.
+    readable_versions: ClassVar[tuple[str, ...]] = ()
 
     @classmethod
-    def from_weights_file(cls, path: str) -> "DensityModel":
+    def for_version(cls, version: str) -> DensityModel:
+        """The model as it was at ``version`` (one of ``readable_versions``): its tables must be
+        exactly those its files were written with. Models that keep earlier versions implement it."""
+        raise NotImplementedError(f"model {cls.name!r} keeps no earlier versions")
+
+    @classmethod
+    def from_weights_file(cls, path: str) -> DensityModel:
         """The model with weights from ``path`` (e.g. made by ``ridecodec train``) instead of its
         shipped ones: what ``--weights FILE`` builds. Optional for plug-ins; raise ValueError with
         a one-line reason for a file that is not this model's weights."""

@@ -9,38 +9,64 @@ tables (``log_prob``).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Callable
+from typing import Any, ClassVar, cast
 
 import torch
 
 from ..schedule import replayed_log_prob
 from .base import DensityModel
 from .neighbourhood import CausalNeighbourhood
-from .weights import read as read_weights_file
-from .weights import shipped
+from .weights import read as read_weights_file, shipped
 
 
 class PerChannelModel(DensityModel):
     """A density model with a network per channel; subclasses set ``name``, ``version``,
     ``reach`` and ``begin``.
 
-    ``weights`` maps "L" (required) and "RGB" (optional) to weights files that ``load_weights``
+    ``weights`` maps "L" (required) and "RGB" (optional) to weights files that ``read_weights``
     reads as (config, one network per channel, metadata); configs carry the neighbourhood
-    (``up``, ``left``, ``right``)."""
+    (``up``, ``left``, ``right``). By default, the shipped weights of the current version."""
 
-    def __init__(self, weights: dict[str, str | Path], load_weights: Callable):
+    #: The current version's shipped weights files, by layout (subclasses set it).
+    SHIPPED_WEIGHTS: ClassVar[dict[str, str]]
+    #: The shipped weights of each earlier version still read (version -> files by layout);
+    #: subclasses that change their weights add the version they replace here, and so read it.
+    EARLIER_SHIPPED_WEIGHTS: ClassVar[dict[str, dict[str, str]]] = {}
+
+    @staticmethod
+    def read_weights(path: str | Path) -> tuple[Any, torch.nn.ModuleList, dict]:
+        """(config, one network per channel, metadata) from a weights file (subclasses set it)."""
+        raise NotImplementedError
+
+    def __init__(self, weights: Mapping[str, str | Path] | None = None):
         super().__init__()
         self.layouts = torch.nn.ModuleDict()
-        self.configs = {}
-        for layout, path in weights.items():
-            self.configs[layout], self.layouts[layout], _ = load_weights(path)
+        self.configs: dict[str, Any] = {}
+        for layout, path in (weights or shipped(self.SHIPPED_WEIGHTS)).items():
+            self.configs[layout], self.layouts[layout], _ = self.read_weights(path)
         if "L" not in self.layouts:
             raise ValueError(f"the {self.name} model needs gray weights")
         self.neighbourhoods = {
             layout: CausalNeighbourhood(config.up, config.left, config.right) for layout, config in self.configs.items()
         }
-        self.modes = ("L", "RGB", "RGBA") if "RGB" in self.layouts else ("L",)
+        # the modes these weights code (the class lists every mode the model can code)
+        self.modes = ("L", "RGB", "RGBA") if "RGB" in self.layouts else ("L",)  # type: ignore[misc]
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        cls.readable_versions = tuple(cls.EARLIER_SHIPPED_WEIGHTS)
+
+    @classmethod
+    def for_version(cls, version: str) -> PerChannelModel:
+        """The model with the weights ``version`` shipped (``EARLIER_SHIPPED_WEIGHTS``)."""
+        if version not in cls.EARLIER_SHIPPED_WEIGHTS:
+            raise NotImplementedError(f"model {cls.name!r} does not keep version {version}")
+        model = cls(shipped(cls.EARLIER_SHIPPED_WEIGHTS[version]))
+        # the instance's version (the class's is the current one): its digest and files say it
+        model.version = version  # type: ignore[misc]
+        return model
 
     @classmethod
     def from_weights_file(cls, path):
@@ -52,16 +78,19 @@ class PerChannelModel(DensityModel):
         layout = "L" if blob["num_channels"] == 1 else "RGB"
         return cls({**shipped(cls.SHIPPED_WEIGHTS), layout: path})
 
+    def _networks(self, layout: str) -> torch.nn.ModuleList:
+        return cast(torch.nn.ModuleList, self.layouts[layout])
+
     def _plan(self, num_channels: int):
         """For each channel of the canvas: (its network, its neighbourhood, the canvas channels
         it reads, its index among them)."""
         if num_channels == 1:
-            return [(self.layouts["L"][0], self.neighbourhoods["L"], slice(0, 1), 0)]
+            return [(self._networks("L")[0], self.neighbourhoods["L"], slice(0, 1), 0)]
         if "RGB" not in self.layouts:
             raise ValueError(f"these {self.name} weights code grayscale images only")
-        plan = [(self.layouts["RGB"][c], self.neighbourhoods["RGB"], slice(0, 3), c) for c in range(3)]
+        plan = [(self._networks("RGB")[c], self.neighbourhoods["RGB"], slice(0, 3), c) for c in range(3)]
         if num_channels == 4:
-            plan.append((self.layouts["L"][0], self.neighbourhoods["L"], slice(3, 4), 0))
+            plan.append((self._networks("L")[0], self.neighbourhoods["L"], slice(3, 4), 0))
         return plan
 
     def log_prob(self, images: torch.Tensor) -> torch.Tensor:

@@ -16,17 +16,23 @@ is the codec model ``mcgsm`` (one ChannelMCGSM per channel).
 from __future__ import annotations
 
 import copy
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, ClassVar
 
 import torch
 
 from .. import exact, exact_cpu
 from .base import FLOAT_VERSIONS_NOTE, CausalReach, StepFunction
-from .layouts import PerChannelModel
 from .discretize import mixture_bin_log_mass, mixture_pmf
-from .weights import build_per_channel, shipped as shipped_weights
-from .weights import load as load_weights_file, load_exact as load_exact_weights_file, save as save_weights_file
+from .layouts import PerChannelModel
+from .weights import (
+    build_per_channel,
+    load as load_weights_file,
+    load_exact as load_exact_weights_file,
+    save as save_weights_file,
+)
 from .whitening import ConditionalWhitening
 
 
@@ -137,7 +143,9 @@ class ChannelMCGSM(torch.nn.Module):
         variances = (w.y_scale.square() * (-mcgsm.scales).exp()).flatten().clamp(1e-4, 1e8)  # (C * S,)
         return matrix, bias, gate_weights, half_precisions, mcgsm.priors, variances
 
-    def condensed_mixture(self, x: torch.Tensor, parameters: tuple[torch.Tensor, ...] | None = None):
+    def condensed_mixture(
+        self, x: torch.Tensor, parameters: tuple[torch.Tensor, ...] | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The mixture the tables are made of, for conditioning vectors x (N, D): weights, means
         and inverse standard deviations (pixel units), each (N, table_components + 1)."""
         matrix, bias, gate_weights, half_precisions, priors, variances = parameters or self.table_parameters()
@@ -193,6 +201,12 @@ class ExactMCGSMHead(torch.nn.Module):
     means in pixel units. Buffers (int64): ``gate`` (F, C), ``half_precisions``, ``priors`` and
     ``variances`` (C * S,), component-major."""
 
+    gate: torch.Tensor
+    half_precisions: torch.Tensor
+    priors: torch.Tensor
+    variances: torch.Tensor
+    _linear: dict[Any, Any]  # the exact products, per (device, weights' versions)
+
     def __init__(self, num_features: int, num_components: int, num_scales: int, table_components: int):
         super().__init__()
         self.shape = (num_features, num_components, num_scales)
@@ -205,7 +219,7 @@ class ExactMCGSMHead(torch.nn.Module):
         self._linear = {}
 
     @classmethod
-    def quantize(cls, mcgsm: FactorizedMCGSM, y_scale: torch.Tensor, table_components: int) -> "ExactMCGSMHead":
+    def quantize(cls, mcgsm: FactorizedMCGSM, y_scale: torch.Tensor, table_components: int) -> ExactMCGSMHead:
         """From trained float parameters (``y_scale``: the whitening's residual scale)."""
         mcgsm = copy.deepcopy(mcgsm).double().requires_grad_(False)
         c, s = mcgsm.scales.shape
@@ -219,9 +233,15 @@ class ExactMCGSMHead(torch.nn.Module):
 
     #: The formats above, as the compiled kernel (exact_cpu) takes them.
     KERNEL_FORMATS = (
-        exact.PRE_BITS - FEATURE_BITS, FEATURE_LIMIT << FEATURE_BITS, _LIMB_BITS,
-        2 * FEATURE_BITS + GATE_BITS - ENERGY_BITS, ENERGY_BITS + PRECISION_BITS - LOGIT_BITS, LOGIT_BITS,
-        *VARIANCE_RANGE, RESIDUAL_WEIGHT_BITS, SPREAD_LIMIT << exact.MEAN_BITS,
+        exact.PRE_BITS - FEATURE_BITS,
+        FEATURE_LIMIT << FEATURE_BITS,
+        _LIMB_BITS,
+        2 * FEATURE_BITS + GATE_BITS - ENERGY_BITS,
+        ENERGY_BITS + PRECISION_BITS - LOGIT_BITS,
+        LOGIT_BITS,
+        *VARIANCE_RANGE,
+        RESIDUAL_WEIGHT_BITS,
+        SPREAD_LIMIT << exact.MEAN_BITS,
     )
 
     def _gate(self) -> tuple[exact.ExactLinear, torch.Tensor]:
@@ -244,8 +264,15 @@ class ExactMCGSMHead(torch.nn.Module):
         gate, caps = self._gate()
         if exact_cpu.usable(projected):
             return exact_cpu.mcgsm_frequencies(
-                projected.to(torch.float64), self.gate, self.half_precisions, caps, self.priors, self.variances,
-                self.shape[2], self.table_components, self.KERNEL_FORMATS,
+                projected.to(torch.float64),
+                self.gate,
+                self.half_precisions,
+                caps,
+                self.priors,
+                self.variances,
+                self.shape[2],
+                self.table_components,
+                self.KERNEL_FORMATS,
             )
         num_features, num_components, num_scales = self.shape
         n = len(projected)
@@ -278,12 +305,16 @@ class ExactMCGSMHead(torch.nn.Module):
         # its variance: the spread of its means plus its mean variance, at 2**-16 pixel units
         # squared, with the rest's weights shifted down to at most 2**17 in all (RESIDUAL_WEIGHT_BITS),
         # so that the sums stay in int64 however large the spread, and precise however small the rest
-        shift = (torch.frexp(rest_total.to(torch.float64)).exponent.to(torch.int64) - RESIDUAL_WEIGHT_BITS).clamp_(min=0)
+        shift = (torch.frexp(rest_total.to(torch.float64)).exponent.to(torch.int64) - RESIDUAL_WEIGHT_BITS).clamp_(
+            min=0
+        )
         coarse = rest >> shift
         coarse_per_component = coarse.view(n, num_components, num_scales).sum(2)
         limit = SPREAD_LIMIT << exact.MEAN_BITS
         spread = (means - rest_mean).clamp_(-limit, limit).square()
-        second_moment = (coarse_per_component * spread).sum(1, keepdim=True) + (coarse * self.variances).sum(1, keepdim=True)
+        second_moment = (coarse_per_component * spread).sum(1, keepdim=True) + (coarse * self.variances).sum(
+            1, keepdim=True
+        )
         coarse_total = coarse_per_component.sum(1, keepdim=True)
         rest_variance = torch.where(coarse_total > 0, second_moment // coarse_total.clamp(min=1), 1 << 16)
         rest_variance = rest_variance.clamp_(*VARIANCE_RANGE)
@@ -297,16 +328,22 @@ class ExactChannelMCGSM(torch.nn.Module):
     """An MCGSM channel in exact arithmetic: the whitening and the MCGSM's linear maps folded into
     one integer matrix from the raw neighbourhood (pixel values) to the head's projections."""
 
+    input_weight: torch.Tensor
+    input_bias: torch.Tensor
+    _linear: dict[Any, Any]  # the exact product, per (device, weights' versions)
+
     def __init__(self, dim_in: int, config: MCGSMConfig):
         super().__init__()
         outputs = config.num_features + config.num_components
         self.register_buffer("input_weight", torch.zeros(dim_in, outputs, dtype=torch.int64))
         self.register_buffer("input_bias", torch.zeros(outputs, dtype=torch.int64))
-        self.head = ExactMCGSMHead(config.num_features, config.num_components, config.num_scales, config.table_components)
+        self.head = ExactMCGSMHead(
+            config.num_features, config.num_components, config.num_scales, config.table_components
+        )
         self._linear = {}
 
     @classmethod
-    def quantize(cls, model: ChannelMCGSM) -> "ExactChannelMCGSM":
+    def quantize(cls, model: ChannelMCGSM) -> ExactChannelMCGSM:
         config = model.config
         exact_model = cls(len(model.whitening.x_mean), config)
         with torch.no_grad():
@@ -356,8 +393,13 @@ def build_exact_channel_models(config: MCGSMConfig, num_channels: int) -> torch.
 def load_exact_weights(path) -> tuple[MCGSMConfig, torch.nn.ModuleList, dict]:
     """Exact weights (``export``'s files), or trained float weights quantized on loading."""
     return load_exact_weights_file(
-        path, EXACT_WEIGHTS_FORMAT, MCGSMConfig, build_exact_channel_models,
-        WEIGHTS_FORMAT, build_channel_models, ExactChannelMCGSM.quantize,
+        path,
+        EXACT_WEIGHTS_FORMAT,
+        MCGSMConfig,
+        build_exact_channel_models,
+        WEIGHTS_FORMAT,
+        build_channel_models,
+        ExactChannelMCGSM.quantize,
     )
 
 
@@ -382,18 +424,21 @@ class MCGSMModel(PerChannelModel):
     exact_across_devices = True
     can_sample = True  # ridecodec.sampling draws from the step function
     SHIPPED_WEIGHTS = SHIPPED_EXACT_WEIGHTS
-    retired_versions = {"1": FLOAT_VERSIONS_NOTE}
+    retired_versions: ClassVar[dict[str, str]] = {"1": FLOAT_VERSIONS_NOTE}
+    read_weights = staticmethod(load_exact_weights)
 
-    def __init__(self, weights: dict[str, str | Path] | None = None):
-        super().__init__(weights or shipped_weights(SHIPPED_EXACT_WEIGHTS), load_exact_weights)
+    def __init__(self, weights: Mapping[str, str | Path] | None = None):
+        super().__init__(weights)
         up = max(n.up for n in self.neighbourhoods.values())
         left = max(n.left for n in self.neighbourhoods.values())
         right = max(n.right for n in self.neighbourhoods.values())
-        self.reach = CausalReach(up=up, left=left, right=right)
+        self.reach = CausalReach(up=up, left=left, right=right)  # type: ignore[misc]  # from the weights
 
     def begin(self, canvas: torch.Tensor) -> StepFunction:
-        plan = [(model, neighbourhood, canvas[planes], index)
-                for model, neighbourhood, planes, index in self._plan(canvas.shape[0])]
+        plan = [
+            (model, neighbourhood, canvas[planes], index)
+            for model, neighbourhood, planes, index in self._plan(canvas.shape[0])
+        ]
 
         def step(rows: torch.Tensor, cols: torch.Tensor, channel: int) -> torch.Tensor:
             model, neighbourhood, planes, index = plan[channel]

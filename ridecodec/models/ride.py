@@ -24,20 +24,26 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, ClassVar, cast
 
 import torch
 
-from .base import FLOAT_VERSIONS_NOTE, CausalReach
-from .layouts import PerChannelModel
 from .. import exact
+from .base import FLOAT_VERSIONS_NOTE, CausalReach
 from .discretize import mixture_bin_log_mass
+from .layouts import PerChannelModel
 from .mcgsm import ExactMCGSMHead, FactorizedMCGSM, condense_mixture
 from .neighbourhood import MID_GREY, CausalNeighbourhood
-from .slstm import NUM_GATES, ExactSpatialLSTM, ExactSpatialLSTMStepper, SpatialLSTMStack
-from .weights import build_per_channel, shipped as shipped_weights
-from .weights import load as load_weights_file, load_exact as load_exact_weights_file, save as save_weights_file
+from .slstm import NUM_GATES, ExactSpatialLSTM, ExactSpatialLSTMStepper, SpatialLSTM, SpatialLSTMStack
+from .weights import (
+    build_per_channel,
+    load as load_weights_file,
+    load_exact as load_exact_weights_file,
+    save as save_weights_file,
+)
 from .whitening import ConditionalWhitening
 
 
@@ -97,8 +103,10 @@ def interior(neighbourhood: CausalNeighbourhood, first_row: int, last_row: int, 
     model fitted to all of them fits the border (measured: L-BFGS on the head of a RIDE started
     from the MCGSM took 12 x 12 patches from 4.59 to 4.43 bits per pixel, and whole held-back
     images from 3.867 to 3.973)."""
-    return (slice(max(0, neighbourhood.up - first_row), last_row - first_row),
-            slice(neighbourhood.left, width - neighbourhood.right))
+    return (
+        slice(max(0, neighbourhood.up - first_row), last_row - first_row),
+        slice(neighbourhood.left, width - neighbourhood.right),
+    )
 
 
 class ChannelRIDE(torch.nn.Module):
@@ -121,7 +129,7 @@ class ChannelRIDE(torch.nn.Module):
         self.mcgsm.initialize(generator)
         if self.config.num_scales > 1:
             with torch.no_grad():
-                self.mcgsm.scales += torch.linspace(-1, 1, self.config.num_scales)
+                self.mcgsm.scales.add_(torch.linspace(-1, 1, self.config.num_scales))
 
     def folded(self) -> tuple[torch.Tensor, ...]:
         """The parameters as coding and training use them, the whitening folded in:
@@ -136,7 +144,7 @@ class ChannelRIDE(torch.nn.Module):
 
         Coding computes them once per image; training recomputes them per batch (they are
         differentiable)."""
-        w, mcgsm, first = self.whitening, self.mcgsm, self.slstm.layers[0]
+        w, mcgsm, first = self.whitening, self.mcgsm, cast(SpatialLSTM, self.slstm.layers[0])
         columns, biases = [first.input_weights, w.y_predictor[:, None]], [first.bias, w.y_mean[None]]
         if self.config.head_reads_neighbourhood:
             columns.append(torch.eye(len(w.x_mean), device=w.x_mean.device))
@@ -158,7 +166,7 @@ class ChannelRIDE(torch.nn.Module):
         gates = NUM_GATES * self.config.num_hiddens
         return projected[:, :gates], projected[:, gates:]
 
-    def mixture(self, h: torch.Tensor, direct: torch.Tensor, folded):
+    def mixture(self, h: torch.Tensor, direct: torch.Tensor, folded) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The condensed mixture for top hidden states h (N, hidden) and what the head takes
         from x directly (N, 1 [+ D], ``first_layer_inputs``): weights, means and inverse standard
         deviations (pixel units), each (N, K + 1)."""
@@ -203,7 +211,9 @@ class ChannelRIDE(torch.nn.Module):
         total = torch.zeros(len(planes), dtype=torch.float64, device=planes.device)
         for first, last, h, direct in self.bands(neighbourhood, planes, channel, folded):
             y = values[:, first:last].reshape(-1).long()
-            log_p = mixture_bin_log_mass(y, *self.mixture(h.flatten(0, 1), direct.flatten(0, 1), folded), self.config.floor)
+            log_p = mixture_bin_log_mass(
+                y, *self.mixture(h.flatten(0, 1), direct.flatten(0, 1), folded), self.config.floor
+            )
             log_p = log_p.view(len(planes), last - first, -1)
             if interior_only:
                 rows, cols = interior(neighbourhood, first, last, log_p.shape[2])
@@ -238,6 +248,11 @@ class ExactChannelRIDE(torch.nn.Module):
     F + C) at 2**-(PRE_BITS - ACT_BITS), adds the direct inputs and ends in the exact MCGSM head
     (``mcgsm.ExactMCGSMHead``)."""
 
+    input_weight: torch.Tensor
+    input_bias: torch.Tensor
+    head_weight: torch.Tensor
+    _linear: dict[Any, Any]  # the exact products, per (device, weights' versions)
+
     def __init__(self, dim_in: int, config: RIDEConfig):
         super().__init__()
         hidden, heads = config.num_hiddens, config.num_features + config.num_components
@@ -248,11 +263,13 @@ class ExactChannelRIDE(torch.nn.Module):
             ExactSpatialLSTM(hidden, config.extended, stacked=l > 0) for l in range(config.num_layers)
         )
         self.register_buffer("head_weight", torch.zeros(hidden, heads, dtype=torch.int64))
-        self.head = ExactMCGSMHead(config.num_features, config.num_components, config.num_scales, config.table_components)
+        self.head = ExactMCGSMHead(
+            config.num_features, config.num_components, config.num_scales, config.table_components
+        )
         self._linear = {}
 
     @classmethod
-    def quantize(cls, model: ChannelRIDE) -> "ExactChannelRIDE":
+    def quantize(cls, model: ChannelRIDE) -> ExactChannelRIDE:
         config = model.config
         hidden, gates = config.num_hiddens, NUM_GATES * config.num_hiddens
         exact_model = cls(len(model.whitening.x_mean), config)
@@ -268,11 +285,14 @@ class ExactChannelRIDE(torch.nn.Module):
             # the components' means all add the linear prediction
             direct[:, config.num_features :] += prediction[:, None]
             direct_bias[config.num_features :] += prediction_bias
-            exact_model.input_weight.copy_(exact.to_fixed(torch.cat([input_matrix[:, :gates], direct], 1), exact.PRE_BITS))
+            exact_model.input_weight.copy_(
+                exact.to_fixed(torch.cat([input_matrix[:, :gates], direct], 1), exact.PRE_BITS)
+            )
             exact_model.input_bias.copy_(exact.to_fixed(torch.cat([input_bias[:gates], direct_bias]), exact.PRE_BITS))
             exact_model.head_weight.copy_(exact.to_fixed(head_matrix[:hidden], exact.PRE_BITS - exact.ACT_BITS))
             exact_model.layers = torch.nn.ModuleList(
-                ExactSpatialLSTM.quantize(layer, stacked=l > 0) for l, layer in enumerate(model.slstm.layers)
+                ExactSpatialLSTM.quantize(cast(SpatialLSTM, layer), stacked=l > 0)
+                for l, layer in enumerate(model.slstm.layers)
             )
             exact_model.head = ExactMCGSMHead.quantize(model.mcgsm, model.whitening.y_scale, config.table_components)
         return exact_model
@@ -281,10 +301,12 @@ class ExactChannelRIDE(torch.nn.Module):
         """(input, head) exact products, built once per device and weights."""
         key = (self.input_weight.device, self.input_weight._version, self.head_weight._version)
         if key not in self._linear:
-            self._linear = {key: (
-                exact.ExactLinear(self.input_weight, self.input_bias, 255),
-                exact.ExactLinear(self.head_weight, None, 1 << exact.ACT_BITS),
-            )}
+            self._linear = {
+                key: (
+                    exact.ExactLinear(self.input_weight, self.input_bias, 255),
+                    exact.ExactLinear(self.head_weight, None, 1 << exact.ACT_BITS),
+                )
+            }
         return self._linear[key]
 
 
@@ -292,11 +314,16 @@ class ExactRIDESteps:
     """The step function of one image (what ``RIDEModel.begin`` returns): for each channel of
     the canvas, its exact RIDE and its spatial LSTM states."""
 
-    def __init__(self, model: "RIDEModel", canvas: torch.Tensor):
+    def __init__(self, model: RIDEModel, canvas: torch.Tensor):
         width = canvas.shape[2]
         self.plan = [
-            (channel_model, neighbourhood, canvas[planes], index,
-             ExactSpatialLSTMStepper(channel_model.layers, width, canvas.device))
+            (
+                channel_model,
+                neighbourhood,
+                canvas[planes],
+                index,
+                ExactSpatialLSTMStepper(channel_model.layers, width, canvas.device),
+            )
             for channel_model, neighbourhood, planes, index in model._plan(canvas.shape[0])
         ]
 
@@ -328,8 +355,13 @@ def build_exact_channel_models(config: RIDEConfig, num_channels: int) -> torch.n
 def load_exact_weights(path) -> tuple[RIDEConfig, torch.nn.ModuleList, dict]:
     """Exact weights (``export_exact``'s files), or trained float weights quantized on loading."""
     return load_exact_weights_file(
-        path, EXACT_WEIGHTS_FORMAT, RIDEConfig, build_exact_channel_models,
-        WEIGHTS_FORMAT, build_channel_models, ExactChannelRIDE.quantize,
+        path,
+        EXACT_WEIGHTS_FORMAT,
+        RIDEConfig,
+        build_exact_channel_models,
+        WEIGHTS_FORMAT,
+        build_channel_models,
+        ExactChannelRIDE.quantize,
     )
 
 
@@ -338,6 +370,8 @@ def load_exact_weights(path) -> tuple[RIDEConfig, torch.nn.ModuleList, dict]:
 #: which coding uses (``python -m ridecodec.models.export``).
 SHIPPED_WEIGHTS = {"L": "ride-gray.pt", "RGB": "ride-rgb.pt"}
 SHIPPED_EXACT_WEIGHTS = {"L": "ride-gray-exact.pt", "RGB": "ride-rgb-exact.pt"}
+#: Version 3's exact weights (its RGB weights trained on decoded JPEGs), kept to decode its files.
+VERSION_3_EXACT_WEIGHTS = {"L": "ride-gray-exact.pt", "RGB": "ride-rgb-exact.pt"}
 
 
 class RIDEModel(PerChannelModel):
@@ -348,16 +382,18 @@ class RIDEModel(PerChannelModel):
     """
 
     name = "ride"
-    #: 3: exact integer arithmetic, the version 2 weights quantized; 2: gray weights trained
-    #: further (MODEL_CARD.md), float tables. Files of 1 and 2 need ridecodec 0.1 (errors.py).
+    #: 4: RGB weights trained further on lossless-like colour photographs (MODEL_CARD.md), gray
+    #: as in 3; 3: exact integer arithmetic, the version 2 weights quantized; 2: gray weights
+    #: trained further, float tables. Files of 1 and 2 need ridecodec 0.1 (errors.py).
     version = "3"
     exact_across_devices = True
     can_sample = True  # ridecodec.sampling draws from the step function
     SHIPPED_WEIGHTS = SHIPPED_EXACT_WEIGHTS
-    retired_versions = {"1": FLOAT_VERSIONS_NOTE, "2": FLOAT_VERSIONS_NOTE}
+    retired_versions: ClassVar[dict[str, str]] = {"1": FLOAT_VERSIONS_NOTE, "2": FLOAT_VERSIONS_NOTE}
+    read_weights = staticmethod(load_exact_weights)
 
-    def __init__(self, weights: dict[str, str | Path] | None = None):
-        super().__init__(weights or shipped_weights(SHIPPED_EXACT_WEIGHTS), load_exact_weights)
+    def __init__(self, weights: Mapping[str, str | Path] | None = None):
+        super().__init__(weights)
         # The reach. Through h_(i,j-1) and h_(i-1,j) the state at (i, j) depends on every state
         # up and to the left of it, so the reach up and left is unbounded. To the right it is the
         # neighbourhood's: the recurrence only ever steps left or up, and every state (k, l) with
@@ -368,7 +404,7 @@ class RIDEModel(PerChannelModel):
         # t - (right + 1) * a + b <= t - 1. (math.inf: base.CausalReach has no other way to say
         # "unbounded" for up and left, which only document the model; only `right` schedules.)
         right = max(n.right for n in self.neighbourhoods.values())
-        self.reach = CausalReach(up=math.inf, left=math.inf, right=right)
+        self.reach = CausalReach(up=math.inf, left=math.inf, right=right)  # type: ignore[misc]  # from the weights
 
     def begin(self, canvas: torch.Tensor) -> ExactRIDESteps:
         return ExactRIDESteps(self, canvas)

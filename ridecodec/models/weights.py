@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import asdict
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -67,7 +68,7 @@ def _is_format(blob, format_name: str) -> bool:
     return isinstance(blob, dict) and blob.get("format") == format_name
 
 
-def _models_from(blob, config_type: type, build: Callable[[object, int], torch.nn.ModuleList], dtype=None):
+def _models_from(blob, config_type: type, build: Callable[[Any, int], torch.nn.ModuleList], dtype=None):
     config = config_type(**blob["config"])
     models = build(config, blob["num_channels"])
     state = blob["state"] if dtype is None else {key: value.to(dtype) for key, value in blob["state"].items()}
@@ -75,7 +76,7 @@ def _models_from(blob, config_type: type, build: Callable[[object, int], torch.n
     return config, models, blob["metadata"]
 
 
-def load(path, format_name: str, config_type: type, build: Callable[[object, int], torch.nn.ModuleList]):
+def load(path, format_name: str, config_type: type, build: Callable[[Any, int], torch.nn.ModuleList]):
     """(config, models, metadata) from a file written by :func:`save` with ``format_name``."""
     blob = read(path)
     if not _is_format(blob, format_name):

@@ -30,8 +30,9 @@ from __future__ import annotations
 import hashlib
 import inspect
 import os
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Callable, Iterator
+from typing import Any
 
 import torch
 import torch.distributed as torch_dist
@@ -78,7 +79,7 @@ class Distributed:
         # The buffers (the whitening) never change while training: synced once, when DDP is
         # built, not before every step (the option's name changed in torch 2.13).
         newer = "forward_sync_buffers" in inspect.signature(DistributedDataParallel.__init__).parameters
-        no_sync = {"forward_sync_buffers": False} if newer else {"broadcast_buffers": False}
+        no_sync: dict[str, Any] = {"forward_sync_buffers": False} if newer else {"broadcast_buffers": False}
         return DistributedDataParallel(module, device_ids=device_ids, **no_sync)
 
     def local(self, batch: torch.Tensor) -> tuple[torch.Tensor, float]:
@@ -163,8 +164,12 @@ def report_processes(log: Callable, fingerprints: list[str]) -> None:
     """Log, after a run of several processes, whether they ended with identical weights (each
     one's SHA-256 of the weights, from :meth:`Distributed.fingerprints`)."""
     if len(fingerprints) > 1:
-        log(event="processes", processes=len(fingerprints), identical_weights=len(set(fingerprints)) == 1,
-            weights_sha256=fingerprints)
+        log(
+            event="processes",
+            processes=len(fingerprints),
+            identical_weights=len(set(fingerprints)) == 1,
+            weights_sha256=fingerprints,
+        )
 
 
 class _Objective(torch.nn.Module):

@@ -101,10 +101,16 @@ def main() -> None:
             assert np.array_equal(ridecodec.decompress(data, device="cpu"), image)
             (HERE / file_name).write_bytes(data)
             manifest[file_name] = {
-                "model": name, "version": version, "case": case, "shape": list(image.shape),
-                "pixels_sha256": pixel_digest(image), "orientation": header.orientation,
-                "coder": header.coder, "value_sets": header.value_sets is not None,
-                "bit_depth": header.bit_depth, "dtype": str(image.dtype),
+                "model": name,
+                "version": version,
+                "case": case,
+                "shape": list(image.shape),
+                "pixels_sha256": pixel_digest(image),
+                "orientation": header.orientation,
+                "coder": header.coder,
+                "value_sets": header.value_sets is not None,
+                "bit_depth": header.bit_depth,
+                "dtype": str(image.dtype),
                 "deep": header.deep.coding.name if header.deep else None,
                 "adaptation": header.adaptation,
                 "colour_set": header.colour_set is not None,
