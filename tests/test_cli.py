@@ -165,6 +165,10 @@ def test_models_lists_loco(runner):
     loco = next(entry for entry in listing if entry["name"] == "loco")
     assert loco["weights_digest"] == ridecodec.load_model("loco").weights_digest()
     assert set(loco["modes"]) == {"L", "RGB", "RGBA"}
+    ride = next(entry for entry in listing if entry["name"] == "ride")
+    earlier = list(ridecodec.load_model("ride").readable_versions)
+    assert earlier and ride["reads_versions"] == earlier  # ride keeps version 3's weights to read its files
+    assert f"also reads {', '.join(earlier)}" in result.output
 
 
 def test_eval_without_classical_codecs(runner, tmp_path):

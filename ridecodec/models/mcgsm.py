@@ -406,8 +406,10 @@ def load_exact_weights(path) -> tuple[MCGSMConfig, torch.nn.ModuleList, dict]:
 #: Shipped weights, inside the package: gray for L (and alpha), colour for RGB. The float files
 #: are the trained weights (training starts from them); the exact files are their quantization,
 #: which coding uses (``python -m ridecodec.models.export``).
-SHIPPED_WEIGHTS = {"L": "mcgsm-gray.pt", "RGB": "mcgsm-rgb.pt"}
-SHIPPED_EXACT_WEIGHTS = {"L": "mcgsm-gray-exact.pt", "RGB": "mcgsm-rgb-exact.pt"}
+SHIPPED_WEIGHTS = {"L": "mcgsm-gray.pt", "RGB": "mcgsm-rgb-3.pt"}
+SHIPPED_EXACT_WEIGHTS = {"L": "mcgsm-gray-exact.pt", "RGB": "mcgsm-rgb-3-exact.pt"}
+#: Version 2's exact weights (its RGB weights trained on decoded JPEGs), kept to decode its files.
+VERSION_2_EXACT_WEIGHTS = {"L": "mcgsm-gray-exact.pt", "RGB": "mcgsm-rgb-exact.pt"}
 
 
 class MCGSMModel(PerChannelModel):
@@ -418,12 +420,14 @@ class MCGSMModel(PerChannelModel):
     """
 
     name = "mcgsm"
-    #: 2: exact integer arithmetic, the version 1 weights quantized; 1: float tables (files of 1
-    #: need ridecodec 0.1, errors.py).
-    version = "2"
+    #: 3: RGB weights trained further on lossless-like colour photographs (MODEL_CARD.md), gray
+    #: as in 2; 2: exact integer arithmetic, the version 1 weights quantized; 1: float tables
+    #: (files of 1 need ridecodec 0.1, errors.py).
+    version = "3"
     exact_across_devices = True
     can_sample = True  # ridecodec.sampling draws from the step function
     SHIPPED_WEIGHTS = SHIPPED_EXACT_WEIGHTS
+    EARLIER_SHIPPED_WEIGHTS: ClassVar[dict[str, dict[str, str]]] = {"2": VERSION_2_EXACT_WEIGHTS}
     retired_versions: ClassVar[dict[str, str]] = {"1": FLOAT_VERSIONS_NOTE}
     read_weights = staticmethod(load_exact_weights)
 

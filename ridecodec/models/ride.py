@@ -368,8 +368,8 @@ def load_exact_weights(path) -> tuple[RIDEConfig, torch.nn.ModuleList, dict]:
 #: Shipped weights, inside the package: gray for L (and alpha), colour for RGB. The float files
 #: are the trained weights (for training on from them); the exact files are their quantization,
 #: which coding uses (``python -m ridecodec.models.export``).
-SHIPPED_WEIGHTS = {"L": "ride-gray.pt", "RGB": "ride-rgb.pt"}
-SHIPPED_EXACT_WEIGHTS = {"L": "ride-gray-exact.pt", "RGB": "ride-rgb-exact.pt"}
+SHIPPED_WEIGHTS = {"L": "ride-gray.pt", "RGB": "ride-rgb-4.pt"}
+SHIPPED_EXACT_WEIGHTS = {"L": "ride-gray-exact.pt", "RGB": "ride-rgb-4-exact.pt"}
 #: Version 3's exact weights (its RGB weights trained on decoded JPEGs), kept to decode its files.
 VERSION_3_EXACT_WEIGHTS = {"L": "ride-gray-exact.pt", "RGB": "ride-rgb-exact.pt"}
 
@@ -385,10 +385,11 @@ class RIDEModel(PerChannelModel):
     #: 4: RGB weights trained further on lossless-like colour photographs (MODEL_CARD.md), gray
     #: as in 3; 3: exact integer arithmetic, the version 2 weights quantized; 2: gray weights
     #: trained further, float tables. Files of 1 and 2 need ridecodec 0.1 (errors.py).
-    version = "3"
+    version = "4"
     exact_across_devices = True
     can_sample = True  # ridecodec.sampling draws from the step function
     SHIPPED_WEIGHTS = SHIPPED_EXACT_WEIGHTS
+    EARLIER_SHIPPED_WEIGHTS: ClassVar[dict[str, dict[str, str]]] = {"3": VERSION_3_EXACT_WEIGHTS}
     retired_versions: ClassVar[dict[str, str]] = {"1": FLOAT_VERSIONS_NOTE, "2": FLOAT_VERSIONS_NOTE}
     read_weights = staticmethod(load_exact_weights)
 
