@@ -72,9 +72,18 @@ def coded_image(image, max_pixels: int = DEFAULT_MAX_PIXELS) -> CodedImage:
     return coded
 
 
+#: The side of the centre crop on which the encoder compares a model's versions (see
+#: ``DensityModel.alternative_versions``): 64 x 64 pixels, a few percent of a photograph's
+#: coding time per version, chose the better version for the whole image on every one of 83
+#: development photographs (decoded JPEGs and lossless-origin; benchmarks/RESULTS.md).
+PROBE_SIDE = 64
+
+
 def model_for(coded: CodedImage, model: str | None, device: torch.device, weights=None):
     """(name, model) that codes ``coded``: ``model`` or the best installed for its layout, with
-    ``weights`` if given, or a one-line error if it does not code that layout."""
+    ``weights`` if given, or a one-line error if it does not code that layout. Without
+    ``weights``, the model's version that codes a probe of the image shortest, where the model
+    keeps alternatives for its layout (``alternative_versions``)."""
     name = model or registry.default_model(coded.layout)
     density_model = registry.load_model(name, device, weights)
     if coded.layout not in density_model.modes:
@@ -82,7 +91,22 @@ def model_for(coded: CodedImage, model: str | None, device: torch.device, weight
             f"model {name!r} does not code {coded.layout} images (it codes "
             f"{', '.join(density_model.modes)}); choose another with --model"
         )
+    alternatives = density_model.alternative_versions.get(coded.layout, ())
+    if weights is None and alternatives:
+        candidates = [density_model] + [registry.load_model(name, device, version=v) for v in alternatives]
+        density_model = _shortest_on_probe(candidates, coded)
     return name, density_model
+
+
+def _shortest_on_probe(candidates: list, coded: CodedImage):
+    """The candidate model whose tables code the image's centre (``PROBE_SIDE`` square) shortest;
+    the first on a tie. For a 16-bit image, its high bytes (what the model codes)."""
+    planes = coded.pixels if coded.bit_depth != 16 else depth.split(coded.pixels)[1]
+    _, height, width = planes.shape
+    top, left = max(0, (height - PROBE_SIDE) // 2), max(0, (width - PROBE_SIDE) // 2)
+    probe = np.ascontiguousarray(planes[:, top : top + PROBE_SIDE, left : left + PROBE_SIDE])
+    costs = [engine.variant_code_length_bits(candidate, probe, engine.Variant()) for candidate in candidates]
+    return candidates[int(np.argmin(costs))]
 
 
 def _candidate_steps(density_model, shape: tuple[int, int, int], effort: int) -> list[int]:

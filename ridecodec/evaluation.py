@@ -161,6 +161,7 @@ class ImageResult:
     adapted: bool = False  # the file adapts the tables online (ridecodec.adaptive)
     colour_set: bool = False  # the file restricts the tables to the image's colours (ridecodec.coloursets)
     coder: str = "model"  # "model", or the fallback the file kept: "png" or "stored"
+    model_version: str = ""  # the model version the file was coded with (the encoder's choice)
 
     @property
     def num_pixels(self) -> int:
@@ -272,6 +273,12 @@ class Report:
                 "; every image decoded exactly" if totals["verified"] else "; SOME IMAGES FAILED TO DECODE EXACTLY"
             )
         lines += ["", timing + "."]
+        versions = sorted({image.model_version for image in self.images})
+        if len(versions) > 1:  # the encoder chose among the model's versions (DensityModel.alternative_versions)
+            counts = ", ".join(
+                f"version {v} on {sum(image.model_version == v for image in self.images)}" for v in versions
+            )
+            lines += ["", f"Model versions chosen per image: {counts}."]
         if self.skipped:
             lines += ["", f"{len(self.skipped)} files were not measured:"]
             lines += [f"- skipped {skipped.name}: {skipped.reason}" for skipped in self.skipped]
@@ -381,7 +388,8 @@ def evaluate_image(
     planes = imageio.to_coded(pixels).pixels  # (C, H, W), as compress coded them
     channels, height, width = planes.shape
     num_pixels = height * width
-    density_model = registry.load_model(model, api.resolve_device(device), weights)
+    # the version the file was coded with (the encoder may choose one of the model's alternatives)
+    density_model = registry.load_model(model, api.resolve_device(device), weights, version=header.model_version)
     value_sets = header.used_values()
     likelihood_bits = engine.variant_code_length_bits(
         density_model,
@@ -407,6 +415,7 @@ def evaluate_image(
         adapted=bool(header.adaptation),
         colour_set=header.colour_set is not None,
         coder=CODER_NAMES[header.coder],
+        model_version=header.model_version,
     )
 
 

@@ -121,6 +121,12 @@ class DensityModel(torch.nn.Module, abc.ABC):
     #: Earlier versions whose files this code still decodes (their own weights, kept beside the
     #: current ones): the decoder builds the model of a file's version with :meth:`for_version`.
     readable_versions: ClassVar[tuple[str, ...]] = ()
+    #: Per layout, earlier versions (among ``readable_versions``) whose tables for that layout
+    #: differ from the current ones and suit some images better: the encoder tries each on a probe
+    #: of every image of that layout and codes the image with the version that codes it shortest
+    #: (files record the version). E.g. ``ride`` 4's RGB weights for lossless photographs, 3's
+    #: for decoded JPEGs.
+    alternative_versions: ClassVar[dict[str, tuple[str, ...]]] = {}
 
     @classmethod
     def for_version(cls, version: str) -> DensityModel:
