@@ -12,7 +12,7 @@ from .api import (
 from .errors import RidecodecError
 from .registry import available_models, default_model, load_model
 
-__version__ = "0.4.0"
+__version__ = "0.5.0"
 
 __all__ = [
     "RidecodecError",
