@@ -1,0 +1,5 @@
+"""``python -m ridecodec.cli`` is the ``ridecodec`` command."""
+
+from . import main
+
+main()
