@@ -17,17 +17,17 @@ from __future__ import annotations
 import math
 import sys
 import time
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from dataclasses import dataclass, field
 from typing import Any, cast
 
 import torch
 
 from ..models.mcgsm import ChannelMCGSM, MCGSMConfig, build_channel_models, load_weights, save_weights
 from ..models.neighbourhood import CausalNeighbourhood
-from .common import TrainingLog, atomic_save, fit_whitening, machine_description, starting_weights, training_split
+from .common import fit_whitening, starting_weights
 from .data import sample_pairs
-from .distributed import Distributed, report_processes, session
+from .distributed import Distributed, session
+from .loop import TrainingLoop, TrainingState
 
 LOG2 = math.log(2.0)
 
@@ -81,163 +81,66 @@ def _bits_per_pixel(
     return total / LOG2 / count
 
 
-def _negative_log_likelihood(models, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """The batch's summed nats over all channels (the objective, before dividing)."""
-    loss = 0.0
-    for channel, model in enumerate(models):
-        xc = x[:, : x.shape[1] - (len(models) - 1 - channel)]
-        loss = loss - model.bin_log_prob(xc, y[:, channel]).sum()
-    return cast(torch.Tensor, loss)  # (a tensor: there is a channel at least)
-
-
 def train_mcgsm(options: TrainingOptions, echo=None) -> dict:
     """Train, write the weights to ``options.out``, return the training summary (in every
     process under torchrun; process 0 writes)."""
     with session("cpu") as dist:
-        return _train(options, echo, dist)
+        return _MCGSMTraining(options, echo, dist).run()
 
 
-def _train(options: TrainingOptions, echo, dist: Distributed) -> dict:
-    log = TrainingLog(options.log, echo) if dist.is_main else TrainingLog(None, None)
-    config = options.model
-    neighbourhood = CausalNeighbourhood(config.up, config.left, config.right)
-    train_paths, validation_paths = training_split(options.data, options.validation_fraction, options.seed)
-    started = time.time()
-    x_train, y_train = sample_pairs(train_paths, options.color, neighbourhood, options.samples_per_image, options.seed)
-    x_val, y_val = sample_pairs(
-        validation_paths, options.color, neighbourhood, options.samples_per_image, options.seed + 1
-    )
-    num_channels = y_train.shape[1]
-    log(
-        event="data",
-        train_images=len(train_paths),
-        validation_images=len(validation_paths),
-        train_samples=len(x_train),
-        validation_samples=len(x_val),
-        seconds=round(time.time() - started, 1),
-    )
+class _MCGSMTraining(TrainingLoop[TrainingOptions, TrainingState]):
+    def __init__(self, options: TrainingOptions, echo, dist: Distributed):
+        super().__init__(options, echo, dist, TrainingState())
+        config = options.model
+        neighbourhood = CausalNeighbourhood(config.up, config.left, config.right)
+        started = time.time()
+        color, per_image, seed = options.color, options.samples_per_image, options.seed
+        self.x_train, self.y_train = sample_pairs(self.train_paths, color, neighbourhood, per_image, seed)
+        self.x_val, self.y_val = sample_pairs(self.validation_paths, color, neighbourhood, per_image, seed + 1)
+        self.num_channels = self.y_train.shape[1]
+        self.log_data(started, train_samples=len(self.x_train), validation_samples=len(self.x_val))
 
-    generator = torch.Generator().manual_seed(options.seed)
-    initialized_from = None
-    if options.init:
-        config, models, initialized_from = starting_weights(
-            options.init, load_weights, neighbourhood, num_channels, options.model
-        )
-    else:
-        models = build_channel_models(config, num_channels)
-        fit_whitening(models, x_train, y_train)
-        for model in cast("list[ChannelMCGSM]", models):
-            model.mcgsm.initialize(generator)
-    optimizer = torch.optim.Adam(models.parameters(), lr=options.learning_rate)
-    state: dict[str, Any] = {
-        "epoch": 0,
-        "best_bits": math.inf,
-        "best_epoch": 0,
-        "best_state": None,
-        "history": [],
-        "seconds": 0.0,
-        "stale": 0,
-    }
-
-    if options.resume and options.checkpoint and Path(options.checkpoint).exists():
-        saved = torch.load(options.checkpoint, map_location="cpu", weights_only=True)
-        models.load_state_dict(saved["models"])
-        optimizer.load_state_dict(saved["optimizer"])
-        state = saved["state"]
-        generator.set_state(saved["generator"])
-        log(event="resumed", epoch=state["epoch"], best_bits=state["best_bits"], processes=dist.world_size)
-    if state["epoch"] == 0:
-        log(event="initial", validation_bits_per_pixel=_bits_per_pixel(models, x_val, y_val, dist=dist) / num_channels)
-    objective = dist.wrap(models, _negative_log_likelihood)  # in DDP under torchrun
-
-    while state["epoch"] < options.max_epochs and state["stale"] < options.patience:
-        epoch_started = time.time()
-        order = torch.randperm(len(x_train), generator=generator)
-        total = 0.0
-        for start in range(0, len(order), options.batch_size):
-            batch, scale = dist.local(order[start : start + options.batch_size])  # this process's share
-            nats = objective(x_train[batch], y_train[batch].long())
-            loss = nats * scale  # the global batch's mean, once DDP averages the gradients
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            total += nats.item() if scale else 0.0
-        state["epoch"] += 1
-        (total,) = dist.sum(total)
-        train_bits = total / len(x_train) / LOG2 / num_channels
-        val_bits = _bits_per_pixel(models, x_val, y_val, dist=dist) / num_channels
-        improved = val_bits < state["best_bits"] - 1e-4
-        if improved:
-            state.update(
-                best_bits=val_bits,
-                best_epoch=state["epoch"],
-                stale=0,
-                best_state={k: v.clone() for k, v in models.state_dict().items()},
+        self.initialized_from: dict[str, Any] | None = None  # the earlier stage's summary, when fine-tuning
+        if options.init:
+            config, self.models, self.initialized_from = starting_weights(
+                options.init, load_weights, neighbourhood, self.num_channels, options.model
             )
         else:
-            state["stale"] += 1
-            for group in optimizer.param_groups:  # a stalled epoch halves the step size
-                group["lr"] /= 2
-        state["seconds"] += dist.max(time.time() - epoch_started)  # the same in every process
-        record = {
-            "epoch": state["epoch"],
-            "train_bits_per_pixel": round(train_bits, 5),
-            "validation_bits_per_pixel": round(val_bits, 5),
-            "learning_rate": optimizer.param_groups[0]["lr"],
-            "seconds": round(state["seconds"], 1),
-        }
-        state["history"].append(record)
-        log(event="epoch", **record)
-        if options.checkpoint and dist.is_main:
-            atomic_save(
-                {
-                    "models": models.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "state": state,
-                    "generator": generator.get_state(),
-                },
-                options.checkpoint,
-            )
+            self.models = build_channel_models(config, self.num_channels)
+            fit_whitening(self.models, self.x_train, self.y_train)
+            for model in cast("list[ChannelMCGSM]", self.models):
+                model.mcgsm.initialize(self.generator)
+        self.config = config
 
-    models.load_state_dict(state["best_state"] or models.state_dict())
-    table_bits = _bits_per_pixel(models, x_val, y_val, tables=True, dist=dist) / num_channels
-    fingerprints = dist.fingerprints(models)
-    summary = {
-        "data": [str(Path(d)) for d in options.data],
-        "color": options.color,
-        "images": {"train": len(train_paths), "validation": len(validation_paths)},
-        "samples": {"train": len(x_train), "validation": len(x_val)},
-        "seed": options.seed,
-        "epochs": state["epoch"],
-        "best_epoch": state["best_epoch"],
-        "training_seconds": round(state["seconds"], 1),
-        "validation_bits_per_pixel": round(state["best_bits"], 5),
-        "validation_bits_per_pixel_tables": round(table_bits, 5),
-        "command": options.command,
-        "machine": machine_description(),
-        "date": time.strftime("%Y-%m-%d"),
-        "options": {k: v for k, v in asdict(options).items() if k not in ("data", "out", "command", "model")},
-        "initialized_from": initialized_from,  # the earlier stage's summary, when fine-tuning
-        "processes": dist.world_size,
-    }
-    log(
-        event="done",
-        **{
-            k: summary[k]
-            for k in (
-                "epochs",
-                "best_epoch",
-                "validation_bits_per_pixel",
-                "validation_bits_per_pixel_tables",
-                "training_seconds",
-            )
-        },
-    )
-    report_processes(log, fingerprints)
-    if dist.is_main:
-        save_weights(options.out, config, models, summary)
-    dist.barrier()  # the weights exist when any process returns
-    return summary
+    def batch_nats(self, models: torch.nn.ModuleList, batch: torch.Tensor) -> torch.Tensor:
+        """``batch``: indices of training samples."""
+        x, y = self.x_train[batch], self.y_train[batch].long()
+        nats: torch.Tensor | float = 0.0
+        for channel, model in enumerate(cast("list[ChannelMCGSM]", models)):
+            xc = x[:, : x.shape[1] - (len(models) - 1 - channel)]
+            nats = nats - model.bin_log_prob(xc, y[:, channel]).sum()
+        return cast(torch.Tensor, nats)  # (a tensor: there is a channel at least)
+
+    def finished(self) -> bool:
+        return self.state.epoch >= self.options.max_epochs or self.state.stale >= self.options.patience
+
+    def train_epoch(self) -> tuple[float, dict[str, Any]]:
+        nats = self.descend(torch.randperm(len(self.x_train), generator=self.generator))
+        return nats / len(self.x_train) / LOG2 / self.num_channels, {}
+
+    def validate(self, models: torch.nn.Module) -> float:
+        return _bits_per_pixel(models, self.x_val, self.y_val, dist=self.dist) / self.num_channels
+
+    def final_scores(self) -> dict[str, float]:
+        tables = _bits_per_pixel(self.models, self.x_val, self.y_val, tables=True, dist=self.dist)
+        return {"validation_bits_per_pixel_tables": tables / self.num_channels}
+
+    def summary_details(self) -> dict[str, Any]:
+        samples = {"train": len(self.x_train), "validation": len(self.x_val)}
+        return {"samples": samples, "initialized_from": self.initialized_from}
+
+    def write_weights(self, summary: dict[str, Any]) -> None:
+        save_weights(self.options.out, self.config, self.models, summary)
 
 
 if __name__ == "__main__":  # quick runs without the CLI: python -m ridecodec.training.mcgsm OUT DIR...

@@ -34,8 +34,7 @@ from __future__ import annotations
 import math
 import sys
 import time
-from dataclasses import asdict, dataclass, field, replace
-from pathlib import Path
+from dataclasses import dataclass, field, replace
 from typing import Any, cast
 
 import torch
@@ -45,9 +44,10 @@ from ..models.discretize import mixture_bin_log_mass
 from ..models.mcgsm import ChannelMCGSM, load_weights as load_mcgsm_weights
 from ..models.neighbourhood import CausalNeighbourhood
 from ..models.ride import ChannelRIDE, RIDEConfig, build_channel_models, interior, load_weights, save_weights
-from .common import TrainingLog, atomic_save, fit_whitening, machine_description, starting_weights, training_split
+from .common import fit_whitening, starting_weights
 from .data import load_planes, sample_pairs
-from .distributed import Distributed, report_processes, session
+from .distributed import Distributed, session
+from .loop import TrainingLoop, TrainingState
 
 LOG2 = math.log(2.0)
 
@@ -257,202 +257,118 @@ def _restart_average(averaged, models) -> None:
         averaged.module.load_state_dict(models.state_dict())
 
 
+@dataclass
+class CurriculumState(TrainingState):
+    """Where a RIDE training stands, its place in the curriculum included."""
+
+    stage: int = 0  # the patch size's index in ``patch_sizes``
+    stage_epoch: int = 0  # epochs of this stage so far
+    tuned_stage: int = -1  # the last stage whose head L-BFGS tuned
+
+    def progress(self) -> dict[str, int]:
+        return {"epoch": self.epoch, "stage": self.stage}
+
+
 def train_ride(options: RIDETrainingOptions, echo=None) -> dict:
     """Train, write the weights to ``options.out``, return the training summary (in every
     process under torchrun; process 0 writes)."""
     with session(options.device) as dist:
-        return _train(options, echo, dist)
+        return _RIDETraining(options, echo, dist).run()
 
 
-def _train(options: RIDETrainingOptions, echo, dist: Distributed) -> dict:
-    log = TrainingLog(options.log, echo) if dist.is_main else TrainingLog(None, None)
-    config = options.model
-    device = dist.device  # under torchrun on GPUs, this process's GPU
-    neighbourhood = CausalNeighbourhood(config.up, config.left, config.right)
-    train_paths, validation_paths = training_split(options.data, options.validation_fraction, options.seed)
-    started = time.time()
-    train_images = [load_planes(path, options.color) for path in train_paths]
-    validation_images = [load_planes(path, options.color) for path in validation_paths]
-    num_channels = train_images[0].shape[0]
-    fits = max(min(planes.shape[1:]) for planes in train_images)
-    if max(options.patch_sizes) > fits:
-        raise InputError(f"patch size {max(options.patch_sizes)} is larger than every training image (at most {fits})")
-    log(
-        event="data",
-        train_images=len(train_images),
-        validation_images=len(validation_images),
-        seconds=round(time.time() - started, 1),
-    )
-
-    generator = torch.Generator().manual_seed(options.seed)
-    if options.init:
-        config, models, _ = starting_weights(options.init, load_weights, neighbourhood, num_channels, options.model)
-    elif options.from_mcgsm:  # the neighbourhood is the MCGSM's
-        config, models = start_from_mcgsm(options.from_mcgsm, config, num_channels, generator)
+class _RIDETraining(TrainingLoop[RIDETrainingOptions, CurriculumState]):
+    def __init__(self, options: RIDETrainingOptions, echo, dist: Distributed):
+        super().__init__(options, echo, dist, CurriculumState())
+        config = options.model
         neighbourhood = CausalNeighbourhood(config.up, config.left, config.right)
-    if min(options.patch_sizes) <= max(config.up, config.left + config.right):
-        raise InputError(
-            f"patch size {min(options.patch_sizes)} leaves no pixel whose neighbourhood lies inside the "
-            f"patch (up {config.up}, left {config.left}, right {config.right}); use larger patches"
+        started = time.time()
+        self.train_images = [load_planes(path, options.color) for path in self.train_paths]
+        self.validation_images = [load_planes(path, options.color) for path in self.validation_paths]
+        num_channels = self.train_images[0].shape[0]
+        fits = max(min(planes.shape[1:]) for planes in self.train_images)
+        largest = max(options.patch_sizes)
+        if largest > fits:
+            raise InputError(f"patch size {largest} is larger than every training image (at most {fits})")
+        self.log_data(started)
+
+        self.starts_trained = bool(options.init or options.from_mcgsm)
+        if options.init:
+            config, models, _ = starting_weights(options.init, load_weights, neighbourhood, num_channels, options.model)
+        elif options.from_mcgsm:  # the neighbourhood is the MCGSM's
+            config, models = start_from_mcgsm(options.from_mcgsm, config, num_channels, self.generator)
+            neighbourhood = CausalNeighbourhood(config.up, config.left, config.right)
+        if min(options.patch_sizes) <= max(config.up, config.left + config.right):
+            raise InputError(
+                f"patch size {min(options.patch_sizes)} leaves no pixel whose neighbourhood lies inside the "
+                f"patch (up {config.up}, left {config.left}, right {config.right}); use larger patches"
+            )
+        if not self.starts_trained:
+            models = build_channel_models(config, num_channels)
+            per_image = options.whitening_samples_per_image
+            x, y = sample_pairs(self.train_paths, options.color, neighbourhood, per_image, options.seed)
+            fit_whitening(models, x, y)
+            for model in cast("list[ChannelRIDE]", models):
+                model.initialize(self.generator)
+        self.config, self.neighbourhood = config, neighbourhood
+        self.models = models.to(dist.device)  # under torchrun on GPUs, this process's GPU
+        self.averaged = _weight_average(self.models, options.average_decay)
+
+    def batch_nats(self, models: torch.nn.ModuleList, batch: torch.Tensor) -> torch.Tensor:
+        return -_log_likelihood(models, self.neighbourhood, batch, True).sum()
+
+    def finished(self) -> bool:
+        state, sizes, budget = self.state, self.options.patch_sizes, self.options.time_budget_minutes
+        if state.stage >= len(sizes):
+            return True
+        if budget is not None and state.seconds >= 60 * budget:
+            minutes = round(state.seconds / 60, 1)
+            self.log(event="time_budget_spent", minutes=minutes, stage=state.stage, patch_size=sizes[state.stage])
+            return True
+        return False
+
+    def before_epoch(self) -> None:
+        state, options = self.state, self.options
+        if not options.lbfgs_steps or state.stage <= state.tuned_stage or state.stage_epoch > 0:
+            return  # the head is tuned before a stage's first epoch only
+        per_image = max(1, options.batch_size * 8 // len(self.train_images))  # about 8 batches' worth
+        patches = sample_patches(self.train_images, options.patch_sizes[state.stage], per_image, self.generator)
+        before, after = tune_head(
+            self.models, self.neighbourhood, patches.to(self.dist.device), options.lbfgs_steps, self.dist
         )
-    if not (options.init or options.from_mcgsm):
-        models = build_channel_models(config, num_channels)
-        per_image = options.whitening_samples_per_image
-        x, y = sample_pairs(train_paths, options.color, neighbourhood, per_image, options.seed)
-        fit_whitening(models, x, y)
-        for model in cast("list[ChannelRIDE]", models):
-            model.initialize(generator)
-    models.to(device)
-    optimizer = torch.optim.Adam(models.parameters(), lr=options.learning_rate)
-    averaged = _weight_average(models, options.average_decay)
-    state: dict[str, Any] = {
-        "stage": 0,
-        "stage_epoch": 0,
-        "epoch": 0,
-        "tuned_stage": -1,
-        "best_bits": math.inf,
-        "best_epoch": 0,
-        "best_state": None,
-        "history": [],
-        "seconds": 0.0,
-        "stale": 0,
-    }
-
-    if options.resume and options.checkpoint and Path(options.checkpoint).exists():
-        saved = torch.load(options.checkpoint, map_location=device, weights_only=True)
-        models.load_state_dict(saved["models"])
-        optimizer.load_state_dict(saved["optimizer"])
-        if averaged is not None and "averaged" in saved:
-            averaged.load_state_dict(saved["averaged"])
-        state = saved["state"]
-        generator.set_state(saved["generator"])
-        log(
-            event="resumed",
-            epoch=state["epoch"],
-            stage=state["stage"],
-            best_bits=state["best_bits"],
-            processes=dist.world_size,
+        state.tuned_stage = state.stage
+        _restart_average(self.averaged, self.models)
+        self.log(
+            event="head_tuned",
+            stage=state.stage,
+            patch_bits_before=round(before, 5),
+            patch_bits_after=round(after, 5),
+            validation_bits_per_pixel=round(self.validate(self.models), 5),
         )
-    if state["epoch"] == 0:
-        initial = validation_bits_per_pixel(models, neighbourhood, validation_images, device, dist=dist)
-        log(event="initial", validation_bits_per_pixel=initial)
-        if options.init or options.from_mcgsm:  # trained weights: a candidate for the best, as epoch 0
-            state.update(best_bits=initial, best_state={k: v.detach().clone() for k, v in models.state_dict().items()})
 
-    objective = dist.wrap(models, lambda models, batch: -_log_likelihood(models, neighbourhood, batch, True).sum())
-    while state["stage"] < len(options.patch_sizes):
-        if options.time_budget_minutes is not None and state["seconds"] >= 60 * options.time_budget_minutes:
-            log(
-                event="time_budget_spent",
-                minutes=round(state["seconds"] / 60, 1),
-                stage=state["stage"],
-                patch_size=options.patch_sizes[state["stage"]],
-            )
-            break
-        size = options.patch_sizes[state["stage"]]
-        if options.lbfgs_steps and state["stage"] > state["tuned_stage"] and state["stage_epoch"] == 0:
-            per_image = max(1, options.batch_size * 8 // len(train_images))  # about 8 batches' worth
-            patches = sample_patches(train_images, size, per_image, generator)
-            before, after = tune_head(models, neighbourhood, patches.to(device), options.lbfgs_steps, dist)
-            state["tuned_stage"] = state["stage"]
-            _restart_average(averaged, models)
-            val_bits = validation_bits_per_pixel(models, neighbourhood, validation_images, device, dist=dist)
-            log(
-                event="head_tuned",
-                stage=state["stage"],
-                patch_bits_before=round(before, 5),
-                patch_bits_after=round(after, 5),
-                validation_bits_per_pixel=round(val_bits, 5),
-            )
+    def train_epoch(self) -> tuple[float, dict[str, Any]]:
+        size = self.options.patch_sizes[self.state.stage]
+        patches = sample_patches(self.train_images, size, self.options.patches_per_image, self.generator)
+        nats = self.descend(patches, per_item=interior_samples(self.neighbourhood, patches[:1]))
+        self.state.stage_epoch += 1
+        return nats / interior_samples(self.neighbourhood, patches) / LOG2, {"patch_size": size}
 
-        epoch_started = time.time()
-        patches = sample_patches(train_images, size, options.patches_per_image, generator)
-        total = 0.0
-        per_patch = interior_samples(neighbourhood, patches[:1])
-        for start in range(0, len(patches), options.batch_size):
-            batch, scale = dist.local(patches[start : start + options.batch_size])  # this process's share
-            nats = objective(batch.to(device))
-            loss = nats * scale / per_patch  # the global batch's mean, once DDP averages the gradients
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            if averaged is not None:
-                averaged.update_parameters(models)
-            total += float(nats.detach()) if scale else 0.0
-        state["epoch"] += 1
-        state["stage_epoch"] += 1
-        (total,) = dist.sum(total)
-        train_bits = total / interior_samples(neighbourhood, patches) / LOG2
-        kept = models if averaged is None else averaged.module  # the weights this epoch offers
-        val_bits = validation_bits_per_pixel(kept, neighbourhood, validation_images, device, dist=dist)
-        if math.isfinite(val_bits) and val_bits < state["best_bits"] - 1e-4:
-            state.update(
-                best_bits=val_bits,
-                best_epoch=state["epoch"],
-                stale=0,
-                best_state={k: v.detach().clone() for k, v in kept.state_dict().items()},
-            )
-        else:
-            state["stale"] += 1
-            for group in optimizer.param_groups:  # a stalled epoch halves the step size
-                group["lr"] /= 2
-        state["seconds"] += dist.max(time.time() - epoch_started)  # the same in every process
-        record = {
-            "epoch": state["epoch"],
-            "stage": state["stage"],
-            "patch_size": size,
-            "train_bits_per_pixel": round(train_bits, 5),
-            "validation_bits_per_pixel": round(val_bits, 5),
-            "learning_rate": optimizer.param_groups[0]["lr"],
-            "seconds": round(state["seconds"], 1),
-        }
-        state["history"].append(record)
-        log(event="epoch", **record)
-        if state["stage_epoch"] >= options.epochs or state["stale"] >= options.patience:
+    def validate(self, models: torch.nn.Module) -> float:
+        images = self.validation_images
+        return validation_bits_per_pixel(models, self.neighbourhood, images, self.dist.device, dist=self.dist)
+
+    def after_epoch(self) -> None:
+        state = self.state
+        if state.stage_epoch >= self.options.epochs or state.stale >= self.options.patience:
             # next stage: from the best weights so far, with a fresh step size
-            state.update(stage=state["stage"] + 1, stage_epoch=0, stale=0)
-            if state["best_state"] is not None:
-                models.load_state_dict(state["best_state"])
-            _restart_average(averaged, models)
-            for group in optimizer.param_groups:
-                group["lr"] = options.learning_rate
-        if options.checkpoint and dist.is_main:
-            saved = {
-                "models": models.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "state": state,
-                "generator": generator.get_state(),
-            }
-            if averaged is not None:
-                saved["averaged"] = averaged.state_dict()
-            atomic_save(saved, options.checkpoint)
+            state.stage, state.stage_epoch, state.stale = state.stage + 1, 0, 0
+            if state.best_state is not None:
+                self.models.load_state_dict(state.best_state)
+            _restart_average(self.averaged, self.models)
+            for group in self.optimizer.param_groups:
+                group["lr"] = self.options.learning_rate
 
-    models.load_state_dict(state["best_state"] or models.state_dict())
-    fingerprints = dist.fingerprints(models)
-    summary = {
-        "data": [str(Path(d)) for d in options.data],
-        "color": options.color,
-        "images": {"train": len(train_images), "validation": len(validation_images)},
-        "seed": options.seed,
-        "epochs": state["epoch"],
-        "best_epoch": state["best_epoch"],
-        "training_seconds": round(state["seconds"], 1),
-        "validation_bits_per_pixel": round(state["best_bits"], 5),
-        "command": options.command,
-        "machine": machine_description(device),
-        "date": time.strftime("%Y-%m-%d"),
-        "options": {k: v for k, v in asdict(options).items() if k not in ("data", "out", "command", "model")},
-        "processes": dist.world_size,
-    }
-    log(
-        event="done",
-        **{k: summary[k] for k in ("epochs", "best_epoch", "validation_bits_per_pixel", "training_seconds")},
-    )
-    report_processes(log, fingerprints)
-    if dist.is_main:
-        save_weights(options.out, config, models, summary)
-    dist.barrier()  # the weights exist when any process returns
-    return summary
+    def write_weights(self, summary: dict[str, Any]) -> None:
+        save_weights(self.options.out, self.config, self.models, summary)
 
 
 if __name__ == "__main__":  # quick runs without the CLI: python -m ridecodec.training.ride OUT DIR...
