@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from ridecodec import exact, exact_cpu, registry
-from ridecodec.models import mcgsm, ride
+from ridecodec.models import export, mcgsm, ride
 from ridecodec.models.weights import shipped
 from ridecodec.testing import planes_of, stepped_tables, synthetic_image
 
@@ -196,6 +196,17 @@ def test_shipped_exact_weights_are_the_float_weights_quantized(kind, module):
 
 
 @pytest.mark.parametrize(("kind", "module"), [("mcgsm", mcgsm), ("ride", ride)])
+def test_export_writes_the_shipped_exact_weights(kind, module, tmp_path):
+    """The exporter itself, on the shipped gray float file, writes the shipped gray exact weights."""
+    destination = tmp_path / "exact.pt"
+    export.main([kind, str(shipped(module.SHIPPED_WEIGHTS)["L"]), str(destination)])
+    written = module.load_exact_weights(destination)[1].state_dict()
+    loaded = module.load_exact_weights(shipped(module.SHIPPED_EXACT_WEIGHTS)["L"])[1].state_dict()
+    assert written.keys() == loaded.keys()
+    assert all(torch.equal(value, loaded[key]) for key, value in written.items()), kind
+
+
+@pytest.mark.parametrize(("kind", "module"), [("mcgsm", mcgsm), ("ride", ride)])
 def test_exact_models_code_within_a_hair_of_the_float_models(kind, module):
     """Quantization costs next to nothing: on a synthetic image, gray and colour, the exact model's
     code length is at most 0.1% above the float model's (benchmarks/RESULTS.md has real images; on
@@ -209,14 +220,16 @@ def test_exact_models_code_within_a_hair_of_the_float_models(kind, module):
         planes = torch.from_numpy(pixels)[None]
         with torch.no_grad():
             float_bits = 0.0
-            for channel, (_, hood, sl, index) in enumerate(model._plan(channels)):
+            for channel, plan in enumerate(model._plan(channels)):
                 float_model = floats[layout][channel]
                 if kind == "ride":
-                    nats = float_model.log_likelihood(hood, planes[:, sl], index, planes[:, channel])
+                    nats = float_model.log_likelihood(
+                        plan.neighbourhood, planes[:, plan.planes], plan.channel, planes[:, channel]
+                    )
                 else:
                     rows = torch.arange(48).repeat_interleave(60)
                     cols = torch.arange(60).repeat(48)
-                    x = hood.gather(planes[0, sl], rows, cols, index)
+                    x = plan.neighbourhood.gather(planes[0, plan.planes], rows, cols, plan.channel)
                     nats = float_model.bin_log_prob(x, planes[0, channel, rows, cols]).double().sum()
                 float_bits -= float(nats) / math.log(2)
         # (better is possible: the float model's far tails lose precision that the integers keep)

@@ -217,12 +217,12 @@ def test_scan_in_bands_and_batches(model, float_channels, monkeypatch):
     """The whole-image scan (training's validation) gives the same likelihoods image by image,
     in one batch and band of rows by band of rows (states handed down between bands)."""
     images = torch.from_numpy(np.stack([_planes(natural_like(9, 7, 3, seed=s)) for s in range(3)]))
-    _, hood, planes, index = model._plan(3)[1]
+    plan = model._plan(3)[1]
     model_c = float_channels[3][1]
 
     def scanned(batch):
         with torch.no_grad():
-            return model_c.log_likelihood(hood, batch[:, planes], index, batch[:, 1])
+            return model_c.log_likelihood(plan.neighbourhood, batch[:, plan.planes], plan.channel, batch[:, 1])
 
     whole = scanned(images)
     singles = torch.cat([scanned(images[i : i + 1]) for i in range(3)])

@@ -16,6 +16,7 @@ Two implementations of the same definition:
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 
@@ -30,6 +31,14 @@ def _edges(device: torch.device) -> torch.Tensor:
     if device not in _edge_cache:
         _edge_cache[device] = _EDGES.to(device)
     return _edge_cache[device]
+
+
+class GaussianMixture(NamedTuple):
+    """N Gaussian mixtures over a pixel's value, K components each, in pixel units."""
+
+    weights: torch.Tensor  # (N, K), each row summing to one
+    means: torch.Tensor  # (N, K)
+    inverse_stds: torch.Tensor  # (N, K), positive
 
 
 def mixture_pmf(weights: torch.Tensor, means: torch.Tensor, inverse_stds: torch.Tensor, floor: float) -> torch.Tensor:

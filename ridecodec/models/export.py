@@ -12,29 +12,24 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from . import mcgsm, ride
-from .weights import save_exact
+from .weights import WeightsFiles, save_exact
 
-_KINDS: dict[str, tuple[Callable[..., Any], Callable[..., Any], str]] = {
-    "mcgsm": (mcgsm.load_weights, mcgsm.ExactChannelMCGSM.quantize, mcgsm.EXACT_WEIGHTS_FORMAT),
-    "ride": (ride.load_weights, ride.ExactChannelRIDE.quantize, ride.EXACT_WEIGHTS_FORMAT),
-}
+_KINDS: dict[str, WeightsFiles] = {"mcgsm": mcgsm.WEIGHTS_FILES, "ride": ride.WEIGHTS_FILES}
 
 
 def export(kind: str, source: str | Path, destination: str | Path) -> None:
-    load_float, quantize, format_name = _KINDS[kind]
-    config, models, metadata = load_float(source)
+    files = _KINDS[kind]
+    config, models, metadata = files.load(source)
     import torch
 
-    exact_models = torch.nn.ModuleList(quantize(model) for model in models)
+    exact_models = torch.nn.ModuleList(files.exact_type.quantize(model) for model in models)
     source_digest = hashlib.sha256(Path(source).read_bytes()).hexdigest()
     save_exact(
         destination,
-        format_name,
+        files.exact_format,
         config,
         exact_models,
         {**metadata, "quantized_from": Path(source).name, "quantized_from_sha256": source_digest},

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, ClassVar, cast
+from typing import Any, ClassVar, NamedTuple, cast
 
 import torch
 
@@ -19,6 +19,15 @@ from ..schedule import replayed_log_prob
 from .base import DensityModel
 from .neighbourhood import CausalNeighbourhood
 from .weights import read as read_weights_file, shipped
+
+
+class ChannelPlan(NamedTuple):
+    """How one channel of a canvas is coded (``PerChannelModel._plan``)."""
+
+    network: Any  # the channel's network (a module of the model's own kind)
+    neighbourhood: CausalNeighbourhood
+    planes: slice  # the canvas channels the network reads
+    channel: int  # the coded channel, counted within ``planes``
 
 
 class PerChannelModel(DensityModel):
@@ -81,16 +90,15 @@ class PerChannelModel(DensityModel):
     def _networks(self, layout: str) -> torch.nn.ModuleList:
         return cast(torch.nn.ModuleList, self.layouts[layout])
 
-    def _plan(self, num_channels: int):
-        """For each channel of the canvas: (its network, its neighbourhood, the canvas channels
-        it reads, its index among them)."""
+    def _plan(self, num_channels: int) -> list[ChannelPlan]:
+        """How each channel of a canvas of ``num_channels`` channels is coded."""
         if num_channels == 1:
-            return [(self._networks("L")[0], self.neighbourhoods["L"], slice(0, 1), 0)]
+            return [ChannelPlan(self._networks("L")[0], self.neighbourhoods["L"], slice(0, 1), 0)]
         if "RGB" not in self.layouts:
             raise ValueError(f"these {self.name} weights code grayscale images only")
-        plan = [(self._networks("RGB")[c], self.neighbourhoods["RGB"], slice(0, 3), c) for c in range(3)]
+        plan = [ChannelPlan(self._networks("RGB")[c], self.neighbourhoods["RGB"], slice(0, 3), c) for c in range(3)]
         if num_channels == 4:
-            plan.append((self._networks("L")[0], self.neighbourhoods["L"], slice(3, 4), 0))
+            plan.append(ChannelPlan(self._networks("L")[0], self.neighbourhoods["L"], slice(3, 4), 0))
         return plan
 
     def log_prob(self, images: torch.Tensor) -> torch.Tensor:

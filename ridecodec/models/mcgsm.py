@@ -19,20 +19,15 @@ import copy
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import torch
 
 from .. import exact, exact_cpu
 from .base import FLOAT_VERSIONS_NOTE, CausalReach, StepFunction
-from .discretize import mixture_bin_log_mass, mixture_pmf
+from .discretize import GaussianMixture, mixture_bin_log_mass, mixture_pmf
 from .layouts import PerChannelModel
-from .weights import (
-    build_per_channel,
-    load as load_weights_file,
-    load_exact as load_exact_weights_file,
-    save as save_weights_file,
-)
+from .weights import WeightsFiles
 from .whitening import ConditionalWhitening
 
 
@@ -50,6 +45,15 @@ class MCGSMConfig:
     table_components: int = 2
     #: Uniform probability mixed into every table (see discretize.py).
     floor: float = 2.0**-12
+
+
+class MixtureParameters(NamedTuple):
+    """The MCGSM's gate and expert parameters as :func:`condense_mixture` reads them."""
+
+    gate_weights: torch.Tensor  # (F, C): beta_cn^2
+    half_precisions: torch.Tensor  # (C, S): exp(alpha_cs) / 2
+    priors: torch.Tensor  # (C, S): eta_cs
+    variances: torch.Tensor  # (C * S,), component-major: the experts' variances in pixel units
 
 
 class FactorizedMCGSM(torch.nn.Module):
@@ -75,24 +79,25 @@ class FactorizedMCGSM(torch.nn.Module):
             self.features.copy_(torch.randn(self.features.shape, generator=generator) / 100)
             self.predictors.copy_(torch.randn(self.predictors.shape, generator=generator) / 10)
 
+    def mixture_parameters(self, y_scale: torch.Tensor) -> MixtureParameters:
+        """The gate's and the experts' parameters, the variances in pixel units for a pixel
+        whitened with the residual scale ``y_scale`` (``ConditionalWhitening``)."""
+        # bounded so that a table's arithmetic stays finite whatever the weights
+        variances = (y_scale.square() * (-self.scales).exp()).flatten().clamp(1e-4, 1e8)
+        return MixtureParameters(self.weights.square().T, 0.5 * self.scales.exp(), self.priors, variances)
+
 
 def condense_mixture(
-    features: torch.Tensor,
-    means: torch.Tensor,
-    gate_weights: torch.Tensor,
-    half_precisions: torch.Tensor,
-    priors: torch.Tensor,
-    variances: torch.Tensor,
-    table_components: int,
-):
+    features: torch.Tensor, means: torch.Tensor, parameters: MixtureParameters, table_components: int
+) -> GaussianMixture:
     """The condensed mixture (see :class:`ChannelMCGSM`) from the MCGSM's per-pixel quantities:
     ``features`` (N, F), the projections b_n . x; ``means`` (N, C), the component means in pixel
-    units; and the table parameters of :meth:`ChannelMCGSM.table_parameters`. Returns weights,
-    means and inverse standard deviations (pixel units), each (N, table_components + 1). (RIDE
-    reuses it with its hidden state in the place of x.)"""
-    num_scales = priors.shape[1]
-    energy = features.square() @ gate_weights  # (N, C)
-    logits = priors - half_precisions * energy[:, :, None]  # (N, C, S)
+    units; and the gate's and experts' ``parameters``. Each of the mixture's tensors is
+    (N, table_components + 1). (RIDE reuses it with its hidden state in the place of x.)"""
+    variances = parameters.variances
+    num_scales = parameters.priors.shape[1]
+    energy = features.square() @ parameters.gate_weights  # (N, C)
+    logits = parameters.priors - parameters.half_precisions * energy[:, :, None]  # (N, C, S)
     weights = torch.softmax(logits.flatten(1), dim=1)  # (N, C * S), component-major
     top_weights, top = torch.topk(weights, table_components, dim=1, sorted=False)
     # The rest, condensed into one Gaussian with their total weight, mean and variance.
@@ -104,11 +109,19 @@ def condense_mixture(
     spread = (rest_per_component * (means - rest_mean).square()).sum(1, keepdim=True)
     rest_variance = (torch.addmm(spread, rest, variances[:, None]) / normalizer).clamp_(min=0.01)
     top_means = means.gather(1, torch.div(top, num_scales, rounding_mode="floor"))
-    return (
-        torch.cat([top_weights, rest_weight], dim=1),
-        torch.cat([top_means, rest_mean], dim=1),
-        torch.cat([variances[top], rest_variance], dim=1).rsqrt_(),
+    return GaussianMixture(
+        weights=torch.cat([top_weights, rest_weight], dim=1),
+        means=torch.cat([top_means, rest_mean], dim=1),
+        inverse_stds=torch.cat([variances[top], rest_variance], dim=1).rsqrt_(),
     )
+
+
+class TableParameters(NamedTuple):
+    """A :class:`ChannelMCGSM`'s parameters as its tables use them, the whitening folded in."""
+
+    matrix: torch.Tensor  # (D, F + C): raw x -> [features b_n . x_w | component means in pixel units]
+    bias: torch.Tensor  # (F + C,)
+    mixture: MixtureParameters
 
 
 class ChannelMCGSM(torch.nn.Module):
@@ -129,41 +142,36 @@ class ChannelMCGSM(torch.nn.Module):
         self.whitening = ConditionalWhitening(dim_in)
         self.mcgsm = FactorizedMCGSM(dim_in, config.num_components, config.num_scales, config.num_features)
 
-    def table_parameters(self) -> tuple[torch.Tensor, ...]:
+    def table_parameters(self) -> TableParameters:
         """The parameters as the tables use them, whitening folded into one affine map
         x -> [features b_n . x_w | component means in pixel units], so a table costs one matrix
         product instead of four. Coding computes them once per image (``MCGSMModel.begin``)."""
         w, mcgsm = self.whitening, self.mcgsm
         mean_maps = w.y_predictor[:, None] + w.y_scale * mcgsm.predictors.T  # (D, C)
-        matrix = w.x_whitening @ torch.cat([mcgsm.features, mean_maps], dim=1)  # (D, F + C)
-        bias = -w.x_mean @ matrix + torch.cat([torch.zeros_like(mcgsm.features[0]), w.y_mean.expand(len(mean_maps[0]))])
-        gate_weights = mcgsm.weights.square().T  # (F, C)
-        half_precisions = 0.5 * mcgsm.scales.exp()  # (C, S)
-        # pixel units; bounded so that a table's arithmetic stays finite whatever the weights
-        variances = (w.y_scale.square() * (-mcgsm.scales).exp()).flatten().clamp(1e-4, 1e8)  # (C * S,)
-        return matrix, bias, gate_weights, half_precisions, mcgsm.priors, variances
-
-    def condensed_mixture(
-        self, x: torch.Tensor, parameters: tuple[torch.Tensor, ...] | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """The mixture the tables are made of, for conditioning vectors x (N, D): weights, means
-        and inverse standard deviations (pixel units), each (N, table_components + 1)."""
-        matrix, bias, gate_weights, half_precisions, priors, variances = parameters or self.table_parameters()
-        num_features = self.config.num_features
-        projected = torch.addmm(bias, x, matrix)
-        features, means = projected[:, :num_features], projected[:, num_features:]  # means: (N, C)
-        return condense_mixture(
-            features, means, gate_weights, half_precisions, priors, variances, self.config.table_components
+        matrix, bias = w.fold(
+            torch.cat([mcgsm.features, mean_maps], dim=1),  # (D, F + C)
+            torch.cat([torch.zeros_like(mcgsm.features[0]), w.y_mean.expand(len(mean_maps[0]))]),
         )
+        return TableParameters(matrix, bias, mcgsm.mixture_parameters(w.y_scale))
 
-    def pmf(self, x: torch.Tensor, parameters: tuple[torch.Tensor, ...] | None = None) -> torch.Tensor:
+    def condensed_mixture(self, x: torch.Tensor, parameters: TableParameters | None = None) -> GaussianMixture:
+        """The mixture the tables are made of, for conditioning vectors x (N, D)."""
+        parameters = parameters or self.table_parameters()
+        num_features = self.config.num_features
+        projected = torch.addmm(parameters.bias, x, parameters.matrix)
+        features, means = projected[:, :num_features], projected[:, num_features:]  # means: (N, C)
+        return condense_mixture(features, means, parameters.mixture, self.config.table_components)
+
+    def pmf(self, x: torch.Tensor, parameters: TableParameters | None = None) -> torch.Tensor:
         """Probability tables (N, 256) float32 of the pixel given conditioning vectors x (N, D).
         Coding and ``log_prob`` both come here, so their probabilities are the same numbers."""
-        return mixture_pmf(*self.condensed_mixture(x, parameters), self.config.floor)
+        mixture = self.condensed_mixture(x, parameters)
+        return mixture_pmf(mixture.weights, mixture.means, mixture.inverse_stds, self.config.floor)
 
     def bin_log_prob(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """log P(y | x) of 8-bit values y (N,), differentiably: the training loss."""
-        return mixture_bin_log_mass(y, *self.condensed_mixture(x), self.config.floor)
+        mixture = self.condensed_mixture(x)
+        return mixture_bin_log_mass(y, mixture.weights, mixture.means, mixture.inverse_stds, self.config.floor)
 
 
 #: Fixed-point formats of the exact head (exact.py has the common ones). The gate's logit of pair
@@ -191,6 +199,13 @@ RESIDUAL_WEIGHT_BITS = 17
 SPREAD_LIMIT = 2048
 
 
+class ExactGate(NamedTuple):
+    """What :class:`ExactMCGSMHead`'s gate needs besides its buffers, made once per weights."""
+
+    energies: exact.ExactLinear  # squared features -> per component, sum_n beta_cn^2 f_n^2
+    energy_caps: torch.Tensor  # (C * S,): per pair, the energy (at 2**-ENERGY_BITS) whose penalty is PENALTY_LIMIT
+
+
 class ExactMCGSMHead(torch.nn.Module):
     """The condensed MCGSM mixture and its tables in integer arithmetic (exact.py): the same
     definition as :class:`ChannelMCGSM`'s (gate softmax over the (component, scale) pairs, the
@@ -205,7 +220,7 @@ class ExactMCGSMHead(torch.nn.Module):
     half_precisions: torch.Tensor
     priors: torch.Tensor
     variances: torch.Tensor
-    _linear: dict[Any, Any]  # the exact products, per (device, weights' versions)
+    _gate_cache: dict[Any, ExactGate]  # per (device, weights' versions)
 
     def __init__(self, num_features: int, num_components: int, num_scales: int, table_components: int):
         super().__init__()
@@ -216,7 +231,7 @@ class ExactMCGSMHead(torch.nn.Module):
         self.register_buffer("half_precisions", torch.ones(pairs, dtype=torch.int64))
         self.register_buffer("priors", torch.zeros(pairs, dtype=torch.int64))
         self.register_buffer("variances", torch.ones(pairs, dtype=torch.int64))
-        self._linear = {}
+        self._gate_cache = {}
 
     @classmethod
     def quantize(cls, mcgsm: FactorizedMCGSM, y_scale: torch.Tensor, table_components: int) -> ExactMCGSMHead:
@@ -224,11 +239,12 @@ class ExactMCGSMHead(torch.nn.Module):
         mcgsm = copy.deepcopy(mcgsm).double().requires_grad_(False)
         c, s = mcgsm.scales.shape
         head = cls(mcgsm.weights.shape[1], c, s, table_components)
-        variances = y_scale.double().square() * (-mcgsm.scales).exp()
-        head.gate.copy_(exact.to_fixed(mcgsm.weights.square().T, GATE_BITS))
-        head.half_precisions.copy_(exact.to_fixed(0.5 * mcgsm.scales.exp().flatten(), PRECISION_BITS).clamp(min=1))
-        head.priors.copy_(exact.to_fixed(mcgsm.priors.flatten(), LOGIT_BITS))
-        head.variances.copy_(exact.to_fixed(variances.flatten(), 2 * exact.MEAN_BITS).clamp(*VARIANCE_RANGE))
+        parameters = mcgsm.mixture_parameters(y_scale.double())
+        head.gate.copy_(exact.to_fixed(parameters.gate_weights, GATE_BITS))
+        head.half_precisions.copy_(exact.to_fixed(parameters.half_precisions.flatten(), PRECISION_BITS).clamp(min=1))
+        head.priors.copy_(exact.to_fixed(parameters.priors.flatten(), LOGIT_BITS))
+        # the float variances' bounds lie outside VARIANCE_RANGE: only VARIANCE_RANGE bounds these
+        head.variances.copy_(exact.to_fixed(parameters.variances, 2 * exact.MEAN_BITS).clamp(*VARIANCE_RANGE))
         return head
 
     #: The formats above, as the compiled kernel (exact_cpu) takes them.
@@ -244,30 +260,29 @@ class ExactMCGSMHead(torch.nn.Module):
         SPREAD_LIMIT << exact.MEAN_BITS,
     )
 
-    def _gate(self) -> tuple[exact.ExactLinear, torch.Tensor]:
-        """The gate's exact product (its bound proven) and, per pair, the energy (at
-        2**-ENERGY_BITS) from which its penalty is PENALTY_LIMIT; made once per device and weights,
-        not per step."""
+    def _gate(self) -> ExactGate:
+        """The gate's exact product (its bound proven) and energy caps; made once per device and
+        weights, not per step."""
         key = (self.gate.device, self.gate._version, self.half_precisions._version)  # anew if reloaded
-        if key not in self._linear:
-            linear = exact.ExactLinear(self.gate, None, 1 << _LIMB_BITS)
-            if linear.limbs != 1 or linear.result_bound >= 2**53:
+        if key not in self._gate_cache:
+            energies = exact.ExactLinear(self.gate, None, 1 << _LIMB_BITS)
+            if energies.limbs != 1 or energies.result_bound >= 2**53:
                 raise ValueError("gate weights too large for the exact head")
             limit = PENALTY_LIMIT << (ENERGY_BITS + PRECISION_BITS)
             caps = -((-limit) // self.half_precisions)  # ceil: penalties up to the limit are exact
-            self._linear = {key: (linear, caps)}
-        return self._linear[key]
+            self._gate_cache = {key: ExactGate(energies, caps)}
+        return self._gate_cache[key]
 
     def frequencies(self, projected: torch.Tensor) -> torch.Tensor:
         """Integer frequency tables (N, 256) as float32 (exact.mixture_frequencies). On the CPU
         a compiled kernel computes the same integers (exact_cpu.py)."""
-        gate, caps = self._gate()
+        gate = self._gate()
         if exact_cpu.usable(projected):
             return exact_cpu.mcgsm_frequencies(
                 projected.to(torch.float64),
                 self.gate,
                 self.half_precisions,
-                caps,
+                gate.energy_caps,
                 self.priors,
                 self.variances,
                 self.shape[2],
@@ -283,11 +298,11 @@ class ExactMCGSMHead(torch.nn.Module):
         # gate: logits = priors - exp(alpha_cs) / 2 * sum_n beta_cn^2 f_n^2, at 2**-LOGIT_BITS; the
         # energy from the squares' two limbs, floored to 2**-ENERGY_BITS without ever overflowing
         squares = features * features  # at 2**-(2 * FEATURE_BITS)
-        high = gate(squares >> _LIMB_BITS)  # (N, C) at 2**-(2 * FEATURE_BITS + GATE_BITS - _LIMB_BITS)
-        low = gate(squares & ((1 << _LIMB_BITS) - 1))
+        high = gate.energies(squares >> _LIMB_BITS)  # (N, C) at 2**-(2 * FEATURE_BITS + GATE_BITS - _LIMB_BITS)
+        low = gate.energies(squares & ((1 << _LIMB_BITS) - 1))
         drop = 2 * FEATURE_BITS + GATE_BITS - ENERGY_BITS
         energy = (high << (_LIMB_BITS - drop)) + (low >> drop)  # (N, C) at 2**-ENERGY_BITS
-        energy = torch.minimum(energy.repeat_interleave(num_scales, dim=1), caps)  # (N, C * S)
+        energy = torch.minimum(energy.repeat_interleave(num_scales, dim=1), gate.energy_caps)  # (N, C * S)
         penalty = exact.shift_round(energy * self.half_precisions, ENERGY_BITS + PRECISION_BITS - LOGIT_BITS)
         logits = self.priors - penalty
         weights = exact.exp_neg(logits.max(1, keepdim=True).values - logits, LOGIT_BITS)  # (N, C * S), max 2**24
@@ -347,9 +362,9 @@ class ExactChannelMCGSM(torch.nn.Module):
         config = model.config
         exact_model = cls(len(model.whitening.x_mean), config)
         with torch.no_grad():
-            matrix, bias, *_ = copy.deepcopy(model).double().table_parameters()
-            exact_model.input_weight.copy_(exact.to_fixed(matrix, exact.PRE_BITS))
-            exact_model.input_bias.copy_(exact.to_fixed(bias, exact.PRE_BITS))
+            parameters = copy.deepcopy(model).double().table_parameters()
+            exact_model.input_weight.copy_(exact.to_fixed(parameters.matrix, exact.PRE_BITS))
+            exact_model.input_bias.copy_(exact.to_fixed(parameters.bias, exact.PRE_BITS))
             exact_model.head = ExactMCGSMHead.quantize(model.mcgsm, model.whitening.y_scale, config.table_components)
         return exact_model
 
@@ -367,40 +382,12 @@ class ExactChannelMCGSM(torch.nn.Module):
         return self.head.frequencies(self.input_linear()(x))
 
 
-def build_channel_models(config: MCGSMConfig, num_channels: int) -> torch.nn.ModuleList:
-    return build_per_channel(ChannelMCGSM, config, num_channels)
-
-
-WEIGHTS_FORMAT = "ridecodec-mcgsm-1"
-
-
-def save_weights(path: str | Path, config: MCGSMConfig, models: torch.nn.ModuleList, metadata: dict) -> None:
-    save_weights_file(path, WEIGHTS_FORMAT, config, models, metadata)
-
-
-def load_weights(path) -> tuple[MCGSMConfig, torch.nn.ModuleList, dict]:
-    """Read weights written by :func:`save_weights`; never executes code from the file."""
-    return load_weights_file(path, WEIGHTS_FORMAT, MCGSMConfig, build_channel_models)
-
-
-EXACT_WEIGHTS_FORMAT = "ridecodec-mcgsm-exact-1"
-
-
-def build_exact_channel_models(config: MCGSMConfig, num_channels: int) -> torch.nn.ModuleList:
-    return build_per_channel(ExactChannelMCGSM, config, num_channels)
-
-
-def load_exact_weights(path) -> tuple[MCGSMConfig, torch.nn.ModuleList, dict]:
-    """Exact weights (``export``'s files), or trained float weights quantized on loading."""
-    return load_exact_weights_file(
-        path,
-        EXACT_WEIGHTS_FORMAT,
-        MCGSMConfig,
-        build_exact_channel_models,
-        WEIGHTS_FORMAT,
-        build_channel_models,
-        ExactChannelMCGSM.quantize,
-    )
+#: The model's weights files, float and exact; training and the tests use the functions by these names.
+WEIGHTS_FILES = WeightsFiles(
+    "ridecodec-mcgsm-1", "ridecodec-mcgsm-exact-1", MCGSMConfig, ChannelMCGSM, ExactChannelMCGSM
+)
+build_channel_models, save_weights, load_weights = WEIGHTS_FILES.build, WEIGHTS_FILES.save, WEIGHTS_FILES.load
+load_exact_weights = WEIGHTS_FILES.load_exact
 
 
 #: Shipped weights, inside the package: gray for L (and alpha), colour for RGB. The float files
@@ -442,14 +429,13 @@ class MCGSMModel(PerChannelModel):
         self.reach = CausalReach(up=up, left=left, right=right)  # type: ignore[misc]  # from the weights
 
     def begin(self, canvas: torch.Tensor) -> StepFunction:
-        plan = [
-            (model, neighbourhood, canvas[planes], index)
-            for model, neighbourhood, planes, index in self._plan(canvas.shape[0])
-        ]
+        plans = self._plan(canvas.shape[0])
+        read = [canvas[plan.planes] for plan in plans]
 
         def step(rows: torch.Tensor, cols: torch.Tensor, channel: int) -> torch.Tensor:
-            model, neighbourhood, planes, index = plan[channel]
+            plan, planes = plans[channel], read[channel]
             dtype = torch.float64 if exact_cpu.usable(planes) else torch.int64
-            return model.frequencies(neighbourhood.gather(planes, rows, cols, index, dtype=dtype))
+            x = plan.neighbourhood.gather(planes, rows, cols, plan.channel, dtype=dtype)
+            return plan.network.frequencies(x)
 
         return step

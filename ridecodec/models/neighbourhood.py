@@ -99,13 +99,14 @@ class CausalNeighbourhood:
     ) -> torch.Tensor:
         """The conditioning vector of each (row, col) for predicting ``channel``: the
         neighbourhood in every channel of ``canvas`` (C, H, W), channel-major, followed by the
-        pixel's own channels before ``channel``. (N, C * size + channel), of ``dtype``."""
-        channels, height, width = canvas.shape
+        pixel's own channels before ``channel``. (N, C * size + channel), of ``dtype``. For a
+        batch of canvases (B, C, H, W), the vectors at the same positions of each: (B, N, ...)."""
+        width = canvas.shape[-1]
         index, grey = self.flat_indices(width, rows, cols)
-        planes = canvas.reshape(channels, height * width)
-        values = planes[:, index].to(dtype).masked_fill_(grey, MID_GREY)  # (C, N, size)
-        values = values.permute(1, 0, 2).reshape(len(rows), channels * self.size)
+        planes = canvas.flatten(-2)  # ([B,] C, H * W)
+        values = planes[..., index].to(dtype).masked_fill_(grey, MID_GREY)  # ([B,] C, N, size)
+        values = values.movedim(-3, -2).flatten(-2)  # ([B,] N, C * size)
         if channel == 0:
             return values
-        own = planes[:channel, rows * width + cols].to(dtype).T  # (N, channel)
-        return torch.cat([values, own], dim=1)
+        own = planes[..., :channel, rows * width + cols].to(dtype).transpose(-1, -2)  # ([B,] N, channel)
+        return torch.cat([values, own], dim=-1)

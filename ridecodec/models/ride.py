@@ -24,26 +24,21 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, cast
+from typing import Any, ClassVar, NamedTuple, cast
 
 import torch
 
 from .. import exact
 from .base import FLOAT_VERSIONS_NOTE, CausalReach
-from .discretize import mixture_bin_log_mass
+from .discretize import GaussianMixture, mixture_bin_log_mass
 from .layouts import PerChannelModel
-from .mcgsm import ExactMCGSMHead, FactorizedMCGSM, condense_mixture
-from .neighbourhood import MID_GREY, CausalNeighbourhood
+from .mcgsm import ExactMCGSMHead, FactorizedMCGSM, MixtureParameters, condense_mixture
+from .neighbourhood import CausalNeighbourhood
 from .slstm import NUM_GATES, ExactSpatialLSTM, ExactSpatialLSTMStepper, SpatialLSTM, SpatialLSTMStack
-from .weights import (
-    build_per_channel,
-    load as load_weights_file,
-    load_exact as load_exact_weights_file,
-    save as save_weights_file,
-)
+from .weights import WeightsFiles
 from .whitening import ConditionalWhitening
 
 
@@ -81,18 +76,12 @@ def conditioning(
     last_row: int | None = None,
 ) -> torch.Tensor:
     """``neighbourhood.gather`` for every pixel of rows first_row .. last_row - 1 of a batch of
-    images ``planes`` (B, C, H, W) uint8: (B, rows, W, C * size + channel) float32, the same
-    numbers as gathering image by image."""
-    batch, channels, height, width = planes.shape
+    images ``planes`` (B, C, H, W) uint8: (B, rows, W, C * size + channel) float32."""
+    batch, _, height, width = planes.shape
     last_row = height if last_row is None else last_row
     rows = torch.arange(first_row, last_row, device=planes.device).repeat_interleave(width)
     cols = torch.arange(width, device=planes.device).repeat(last_row - first_row)
-    index, grey = neighbourhood.flat_indices(width, rows, cols)  # (N, size)
-    flat = planes.reshape(batch, channels, height * width)
-    values = flat[:, :, index].to(torch.float32).masked_fill_(grey, MID_GREY)  # (B, C, N, size)
-    values = values.permute(0, 2, 1, 3).reshape(batch, len(rows), channels * neighbourhood.size)
-    own = flat[:, :channel, rows * width + cols].to(torch.float32).transpose(1, 2)  # (B, N, channel)
-    return torch.cat([values, own], dim=2).view(batch, last_row - first_row, width, -1)
+    return neighbourhood.gather(planes, rows, cols, channel).view(batch, last_row - first_row, width, -1)
 
 
 def interior(neighbourhood: CausalNeighbourhood, first_row: int, last_row: int, width: int):
@@ -107,6 +96,31 @@ def interior(neighbourhood: CausalNeighbourhood, first_row: int, last_row: int, 
         slice(max(0, neighbourhood.up - first_row), last_row - first_row),
         slice(neighbourhood.left, width - neighbourhood.right),
     )
+
+
+class FoldedRIDE(NamedTuple):
+    """A :class:`ChannelRIDE`'s parameters as coding and training use them (``ChannelRIDE.folded``)."""
+
+    input_matrix: torch.Tensor  # (D, 5 * hidden + 1 [+ D]): raw x -> [pre-activations | prediction [| x_w]]
+    input_bias: torch.Tensor  # (5 * hidden + 1 [+ D],)
+    head_matrix: torch.Tensor  # (hidden [+ D], F + C): u -> [features b_n . u | scale * a_c . u]
+    mixture: MixtureParameters  # the MCGSM head's gate and experts, variances in pixel units
+
+
+class FirstLayerInputs(NamedTuple):
+    """What a RIDE computes from the conditioning vectors x (N, D) in one product."""
+
+    pre_activations: torch.Tensor  # (N, 5 * hidden): the first spatial LSTM layer's, from x
+    direct: torch.Tensor  # (N, 1 [+ D]): what the head takes from x: the linear prediction [and x_w]
+
+
+class Band(NamedTuple):
+    """A band of rows of a scan (``ChannelRIDE.bands``)."""
+
+    first_row: int
+    last_row: int  # exclusive
+    h: torch.Tensor  # (B, rows * W, hidden): the top layer's hidden states
+    direct: torch.Tensor  # (B, rows * W, 1 [+ D]): as ``FirstLayerInputs.direct``
 
 
 class ChannelRIDE(torch.nn.Module):
@@ -131,16 +145,11 @@ class ChannelRIDE(torch.nn.Module):
             with torch.no_grad():
                 self.mcgsm.scales.add_(torch.linspace(-1, 1, self.config.num_scales))
 
-    def folded(self) -> tuple[torch.Tensor, ...]:
-        """The parameters as coding and training use them, the whitening folded in:
-
-        * ``input_matrix`` (D, 5 * hidden + 1 [+ D]), ``input_bias``: raw x -> [the first
-          layer's input pre-activations T_x x_w + bias | the linear prediction mean_y + p . x_w
-          [| x_w, if the head reads it]];
-        * ``head_matrix`` (hidden [+ D], F + C): u -> [features b_n . u | scale * a_c . u] for
-          the head's input u = h [or (h, x_w)];
-        * the MCGSM's gate weights, half precisions, priors and variances (pixel units), as
-          in ``ChannelMCGSM.table_parameters``.
+    def folded(self) -> FoldedRIDE:
+        """The parameters as coding and training use them, the whitening folded in: the input
+        matrix and bias map raw x to [the first layer's input pre-activations T_x x_w + bias |
+        the linear prediction mean_y + p . x_w [| x_w, if the head reads it]]; the head matrix
+        maps the head's input u = h [or (h, x_w)] to the MCGSM's features and component means.
 
         Coding computes them once per image; training recomputes them per batch (they are
         differentiable)."""
@@ -149,49 +158,39 @@ class ChannelRIDE(torch.nn.Module):
         if self.config.head_reads_neighbourhood:
             columns.append(torch.eye(len(w.x_mean), device=w.x_mean.device))
             biases.append(torch.zeros_like(w.x_mean))
-        input_matrix = w.x_whitening @ torch.cat(columns, dim=1)
-        input_bias = torch.cat(biases) - w.x_mean @ input_matrix
+        input_matrix, input_bias = w.fold(torch.cat(columns, dim=1), torch.cat(biases))
         head_matrix = torch.cat([mcgsm.features, w.y_scale * mcgsm.predictors.T], dim=1)
-        gate_weights = mcgsm.weights.square().T  # (F, C)
-        half_precisions = 0.5 * mcgsm.scales.exp()  # (C, S)
-        # bounded so that a table's arithmetic stays finite whatever the weights
-        variances = (w.y_scale.square() * (-mcgsm.scales).exp()).flatten().clamp(1e-4, 1e8)  # (C * S,)
-        return input_matrix, input_bias, head_matrix, gate_weights, half_precisions, mcgsm.priors, variances
+        return FoldedRIDE(input_matrix, input_bias, head_matrix, mcgsm.mixture_parameters(w.y_scale))
 
-    def first_layer_inputs(self, x: torch.Tensor, folded) -> tuple[torch.Tensor, torch.Tensor]:
-        """For conditioning vectors x (N, D): the first layer's input pre-activations
-        (N, 5 * hidden) and what the head takes from x directly (N, 1 [+ D]): the linear
-        prediction of the pixel [and x_w]; both views."""
-        projected = torch.addmm(folded[1], x, folded[0])
+    def first_layer_inputs(self, x: torch.Tensor, folded: FoldedRIDE) -> FirstLayerInputs:
+        """What x (N, D) gives in one product; both tensors are views of it."""
+        projected = torch.addmm(folded.input_bias, x, folded.input_matrix)
         gates = NUM_GATES * self.config.num_hiddens
-        return projected[:, :gates], projected[:, gates:]
+        return FirstLayerInputs(projected[:, :gates], projected[:, gates:])
 
-    def mixture(self, h: torch.Tensor, direct: torch.Tensor, folded) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def mixture(self, h: torch.Tensor, direct: torch.Tensor, folded: FoldedRIDE) -> GaussianMixture:
         """The condensed mixture for top hidden states h (N, hidden) and what the head takes
-        from x directly (N, 1 [+ D], ``first_layer_inputs``): weights, means and inverse standard
-        deviations (pixel units), each (N, K + 1)."""
-        _, _, head_matrix, gate_weights, half_precisions, priors, variances = folded
+        from x directly (N, 1 [+ D], ``FirstLayerInputs.direct``): each tensor (N, K + 1)."""
         head_input = torch.cat([h, direct[:, 1:]], dim=1) if self.config.head_reads_neighbourhood else h
-        projected = head_input @ head_matrix
+        projected = head_input @ folded.head_matrix
         features = projected[:, : self.config.num_features]
         means = projected[:, self.config.num_features :] + direct[:, :1]  # (N, C)
-        return condense_mixture(
-            features, means, gate_weights, half_precisions, priors, variances, self.config.table_components
-        )
+        return condense_mixture(features, means, folded.mixture, self.config.table_components)
 
-    def bands(self, neighbourhood: CausalNeighbourhood, planes: torch.Tensor, channel: int, folded):
-        """Scan a batch of images (B, C, H, W) band of rows by band of rows; yields
-        (first_row, last_row, h (B, rows * W, hidden), direct (B, rows * W, 1 [+ D])), ``direct``
-        as from ``first_layer_inputs``. Differentiable."""
+    def bands(
+        self, neighbourhood: CausalNeighbourhood, planes: torch.Tensor, channel: int, folded: FoldedRIDE
+    ) -> Iterator[Band]:
+        """Scan a batch of images (B, C, H, W) band of rows by band of rows. Differentiable."""
         batch, _, height, width = planes.shape
         rows_per_band = max(1, BAND_ELEMENTS // max(1, batch * width * NUM_GATES * self.config.num_hiddens))
         tops = None
         for first in range(0, height, rows_per_band):
             last = min(height, first + rows_per_band)
             x = conditioning(neighbourhood, planes, channel, first, last)
-            pre, direct = self.first_layer_inputs(x.flatten(0, 2), folded)
-            h, tops = self.slstm.scan(pre.view(batch, last - first, width, -1), tops)
-            yield first, last, h.view(batch, -1, h.shape[-1]), direct.view(batch, -1, direct.shape[-1])
+            inputs = self.first_layer_inputs(x.flatten(0, 2), folded)
+            h, tops = self.slstm.scan(inputs.pre_activations.view(batch, last - first, width, -1), tops)
+            direct = inputs.direct.view(batch, -1, inputs.direct.shape[-1])
+            yield Band(first, last, h.view(batch, -1, h.shape[-1]), direct)
 
     def log_likelihood(
         self,
@@ -209,33 +208,23 @@ class ChannelRIDE(torch.nn.Module):
         (``interior``)."""
         folded = self.folded()
         total = torch.zeros(len(planes), dtype=torch.float64, device=planes.device)
-        for first, last, h, direct in self.bands(neighbourhood, planes, channel, folded):
-            y = values[:, first:last].reshape(-1).long()
-            log_p = mixture_bin_log_mass(
-                y, *self.mixture(h.flatten(0, 1), direct.flatten(0, 1), folded), self.config.floor
-            )
-            log_p = log_p.view(len(planes), last - first, -1)
+        for band in self.bands(neighbourhood, planes, channel, folded):
+            y = values[:, band.first_row : band.last_row].reshape(-1).long()
+            mixture = self.mixture(band.h.flatten(0, 1), band.direct.flatten(0, 1), folded)
+            log_p = mixture_bin_log_mass(y, mixture.weights, mixture.means, mixture.inverse_stds, self.config.floor)
+            log_p = log_p.view(len(planes), band.last_row - band.first_row, -1)
             if interior_only:
-                rows, cols = interior(neighbourhood, first, last, log_p.shape[2])
+                rows, cols = interior(neighbourhood, band.first_row, band.last_row, log_p.shape[2])
                 log_p = log_p[:, rows, cols]
             total = total + log_p.double().sum((1, 2))
         return total
 
 
-def build_channel_models(config: RIDEConfig, num_channels: int) -> torch.nn.ModuleList:
-    return build_per_channel(ChannelRIDE, config, num_channels)
+class ExactProducts(NamedTuple):
+    """An :class:`ExactChannelRIDE`'s two exact matrix products."""
 
-
-WEIGHTS_FORMAT = "ridecodec-ride-1"
-
-
-def save_weights(path: str | Path, config: RIDEConfig, models: torch.nn.ModuleList, metadata: dict) -> None:
-    save_weights_file(path, WEIGHTS_FORMAT, config, models, metadata)
-
-
-def load_weights(path) -> tuple[RIDEConfig, torch.nn.ModuleList, dict]:
-    """Read weights written by :func:`save_weights`; never executes code from the file."""
-    return load_weights_file(path, WEIGHTS_FORMAT, RIDEConfig, build_channel_models)
+    inputs: exact.ExactLinear  # raw x -> [the first layer's input pre-activations | the head's direct inputs]
+    head: exact.ExactLinear  # the top layer's h -> the head's projections, less the direct inputs
 
 
 class ExactChannelRIDE(torch.nn.Module):
@@ -251,7 +240,7 @@ class ExactChannelRIDE(torch.nn.Module):
     input_weight: torch.Tensor
     input_bias: torch.Tensor
     head_weight: torch.Tensor
-    _linear: dict[Any, Any]  # the exact products, per (device, weights' versions)
+    _linear: dict[Any, ExactProducts]  # per (device, weights' versions)
 
     def __init__(self, dim_in: int, config: RIDEConfig):
         super().__init__()
@@ -274,7 +263,8 @@ class ExactChannelRIDE(torch.nn.Module):
         hidden, gates = config.num_hiddens, NUM_GATES * config.num_hiddens
         exact_model = cls(len(model.whitening.x_mean), config)
         with torch.no_grad():
-            input_matrix, input_bias, head_matrix, *_ = copy.deepcopy(model).double().folded()
+            folded = copy.deepcopy(model).double().folded()
+            input_matrix, input_bias, head_matrix = folded.input_matrix, folded.input_bias, folded.head_matrix
             prediction, prediction_bias = input_matrix[:, gates], input_bias[gates]
             if config.head_reads_neighbourhood:  # x_w = (x - mean) W, then the head's rows for x_w
                 direct = input_matrix[:, gates + 1 :] @ head_matrix[hidden:]
@@ -297,14 +287,14 @@ class ExactChannelRIDE(torch.nn.Module):
             exact_model.head = ExactMCGSMHead.quantize(model.mcgsm, model.whitening.y_scale, config.table_components)
         return exact_model
 
-    def linears(self) -> tuple[exact.ExactLinear, exact.ExactLinear]:
-        """(input, head) exact products, built once per device and weights."""
+    def linears(self) -> ExactProducts:
+        """The exact products, built once per device and weights."""
         key = (self.input_weight.device, self.input_weight._version, self.head_weight._version)
         if key not in self._linear:
             self._linear = {
-                key: (
-                    exact.ExactLinear(self.input_weight, self.input_bias, 255),
-                    exact.ExactLinear(self.head_weight, None, 1 << exact.ACT_BITS),
+                key: ExactProducts(
+                    inputs=exact.ExactLinear(self.input_weight, self.input_bias, 255),
+                    head=exact.ExactLinear(self.head_weight, None, 1 << exact.ACT_BITS),
                 )
             }
         return self._linear[key]
@@ -316,53 +306,33 @@ class ExactRIDESteps:
 
     def __init__(self, model: RIDEModel, canvas: torch.Tensor):
         width = canvas.shape[2]
-        self.plan = [
-            (
-                channel_model,
-                neighbourhood,
-                canvas[planes],
-                index,
-                ExactSpatialLSTMStepper(channel_model.layers, width, canvas.device),
-            )
-            for channel_model, neighbourhood, planes, index in model._plan(canvas.shape[0])
-        ]
+        self.plans = model._plan(canvas.shape[0])
+        self.planes = [canvas[plan.planes] for plan in self.plans]
+        self.states = [ExactSpatialLSTMStepper(plan.network.layers, width, canvas.device) for plan in self.plans]
 
     def __call__(self, rows: torch.Tensor, cols: torch.Tensor, channel: int) -> torch.Tensor:
-        model, neighbourhood, planes, index, states = self.plan[channel]
-        input_linear, head_linear = model.linears()
+        plan, states = self.plans[channel], self.states[channel]
+        model: ExactChannelRIDE = plan.network
+        products = model.linears()
         gates = NUM_GATES * model.config.num_hiddens
-        x = neighbourhood.gather(planes, rows, cols, index, dtype=states.dtype)
+        x = plan.neighbourhood.gather(self.planes[channel], rows, cols, plan.channel, dtype=states.dtype)
         if states.dtype == torch.float64:  # the CPU kernels' path: exact integers in float64
-            projected = input_linear.float_result(x)
+            projected = products.inputs.float_result(x)
             h = states.step(projected[:, :gates], cols)
-            return model.head.frequencies(projected[:, gates:] + head_linear.float_result(h))
-        projected = input_linear(x)
+            return model.head.frequencies(projected[:, gates:] + products.head.float_result(h))
+        projected = products.inputs(x)
         h = states.step(projected[:, :gates], cols)
-        return model.head.frequencies(projected[:, gates:] + head_linear(h))
+        return model.head.frequencies(projected[:, gates:] + products.head(h))
 
     def state_elements(self) -> int:
         """Numbers of recurrent state held for the image, all channels and layers."""
-        return sum(states.state_elements() for *_, states in self.plan)
+        return sum(states.state_elements() for states in self.states)
 
 
-EXACT_WEIGHTS_FORMAT = "ridecodec-ride-exact-1"
-
-
-def build_exact_channel_models(config: RIDEConfig, num_channels: int) -> torch.nn.ModuleList:
-    return build_per_channel(ExactChannelRIDE, config, num_channels)
-
-
-def load_exact_weights(path) -> tuple[RIDEConfig, torch.nn.ModuleList, dict]:
-    """Exact weights (``export_exact``'s files), or trained float weights quantized on loading."""
-    return load_exact_weights_file(
-        path,
-        EXACT_WEIGHTS_FORMAT,
-        RIDEConfig,
-        build_exact_channel_models,
-        WEIGHTS_FORMAT,
-        build_channel_models,
-        ExactChannelRIDE.quantize,
-    )
+#: The model's weights files, float and exact; training and the tests use the functions by these names.
+WEIGHTS_FILES = WeightsFiles("ridecodec-ride-1", "ridecodec-ride-exact-1", RIDEConfig, ChannelRIDE, ExactChannelRIDE)
+build_channel_models, save_weights, load_weights = WEIGHTS_FILES.build, WEIGHTS_FILES.save, WEIGHTS_FILES.load
+load_exact_weights = WEIGHTS_FILES.load_exact
 
 
 #: Shipped weights, inside the package: gray for L (and alpha), colour for RGB. The float files

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import cast
+from typing import NamedTuple, cast
 
 import torch
 
@@ -87,10 +87,23 @@ class SpatialLSTM(torch.nn.Module):
         return torch.tanh(c * o), c
 
 
+class RowStates(NamedTuple):
+    """One layer's states along a row of positions, what the next band of rows reads above it."""
+
+    h: torch.Tensor  # (B, W, hidden)
+    c: torch.Tensor  # (B, W, hidden)
+
+
+class Diagonals(NamedTuple):
+    """The anti-diagonals d = i + j of an H x W grid, in the order a scan visits them."""
+
+    first_rows: list[int]  # per diagonal, its first row
+    indices: list[torch.Tensor]  # per diagonal, the raster indices i * W + j of its positions, rows ascending
+    to_raster: torch.Tensor  # the permutation from diagonal order back to raster order
+
+
 @functools.lru_cache(maxsize=16)
-def _diagonals(height: int, width: int, device: torch.device):
-    """For each anti-diagonal d = i + j: its first row and the raster indices i * W + j of its
-    positions, rows ascending; and the permutation from diagonal order back to raster order."""
+def _diagonals(height: int, width: int, device: torch.device) -> Diagonals:
     first_rows, indices = [], []
     for d in range(height + width - 1):
         lo, hi = max(0, d - width + 1), min(height - 1, d)
@@ -98,7 +111,7 @@ def _diagonals(height: int, width: int, device: torch.device):
         first_rows.append(lo)
         indices.append((rows * width + d - rows).to(device))
     to_raster = torch.argsort(torch.cat(indices).cpu()).to(device)
-    return first_rows, indices, to_raster
+    return Diagonals(first_rows, indices, to_raster)
 
 
 class SpatialLSTMStack(torch.nn.Module):
@@ -116,14 +129,16 @@ class SpatialLSTMStack(torch.nn.Module):
         for layer in cast("list[SpatialLSTM]", self.layers):
             layer.initialize(generator)
 
-    def scan(self, first_pre: torch.Tensor, tops: list | None = None):
+    def scan(
+        self, first_pre: torch.Tensor, tops: list[RowStates] | None = None
+    ) -> tuple[torch.Tensor, list[RowStates]]:
         """Run the stack over images or patches.
 
         ``first_pre`` (B, H, W, 5 * hidden): the first layer's pre-activations from its inputs,
         bias included (the caller folds its input normalisation into them). ``tops``: per layer,
-        (h, c) of the row just above, each (B, W, hidden), or None for the image's top edge.
-        Returns the top layer's h (B, H, W, hidden) and, per layer, (h, c) of the last row, to
-        continue with the next band of rows.
+        the states of the row just above, or None for the image's top edge. Returns the top
+        layer's h (B, H, W, hidden) and, per layer, the states of the last row, to continue with
+        the next band of rows.
         """
         pre = first_pre
         h = first_pre  # the layer below's states: set by each layer, read from the second on
@@ -136,7 +151,7 @@ class SpatialLSTMStack(torch.nn.Module):
         return h, last_rows
 
 
-def _scan_layer(layer: SpatialLSTM, pre: torch.Tensor, top):
+def _scan_layer(layer: SpatialLSTM, pre: torch.Tensor, top: RowStates | None) -> tuple[torch.Tensor, RowStates]:
     """One layer over (B, H, W, 5 * hidden) input pre-activations, anti-diagonal by anti-diagonal.
 
     Diagonal d holds rows lo..hi (position (i, d - i) for row i). The left neighbour of (i, d - i)
@@ -159,8 +174,8 @@ def _scan_layer(layer: SpatialLSTM, pre: torch.Tensor, top):
         h_left, c_left = h_pad[:, shift + 1 : shift + 1 + n], c_pad[:, shift + 1 : shift + 1 + n]
         h_up, c_up = h_pad[:, shift : shift + n], c_pad[:, shift : shift + n]
         if top is not None and lo == 0:  # row 0 reads the band above instead of zeros
-            h_up = torch.cat([top[0][:, d : d + 1], h_up[:, 1:]], 1)
-            c_up = torch.cat([top[1][:, d : d + 1], c_up[:, 1:]], 1)
+            h_up = torch.cat([top.h[:, d : d + 1], h_up[:, 1:]], 1)
+            c_up = torch.cat([top.c[:, d : d + 1], c_up[:, 1:]], 1)
         recurrent = torch.cat([h_left, h_up] + ([c_left, c_up] if layer.extended else []), 2).reshape(batch * n, -1)
         step_pre = torch.addmm(flat_pre[:, index].reshape(batch * n, -1), recurrent, layer.recurrent_weights)
         h, c = layer.cell(step_pre, c_left.reshape(batch * n, hidden), c_up.reshape(batch * n, hidden))
@@ -170,7 +185,7 @@ def _scan_layer(layer: SpatialLSTM, pre: torch.Tensor, top):
         lo_prev = lo
     h_all = torch.cat(hs, 1)[:, to_raster].view(batch, height, width, hidden)
     # the last row is the last position of each diagonal from d = H - 1 on
-    last_row = tuple(torch.stack([s[:, -1] for s in states[height - 1 :]], 1) for states in (hs, cs))
+    last_row = RowStates(*(torch.stack([s[:, -1] for s in states[height - 1 :]], 1) for states in (hs, cs)))
     return h_all, last_row
 
 

@@ -11,10 +11,10 @@ from __future__ import annotations
 import os
 import pickle
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import torch
 
@@ -129,3 +129,45 @@ def conditioning_size(neighbourhood: CausalNeighbourhood, channels: int, channel
     """Inputs of the model for ``channel``: the neighbourhood in every channel, then the pixel's
     own channels coded before it (the layout of ``CausalNeighbourhood.gather``)."""
     return channels * neighbourhood.size + channel
+
+
+ConfigT = TypeVar("ConfigT")
+
+
+@dataclass(frozen=True)
+class WeightsFiles(Generic[ConfigT]):
+    """A built-in model's two kinds of weights file: its trained float networks
+    (``channel_type``, files of ``float_format``) and their exact quantization (``exact_type``,
+    made by ``exact_type.quantize``, files of ``exact_format``), one network per channel."""
+
+    float_format: str
+    exact_format: str
+    config_type: type[ConfigT]
+    channel_type: type
+    exact_type: Any  # a class with a classmethod quantize(float network) -> exact network
+
+    def build(self, config: ConfigT, num_channels: int) -> torch.nn.ModuleList:
+        return build_per_channel(self.channel_type, config, num_channels)
+
+    def build_exact(self, config: ConfigT, num_channels: int) -> torch.nn.ModuleList:
+        return build_per_channel(self.exact_type, config, num_channels)
+
+    def save(self, path: str | Path, config: ConfigT, models: torch.nn.ModuleList, metadata: dict) -> None:
+        save(path, self.float_format, config, models, metadata)
+
+    def load(self, path) -> tuple[ConfigT, torch.nn.ModuleList, dict]:
+        """Float weights written by :meth:`save`; never executes code from the file."""
+        return load(path, self.float_format, self.config_type, self.build)
+
+    def load_exact(self, path) -> tuple[ConfigT, torch.nn.ModuleList, dict]:
+        """Exact weights (``python -m ridecodec.models.export``'s files), or trained float weights
+        quantized on loading."""
+        return load_exact(
+            path,
+            self.exact_format,
+            self.config_type,
+            self.build_exact,
+            self.float_format,
+            self.build,
+            self.exact_type.quantize,
+        )

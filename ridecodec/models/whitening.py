@@ -58,6 +58,12 @@ class ConditionalWhitening(torch.nn.Module):
     def whiten_inputs(self, x: torch.Tensor) -> torch.Tensor:
         return (x - self.x_mean) @ self.x_whitening
 
+    def fold(self, matrix: torch.Tensor, bias: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The affine map ``x_w @ matrix + bias`` of whitened inputs as (matrix, bias) of the same
+        map of raw inputs x, so that a model applies it in one product without whitening first."""
+        folded = self.x_whitening @ matrix
+        return folded, bias - self.x_mean @ folded
+
     def linear_prediction(self, x_w: torch.Tensor) -> torch.Tensor:
         """The best linear prediction of y (pixel units) from whitened inputs, (N,)."""
         return self.y_mean + x_w @ self.y_predictor
