@@ -52,6 +52,10 @@ from .modes import DEEP_MODES, GRAY16_MODES, SUPPORTED_MODES, ModeTransform  # a
 
 _DEEP_MODE_OF_CHANNELS = {1: "I;16", 2: "LA;16", 3: "RGB;16", 4: "RGBA;16"}
 
+#: File extensions (lower case, with the dot) that training, calibration and the benchmarks take
+#: for images when they read a folder.
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".ppm", ".pgm", ".webp"})
+
 
 @dataclass(frozen=True)
 class CodedImage:

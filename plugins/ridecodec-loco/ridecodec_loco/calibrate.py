@@ -22,6 +22,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ridecodec.imageio import IMAGE_SUFFIXES
+
 from .model import (
     ACTIVITY_THRESHOLDS,
     ALPHABET_SIZE,
@@ -33,7 +35,6 @@ from .model import (
     prediction_and_context,
 )
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".pgm", ".ppm"}
 LOG_SCALE_RANGE = (np.log(0.1), np.log(64.0))
 
 

@@ -21,9 +21,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .network import PixelCNN
+from ridecodec.imageio import IMAGE_SUFFIXES
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff"}
+from .network import PixelCNN
 
 
 def load_gray(folders: list[str]) -> list[np.ndarray]:
