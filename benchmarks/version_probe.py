@@ -1,6 +1,6 @@
 """Does a probe choose a model's version as well as coding the whole image would?
 
-For each image of a set, the encoder (api.model_for) codes a centre crop of SIDE x SIDE pixels
+For each image of a set, the encoder (codec.model_for) codes a centre crop of SIDE x SIDE pixels
 with the model's current version and each of its ``alternative_versions`` and keeps the shortest.
 This script makes the same choice and compares it with whole-image results of each version (two
 `benchmarks/compare.py --json` runs, one per version's weights, e.g. with `--weights`):

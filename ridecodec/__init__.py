@@ -1,20 +1,23 @@
 """ridecodec: a lossless image codec whose probabilities come from learned density models."""
 
 from .api import (
+    Encoded,
     compress,
     compress_file,
     decompress,
     decompress_file,
     decompress_image,
     decompress_to_png,
+    encode,
     read_header,
 )
 from .errors import RidecodecError
 from .registry import available_models, default_model, load_model
 
-__version__ = "0.5.0"
+__version__ = "0.6.0"
 
 __all__ = [
+    "Encoded",
     "RidecodecError",
     "available_models",
     "compress",
@@ -24,6 +27,7 @@ __all__ = [
     "decompress_image",
     "decompress_to_png",
     "default_model",
+    "encode",
     "load_model",
     "read_header",
 ]

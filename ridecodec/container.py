@@ -33,7 +33,9 @@ MAGIC = b"\x89RDC\r\n\x1a\n"
 FORMAT_VERSION = 1
 CODER_STORED = 0  # the pixels as they are: for images the model cannot compress
 CODER_RANGE_CATEGORICAL = 1  # constriction RangeEncoder, Categorical(perfect=False), float32 tables
-CODER_PNG = 2  # a PNG file of the original image: where every model loses to PNG (ridecodec.fallback)
+CODER_PNG = 2  # a PNG file of the original image: where the model loses to PNG (codec.encode)
+#: How reports (info, eval) name what a payload holds.
+CODER_NAMES = {CODER_RANGE_CATEGORICAL: "model", CODER_PNG: "png", CODER_STORED: "stored"}
 
 #: Refuse to decode images with more pixels than this, 2^25 (33.5 megapixels: a 24-megapixel photo
 #: fits), sized to the decoder's speed: it caps what a file can make a default decode do, about 10

@@ -34,7 +34,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from . import api, container, engine, imageio, orientation, registry
+from . import api, engine, imageio, orientation, registry
 from .errors import InputError, RidecodecError, UnsupportedImageError
 
 
@@ -126,9 +126,6 @@ def classical_bits(pixels: np.ndarray) -> dict[str, int]:
 
 
 # --- results ----------------------------------------------------------------------------------
-
-#: What ImageResult.coder says for each of the container's coders.
-CODER_NAMES = {container.CODER_RANGE_CATEGORICAL: "model", container.CODER_PNG: "png", container.CODER_STORED: "stored"}
 
 
 def how_coded(values: dict) -> str:
@@ -374,8 +371,9 @@ def evaluate_image(
     """Measure one image (see the module docstring); ``weights``: a weights file for the model
     instead of its shipped weights, as for ``compress``."""
     started = time.perf_counter()
-    data = api.compress(pixels, model=model, device=device, effort=effort, weights=weights)
+    encoded = api.encode(pixels, model=model, device=device, effort=effort, weights=weights)
     encode_seconds = time.perf_counter() - started
+    data, header = encoded.data, encoded.header
 
     decode_seconds = verified = None
     if verify:
@@ -384,15 +382,14 @@ def evaluate_image(
         decode_seconds = time.perf_counter() - started
         verified = decoded.shape == pixels.shape and bool(np.array_equal(decoded, pixels))
 
-    header = api.read_header(data)
-    planes = imageio.to_coded(pixels).pixels  # (C, H, W), as compress coded them
+    planes = encoded.coded.pixels  # (C, H, W), as coded
     channels, height, width = planes.shape
     num_pixels = height * width
-    # the version the file was coded with (the encoder may choose one of the model's alternatives)
-    density_model = registry.load_model(model, api.resolve_device(device), weights, version=header.model_version)
+    # the model's likelihood of the image, measured apart from the coder, with the version, the
+    # orientation and the variant of its tables that the file uses (whatever its payload holds)
     value_sets = header.used_values()
     likelihood_bits = engine.variant_code_length_bits(
-        density_model,
+        encoded.model,
         orientation.orient(planes, header.orientation),
         engine.Variant(value_sets, header.adaptation, header.colours()),
     )
@@ -414,7 +411,7 @@ def evaluate_image(
         value_sets=value_sets is not None,
         adapted=bool(header.adaptation),
         colour_set=header.colour_set is not None,
-        coder=CODER_NAMES[header.coder],
+        coder=encoded.coder,
         model_version=header.model_version,
     )
 

@@ -36,8 +36,9 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
-from . import api, depth, engine, imageio
+from . import codec, depth, engine, imageio
 from .container import DEFAULT_MAX_PIXELS
+from .devices import resolve_device
 from .errors import RidecodecError
 from .models.lowbyte import LowByteModel
 
@@ -113,17 +114,19 @@ def plane_costs(
     ``split``: as the engine's, default one call per step on one thread), for the variant of the
     tables the encoder would keep: of ``variants`` (default: what ``compress`` tries), the one
     whose costs, with what it adds to the header, are smallest; and that variant."""
-    variants = api.candidate_variants(pixels) if variants is None else variants
+    variants = codec.candidate_variants(pixels) if variants is None else variants
     costs = engine.symbol_costs(model, pixels, variants, progress, split or engine.Split())
     # the encoder compares payload bytes; ideal code lengths rank the variants the same but for
     # the coder's overhead (a few bytes), so this is the encoder's choice up to near ties
-    totals = [cost.sum() / 8 + api.variant_header_bytes(variant, len(pixels)) for cost, variant in zip(costs, variants)]
+    totals = [
+        cost.sum() / 8 + codec.variant_header_bytes(variant, len(pixels)) for cost, variant in zip(costs, variants)
+    ]
     best = int(np.argmin(totals))
     return costs[best], variants[best]
 
 
 #: The planes ``compress`` codes for an image (the CLI converts once, then explains).
-coded_image = api.coded_image
+coded_image = codec.coded_image
 
 
 def explain(
@@ -139,10 +142,10 @@ def explain(
     binary file: whatever ``compress`` takes), under ``model`` (default: the one ``compress``
     would pick). ``progress(done, total)``, ``threads`` and ``weights`` as for ``compress``;
     ``max_pixels``: refuse larger images (default: what decoders accept)."""
-    coded = api.coded_image(image, max_pixels)
-    device = api.resolve_device(device)
-    name, density_model = api.model_for(coded, model, device, weights)
-    split = api.coding_split(density_model, threads)
+    coded = codec.coded_image(image, max_pixels)
+    device = resolve_device(device)
+    name, density_model = codec.model_for(coded, model, device, weights)
+    split = codec.coding_split(density_model, threads)
     names = CHANNEL_NAMES[coded.layout]
     if coded.original_mode == "P" and coded.layout == "L":
         names = ("index",)

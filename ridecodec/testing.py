@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import api, container, engine, registry
+from . import api, engine, registry
 from .models.base import ALPHABET_SIZE, CHANNEL_LAYOUTS, DensityModel
 
 
@@ -150,10 +150,9 @@ def check_file_size(name: str) -> None:
     model = registry.load_model(name)
     image = synthetic_image(40, 48, seed=3)
     code_length = engine.code_length_bits(model, image[None])
-    data = api.compress(image, model=name, device="cpu")
-    header = api.read_header(data)
-    assert header.coder == container.CODER_RANGE_CATEGORICAL, f"{name}: a smooth image was stored raw"
-    payload_bits = 8 * (len(data) - header.header_length)
+    encoded = api.encode(image, model=name, device="cpu")
+    assert encoded.coder == "model", f"{name}: a smooth image was stored raw or as PNG"
+    payload_bits = 8 * encoded.payload_bytes
     assert payload_bits <= code_length * 1.001 + 64, (
         f"{name}: the payload costs {payload_bits} bits, the code length is {code_length:.0f}"
     )
@@ -198,7 +197,7 @@ def available_kernel_sets() -> list[str]:
 _DECODE_SCRIPT = r"""
 import json, sys
 import torch
-from ridecodec import api
+from ridecodec import api, codec
 results = {"capability": torch.backends.cpu.get_cpu_capability(), "files": {}}
 for path in sys.argv[1:]:
     data = open(path, "rb").read()
@@ -206,7 +205,7 @@ for path in sys.argv[1:]:
     for threads in (1, 2):
         for rows in (1, 3, None):
             try:  # the whole decoder, 16-bit low bytes and pixel CRC included
-                api._decode(data, "cpu", None, api.DEFAULT_MAX_PIXELS, threads, rows)
+                codec.decode(data, "cpu", None, api.DEFAULT_MAX_PIXELS, threads, rows)
             except Exception as error:
                 outcomes.append(f"{threads} threads, {rows or 'all'} per call: {error}")
     results["files"][path] = outcomes

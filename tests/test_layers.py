@@ -20,6 +20,7 @@ LAYERS = {
     "depth": 1,
     "orientation": 1,
     "fileio": 1,
+    "devices": 1,
     "adaptive": 1,
     "coloursets": 1,
     "schedule": 2,
@@ -28,7 +29,8 @@ LAYERS = {
     "imageio": 4,
     "engine": 4,
     "registry": 4,
-    "api": 5,
+    "codec": 5,
+    "api": 5.5,  # the public face of codec.py
     "evaluation": 6,
     "testing": 6,
     "explain": 6,

@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 import ridecodec
-from ridecodec import api, container, engine, registry
+from ridecodec import api, codec, container, engine, registry
 from ridecodec.cli import main
 from ridecodec.errors import FormatError
 from ridecodec.evaluation import evaluate_image
@@ -49,7 +49,8 @@ def test_sparse_images_are_coded_with_their_value_sets(channels):
     image = sparse(channels=channels)
     planes = np.ascontiguousarray(image[None] if channels == 1 else image.transpose(2, 0, 1))
     model = registry.load_model(registry.default_model("L" if channels == 1 else "RGB"), "cpu")
-    payload, _, variant = api._encode_smallest(model, planes, 1, None)
+    payload, chosen, _ = codec._encode_smallest(model, planes, 1, None)
+    variant = chosen.variant
     assert variant.value_sets is not None and variant.value_sets.shape == (channels, 256)
     # against the same image coded with the model's own tables
     plain = engine.encode_pixels(model, planes)

@@ -54,7 +54,7 @@ def _compress_one(
         image = imageio.open_image(io.BytesIO(stdin_bytes), "<stdin>")
     progress = Progress(f"compressing {input_name(source)}", show_progress)
     try:
-        data = api.compress(
+        encoded = api.encode(
             image,
             model=model,
             device=device,
@@ -67,14 +67,14 @@ def _compress_one(
         )
     finally:
         progress.close()
-    header = api.read_header(data)
+    header = encoded.header
     oriented = f", {orientation.describe(header.orientation)}" if header.orientation else ""
     report = (
         f"{input_name(source)} -> {output_name(destination)}: "
-        f"{len(data)} bytes, {8 * len(data) / header.num_pixels:.3f} bits per pixel "
+        f"{len(encoded.data)} bytes, {encoded.bits_per_pixel:.3f} bits per pixel "
         f"({header.model_name}{oriented})"
     )
-    return Coded(data, report, is_jpeg=_starts_like_jpeg(source, stdin_bytes))
+    return Coded(encoded.data, report, is_jpeg=_starts_like_jpeg(source, stdin_bytes))
 
 
 @click.command()
