@@ -68,7 +68,7 @@ def liars(tmp_path, monkeypatch):
     """Two lying plug-ins, installed through entry points where subprocesses see them too."""
     sources = {
         "liar-batch": ("the batch size", "0.01 * len(rows)"),
-        "liar-kernels": ("the CPU kernels", "(0.01 if torch.backends.cpu.get_cpu_capability() == 'AVX2' else 0.0)"),
+        "liar-kernels": ("the CPU kernels", "(0.01 if torch.backends.cpu.get_cpu_capability() == 'DEFAULT' else 0.0)"),
     }
     lines = []
     for name, (what, bump) in sources.items():
@@ -90,11 +90,13 @@ def test_determinism_check_catches_tables_that_change_with_the_split(liars):
         testing.check_determinism("liar-batch")
 
 
-@pytest.mark.skipif("avx2" not in testing.available_kernel_sets(), reason="this CPU has no AVX2")
+@pytest.mark.skipif(len(testing.available_kernel_sets()) < 2, reason="one kernel set only")
 def test_cross_kernel_check_catches_tables_that_change_with_the_kernels(liars):
+    """The liar's tables differ under the default (SSE) kernels only, so the check must find it
+    whatever kernels this CPU runs by itself (AVX2 or AVX-512)."""
     testing.check_determinism("liar-kernels")  # in one process it looks exact ...
-    with pytest.raises(AssertionError, match="not exact across kernels: avx2"):
-        testing.check_cross_kernel("liar-kernels")  # ... but not under AVX2 kernels
+    with pytest.raises(AssertionError, match="not exact across kernels: default"):
+        testing.check_cross_kernel("liar-kernels")  # ... but not under the default kernels
 
 
 _FLOAT_MATH = r"""
