@@ -13,10 +13,8 @@ import numpy as np
 import torch
 
 from ..errors import InputError
-from ..imageio import open_image
+from ..imageio import IMAGE_SUFFIXES, open_image
 from ..models.neighbourhood import CausalNeighbourhood
-
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".ppm", ".pgm", ".webp"}
 
 #: How images are turned into training planes, by --color. "rct" (G, R - G + 128, B - G + 128,
 #: modulo 256: a reversible colour transform within 8 bits) exists for the colour experiment

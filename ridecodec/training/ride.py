@@ -158,7 +158,8 @@ def tune_head(
         with torch.no_grad():
             folded = model.folded()
             bands = list(model.bands(neighbourhood, patches, c, folded))  # in raster order
-            h, direct = (torch.cat([band[i] for band in bands], dim=1) for i in (2, 3))
+            h = torch.cat([band.h for band in bands], dim=1)
+            direct = torch.cat([band.direct for band in bands], dim=1)
         # the interior pixels only, as in training
         rows, cols = interior(neighbourhood, 0, patches.shape[2], patches.shape[3])
         h = h.view(*patches.shape[::2], patches.shape[3], -1)[:, rows, cols].flatten(0, 2)
