@@ -395,6 +395,24 @@ def mixture_frequencies(
     return (torch.diff(scaled, dim=1) + FLOOR_UNITS).to(torch.float32)
 
 
+def softmax_frequencies(logits: torch.Tensor, in_bits: int) -> torch.Tensor:
+    """Integer frequency tables (N, 256), returned as float32, of a softmax over 256 logits (the
+    PixelRNN family's output): ``logits`` (N, 256) int64 at 2**-``in_bits``.
+
+    Each logit's weight is exp(logit - the row's maximum) from the ``exp_neg`` table (at 2**-24;
+    the maximum's is 2**24); the cumulative weights, scaled to MIXTURE_UNITS, are differenced and
+    FLOOR_UNITS added, so the 256 frequencies are positive integers summing to exactly 2**24, the
+    same on every device."""
+    logits = logits.contiguous()
+    difference = logits.max(1, keepdim=True).values - logits  # >= 0
+    weights = exp_neg(difference, in_bits)
+    cumulative = torch.cumsum(weights, 1)
+    total = cumulative[:, -1:]
+    scaled = (cumulative * MIXTURE_UNITS) // total  # < 2**32 * 2**24: exact in int64
+    scaled = torch.cat([torch.zeros_like(total), scaled], 1)
+    return (torch.diff(scaled, dim=1) + FLOOR_UNITS).to(torch.float32)
+
+
 def _all_edges(device: torch.device) -> torch.Tensor:
     """The 257 bin edges -0.5 .. 255.5 at 2**-MEAN_BITS, int64."""
     return (torch.arange(ALPHABET + 1, dtype=torch.int64, device=device) << MEAN_BITS) - (1 << (MEAN_BITS - 1))

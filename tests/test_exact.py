@@ -300,3 +300,14 @@ def test_a_damaged_table_file_is_one_line_and_touches_nothing(tmp_path, monkeypa
     finally:
         monkeypatch.undo()
         clear()
+
+
+def test_softmax_frequencies_are_positive_and_sum_to_2_24():
+    """The PixelRNN family's integer softmax (the plug-ins pixelcnn and rowlstm use it)."""
+    logits = torch.from_numpy(np.random.default_rng(0).integers(-(1 << 20), 1 << 20, (50, 256)))
+    logits[0] = 0  # a flat row
+    logits[1, 7] = 1 << 22  # one value takes (nearly) everything
+    table = exact.softmax_frequencies(logits, 12).double()
+    assert (table > 0).all() and (table.sum(1) == 2**24).all()
+    assert int(table[1].argmax()) == 7 and table[1, 7] == exact.MIXTURE_UNITS + exact.FLOOR_UNITS
+    assert (table[0] == table[0, 0]).all()  # equal logits, equal frequencies

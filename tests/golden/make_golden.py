@@ -23,8 +23,8 @@ from ridecodec.testing import synthetic_graphic, synthetic_image, synthetic_imag
 
 HERE = Path(__file__).resolve().parent
 MANIFEST = HERE / "MANIFEST.json"
-#: The models the corpus guards: the built-ins and the example plug-in.
-MODELS = ("ride", "mcgsm", "loco", "pixelcnn")
+#: The models the corpus guards: the built-ins and the plug-ins in plugins/.
+MODELS = ("ride", "mcgsm", "loco", "pixelcnn", "rowlstm")
 
 
 def pixel_digest(pixels: np.ndarray) -> str:

@@ -45,18 +45,6 @@ def _offsets(size: int, kind: str) -> list[tuple[int, int]]:
     return offsets + ([(0, 0)] if kind == "B" else [])
 
 
-def frequencies(logits: torch.Tensor) -> torch.Tensor:
-    """(N, 256) int64 logits at 2**-ACT_BITS -> (N, 256) float32 integer frequencies summing to 2**24."""
-    logits = logits.contiguous()
-    difference = logits.max(1, keepdim=True).values - logits  # >= 0
-    weights = exact.exp_neg(difference, ACT_BITS)  # at 2**-24; the maximum is 2**24
-    cumulative = torch.cumsum(weights, 1)
-    total = cumulative[:, -1:]
-    scaled = (cumulative * exact.MIXTURE_UNITS) // total  # < 2**32 * 2**24
-    scaled = torch.cat([torch.zeros_like(total), scaled], 1)
-    return (torch.diff(scaled, dim=1) + exact.FLOOR_UNITS).to(torch.float32)
-
-
 def _rescale(values: torch.Tensor, bits: int) -> torch.Tensor:
     return exact.shift_round(values, bits).clamp_(-ACT_CLAMP, ACT_CLAMP)
 
@@ -153,7 +141,7 @@ class PixelCNNModel(DensityModel):
             features = self.features(images[i : i + 1])[0].reshape(CHANNELS, -1).t()  # (H*W, C)
             symbols = images[i, 0].reshape(-1).long()
             for start in range(0, len(symbols), 16384):  # 1x1 layers and tables in chunks: bounded memory
-                table = frequencies(self.head(features[start : start + 16384])).double()
+                table = exact.softmax_frequencies(self.head(features[start : start + 16384]), ACT_BITS).double()
                 actual = table.gather(1, symbols[start : start + 16384, None])[:, 0]
                 total[i] += torch.log(actual / table.sum(1)).sum()
         return total
@@ -190,6 +178,6 @@ class PixelCNNModel(DensityModel):
                 gathered = flat_planes[b][:, where.reshape(-1)].view(CHANNELS, n, -1)  # (C, N, K)
                 gathered = gathered.permute(1, 0, 2).reshape(n, -1)
                 h = (h + layers[f"residual{b}"].at(gathered)).clamp_(-ACT_CLAMP, ACT_CLAMP)
-            return frequencies(self.head(h.clamp(min=0)))
+            return exact.softmax_frequencies(self.head(h.clamp(min=0)), ACT_BITS)
 
         return step

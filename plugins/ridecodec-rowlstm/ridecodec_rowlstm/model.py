@@ -9,7 +9,7 @@ construction), converted back to int64 exactly. The gates' input-to-state and st
 products are added as integers at 2**-(ACT_BITS + WEIGHT_BITS) before one ``shift_round``;
 sigmoid and tanh are ``exact.sigmoid`` / ``exact.tanh`` lookups (the shipped tables), and the
 cell update ``f c + i g`` and ``o tanh(c)`` are int64 products rescaled by ``shift_round``. The
-softmax is pixelcnn's integer one (``frequencies``): 256 positive frequencies summing to 2**24.
+softmax is the exact toolkit's (``exact.softmax_frequencies``): 256 positive frequencies summing to 2**24.
 
 Decoding caches every layer: ``begin`` keeps one plane of ``relu(h_0)``, one of the LSTM states
 and one of the memory cells. A step computes, at its own positions only: ``h_0`` from the canvas
@@ -47,18 +47,6 @@ FIRST_OFFSETS = [(dy, dx) for dy in range(-3, 1) for dx in range(-3, 4) if dy < 
 INPUT_STATE_OFFSETS = [(0, -1), (0, 0)]  # 1x3, mask B
 STATE_STATE_OFFSETS = [(-1, -1), (-1, 0), (-1, 1)]  # the previous row's states: a 1x3 kernel's taps
 STATE_STATE_TAPS = [(0, dx) for _, dx in STATE_STATE_OFFSETS]
-
-
-def frequencies(logits: torch.Tensor) -> torch.Tensor:
-    """(N, 256) int64 logits at 2**-ACT_BITS -> (N, 256) float32 integer frequencies summing to 2**24."""
-    logits = logits.contiguous()
-    difference = logits.max(1, keepdim=True).values - logits  # >= 0
-    weights = exact.exp_neg(difference, ACT_BITS)  # at 2**-24; the maximum is 2**24
-    cumulative = torch.cumsum(weights, 1)
-    total = cumulative[:, -1:]
-    scaled = (cumulative * exact.MIXTURE_UNITS) // total  # < 2**32 * 2**24
-    scaled = torch.cat([torch.zeros_like(total), scaled], 1)
-    return (torch.diff(scaled, dim=1) + exact.FLOOR_UNITS).to(torch.float32)
 
 
 def _rescale(values: torch.Tensor, bits: int) -> torch.Tensor:
@@ -191,7 +179,7 @@ class RowLSTMModel(DensityModel):
             features = self.features(images[i : i + 1]).reshape(CHANNELS, -1).t()  # (H*W, C)
             symbols = images[i, 0].reshape(-1).long()
             for start in range(0, len(symbols), 16384):  # 1x1 layers and tables in chunks: bounded memory
-                table = frequencies(self.head(features[start : start + 16384])).double()
+                table = exact.softmax_frequencies(self.head(features[start : start + 16384]), ACT_BITS).double()
                 actual = table.gather(1, symbols[start : start + 16384, None])[:, 0]
                 total[i] += torch.log(actual / table.sum(1)).sum()
         return total
@@ -237,6 +225,6 @@ class RowLSTMModel(DensityModel):
             cells[:, (rows + 1) * width + cols] = cell.t()
             states[:, centre] = state.t().to(torch.float64)
             h = (h + state).clamp_(-ACT_CLAMP, ACT_CLAMP)
-            return frequencies(self.head(h))
+            return exact.softmax_frequencies(self.head(h), ACT_BITS)
 
         return step

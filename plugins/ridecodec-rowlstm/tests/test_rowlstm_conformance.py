@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from ridecodec import exact, testing
-
-# (ridecodec_rowlstm is imported inside the tests: ruff sorts it with ridecodec once the root
-# pyproject.toml's known-first-party lists it, with the third-party packages until then)
+from ridecodec import testing
+from ridecodec_rowlstm.export import quantize
+from ridecodec_rowlstm.model import ACT_BITS, INPUT_BITS, LAYERS, WEIGHT_BITS, RowLSTMModel
+from ridecodec_rowlstm.network import RowLSTM
 
 #: the checks that take more than about 10 seconds here (subprocesses; steps of one position)
 SLOW = {"check_cross_kernel", "check_determinism"}
@@ -27,22 +27,9 @@ def test_rowlstm_conforms(check):
     check("rowlstm")
 
 
-def test_frequencies_are_positive_and_sum_to_2_24():
-    from ridecodec_rowlstm.model import frequencies
-
-    logits = torch.from_numpy(np.random.default_rng(0).integers(-(1 << 20), 1 << 20, (50, 256)))
-    logits[0] = 0  # a flat row
-    logits[1, 7] = 1 << 22  # one value takes (nearly) everything
-    table = frequencies(logits).double()
-    assert (table > 0).all() and (table.sum(1) == 2**24).all()
-    assert int(table[1].argmax()) == 7 and table[1, 7] == exact.MIXTURE_UNITS + exact.FLOOR_UNITS
-
-
 def test_steps_match_the_whole_image_on_a_wide_image():
     """The recurrence over many rows: the stepped tables (cached planes, the row above's states)
     equal log_prob's whole-image computation on an image wider than tall and one taller than wide."""
-    from ridecodec_rowlstm.model import RowLSTMModel
-
     model = RowLSTMModel()
     for height, width in ((5, 23), (21, 4)):
         pixels = testing.synthetic_image(height, width, seed=height)[None]
@@ -54,9 +41,6 @@ def test_steps_match_the_whole_image_on_a_wide_image():
 def test_integer_network_matches_the_float_export():
     """The shipped integers come from the float Row LSTM: the exact softmax's code length on a
     smooth image is within 1% of the float network's, quantization included."""
-    from ridecodec_rowlstm.export import quantize
-    from ridecodec_rowlstm.model import ACT_BITS, INPUT_BITS, LAYERS, WEIGHT_BITS, RowLSTMModel
-    from ridecodec_rowlstm.network import RowLSTM
 
     model = RowLSTMModel()
     network = RowLSTM()
