@@ -33,7 +33,7 @@ from .models.lowbyte import LowByteModel
 
 
 def coded_image(image, max_pixels: int = DEFAULT_MAX_PIXELS) -> CodedImage:
-    """The planes :func:`compress` codes for ``image`` (anything it takes, or a CodedImage), or a
+    """The planes :func:`encode` codes for ``image`` (anything it takes, or a CodedImage), or a
     one-line error; refuses more than ``max_pixels`` pixels."""
     if isinstance(image, (str, os.PathLike)) or hasattr(image, "read"):
         image = imageio.open_image(image)
