@@ -19,38 +19,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 
-from ridecodec.imageio import IMAGE_SUFFIXES
+from ridecodec.training.crops import load_gray, random_crops
 
 from .network import PixelCNN
-
-
-def load_gray(folders: list[str]) -> list[np.ndarray]:
-    images = []
-    for folder in folders:
-        for path in sorted(Path(folder).iterdir()):
-            if path.suffix.lower() in IMAGE_SUFFIXES:
-                with Image.open(path) as image:
-                    images.append(np.asarray(image.convert("L")))
-    if not images:
-        raise SystemExit("no training images found")
-    return images
-
-
-def batch(images: list[np.ndarray], size: int, crop: int, rng: np.random.Generator) -> torch.Tensor:
-    out = np.empty((size, 1, crop, crop), dtype=np.uint8)
-    for k in range(size):
-        image = images[rng.integers(len(images))]
-        if rng.random() < 0.5:
-            image = image.T  # transposes and flips: the orientations --effort may code in
-        top = rng.integers(image.shape[0] - crop + 1)
-        left = rng.integers(image.shape[1] - crop + 1)
-        patch = image[top : top + crop, left : left + crop]
-        if rng.random() < 0.5:
-            patch = patch[:, ::-1]
-        out[k, 0] = patch
-    return torch.from_numpy(out)
 
 
 def main(argv=None):
@@ -111,7 +83,7 @@ def main(argv=None):
         lr = args.lr * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * elapsed / budget)))
         for group in optimizer.param_groups:
             group["lr"] = lr
-        loss = model.nll_bits(batch(images, args.batch, args.crop, rng))
+        loss = model.nll_bits(random_crops(images, args.batch, args.crop, rng))
         optimizer.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
