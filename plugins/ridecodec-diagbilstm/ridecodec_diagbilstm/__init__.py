@@ -1,0 +1,5 @@
+"""ridecodec plug-in: Diagonal BiLSTM (van den Oord, Kalchbrenner, Kavukcuoglu 2016), gray, exact."""
+
+from .model import DiagBiLSTMModel
+
+__all__ = ["DiagBiLSTMModel"]
