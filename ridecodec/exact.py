@@ -413,6 +413,39 @@ def softmax_frequencies(logits: torch.Tensor, in_bits: int) -> torch.Tensor:
     return (torch.diff(scaled, dim=1) + FLOOR_UNITS).to(torch.float32)
 
 
+def softmax_log_prob(
+    logits_of, features: torch.Tensor, symbols: torch.Tensor, in_bits: int, chunk: int = 16384
+) -> torch.Tensor:
+    """Natural log-probability (a float64 scalar) of ``symbols`` (N,) under the tables
+    :func:`softmax_frequencies` makes of ``logits_of(features[rows])`` (int64 logits at
+    2**-``in_bits``), the tables the coder is handed: what a softmax model's ``log_prob`` returns
+    for one image. Computed ``chunk`` rows at a time, so that memory stays bounded on large images."""
+    total = torch.zeros((), dtype=torch.float64, device=features.device)
+    for start in range(0, len(symbols), chunk):
+        table = softmax_frequencies(logits_of(features[start : start + chunk]), in_bits).double()
+        actual = table.gather(1, symbols[start : start + chunk, None].long())[:, 0]
+        total += torch.log(actual / table.sum(1)).sum()
+    return total
+
+
+def fixed_point_layer(
+    name: str, weight: torch.Tensor, bias: torch.Tensor | None, input_bits: int, weight_bits: int
+) -> dict[str, np.ndarray]:
+    """A trained float layer -> the int32 arrays a model ships (``{name}_weight`` and, with a bias,
+    ``{name}_bias``): weights at 2**-``weight_bits`` (mask them first), the bias at the scale of the
+    layer's products, 2**-(``input_bits`` + ``weight_bits``). For exporting weights once; raises
+    ValueError if a value does not fit int32."""
+    values = {f"{name}_weight": to_fixed(weight.detach().double(), weight_bits)}
+    if bias is not None:
+        values[f"{name}_bias"] = to_fixed(bias.detach().double(), input_bits + weight_bits)
+    arrays = {}
+    for key, value in values.items():
+        if value.numel() and int(value.abs().max()) >= 2**31:
+            raise ValueError(f"{key} does not fit int32 at these scales")
+        arrays[key] = value.cpu().numpy().astype(np.int32)
+    return arrays
+
+
 def _all_edges(device: torch.device) -> torch.Tensor:
     """The 257 bin edges -0.5 .. 255.5 at 2**-MEAN_BITS, int64."""
     return (torch.arange(ALPHABET + 1, dtype=torch.int64, device=device) << MEAN_BITS) - (1 << (MEAN_BITS - 1))

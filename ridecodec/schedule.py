@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from . import exact_cpu
-from .models.base import ALPHABET_SIZE, CausalReach, DensityModel
+from .models.base import ALPHABET_SIZE, CausalReach, CodingOrder, DensityModel
 
 
 @dataclass(frozen=True)
@@ -59,7 +59,85 @@ class Wavefront:
             yield t, rows, t - stride * rows
 
 
-def wavefront_for(model: DensityModel, height: int, width: int) -> Wavefront:
+@dataclass(frozen=True)
+class Scaled:
+    """``order``'s positions scaled by ``factor``: (r, c) becomes (factor * r, factor * c). The
+    order of a subsampled image (every ``factor``-th row and column) on the full image's grid."""
+
+    order: CodingOrder
+    factor: int
+
+    @property
+    def num_steps(self) -> int:
+        return self.order.num_steps
+
+    def steps(self) -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
+        for t, rows, cols in self.order.steps():
+            yield t, rows * self.factor, cols * self.factor
+
+
+@dataclass(frozen=True, eq=False)
+class Skipping:
+    """``order`` without the positions where ``skip`` (bool (H, W)) is true; steps left empty are
+    dropped. For the later stage of an order in stages, which skips what earlier stages coded."""
+
+    order: CodingOrder
+    skip: np.ndarray
+
+    def _kept(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        skip = torch.from_numpy(np.asarray(self.skip, dtype=bool))
+        for _, rows, cols in self.order.steps():
+            keep = ~skip[rows, cols]
+            if bool(keep.any()):
+                yield rows[keep], cols[keep]
+
+    @property
+    def num_steps(self) -> int:
+        return sum(1 for _ in self._kept())
+
+    def steps(self) -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
+        for t, (rows, cols) in enumerate(self._kept()):
+            yield t, rows, cols
+
+
+@dataclass(frozen=True)
+class Stages:
+    """Several orders one after the other, numbered as one (their positions must not overlap and
+    must cover the image together). The multi-scale order: a subsampled image first, then the
+    rest of the pixels, each stage in its own order."""
+
+    stages: tuple[CodingOrder, ...]
+
+    @property
+    def num_steps(self) -> int:
+        return sum(stage.num_steps for stage in self.stages)
+
+    def steps(self) -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
+        first = 0  # a stage numbers its steps after the earlier stages (with gaps, like a wavefront)
+        for stage in self.stages:
+            for t, rows, cols in stage.steps():
+                yield first + t, rows, cols
+            first += stage.num_steps
+
+
+def subsampled_first(height: int, width: int, factor: int, small_right: int | None, right: int | None) -> Stages:
+    """The multi-scale order of an H x W image: first the subsampled image of pixels
+    (factor * i, factor * j) in the wavefront order of right-reach ``small_right`` on its own
+    grid, then every other pixel in the wavefront order of right-reach ``right`` on the full grid
+    (None: raster order). A model of the second stage may read every pixel of the first, above,
+    below, left or right, besides those of earlier steps."""
+    small = Wavefront(-(-height // factor), -(-width // factor), small_right)
+    skip = np.zeros((height, width), dtype=bool)
+    skip[::factor, ::factor] = True
+    return Stages((Scaled(small, factor), Skipping(Wavefront(height, width, right), skip)))
+
+
+def wavefront_for(model: DensityModel, height: int, width: int) -> CodingOrder:
+    """The order in which ``model`` codes an H x W image: its own (``coding_order``), or the
+    wavefront of its reach (raster order for an unbounded one)."""
+    order = model.coding_order(height, width)
+    if order is not None:
+        return order
     reach: CausalReach | None = model.reach
     return Wavefront(height, width, None if reach is None else reach.right)
 

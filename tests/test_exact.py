@@ -311,3 +311,24 @@ def test_softmax_frequencies_are_positive_and_sum_to_2_24():
     assert (table > 0).all() and (table.sum(1) == 2**24).all()
     assert int(table[1].argmax()) == 7 and table[1, 7] == exact.MIXTURE_UNITS + exact.FLOOR_UNITS
     assert (table[0] == table[0, 0]).all()  # equal logits, equal frequencies
+
+
+def test_softmax_log_prob_is_the_coders_tables_in_any_chunks():
+    generator = torch.Generator().manual_seed(0)
+    features = torch.randint(-(1 << 14), 1 << 14, (50, 256), generator=generator)
+    symbols = torch.randint(0, 256, (50,), generator=generator)
+    table = exact.softmax_frequencies(features, 12).double()
+    expected = torch.log(table[torch.arange(50), symbols] / table.sum(1)).sum()
+    for chunk in (1, 7, 50, 1000):
+        got = exact.softmax_log_prob(lambda rows: rows, features, symbols, 12, chunk)
+        assert torch.allclose(got, expected, rtol=0, atol=1e-9)
+
+
+def test_fixed_point_layer_rounds_weights_and_biases_to_their_scales():
+    weight = torch.tensor([[0.5, -0.25], [1.0, 0.0]])
+    arrays = exact.fixed_point_layer("layer", weight, torch.tensor([0.5, -1.0]), input_bits=3, weight_bits=4)
+    assert arrays["layer_weight"].tolist() == [[8, -4], [16, 0]] and arrays["layer_weight"].dtype == np.int32
+    assert arrays["layer_bias"].tolist() == [64, -128]
+    assert set(exact.fixed_point_layer("x", weight, None, 3, 4)) == {"x_weight"}
+    with pytest.raises(ValueError, match="x_weight does not fit int32"):
+        exact.fixed_point_layer("x", weight * 2.0**20, None, 3, 12)

@@ -6,7 +6,9 @@ may offer a fourth:
 1. **A causal reach** (:class:`CausalReach`): how far up, left and right (in earlier rows) its
    prediction for a pixel can look, recurrence included. The engine derives the decoding order
    from it: with right-reach ``r`` all pixels with the same ``t = (r + 1) * row + col`` are
-   decoded together. ``reach = None`` means "unbounded" and gets plain raster order.
+   decoded together. ``reach = None`` means "unbounded" and gets plain raster order. A model
+   coded in another order altogether (a multi-scale model: a subsampled image first, then the
+   rest) returns it from ``coding_order(height, width)`` (:class:`CodingOrder`).
 
 2. **A stepping function**: ``begin(canvas)`` returns a callable
    ``step(rows, cols, channel) -> (N, 256) float32 tensor`` giving, for each listed position, a
@@ -56,9 +58,9 @@ from __future__ import annotations
 
 import abc
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, Protocol
 
 import torch
 
@@ -75,6 +77,18 @@ FLOAT_VERSIONS_NOTE = (
 )
 
 StepFunction = Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor]
+
+
+class CodingOrder(Protocol):
+    """The order in which pixels are coded: ``steps()`` yields (t, rows, cols) for t = 0, 1, ...
+    (rows and cols: int64 CPU tensors, rows ascending within a step; every pixel exactly once),
+    and ``num_steps`` says how many. ``ridecodec.schedule`` has the wavefront and the building
+    blocks of other orders (``Scaled``, ``Skipping``, ``Stages``, ``subsampled_first``)."""
+
+    @property
+    def num_steps(self) -> int: ...
+
+    def steps(self) -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]: ...
 
 
 @dataclass(frozen=True)
@@ -148,6 +162,13 @@ class DensityModel(torch.nn.Module, abc.ABC):
     @abc.abstractmethod
     def log_prob(self, images: torch.Tensor) -> torch.Tensor:
         """Natural-log likelihood of each uint8 image in (B, C, H, W); returns (B,) float64."""
+
+    def coding_order(self, height: int, width: int) -> CodingOrder | None:
+        """The order in which this model codes an H x W image, for a model that is coded neither
+        in the wavefront of its reach nor in raster order (a multi-scale model codes a subsampled
+        image first). None, the default: the engine derives the order from ``reach``. Encoder,
+        decoder, sampler and the conformance kit all follow what this returns."""
+        return None
 
     @property
     def device(self) -> torch.device:

@@ -28,12 +28,8 @@ def quantize(network: PixelCNN) -> dict[str, np.ndarray]:
     for layer in LAYERS:
         module = modules[layer]
         input_bits = INPUT_BITS if layer == "first" else ACT_BITS
-        weight = exact.to_fixed(module.weight.detach().double() * module.mask.double(), WEIGHT_BITS)
-        assert module.bias is not None  # (every layer has a bias)
-        bias = exact.to_fixed(module.bias.detach().double(), input_bits + WEIGHT_BITS)
-        for key, value in ((f"{layer}_weight", weight), (f"{layer}_bias", bias)):
-            assert value.abs().max() < 2**31, f"{key} does not fit int32"
-            arrays[key] = value.numpy().astype(np.int32)
+        weight = module.weight * module.mask
+        arrays.update(exact.fixed_point_layer(layer, weight, module.bias, input_bits, WEIGHT_BITS))
     return arrays
 
 

@@ -140,10 +140,7 @@ class PixelCNNModel(DensityModel):
         for i in range(b):
             features = self.features(images[i : i + 1])[0].reshape(CHANNELS, -1).t()  # (H*W, C)
             symbols = images[i, 0].reshape(-1).long()
-            for start in range(0, len(symbols), 16384):  # 1x1 layers and tables in chunks: bounded memory
-                table = exact.softmax_frequencies(self.head(features[start : start + 16384]), ACT_BITS).double()
-                actual = table.gather(1, symbols[start : start + 16384, None])[:, 0]
-                total[i] += torch.log(actual / table.sum(1)).sum()
+            total[i] = exact.softmax_log_prob(self.head, features, symbols, ACT_BITS)
         return total
 
     # --- decoding, layer by layer at the step's positions ---------------------------------------

@@ -24,16 +24,9 @@ def quantize(network: RowLSTM) -> dict[str, np.ndarray]:
     arrays = {}
     for layer in LAYERS:
         module = getattr(network, layer)
-        weight = module.weight.detach().double()
-        if hasattr(module, "mask"):
-            weight = weight * module.mask.double()
+        weight = module.weight * module.mask if hasattr(module, "mask") else module.weight
         input_bits = INPUT_BITS if layer == "first" else ACT_BITS
-        values = {f"{layer}_weight": exact.to_fixed(weight, WEIGHT_BITS)}
-        if module.bias is not None:
-            values[f"{layer}_bias"] = exact.to_fixed(module.bias.detach().double(), input_bits + WEIGHT_BITS)
-        for key, value in values.items():
-            assert value.abs().max() < 2**31, f"{key} does not fit int32"
-            arrays[key] = value.numpy().astype(np.int32)
+        arrays.update(exact.fixed_point_layer(layer, weight, module.bias, input_bits, WEIGHT_BITS))
     return arrays
 
 
