@@ -55,6 +55,7 @@ def compress(
     weights: str | os.PathLike | None = None,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     model_only: bool = False,
+    model_pixel_limit: int | None = None,
 ) -> bytes:
     """Compress an image (numpy array, PIL image, path or seekable binary file) to .rdc bytes.
 
@@ -68,6 +69,8 @@ def compress(
     ``max_pixels``: refuse larger images (the decoders' default limit, see ``container``).
     ``model_only``: code with the model even where a PNG of the image would be smaller (which the
     file otherwise keeps instead, see README "Never larger than PNG"): for measuring a model.
+    ``model_pixel_limit``: code images up to this many pixels with a model that declares itself
+    too slow for large images (its ``pixel_limit``; default: that limit), instead of refusing.
     :func:`encode` takes the same arguments and also says what was chosen.
     """
     return encode(
@@ -80,6 +83,7 @@ def compress(
         weights=weights,
         max_pixels=max_pixels,
         model_only=model_only,
+        model_pixel_limit=model_pixel_limit,
     ).data
 
 
@@ -96,11 +100,14 @@ def decompress_image(
     max_pixels: int = DEFAULT_MAX_PIXELS,
     threads: int = 1,
     weights: str | os.PathLike | None = None,
+    model_pixel_limit: int | None = None,
 ) -> Image.Image:
     """Decompress .rdc bytes (or a path, or a binary file) to a PIL image in the original mode
     (palette included). 16-bit images other than gray have no Pillow mode: use
     :func:`decompress`. ``threads``: CPU threads for an exact model (see :func:`compress`)."""
-    return imageio.from_coded(decode(data, device, progress, max_pixels, threads, weights=weights))
+    return imageio.from_coded(
+        decode(data, device, progress, max_pixels, threads, weights=weights, model_pixel_limit=model_pixel_limit)
+    )
 
 
 def decompress(
@@ -110,11 +117,14 @@ def decompress(
     max_pixels: int = DEFAULT_MAX_PIXELS,
     threads: int = 1,
     weights: str | os.PathLike | None = None,
+    model_pixel_limit: int | None = None,
 ) -> np.ndarray:
     """Decompress .rdc bytes (or a path, or a binary file) to a numpy array equal to the array the
     file was made from, or to ``np.asarray`` of the original image: (H, W) for L and P indices
     (bool for mode 1), (H, W, C) for LA, RGB and RGBA; uint16 for 16-bit images."""
-    return imageio.to_array(decode(data, device, progress, max_pixels, threads, weights=weights))
+    return imageio.to_array(
+        decode(data, device, progress, max_pixels, threads, weights=weights, model_pixel_limit=model_pixel_limit)
+    )
 
 
 def decompress_to_png(
@@ -124,10 +134,13 @@ def decompress_to_png(
     max_pixels: int = DEFAULT_MAX_PIXELS,
     threads: int = 1,
     weights: str | os.PathLike | None = None,
+    model_pixel_limit: int | None = None,
 ) -> bytes:
     """Decompress .rdc bytes (or a path, or a binary file) to PNG bytes: the original image in its
     mode, or with 16 bits per sample for 16-bit images."""
-    return imageio.coded_png_bytes(decode(data, device, progress, max_pixels, threads, weights=weights))
+    return imageio.coded_png_bytes(
+        decode(data, device, progress, max_pixels, threads, weights=weights, model_pixel_limit=model_pixel_limit)
+    )
 
 
 def default_compressed_path(source: str | os.PathLike) -> Path:
@@ -152,9 +165,11 @@ def compress_file(
     threads: int = 1,
     weights: str | os.PathLike | None = None,
     model_only: bool = False,
+    model_pixel_limit: int | None = None,
 ) -> Path:
     """Compress an image file to ``destination`` (default: beside it, .rdc); returns the path.
-    ``effort``, ``threads``, ``weights``, ``model_only``: as for :func:`compress`."""
+    ``effort``, ``threads``, ``weights``, ``model_only``, ``model_pixel_limit``: as for
+    :func:`compress`."""
     destination = Path(destination) if destination is not None else default_compressed_path(source)
     refuse_to_overwrite(destination, force)  # before the slow part
     data = compress(
@@ -166,6 +181,7 @@ def compress_file(
         threads=threads,
         weights=weights,
         model_only=model_only,
+        model_pixel_limit=model_pixel_limit,
     )
     write_atomically(destination, data, force=force)
     return destination
@@ -181,13 +197,20 @@ def decompress_file(
     max_pixels: int = DEFAULT_MAX_PIXELS,
     threads: int = 1,
     weights: str | os.PathLike | None = None,
+    model_pixel_limit: int | None = None,
 ) -> Path:
     """Decompress a .rdc file to a PNG (default: beside it, .png); returns the path. ``weights``:
     the weights file it was compressed with, if not the model's shipped ones."""
     destination = Path(destination) if destination is not None else default_decompressed_path(source)
     refuse_to_overwrite(destination, force)  # before the slow part
     png = decompress_to_png(
-        read_file(source), device=device, progress=progress, max_pixels=max_pixels, threads=threads, weights=weights
+        read_file(source),
+        device=device,
+        progress=progress,
+        max_pixels=max_pixels,
+        threads=threads,
+        weights=weights,
+        model_pixel_limit=model_pixel_limit,
     )
     write_atomically(destination, png, force=force)
     return destination

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -229,14 +230,18 @@ def encode(
     weights: str | os.PathLike | None = None,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     model_only: bool = False,
+    model_pixel_limit: int | None = None,
+    notice: Callable[[str], None] | None = None,
 ) -> Encoded:
     """Compress ``image`` (what ``api.compress`` takes, or a CodedImage) and say how: the
-    arguments are ``api.compress``'s, which documents them."""
+    arguments are ``api.compress``'s, which documents them; ``notice(line)`` is told, before the
+    work starts, how long a slow model will take (see :func:`check_model_size`)."""
     if not 1 <= effort <= orientation.NUM_ORIENTATIONS:
         raise RidecodecError(f"effort must be 1..{orientation.NUM_ORIENTATIONS}, not {effort}")
     coded = coded_image(image, max_pixels)
     device = resolve_device(device)
     name, density_model, probe_bits = _chosen_model(coded, model, device, weights)
+    check_model_size(density_model, coded.height, coded.width, effort, model_pixel_limit, notice)
     split = coding_split(density_model, threads)
     coding, first, low = depth.split(coded.pixels) if coded.bit_depth == 16 else (None, coded.pixels, None)
     # one progress bar over both passes of a 16-bit image: the first bytes, then the low bytes
@@ -356,10 +361,19 @@ def _rdc_bytes(data) -> bytes:
 
 
 def decode(
-    data, device, progress, max_pixels: int, threads: int = 1, rows_per_call: int | None = None, weights=None
+    data,
+    device,
+    progress,
+    max_pixels: int,
+    threads: int = 1,
+    rows_per_call: int | None = None,
+    weights=None,
+    model_pixel_limit: int | None = None,
+    notice: Callable[[str], None] | None = None,
 ) -> CodedImage:
     """The planes of .rdc bytes (or a path, or a binary file), checked against the file's CRC; the
-    arguments are ``api.decompress``'s (``rows_per_call``: the conformance kit's step splits)."""
+    arguments are ``api.decompress``'s (``rows_per_call``: the conformance kit's step splits;
+    ``notice``: as for :func:`encode`)."""
     header, payload = container.parse(_rdc_bytes(data), max_pixels)
     # the payload holds the pixels in the recorded orientation (transposed: W rows of H)
     shape = orientation.oriented_shape((header.channels, header.height, header.width), header.orientation)
@@ -371,6 +385,7 @@ def decode(
     else:
         device = resolve_device(device)
         density_model = _installed_model(header, device, weights)
+        check_model_size(density_model, header.height, header.width, 1, model_pixel_limit, notice)
         split = coding_split(density_model, threads, rows_per_call)
         deep = header.deep
         low_length = deep.low_payload_length if deep is not None else 0
@@ -421,6 +436,46 @@ def decode(
         header.transparency,
         header.bit_depth,
     )
+
+
+#: A slow model's coding is announced (``notice``) when it will take longer than this.
+NOTICE_SECONDS = 10.0
+
+
+def describe_seconds(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} seconds"
+    if seconds < 90 * 60:
+        return f"{seconds / 60:.0f} minutes"
+    return f"{seconds / 3600:.1f} hours"
+
+
+def check_model_size(
+    density_model,
+    height: int,
+    width: int,
+    codings: int = 1,
+    limit: int | None = None,
+    notice: Callable[[str], None] | None = None,
+) -> None:
+    """Refuse an image larger than a slow model's ``pixel_limit`` (or ``limit``, which raises or
+    lowers it) in one line with an estimate of the time it would take; else, where the model
+    declares its speed and the coding (``codings`` passes) will take more than NOTICE_SECONDS,
+    tell ``notice``. Why: a model coded in raster order may need an hour for a photograph, and a
+    user should hear that before it starts, not after."""
+    limit = density_model.pixel_limit if limit is None else limit
+    per_pixel = density_model.seconds_per_pixel
+    pixels = height * width
+    estimate = None if per_pixel is None else per_pixel * pixels * codings
+    about = "" if estimate is None else f" (about {describe_seconds(estimate)} on one CPU thread)"
+    if limit is not None and pixels > limit:
+        raise UnsupportedImageError(
+            f"model {density_model.name!r} is slow for large images{about}: this {width}x{height} image has "
+            f"{pixels} pixels, more than its limit of {limit}; raise it with --model-pixel-limit {pixels} "
+            "(model_pixel_limit= in Python) to code it anyway"
+        )
+    if notice is not None and estimate is not None and estimate > NOTICE_SECONDS:
+        notice(f"model {density_model.name!r} codes this {width}x{height} image in {about.strip(' ()')}")
 
 
 def _installed_model(header: Header, device: torch.device, weights=None):

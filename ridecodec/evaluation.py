@@ -367,18 +367,21 @@ def evaluate_image(
     verify: bool = False,
     effort: int = 1,
     weights: str | Path | None = None,
+    model_pixel_limit: int | None = None,
 ) -> ImageResult:
     """Measure one image (see the module docstring); ``weights``: a weights file for the model
-    instead of its shipped weights, as for ``compress``."""
+    instead of its shipped weights, and ``model_pixel_limit``, as for ``compress``."""
     started = time.perf_counter()
-    encoded = api.encode(pixels, model=model, device=device, effort=effort, weights=weights)
+    encoded = api.encode(
+        pixels, model=model, device=device, effort=effort, weights=weights, model_pixel_limit=model_pixel_limit
+    )
     encode_seconds = time.perf_counter() - started
     data, header = encoded.data, encoded.header
 
     decode_seconds = verified = None
     if verify:
         started = time.perf_counter()
-        decoded = api.decompress(data, device=device, weights=weights)
+        decoded = api.decompress(data, device=device, weights=weights, model_pixel_limit=model_pixel_limit)
         decode_seconds = time.perf_counter() - started
         verified = decoded.shape == pixels.shape and bool(np.array_equal(decoded, pixels))
 
@@ -428,6 +431,7 @@ def evaluate(
     effort: int = 1,
     crop: int | None = None,
     weights: str | Path | None = None,
+    model_pixel_limit: int | None = None,
 ) -> Report:
     """Evaluate ``model`` on image files and directories (see :func:`image_paths`).
 
@@ -436,6 +440,7 @@ def evaluate(
     called before each image. ``effort``: orientations tried per image, as for ``compress``.
     ``crop``: measure the centre ``crop`` x ``crop`` pixels of each image (to keep big sets affordable).
     ``weights``: a weights file for the model instead of its shipped weights (e.g. from training).
+    ``model_pixel_limit``: as for ``compress`` (images above a slow model's limit are skipped).
     Files that are not images, or images that cannot be measured, are listed in the report's
     ``skipped`` with the reason.
     """
@@ -454,7 +459,11 @@ def evaluate(
             progress(path.name)
         try:
             pixels = load_pixels(path, color, crop)
-            results.append(evaluate_image(path.name, pixels, model, resolved, classical, verify, effort, weights))
+            results.append(
+                evaluate_image(
+                    path.name, pixels, model, resolved, classical, verify, effort, weights, model_pixel_limit
+                )
+            )
         except (InputError, UnsupportedImageError) as error:  # this image's fault: measure the others
             reason = str(error).removeprefix(f"{path}: ")
             skipped.append(SkippedFile(path.name, reason))

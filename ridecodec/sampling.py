@@ -31,6 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .codec import describe_seconds
 from .errors import ModelNotFoundError, PluginError, RidecodecError, UnsupportedImageError
 from .models.base import ALPHABET_SIZE, CHANNEL_LAYOUTS, DensityModel
 from .schedule import coding_context, wavefront_for
@@ -282,14 +283,6 @@ def estimated_seconds(model: DensityModel, mode: str, height: int, width: int, t
     if per_step < 0 or per_pixel < 0:  # timing noise: fall back to the cost per pixel of the wide probe
         per_step, per_pixel = 0.0, measured[1] / rows[1][1]
     return per_step * wavefront_for(model, height, width).num_steps + per_pixel * height * width
-
-
-def describe_seconds(seconds: float) -> str:
-    if seconds < 90:
-        return f"{seconds:.0f} seconds"
-    if seconds < 90 * 60:
-        return f"{seconds / 60:.0f} minutes"
-    return f"{seconds / 3600:.1f} hours"
 
 
 def check_size(model: DensityModel, mode: str, height: int, width: int, max_pixels: int, threads: int = 1) -> None:

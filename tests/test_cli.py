@@ -11,6 +11,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 import ridecodec
+from ridecodec import container
 from ridecodec.cli import main
 from ridecodec.errors import FormatError, InputError, ModelNotFoundError, OutputExistsError, UnsupportedImageError
 
@@ -294,3 +295,56 @@ def test_threads_change_nothing_in_the_file_or_the_pixels(tmp_path):
     )
     assert result.exit_code == 0, result.output
     assert np.array_equal(np.asarray(Image.open(tmp_path / "b.png")), image)
+
+
+# --- models too slow for large images -------------------------------------------------------------
+
+
+@pytest.fixture
+def slow_loco(monkeypatch):
+    """loco, declaring itself slow: 0.01 s per pixel, at most 500 pixels unless raised."""
+    loco = type(ridecodec.registry.load_model("loco"))
+    monkeypatch.setattr(loco, "seconds_per_pixel", 0.01)
+    monkeypatch.setattr(loco, "pixel_limit", 500)
+    return "loco"
+
+
+def test_a_slow_model_refuses_large_images_with_an_estimate_until_the_limit_is_raised(runner, tmp_path, slow_loco):
+    image = tmp_path / "big.png"
+    Image.fromarray(natural_like(30, 40)).save(image)  # 1200 pixels: about 12 seconds
+    result = run(runner, "compress", image, "--model", slow_loco)
+    assert result.exit_code == UnsupportedImageError.exit_code
+    assert "slow for large images (about 12 seconds on one CPU thread)" in result.output
+    assert "--model-pixel-limit 1200" in result.output and len(result.output.strip().splitlines()) == 1
+    assert not (tmp_path / "big.rdc").exists()
+
+    result = run(runner, "compress", image, "--model", slow_loco, "--model-pixel-limit", 1200)
+    assert result.exit_code == 0, result.output
+    assert "codes this 40x30 image in about 12 seconds on one CPU thread" in result.output
+    # the decoder holds the same limit, and says how long it will take
+    assert ridecodec.read_header((tmp_path / "big.rdc").read_bytes()).coder == container.CODER_RANGE_CATEGORICAL
+    result = run(runner, "decompress", tmp_path / "big.rdc", "-o", tmp_path / "back.png")
+    assert result.exit_code == UnsupportedImageError.exit_code and "--model-pixel-limit 1200" in result.output
+    assert not (tmp_path / "back.png").exists()
+    result = run(runner, "decompress", tmp_path / "big.rdc", "-o", tmp_path / "back.png", "--model-pixel-limit", 2000)
+    assert result.exit_code == 0, result.output
+    assert "about 12 seconds" in result.output
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "back.png")), natural_like(30, 40))
+
+
+def test_a_slow_model_codes_small_images_without_a_word(runner, tmp_path, slow_loco):
+    image = tmp_path / "small.png"
+    Image.fromarray(natural_like(10, 20)).save(image)  # 200 pixels: 2 seconds, under the notice's 10
+    result = run(runner, "compress", image, "--model", slow_loco)
+    assert result.exit_code == 0 and "about" not in result.output, result.output
+    assert ridecodec.decompress(tmp_path / "small.rdc").shape == (10, 20)
+
+
+def test_the_python_api_takes_the_same_limit(slow_loco):
+    image = natural_like(30, 40)
+    with pytest.raises(UnsupportedImageError, match="more than its limit of 500"):
+        ridecodec.compress(image, model=slow_loco)
+    data = ridecodec.compress(image, model=slow_loco, model_pixel_limit=1200)
+    with pytest.raises(UnsupportedImageError, match="model_pixel_limit= in Python"):
+        ridecodec.decompress(data)
+    assert np.array_equal(ridecodec.decompress(data, model_pixel_limit=1200), image)

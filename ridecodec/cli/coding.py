@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from .. import api, container, imageio, orientation, registry
+from .. import api, codec, container, imageio, orientation, registry
 from ..container import DEFAULT_MAX_PIXELS
 from ..errors import RidecodecError
 from .batch import Coded, about, exit_if_any_failed, input_name, output_name, plan_or_exit, read_input, run_each
@@ -24,7 +24,9 @@ from .common import (
     effort_option,
     force_option,
     jobs_option,
+    model_pixel_limit_option,
     print_error,
+    print_report,
     quiet_option,
     threads_option,
     weights_option,
@@ -45,7 +47,19 @@ def _starts_like_jpeg(source, stdin_bytes: bytes | None) -> bool:
 
 
 def _compress_one(
-    source, destination, *, model, weights, effort, device, threads, max_pixels, model_only, show_progress
+    source,
+    destination,
+    *,
+    model,
+    weights,
+    effort,
+    device,
+    threads,
+    max_pixels,
+    model_only,
+    model_pixel_limit,
+    show_progress,
+    quiet,
 ) -> Coded:
     stdin_bytes: bytes | None = None
     image: Any = source  # a path, or the image read from stdin
@@ -64,6 +78,8 @@ def _compress_one(
             weights=weights,
             max_pixels=max_pixels,
             model_only=model_only,
+            model_pixel_limit=model_pixel_limit,
+            notice=lambda line: print_report(f"{input_name(source)}: {line}", quiet),
         )
     finally:
         progress.close()
@@ -95,12 +111,27 @@ def _compress_one(
     is_flag=True,
     help="Code with the model even where a PNG of the image is smaller (which the file keeps otherwise).",
 )
+@model_pixel_limit_option
 @device_option
 @threads_option
 @jobs_option
 @force_option
 @quiet_option
-def compress(images, output, model, weights, effort, max_pixels, model_only, device, threads, jobs, force, quiet):
+def compress(
+    images,
+    output,
+    model,
+    weights,
+    effort,
+    max_pixels,
+    model_only,
+    model_pixel_limit,
+    device,
+    threads,
+    jobs,
+    force,
+    quiet,
+):
     """Compress IMAGES to .rdc files (img.png -> img.rdc beside it).
 
     `-` reads an image from standard input; `-o -` writes to standard output (the default for
@@ -115,18 +146,30 @@ def compress(images, output, model, weights, effort, max_pixels, model_only, dev
         threads=threads,
         max_pixels=max_pixels,
         model_only=model_only,
+        model_pixel_limit=model_pixel_limit,
         show_progress=not quiet and jobs == 1,
+        quiet=quiet,
     )
     run_each(images, destinations, work, force, jobs, quiet)
 
 
-def _decompress_one(source, destination, *, max_pixels, weights, device, threads, show_progress) -> Coded:
+def _decompress_one(
+    source, destination, *, max_pixels, weights, model_pixel_limit, device, threads, show_progress, quiet
+) -> Coded:
     data = read_input(source)
     progress = Progress(f"decompressing {input_name(source)}", show_progress)
     try:
-        png = api.decompress_to_png(
-            data, device=device, progress=progress, max_pixels=max_pixels, threads=threads, weights=weights
+        decoded = codec.decode(
+            data,
+            device,
+            progress,
+            max_pixels,
+            threads,
+            weights=weights,
+            model_pixel_limit=model_pixel_limit,
+            notice=lambda line: print_report(f"{input_name(source)}: {line}", quiet),
         )
+        png = imageio.coded_png_bytes(decoded)
     finally:
         progress.close()
     return Coded(png, f"{input_name(source)} -> {output_name(destination)}")
@@ -143,12 +186,13 @@ def _decompress_one(source, destination, *, max_pixels, weights, device, threads
     help="Refuse files declaring more pixels than this (guards against hostile files).",
 )
 @weights_option
+@model_pixel_limit_option
 @device_option
 @threads_option
 @jobs_option
 @force_option
 @quiet_option
-def decompress(files, output, max_pixels, weights, device, threads, jobs, force, quiet):
+def decompress(files, output, max_pixels, weights, model_pixel_limit, device, threads, jobs, force, quiet):
     """Decompress .rdc FILES to PNG (img.rdc -> img.png beside it), in the original mode.
 
     `-` reads from standard input; `-o -` writes to standard output (the default for standard
@@ -158,9 +202,11 @@ def decompress(files, output, max_pixels, weights, device, threads, jobs, force,
         _decompress_one,
         max_pixels=max_pixels,
         weights=weights,
+        model_pixel_limit=model_pixel_limit,
         device=device,
         threads=threads,
         show_progress=not quiet and jobs == 1,
+        quiet=quiet,
     )
     run_each(files, destinations, work, force, jobs, quiet)
 

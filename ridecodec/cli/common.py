@@ -50,6 +50,14 @@ weights_option = click.option(
     help="A weights file for the model (e.g. from `ridecodec train`) instead of its shipped weights; "
     "the file records their digest, and decompressing needs the same file.",
 )
+model_pixel_limit_option = click.option(
+    "--model-pixel-limit",
+    type=click.IntRange(min=1),
+    default=None,
+    metavar="N",
+    help="Code images of up to N pixels with a model that is slow for large images (one coded in "
+    "raster order declares its own limit, and images above it are refused with an estimate of the time).",
+)
 threads_option = click.option(
     "--threads",
     "-t",

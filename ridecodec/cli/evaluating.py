@@ -8,7 +8,15 @@ import click
 
 from .. import registry
 from ..errors import InputError, RidecodecError
-from .common import device_option, effort_option, force_option, print_error, quiet_option, weights_option
+from .common import (
+    device_option,
+    effort_option,
+    force_option,
+    model_pixel_limit_option,
+    print_error,
+    quiet_option,
+    weights_option,
+)
 
 
 @click.command(name="eval")
@@ -33,11 +41,25 @@ from .common import device_option, effort_option, force_option, print_error, qui
 )
 @effort_option
 @weights_option
+@model_pixel_limit_option
 @device_option
 @force_option
 @quiet_option
 def eval_command(
-    paths, model, color, limit, verify, no_classical, as_json, plot, effort, weights, device, force, quiet
+    paths,
+    model,
+    color,
+    limit,
+    verify,
+    no_classical,
+    as_json,
+    plot,
+    effort,
+    weights,
+    model_pixel_limit,
+    device,
+    force,
+    quiet,
 ):
     """Measure bits per pixel on image files or folders: model likelihood, actual .rdc size, and
     the classical lossless codecs."""
@@ -57,6 +79,7 @@ def eval_command(
             progress=None if quiet else (lambda name: click.echo(f"evaluating {name}", err=True)),
             effort=effort,
             weights=weights,
+            model_pixel_limit=model_pixel_limit,
         )
     except RidecodecError as error:
         print_error(str(error))

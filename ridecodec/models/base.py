@@ -129,6 +129,13 @@ class DensityModel(torch.nn.Module, abc.ABC):
     #: True when ``ridecodec sample`` and ``inpaint`` may draw from the model through its step
     #: function (``ridecodec.sampling``); the others are refused in one line.
     can_sample: ClassVar[bool] = False
+    #: For a model too slow for large images (one coded in raster order, say): about how many
+    #: seconds one pixel takes to code on one CPU thread (measured by its author), and the largest
+    #: image, in pixels, the codec codes with it unless the user raises the limit
+    #: (``--model-pixel-limit``). The codec says how long a slow coding will take before it starts
+    #: and refuses larger images in one line with the estimate. None: no limit, no estimate.
+    seconds_per_pixel: ClassVar[float | None] = None
+    pixel_limit: ClassVar[int | None] = None
     #: Earlier versions whose files this code no longer decodes, each with what to do to read
     #: them (one line, e.g. which release to install); the decoder says so instead of "weights differ".
     retired_versions: ClassVar[dict[str, str]] = {}
