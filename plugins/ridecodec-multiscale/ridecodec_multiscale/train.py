@@ -1,0 +1,135 @@
+"""Train the float multi-scale network on gray random crops of BSDS500 train + test.
+
+    python -m ridecodec_multiscale.train ../shared/data/bsds500/train ../shared/data/bsds500/test \
+        --out /tmp/multiscale-train [--minutes 30] [--crop 32] [--batch 16] [--small-crop 32]
+        [--small-batch 8] [--threads 1] [--resume CHECKPOINT --lr 5e-4]
+
+Each iteration takes one gradient step on the sum of both stages' losses: stage 1 (the PixelCNN
+of the subsampled image) on ``--small-batch`` crops of 2 * ``--small-crop`` pixels subsampled by
+2, stage 2 (the conditional network) on ``--batch`` crops of ``--crop``. Stage 1 starts from the
+shipped ``pixelcnn`` 1 weights (a PixelCNN of full-resolution images, trained on the same data)
+unless ``--resume`` is given. Runs for a fixed wall-clock time (cosine learning rate), logs to
+OUT/train.log and writes OUT/checkpoint.pt every 100 iterations and at the end. Then
+``python -m ridecodec_multiscale.export OUT/checkpoint.pt`` makes the shipped integer weights.
+Never train on the val sets (they are the benchmark) nor McMaster.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import time
+from pathlib import Path
+from typing import cast
+
+import numpy as np
+import torch
+
+from ridecodec.training.crops import load_gray, random_crops
+from ridecodec_pixelcnn.network import MaskedConv2d, PixelCNN
+
+from .network import FACTOR, MultiScale
+
+
+def load_shipped_pixelcnn(network: PixelCNN) -> None:
+    """``network``'s weights from the shipped integer ``pixelcnn`` (its export, inverted)."""
+    from ridecodec_pixelcnn.model import ACT_BITS, INPUT_BITS, WEIGHT_BITS, PixelCNNModel
+
+    arrays = PixelCNNModel().state_dict()
+    modules = {"first": network.first, "head": network.head, "out": network.out}
+    modules.update({f"residual{b}": conv for b, conv in enumerate(cast("list[MaskedConv2d]", network.residual))})
+    with torch.no_grad():
+        for layer, module in modules.items():
+            input_bits = INPUT_BITS if layer == "first" else ACT_BITS
+            module.weight.copy_(arrays[f"{layer}_weight"].double() / 2**WEIGHT_BITS)
+            module.bias.copy_(  # type: ignore[union-attr]  # (a Conv2d with a bias)
+                arrays[f"{layer}_bias"].double() / 2 ** (input_bits + WEIGHT_BITS)
+            )
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("folders", nargs="+")
+    parser.add_argument("--out", default="/tmp/multiscale-train")
+    parser.add_argument("--minutes", type=float, default=30.0)
+    parser.add_argument("--channels", type=int, default=32)
+    parser.add_argument("--blocks", type=int, default=4)
+    parser.add_argument("--cond-blocks", type=int, default=2)
+    parser.add_argument("--crop", type=int, default=32)
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--small-crop", type=int, default=32)
+    parser.add_argument("--small-batch", type=int, default=8)
+    parser.add_argument("--lr", type=float, default=2e-3)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--resume", help="a checkpoint to continue from (its weights; a fresh optimizer and schedule)")
+    args = parser.parse_args(argv)
+    if any("val" in Path(folder).name or "mcmaster" in str(folder) for folder in args.folders):
+        raise SystemExit("refusing to train on a val set or McMaster")
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    rng = np.random.default_rng(args.seed)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    log = open(out / "train.log", "a", buffering=1)  # noqa: SIM115 (open for the whole run, line-buffered)
+
+    def say(line):
+        print(line, flush=True)
+        log.write(line + "\n")
+
+    images = load_gray(args.folders)
+    model = MultiScale(args.channels, args.blocks, args.cond_blocks)
+    if args.resume:
+        model.load_state_dict(torch.load(args.resume, map_location="cpu")["state"])
+    else:
+        load_shipped_pixelcnn(model.small)
+    optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
+    say(f"{len(images)} images, {sum(p.numel() for p in model.parameters())} parameters, {vars(args)}")
+
+    def save(iteration, losses):
+        torch.save(
+            {
+                "config": model.config(),
+                "state": model.state_dict(),
+                "iteration": iteration,
+                "loss_bits": losses,
+                "args": vars(args),
+            },
+            out / "checkpoint.tmp",
+        )
+        (out / "checkpoint.tmp").replace(out / "checkpoint.pt")
+
+    start = time.monotonic()
+    budget = args.minutes * 60
+    iteration, running = 0, None
+    while True:
+        elapsed = time.monotonic() - start
+        if elapsed >= budget:
+            break
+        lr = args.lr * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * elapsed / budget)))
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        small = random_crops(images, args.small_batch, FACTOR * args.small_crop, rng)[:, :, ::FACTOR, ::FACTOR]
+        loss1 = model.small.nll_bits(small.contiguous())
+        loss2 = model.conditional.nll_bits(random_crops(images, args.batch, args.crop, rng))
+        optimizer.zero_grad()
+        (loss1 + loss2).backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        iteration += 1
+        now = np.array([loss1.item(), loss2.item()])
+        running = now if running is None else 0.98 * running + 0.02 * now
+        if iteration % 25 == 0:
+            say(
+                f"iter {iteration} {elapsed:.0f}s lr {lr:.2e} stage 1 {now[0]:.4f} (running {running[0]:.4f}) "
+                f"stage 2 {now[1]:.4f} (running {running[1]:.4f}) bits/pixel"
+            )
+        if iteration % 100 == 0:
+            save(iteration, running.tolist())
+    save(iteration, None if running is None else running.tolist())
+    say(f"done: {iteration} iterations in {time.monotonic() - start:.0f}s, running losses {running} bits/pixel")
+
+
+if __name__ == "__main__":
+    main()
