@@ -171,6 +171,59 @@ class _Layers:
         self.out_matrix = weight["out"][:, :, 0, 0].t().double().contiguous()
         _check_bound(self.out_matrix, [ACT_CLAMP], bias["out"])
         self.out_bias = (bias["out"] + (1 << (WEIGHT_BITS - 1))).double()
+        self.step = _StepArrays(self)
+
+
+class _StepArrays:
+    """What a step multiplies, as NumPy arrays on the CPU: a pixel's work is a few dozen operations
+    on vectors of 32 to 128 values, where NumPy's overhead per operation is a fraction of torch's.
+    The same integers as the whole-image path: float64 products of integers below the proven bound
+    (exact in any summation order, on any BLAS), int64 shifts (arithmetic, rounding down, as
+    torch's) and clamps, the activation table of :class:`_Activations`."""
+
+    def __init__(self, layers: _Layers):
+        def array(tensor: torch.Tensor) -> np.ndarray:
+            return np.ascontiguousarray(tensor.detach().cpu().numpy())
+
+        self.first_matrix, self.first_bias = array(layers.first_matrix), array(layers.first_bias)
+        self.lr_pixel_matrix, self.lr_up_matrix = array(layers.lr_pixel_matrix), array(layers.lr_up_matrix)
+        self.lr_bias = array(layers.lr_bias)
+        self.rl_row_matrix, self.rl_next_matrix = array(layers.rl_row_matrix), array(layers.rl_next_matrix)
+        self.rl_bias = array(layers.rl_bias)
+        self.head_matrix, self.head_bias = array(layers.head_matrix), array(layers.head_bias)
+        self.out_matrix, self.out_bias = array(layers.out_matrix), array(layers.out_bias)
+        activations = layers.activations
+        self.table = array(activations.table)
+        self.gate_base, self.gate_low = array(activations.gate_base), array(activations.gate_low)
+        self.gate_high = array(activations.gate_high)
+        self.tanh_base = np.int64(activations.tanh_base)
+        self.tanh_low, self.tanh_high = np.int64(activations.tanh_low), np.int64(activations.tanh_high)
+
+    def cell(self, pre: np.ndarray, cell: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`_Activations.cell` for one position: pre (4C,) and cell (C,) int64."""
+        c = CHANNELS
+        gates = self.table[np.minimum(np.maximum(pre + self.gate_base, self.gate_low), self.gate_high)]
+        new = gates[c : 2 * c] * cell + gates[:c] * gates[3 * c :]
+        new = _clamp((new + _HALF_ACT) >> _ACT_BITS)
+        tanh = self.table[np.minimum(np.maximum(new + self.tanh_base, self.tanh_low), self.tanh_high)]
+        return new, (gates[2 * c : 3 * c] * tanh + _HALF_ACT) >> _ACT_BITS
+
+    def head(self, h: np.ndarray) -> np.ndarray:
+        """:meth:`DiagBiLSTMModel.head` for one position: h_1 (C,) int64 -> logits (256,) int64."""
+        hidden = (np.maximum(h, 0).astype(np.float64) @ self.head_matrix + self.head_bias).astype(np.int64)
+        hidden = np.minimum(np.maximum(hidden >> _WEIGHT_BITS, 0), _ACT_CLAMP)
+        logits = (hidden.astype(np.float64) @ self.out_matrix + self.out_bias).astype(np.int64)
+        return _clamp(logits >> _WEIGHT_BITS)
+
+
+#: NumPy scalars for the step (Python ints cost a conversion per operation)
+_ACT_BITS, _WEIGHT_BITS = np.int64(ACT_BITS), np.int64(WEIGHT_BITS)
+_FIRST_SHIFT = np.int64(INPUT_BITS + WEIGHT_BITS - ACT_BITS)
+_HALF_ACT, _ACT_CLAMP = np.int64(1 << (ACT_BITS - 1)), np.int64(ACT_CLAMP)
+
+
+def _clamp(values: np.ndarray) -> np.ndarray:
+    return np.minimum(np.maximum(values, -_ACT_CLAMP), _ACT_CLAMP)
 
 
 class DiagBiLSTMModel(DensityModel):
@@ -286,73 +339,57 @@ class DiagBiLSTMModel(DensityModel):
     def begin(self, canvas: torch.Tensor):
         if canvas.shape[0] != 1:
             raise ValueError("diagbilstm codes gray images only")
-        layers = self.layers()
-        cell_of = layers.activations.cell
+        arrays = self.layers().step
         c = CHANNELS
         _, height, width = canvas.shape
-        device = canvas.device
-        first_shift, state_shift = INPUT_BITS + WEIGHT_BITS - ACT_BITS, WEIGHT_BITS
+        # The step computes on the CPU whatever the model's device (one pixel at a time, a GPU
+        # would only add a synchronisation per pixel); on the CPU the canvas is read in place.
+        on_cpu = canvas.device.type == "cpu"
+        pixels = canvas[0].numpy() if on_cpu else np.empty((0, 0), dtype=np.uint8)
         # the known pixels, raw, padded 3 rows on top and 3 columns each side with 128 (v = 0)
-        known = torch.full((height + 3, width + 6), 128.0, dtype=torch.float64, device=device)
-        zeros_row = torch.zeros(width, c, dtype=torch.float64, device=device)
-        zero_cell = torch.zeros(1, c, dtype=torch.int64, device=device)
-        # what the pixels of a row read: the left-to-right up products with the biases (W, 4C),
-        # the right-to-left states of the row above (W, C) int64; the running left-to-right
-        # state (float64) and cell; and what the row leaves for the next: relu(h_0), lr states
-        live: dict = {"next": (0, 0)}
+        known = np.full((height + 3, width + 6), 128.0)
+        zero_state, zero_cell = np.zeros(c), np.zeros(c, dtype=np.int64)
+        live: dict = {"next": (0, 0), "active": np.zeros((width, c)), "lr": np.zeros((width, c))}
+        live["rl"] = np.zeros((width, c), dtype=np.int64)
 
         def start_row(row: int) -> None:
-            if row == 0:
-                lr_above, rl_above = zeros_row, zeros_row
-            else:
-                known[row + 2, 3 : 3 + width] = canvas[0, row - 1]
-                lr_above = torch.cat(live["lr"])
-                active = torch.cat(live["active"])
-                # the right-to-left sweep over row - 1 (known now): the products of its relu(h_0)
-                # and of the states above it at once, then the recurrence from the right
-                base = torch.addmm(layers.rl_bias, torch.cat([active, live["rl_f64"]], 1), layers.rl_row_matrix)
-                state, cell = zeros_row[:1], zero_cell
-                states = []
+            """Row ``row`` begins: row - 1 is known. Its right-to-left states (the sweep from the
+            right, over the products of its relu(h_0) and of the states above it, made at once),
+            and the left-to-right up products of its states, for the pixels of this row."""
+            if row > 0:
+                known[row + 2, 3 : 3 + width] = pixels[row - 1] if on_cpu else canvas[0, row - 1].cpu().numpy()
+                above = np.concatenate([live["active"], live["rl"].astype(np.float64)], 1)
+                base = above @ arrays.rl_row_matrix + arrays.rl_bias  # (W, 4C)
+                state, cell = zero_state, zero_cell
+                states = np.empty((width, c), dtype=np.int64)
                 for col in range(width - 1, -1, -1):
-                    pre = torch.addmm(base[col : col + 1], state, layers.rl_next_matrix)
-                    cell, new = cell_of((pre.to(torch.int64) >> state_shift).clamp_(-ACT_CLAMP, ACT_CLAMP), cell)
-                    states.append(new)
-                    state = new.to(torch.float64)
-                rl_above = torch.cat(states[::-1])
-            live["rl_f64"] = rl_above.to(torch.float64)
-            live["rl"] = rl_above.to(torch.int64)  # rl(i-1, j): what pixel (i, j) adds
-            live["lr_up"] = torch.addmm(layers.lr_bias, lr_above, layers.lr_up_matrix)
-            live["lr_state"], live["lr_cell"] = zeros_row[:1], zero_cell
-            live["lr"], live["active"] = [], []
+                    pre = (state @ arrays.rl_next_matrix + base[col]).astype(np.int64)
+                    cell, states[col] = arrays.cell(_clamp(pre >> _WEIGHT_BITS), cell)
+                    state = states[col].astype(np.float64)
+                live["rl"] = states  # rl(i-1, j): what pixel (i, j) adds
+            live["lr_up"] = live["lr"] @ arrays.lr_up_matrix + arrays.lr_bias  # (W, 4C)
+            live["lr_state"], live["lr_cell"] = zero_state, zero_cell
+            live["active"], live["lr"] = np.empty((width, c)), np.empty((width, c))
 
-        def one(row: int, col: int) -> torch.Tensor:
+        def one(row: int, col: int) -> np.ndarray:
             if (row, col) != live["next"]:
                 raise ValueError(f"diagbilstm steps in raster order: expected {live['next']}, got {(row, col)}")
             live["next"] = (row, col + 1) if col + 1 < width else (row + 1, 0)
             if col == 0:
                 start_row(row)
             else:
-                known[row + 3, col + 2] = canvas[0, row, col - 1]
-            window = known[row : row + 4, col : col + 7].reshape(1, -1)
-            products = torch.addmm(layers.first_bias, window, layers.first_matrix)
-            h = (products.to(torch.int64) >> first_shift).clamp_(-ACT_CLAMP, ACT_CLAMP)
-            active = h.clamp(min=0).to(torch.float64)
-            pre = torch.addmm(
-                live["lr_up"][col : col + 1], torch.cat([active, live["lr_state"]], 1), layers.lr_pixel_matrix
-            )
-            live["lr_cell"], lr = cell_of(
-                (pre.to(torch.int64) >> state_shift).clamp_(-ACT_CLAMP, ACT_CLAMP), live["lr_cell"]
-            )
-            live["lr_state"] = lr.to(torch.float64)
-            live["lr"].append(live["lr_state"])
-            live["active"].append(active)
-            h += lr
-            h += live["rl"][col : col + 1]
-            return self.head(h.clamp_(-ACT_CLAMP, ACT_CLAMP))
+                known[row + 3, col + 2] = pixels[row, col - 1] if on_cpu else canvas[0, row, col - 1].item()
+            window = known[row : row + 4, col : col + 7].ravel()
+            h = _clamp((window @ arrays.first_matrix + arrays.first_bias).astype(np.int64) >> _FIRST_SHIFT)
+            active = live["active"][col] = np.maximum(h, 0)
+            pre = np.concatenate([active, live["lr_state"]]) @ arrays.lr_pixel_matrix + live["lr_up"][col]
+            live["lr_cell"], lr = arrays.cell(_clamp(pre.astype(np.int64) >> _WEIGHT_BITS), live["lr_cell"])
+            live["lr_state"] = live["lr"][col] = lr
+            return arrays.head(_clamp(h + lr + live["rl"][col]))
 
         def step(rows: torch.Tensor, cols: torch.Tensor, channel: int) -> torch.Tensor:
             # raster order: one position per call (reach None); several would be taken in order
-            logits = [one(row, col) for row, col in zip(rows.tolist(), cols.tolist())]
-            return exact.softmax_frequencies(logits[0] if len(logits) == 1 else torch.cat(logits), ACT_BITS)
+            logits = np.stack([one(row, col) for row, col in zip(rows.tolist(), cols.tolist())])
+            return exact.softmax_frequencies(torch.from_numpy(logits), ACT_BITS)
 
         return step
