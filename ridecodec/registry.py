@@ -56,6 +56,8 @@ class ModelInfo:
     exact_across_devices: bool
     can_sample: bool = False  # ridecodec sample and inpaint may draw from it (models/base.py)
     reads_versions: tuple[str, ...] = ()  # earlier versions whose files it still decodes
+    seconds_per_pixel: float | None = None  # a slow model's declared speed (models/base.py)
+    pixel_limit: int | None = None  # the largest image a slow model codes unless the limit is raised
 
 
 def _package(entry_point: importlib.metadata.EntryPoint) -> str:
@@ -246,6 +248,13 @@ def describe_model(name: str, digest: bool = False) -> ModelInfo:
         source = load_model(name, "cpu")
     distribution = entry_point.dist
     reach = source.reach
+    model_class = source if isinstance(source, type) else type(source)
+    if model_class.coding_order is not DensityModel.coding_order:
+        described_reach = "its own coding order"
+    elif reach is None:
+        described_reach = "unbounded (raster order)"
+    else:
+        described_reach = f"up {reach.up}, left {reach.left}, right {reach.right}"
     return ModelInfo(
         name=name,
         version=source.version,
@@ -253,8 +262,10 @@ def describe_model(name: str, digest: bool = False) -> ModelInfo:
         package_version=distribution.version if distribution else "?",
         weights_digest=load_model(name, "cpu").weights_digest() if digest else None,
         modes=tuple(source.modes),
-        reach="unbounded (raster order)" if reach is None else f"up {reach.up}, left {reach.left}, right {reach.right}",
+        reach=described_reach,
         exact_across_devices=bool(source.exact_across_devices),
         can_sample=bool(getattr(source, "can_sample", False)),
         reads_versions=tuple(getattr(source, "readable_versions", ())),
+        seconds_per_pixel=getattr(source, "seconds_per_pixel", None),
+        pixel_limit=getattr(source, "pixel_limit", None),
     )

@@ -348,3 +348,10 @@ def test_the_python_api_takes_the_same_limit(slow_loco):
     with pytest.raises(UnsupportedImageError, match="model_pixel_limit= in Python"):
         ridecodec.decompress(data)
     assert np.array_equal(ridecodec.decompress(data, model_pixel_limit=1200), image)
+
+
+def test_models_lists_a_slow_models_speed_and_limit(runner, slow_loco):
+    result = run(runner, "models")
+    assert "slow: about 10000 us per pixel on one CPU thread; images up to 500 pixels" in result.output
+    (entry,) = [e for e in json.loads(run(runner, "models", "--json").output) if e["name"] == "loco"]
+    assert (entry["seconds_per_pixel"], entry["pixel_limit"]) == (0.01, 500)

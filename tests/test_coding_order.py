@@ -168,3 +168,7 @@ def test_sampling_follows_the_declared_order(two_scale):
     assert drawn.shape == (1, 6, 8) and np.array_equal(drawn, sampling.sample(model, "L", 6, 8, seed=5))
     # coded in the declared order, the drawing costs its own code length: it is the model's image
     assert np.array_equal(ridecodec.decompress(ridecodec.compress(drawn[0], model=two_scale)), drawn[0])
+
+
+def test_models_says_a_model_has_its_own_order(two_scale):
+    assert registry.describe_model(two_scale).reach == "its own coding order"

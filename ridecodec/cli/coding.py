@@ -211,6 +211,16 @@ def decompress(files, output, max_pixels, weights, model_pixel_limit, device, th
     run_each(files, destinations, work, force, jobs, quiet)
 
 
+def _slowness(entry: dict) -> str:
+    """A slow model's declared speed and limit, for the listing (empty for the others)."""
+    parts = []
+    if entry["seconds_per_pixel"] is not None:
+        parts.append(f"about {1e6 * entry['seconds_per_pixel']:.0f} us per pixel on one CPU thread")
+    if entry["pixel_limit"] is not None:
+        parts.append(f"images up to {entry['pixel_limit']} pixels unless --model-pixel-limit raises it")
+    return f"\n  slow: {'; '.join(parts)}" if parts else ""
+
+
 def _header_fields(path: str) -> dict:
     data = read_input(path)
     header = api.read_header(data, max_pixels=2**64)  # info only reads; any size may be shown
@@ -346,5 +356,6 @@ def models(as_json, digests):
             f"  modes: {', '.join(entry['modes'])}; reach: {entry['reach']};"
             f" exact across devices: {'yes' if entry['exact_across_devices'] else 'no'};"
             f" can sample: {'yes' if entry['can_sample'] else 'no'}"
+            + _slowness(entry)
             + (f"\n  weights: {entry['weights_digest']}" if entry["weights_digest"] else "")
         )
