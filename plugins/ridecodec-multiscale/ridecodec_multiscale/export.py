@@ -1,11 +1,15 @@
 """Float checkpoint (``train.py``) -> the shipped integer weights (``multiscale-gray.npz``).
 
     python -m ridecodec_multiscale.export /tmp/multiscale-train/checkpoint.pt [--out PATH]
+    python -m ridecodec_multiscale.export CHECKPOINT --compare ../shared/data/bsds500/val --limit 25
 
-Stage 1 (``small_*``) is quantized by ``ridecodec_pixelcnn.export.quantize``; stage 2's layers the
-same way (``exact.fixed_point_layer``: masked weights at 2**-16, biases at their products' scale),
-the conditioning stack's first layer reading inputs at 2**-7, every other layer activations at
-2**-12. Stored as int32.
+The second form writes nothing: for the first ``--limit`` images of a folder (sorted, gray), it
+prints the float networks' and the shipped integer model's bits per pixel, each stage's apart
+(stage 1: per subsampled pixel; stage 2: per other pixel; total: per pixel).
+
+Every layer, stage 1's (``small_*``) and stage 2's, by ``exact.fixed_point_layer``: masked weights
+at 2**-16, biases at their products' scale (the layers that read pixels at 2**-7, the others
+activations at 2**-12). Stored as int32.
 """
 
 from __future__ import annotations
@@ -17,35 +21,73 @@ import numpy as np
 import torch
 
 from ridecodec import exact
-from ridecodec_pixelcnn.export import quantize as quantize_pixelcnn
 
-from .model import BLOCKS, CHANNELS, COND_BLOCKS, INPUT_BITS, LAYERS, WEIGHT_BITS, WEIGHTS_FILE
+from .model import ACT_BITS, BLOCKS, CHANNELS, COND_BLOCKS, INPUT_BITS, LAYERS, WEIGHT_BITS, WEIGHTS_FILE
 from .network import MultiScale
 
 FIRST_LAYERS = ("first", "cond_first")  # the layers that read pixels (2**-7), not activations
 
 
-def quantize(network: MultiScale) -> dict[str, np.ndarray]:
-    from ridecodec_pixelcnn.model import ACT_BITS
+def module_of(network: MultiScale, layer: str) -> torch.nn.Conv2d:
+    """The float convolution behind one of the exact model's layers (``LAYERS``)."""
+    stage: torch.nn.Module = network.conditional
+    if layer.startswith("small_"):
+        stage, layer = network.small, layer.removeprefix("small_")
+    name = layer.rstrip("0123456789")
+    if name != layer:  # residual3, cond_residual1: an entry of a ModuleList
+        return stage.get_submodule(f"{name}.{layer[len(name) :]}")  # type: ignore[return-value]
+    return stage.get_submodule(layer)  # type: ignore[return-value]
 
-    arrays = {f"small_{key}": value for key, value in quantize_pixelcnn(network.small).items()}
-    conditional = network.conditional
+
+def quantize(network: MultiScale) -> dict[str, np.ndarray]:
+    arrays = {}
     for layer in LAYERS:
-        if layer.startswith(("residual", "cond_residual")):
-            kind, index = layer.rstrip("0123456789"), int(layer[len(layer.rstrip("0123456789")) :])
-            module = getattr(conditional, kind)[index]
-        else:
-            module = getattr(conditional, layer)
-        weight = module.weight * module.mask if hasattr(module, "mask") else module.weight
-        input_bits = INPUT_BITS if layer in FIRST_LAYERS else ACT_BITS
+        module = module_of(network, layer)
+        mask = getattr(module, "mask", None)
+        weight = module.weight if mask is None else module.weight * mask
+        input_bits = INPUT_BITS if layer.removeprefix("small_") in FIRST_LAYERS else ACT_BITS
         arrays.update(exact.fixed_point_layer(layer, weight, module.bias, input_bits, WEIGHT_BITS))
     return arrays
+
+
+def compare(network: MultiScale, folder: str, limit: int) -> None:
+    """Float against integer likelihood, per stage, on the first ``limit`` images of ``folder``."""
+    from ridecodec.training.crops import load_gray
+
+    from .model import FACTOR, MultiScaleModel
+
+    exact_model = MultiScaleModel()
+    sums, counts, k = np.zeros(4), np.zeros(2), 0
+    for k, image in enumerate(load_gray([folder])[:limit]):
+        pixels = torch.from_numpy(np.array(image))[None, None]
+        small = pixels[:, :, ::FACTOR, ::FACTOR].contiguous()
+        n1, n2 = small.numel(), pixels.numel() - small.numel()
+        with torch.no_grad():
+            float1 = float(network.small.nll_bits(small)) * n1
+            float2 = float(network.conditional.nll_bits(pixels)) * n2
+        stage1, stage2 = (-float(value) / np.log(2.0) for value in exact_model.stage_log_probs(pixels))
+        print(
+            f"image {k}: float {(float1 + float2) / pixels.numel():.4f} bpp "
+            f"(stage 1 {float1 / n1:.4f}, stage 2 {float2 / n2:.4f}); integer {(stage1 + stage2) / pixels.numel():.4f} "
+            f"(stage 1 {stage1 / n1:.4f}, stage 2 {stage2 / n2:.4f})",
+            flush=True,
+        )
+        sums += [float1, float2, stage1, stage2]
+        counts += [n1, n2]
+    total = counts.sum()
+    print(
+        f"all {k + 1}: float {(sums[0] + sums[1]) / total:.4f} bpp (stage 1 {sums[0] / counts[0]:.4f}, "
+        f"stage 2 {sums[1] / counts[1]:.4f}); integer {(sums[2] + sums[3]) / total:.4f} "
+        f"(stage 1 {sums[2] / counts[0]:.4f}, stage 2 {sums[3] / counts[1]:.4f})"
+    )
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("checkpoint")
     parser.add_argument("--out", default=str(Path(__file__).resolve().parent / WEIGHTS_FILE))
+    parser.add_argument("--compare", metavar="FOLDER", help="compare float and integer likelihoods; write nothing")
+    parser.add_argument("--limit", type=int, default=25)
     args = parser.parse_args(argv)
     checkpoint = torch.load(args.checkpoint, map_location="cpu")
     config = checkpoint["config"]
@@ -53,6 +95,9 @@ def main(argv=None):
         raise SystemExit(f"the exact model has {CHANNELS} channels, {BLOCKS} + {COND_BLOCKS} blocks; got {config}")
     network = MultiScale(**config)
     network.load_state_dict(checkpoint["state"])
+    if args.compare:
+        compare(network, args.compare, args.limit)
+        return
     np.savez_compressed(args.out, **quantize(network))  # type: ignore[arg-type]  # (stubs: ** might be allow_pickle)
     print(
         f"wrote {args.out} from {args.checkpoint} (iteration {checkpoint['iteration']}, "

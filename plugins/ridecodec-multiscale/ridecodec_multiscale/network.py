@@ -7,20 +7,18 @@ network: 7x7 mask A, residual 3x3 mask-B blocks, two 1x1 layers, 256-way softmax
 Stage 2, every other pixel of ``x``, given all of ``s``: a PixelCNN on the full grid whose layers
 are biased by features of the subsampled image::
 
-    u      = (x - 128) / 128;  k = 1 at the stage-1 positions (2i, 2j), else 0;  m = 1 - k
+    u      = (x - 128) / 128;  k = 1 at the stage-1 positions (2i, 2j), else 0
     c_0    = conv5x5([u * k, k])                       unmasked: only stage-1 pixels are read
     c_a+1  = c_a + conv3x3(relu(c_a))                  unmasked, on the full grid
     b      = conv1x1(relu(c_A))                        one bias plane per layer below
-    h_0    = m * (conv7x7_A(u) + b_first)              mask A on the canvas (known: up and left)
-    h_n+1  = m * (h_n + conv3x3_B(relu(h_n)) + b_n)    residual blocks, mask B
+    h_0    = conv7x7_A(u) + b_first                    mask A on the canvas (known: up and left)
+    h_n+1  = h_n + conv3x3_B(relu(h_n)) + b_n          residual blocks, mask B
     logits = conv1x1(relu(conv1x1(relu(h_N)) + b_head))
 
-``m`` zeroes the stage-2 stack at the stage-1 positions: their features would depend on stage-2
-pixels coded later (a decoder steps only stage-2 positions), so they are defined as zero, and the
-stage-1 pixels enter through the mask-A layer and through ``c``. The "upsampling" of the small
-image is the conditioning stack run on the sparse full-grid image ``[u * k, k]``: a convolution
-there sees each stage-1 neighbour at its true offset, so every parity class of pixel gets its own
-taps.
+The loss counts the stage-2 positions only. The "upsampling" of the small image is the
+conditioning stack run on the sparse full-grid image ``[u * k, k]``: a convolution there sees
+each stage-1 neighbour at its true offset, so every parity class of pixel gets its own taps.
+Without ``b`` the stage-2 network is ``ridecodec_pixelcnn``'s, which training starts from.
 """
 
 from __future__ import annotations
@@ -62,14 +60,13 @@ class Conditional(torch.nn.Module):
         _, _, height, width = pixels.shape
         u = (pixels.float() - 128.0) / 128.0
         known = stage1_indicator(height, width, pixels.device)[None, None]
-        m = 1.0 - known
         c = self.cond_first(torch.cat([u * known, known.expand_as(u)], 1))
         for conv in self.cond_residual:
             c = c + conv(F.relu(c))
         biases = self.bias(F.relu(c)).chunk(self.blocks + 2, dim=1)
-        h = (self.first(u) + biases[0]) * m
+        h = self.first(u) + biases[0]
         for b, conv in enumerate(self.residual):
-            h = (h + conv(F.relu(h)) + biases[b + 1]) * m
+            h = h + conv(F.relu(h)) + biases[b + 1]
         return self.out(F.relu(self.head(F.relu(h)) + biases[-1]))
 
     def nll_bits(self, pixels: torch.Tensor) -> torch.Tensor:

@@ -6,11 +6,13 @@
 
 Each iteration takes one gradient step on the sum of both stages' losses: stage 1 (the PixelCNN
 of the subsampled image) on ``--small-batch`` crops of 2 * ``--small-crop`` pixels subsampled by
-2, stage 2 (the conditional network) on ``--batch`` crops of ``--crop``. Stage 1 starts from the
-shipped ``pixelcnn`` 1 weights (a PixelCNN of full-resolution images, trained on the same data)
-unless ``--resume`` is given. Runs for a fixed wall-clock time (cosine learning rate), logs to
-OUT/train.log and writes OUT/checkpoint.pt every 100 iterations and at the end. Then
-``python -m ridecodec_multiscale.export OUT/checkpoint.pt`` makes the shipped integer weights.
+2, stage 2 (the conditional network) on ``--batch`` crops of ``--crop``. Unless ``--resume`` is
+given, both stages start from the shipped ``pixelcnn`` 1 weights (a PixelCNN of full-resolution
+images, trained on the same data; stage 2's masked layers have its shape) and stage 2's
+conditioning biases from zero, so that training starts from pixelcnn's likelihood. Runs for a
+fixed wall-clock time (cosine learning rate), logs to OUT/train.log and writes
+OUT/checkpoint.pt every 100 iterations and at the end. Then ``python -m
+ridecodec_multiscale.export OUT/checkpoint.pt`` makes the shipped integer weights.
 Never train on the val sets (they are the benchmark) nor McMaster.
 """
 
@@ -19,6 +21,7 @@ from __future__ import annotations
 import argparse
 import math
 import time
+from importlib import resources
 from pathlib import Path
 from typing import cast
 
@@ -28,22 +31,24 @@ import torch
 from ridecodec.training.crops import load_gray, random_crops
 from ridecodec_pixelcnn.network import MaskedConv2d, PixelCNN
 
-from .network import FACTOR, MultiScale
+from .network import FACTOR, Conditional, MultiScale
 
 
-def load_shipped_pixelcnn(network: PixelCNN) -> None:
-    """``network``'s weights from the shipped integer ``pixelcnn`` (its export, inverted)."""
-    from ridecodec_pixelcnn.model import ACT_BITS, INPUT_BITS, WEIGHT_BITS, PixelCNNModel
+def load_shipped_pixelcnn(network: PixelCNN | Conditional) -> None:
+    """``network``'s masked layers from the shipped integer ``pixelcnn`` 1 gray weights (their
+    export, inverted)."""
+    from ridecodec_pixelcnn.model import ACT_BITS, INPUT_BITS, WEIGHT_BITS, WEIGHTS_FILE
 
-    arrays = PixelCNNModel().state_dict()
+    with resources.files("ridecodec_pixelcnn").joinpath(WEIGHTS_FILE).open("rb") as handle, np.load(handle) as archive:
+        arrays = {key: torch.from_numpy(archive[key].astype(np.float64)) for key in archive.files}
     modules = {"first": network.first, "head": network.head, "out": network.out}
     modules.update({f"residual{b}": conv for b, conv in enumerate(cast("list[MaskedConv2d]", network.residual))})
     with torch.no_grad():
         for layer, module in modules.items():
             input_bits = INPUT_BITS if layer == "first" else ACT_BITS
-            module.weight.copy_(arrays[f"{layer}_weight"].double() / 2**WEIGHT_BITS)
+            module.weight.copy_(arrays[f"{layer}_weight"] / 2**WEIGHT_BITS)
             module.bias.copy_(  # type: ignore[union-attr]  # (a Conv2d with a bias)
-                arrays[f"{layer}_bias"].double() / 2 ** (input_bits + WEIGHT_BITS)
+                arrays[f"{layer}_bias"] / 2 ** (input_bits + WEIGHT_BITS)
             )
 
 
@@ -82,8 +87,12 @@ def main(argv=None):
     model = MultiScale(args.channels, args.blocks, args.cond_blocks)
     if args.resume:
         model.load_state_dict(torch.load(args.resume, map_location="cpu")["state"])
-    else:
+    else:  # both stages start as pixelcnn, stage 2 with its conditioning biases at zero
         load_shipped_pixelcnn(model.small)
+        load_shipped_pixelcnn(model.conditional)
+        with torch.no_grad():
+            model.conditional.bias.weight.zero_()
+            model.conditional.bias.bias.zero_()  # type: ignore[union-attr]  # (a Conv2d with a bias)
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
     say(f"{len(images)} images, {sum(p.numel() for p in model.parameters())} parameters, {vars(args)}")
 

@@ -78,23 +78,18 @@ def test_stage_two_ignores_later_stage_two_pixels_only(model):
 def test_integer_network_matches_the_float_export(model):
     """The shipped integers come from the float networks: the exact code length of a smooth image
     is within 1% of the float networks', quantization included."""
-    from ridecodec_multiscale.export import FIRST_LAYERS, quantize
+    from ridecodec_multiscale.export import FIRST_LAYERS, LAYERS, module_of, quantize
     from ridecodec_multiscale.network import MultiScale
 
     network = MultiScale()
     arrays = model.state_dict()
     with torch.no_grad():  # float weights from the shipped integers: the same network, rounded
-        for key, value in network.state_dict().items():
-            if key.endswith("mask"):
-                continue
-            stage, *path, kind = key.split(".")
-            layer = "".join(path)
-            name = f"small.{layer}_{kind}" if stage == "small" else f"{layer}_{kind}"
-            input_bits = 7 if layer in FIRST_LAYERS else 12
-            scale = 2**16 if kind == "weight" else 2 ** (input_bits + 16)
-            value.copy_(arrays[name].double() / scale)
-    exported = {key.replace("small_", "small.", 1): value for key, value in quantize(network).items()}
-    assert all(np.array_equal(value, arrays[key].numpy()) for key, value in exported.items())
+        for layer in LAYERS:
+            module = module_of(network, layer)
+            input_bits = 7 if layer.removeprefix("small_") in FIRST_LAYERS else 12
+            module.weight.copy_(arrays[f"{layer}_weight"].double() / 2**16)
+            module.bias.copy_(arrays[f"{layer}_bias"].double() / 2 ** (input_bits + 16))
+    assert all(np.array_equal(value, arrays[key].numpy()) for key, value in quantize(network).items())
     image = torch.from_numpy(testing.synthetic_image(24, 32, seed=5))[None, None]
     exact_nats = -float(model.log_prob(image))
     with torch.no_grad():
