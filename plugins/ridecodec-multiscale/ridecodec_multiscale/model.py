@@ -84,6 +84,7 @@ class _Stack:
         device = weights["first"].device
         self.first_dy = torch.tensor([dy for dy, _ in self.layers["first"].offsets], device=device)
         self.first_dx = torch.tensor([dx for _, dx in self.layers["first"].offsets], device=device)
+        self.block_offsets: dict[int, torch.Tensor] = {}  # per padded width: the 3x3 layers' reads
 
     def whole(self, pixels: torch.Tensor, bias: list[torch.Tensor] | None = None) -> torch.Tensor:
         """uint8 (1, 1, H, W), per-layer biases (1, C, H, W) -> relu(h_BLOCKS) (1, C, H, W)."""
@@ -123,9 +124,11 @@ class _Stack:
         if bias is not None:
             h = _clamp(h + bias[0])
         padded_width = width + 2
-        offsets = torch.tensor([dy * padded_width + dx for dy, dx in self.layers["residual0"].offsets])
+        if padded_width not in self.block_offsets:
+            offsets = [dy * padded_width + dx for dy, dx in self.layers["residual0"].offsets]
+            self.block_offsets[padded_width] = torch.tensor(offsets, device=rows.device)
         centre = (rows + 1) * padded_width + cols + 1  # in the padded planes
-        where = (centre[:, None] + offsets.to(rows.device)[None, :]).reshape(-1)  # (N * K,)
+        where = (centre[:, None] + self.block_offsets[padded_width][None, :]).reshape(-1)  # (N * K,)
         flat_planes = planes.view(BLOCKS, CHANNELS, -1)
         for b in range(BLOCKS):
             flat_planes[b][:, centre] = h.clamp(min=0).t().to(torch.float64)
@@ -286,16 +289,21 @@ class MultiScaleModel(DensityModel):
                 return exact.softmax_frequencies(small_stack.logits(features), ACT_BITS)
             if not state:
                 start_stage2()
+            n = 0  # this call's own positions start at n in the batch
             # The stage-1 positions' features (stage 2's network there, which later steps read)
-            # depend on stage-2 pixels, so they are computed in the wavefront too: all those of
-            # earlier steps than this one, in one batch (they never read each other: stage-1
-            # positions are 2 apart, the 3x3 layers read 1 away).
+            # depend on stage-2 pixels, so they are computed in the wavefront too: those of every
+            # earlier step than this one not yet done join this call's positions in one batch
+            # (the layers run one after the other over the whole batch, each reading the previous
+            # one's outputs, cached or in the batch: a batch may hold positions that read others).
             t = (RIGHT + 1) * int(rows[0]) + int(cols[0])
             steps, stage1_rows, stage1_cols = state["stage1"]
             upto = int(torch.searchsorted(steps, torch.tensor(t, device=device)))
             if upto > state["done"]:
-                stage2_at(stage1_rows[state["done"] : upto], stage1_cols[state["done"] : upto])
+                rows = torch.cat([stage1_rows[state["done"] : upto], rows])
+                cols = torch.cat([stage1_cols[state["done"] : upto], cols])
+                n = upto - state["done"]
                 state["done"] = upto
-            return exact.softmax_frequencies(stack.logits(*stage2_at(rows, cols)), ACT_BITS)
+            features, head_bias = stage2_at(rows, cols)
+            return exact.softmax_frequencies(stack.logits(features[n:], head_bias[n:]), ACT_BITS)
 
         return step
