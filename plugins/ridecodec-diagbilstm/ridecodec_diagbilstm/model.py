@@ -287,29 +287,24 @@ class DiagBiLSTMModel(DensityModel):
         c = CHANNELS
         _, _, height, width = inputs.shape
         device = inputs.device
-        rows = torch.arange(height, device=device)[:, None]
-        skewed_columns = width + height - 1
-        j = torch.arange(skewed_columns, device=device)[None, :] - rows  # (H, K): the column at row i
-        inside = (j >= 0) & (j < width)
         flat = inputs.permute(0, 2, 3, 1).reshape(2, height * width, 4 * c)
-        flat = torch.cat([flat, flat.new_zeros(2, 1, 4 * c)], 1)  # index H*W: zeros
-        skewed = flat[:, torch.where(inside, rows * width + j.clamp(0, width - 1), height * width)]  # (2, H, K, 4C)
-        cell = torch.zeros(2 * height, c, dtype=torch.int64, device=device)
-        state = torch.zeros(2, height, c, dtype=torch.int64, device=device)
-        states = []
-        for column in range(skewed_columns):
-            up = torch.cat([state.new_zeros(2, 1, c), state[:, :-1]], 1)  # (i-1, j)
-            previous = torch.cat([state, up], 2).to(torch.float64)  # [(i, j-1); (i-1, j)]
-            recurrent = torch.bmm(previous, layers.state).to(torch.int64)  # (2, H, 4C)
-            pre = _rescale(skewed[:, :, column] + recurrent, WEIGHT_BITS)
-            cell, new_state = layers.activations.cell(pre.view(2 * height, 4 * c), cell)
-            started = (rows <= column).repeat(2, 1)  # rows whose j >= 0; the others stay zero
-            cell = torch.where(started, cell, 0)
-            state = torch.where(started, new_state, 0).view(2, height, c)
-            states.append(state)
-        stacked = torch.stack(states, 2).reshape(2, height * skewed_columns, c)  # (2, H*K, C)
-        unskew = rows * skewed_columns + rows + torch.arange(width, device=device)[None, :]  # (H, W)
-        return stacked[:, unskew].permute(0, 3, 1, 2)
+        rows = torch.arange(height, device=device)
+        # state[:, i + 1]: row i's latest state (row -1: zeros); a column of the skewed map updates
+        # the rows it crosses, (i, column - i), from the previous column's (i, j-1) and (i-1, j)
+        state = torch.zeros(2, height + 1, c, dtype=torch.int64, device=device)
+        cell = torch.zeros(2, height, c, dtype=torch.int64, device=device)
+        out = torch.zeros(2, height * width, c, dtype=torch.int64, device=device)
+        for column in range(width + height - 1):
+            first, last = max(0, column - width + 1), min(height - 1, column)
+            count = last - first + 1
+            previous = torch.cat([state[:, first + 1 : last + 2], state[:, first : last + 1]], 2)
+            recurrent = torch.bmm(previous.to(torch.float64), layers.state).to(torch.int64)  # (2, count, 4C)
+            where = rows[first : last + 1] * (width - 1) + column  # i * width + (column - i)
+            pre = _rescale(flat[:, where] + recurrent, WEIGHT_BITS).view(2 * count, 4 * c)
+            new_cell, new_state = layers.activations.cell(pre, cell[:, first : last + 1].reshape(2 * count, c))
+            cell[:, first : last + 1] = new_cell.view(2, count, c)
+            state[:, first + 1 : last + 2] = out[:, where] = new_state.view(2, count, c)
+        return out.view(2, height, width, c).permute(0, 3, 1, 2)
 
     def features(self, pixels: torch.Tensor) -> torch.Tensor:
         """uint8 (1, 1, H, W) -> h_1, int64 (CHANNELS, H, W) at 2**-ACT_BITS."""
