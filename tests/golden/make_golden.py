@@ -24,7 +24,7 @@ from ridecodec.testing import synthetic_graphic, synthetic_image, synthetic_imag
 HERE = Path(__file__).resolve().parent
 MANIFEST = HERE / "MANIFEST.json"
 #: The models the corpus guards: the built-ins and the plug-ins in plugins/.
-MODELS = ("ride", "mcgsm", "loco", "pixelcnn", "rowlstm", "diagbilstm")
+MODELS = ("ride", "mcgsm", "loco", "pixelcnn", "rowlstm", "diagbilstm", "multiscale")
 
 
 def pixel_digest(pixels: np.ndarray) -> str:
