@@ -240,11 +240,14 @@ class DiagBiLSTMModel(DensityModel):
     reach = None
     exact_across_devices = True
     can_sample = True  # ridecodec.sampling draws from the step function
-    #: Measured one-thread decode time per pixel on the 2-core development machine (a 256x256 gray
-    #: crop, ``benchmarks/decode_time.py``): for the estimate printed before coding.
-    seconds_per_pixel: ClassVar[float] = 250e-6
-    #: The largest image (pixels) coded without the user raising the limit: about 2 minutes here.
-    pixel_limit: ClassVar[int] = 480_000
+    #: One-thread decode time per pixel, measured on the 2-core development machine: decoding a
+    #: 256x256 gray crop (``benchmarks/decode_time.py``) took 70.1 s of CPU time, 1.07 ms per pixel
+    #: (the coder's and the online adaptation's work per pixel included); for the codec's estimate.
+    seconds_per_pixel: ClassVar[float] = 1.07e-3
+    #: The largest image (pixels) coded without the user raising the limit: about 2 minutes of
+    #: coding here (120 s / seconds_per_pixel, rounded down). A BSDS500 image (154,401) needs
+    #: ``--model-pixel-limit``.
+    pixel_limit: ClassVar[int] = 110_000
 
     def __init__(self):
         super().__init__()
