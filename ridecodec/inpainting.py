@@ -41,7 +41,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import InputError
+from .errors import InputError, ModelNotFoundError
 from .models.base import DensityModel
 from .sampling import Draws, ProgressCallback, fill, require_sampling
 
@@ -114,6 +114,18 @@ def _flipped(array: np.ndarray, flip: tuple[bool, bool]) -> np.ndarray:
     return np.flip(array, axis=axes) if axes else array
 
 
+def require_inpainting(model: DensityModel) -> None:
+    """Refuse, in one line, a model that cannot sample, or that codes in its own order (a
+    multi-scale model: its second stage reads pixels below and right, which the local windows
+    below, made for wavefront and raster orders, do not follow)."""
+    require_sampling(model)
+    if model.has_own_order():
+        raise ModelNotFoundError(
+            f"model {model.name!r} codes in its own order, which inpainting does not follow; "
+            "use a model coded in raster or wavefront order, e.g. ride or mcgsm"
+        )
+
+
 def inpaint(
     model: DensityModel,
     pixels: np.ndarray,
@@ -128,7 +140,7 @@ def inpaint(
     from the model's posterior given the others; the others are returned unchanged (the missing
     pixels' values in ``pixels`` are ignored). ``progress(done, total)`` counts the candidates and
     the blocks of every sweep."""
-    require_sampling(model)
+    require_inpainting(model)
     if missing.shape != pixels.shape[1:]:
         raise InputError(
             f"the mask is {missing.shape[1]}x{missing.shape[0]}, the image "
@@ -229,6 +241,6 @@ def inpaint_file(
     if not missing.any():
         raise InputError(f"{mask_path}: the mask marks no pixel as missing (nonzero = missing): nothing to inpaint")
     name, density_model = api.model_for(coded, model, api.resolve_device(device), weights)
-    require_sampling(density_model)
+    require_inpainting(density_model)
     result = inpaint(density_model, coded.pixels, missing, sweeps, seed, candidates, progress, threads)
     return name, imageio.coded_png_bytes(replace(coded, pixels=result.pixels)), result

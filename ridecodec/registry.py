@@ -248,8 +248,7 @@ def describe_model(name: str, digest: bool = False) -> ModelInfo:
         source = load_model(name, "cpu")
     distribution = entry_point.dist
     reach = source.reach
-    model_class = source if isinstance(source, type) else type(source)
-    if model_class.coding_order is not DensityModel.coding_order:
+    if source.has_own_order():
         described_reach = "its own coding order"
     elif reach is None:
         described_reach = "unbounded (raster order)"

@@ -8,6 +8,7 @@ models never import the engine.
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -84,19 +85,24 @@ class Skipping:
     order: CodingOrder
     skip: np.ndarray
 
-    def _kept(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    @functools.cached_property
+    def _kept(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """The kept positions of each non-empty step, worked out once (counting the steps needs
+        them too)."""
         skip = torch.from_numpy(np.asarray(self.skip, dtype=bool))
+        kept = []
         for _, rows, cols in self.order.steps():
             keep = ~skip[rows, cols]
             if bool(keep.any()):
-                yield rows[keep], cols[keep]
+                kept.append((rows[keep], cols[keep]))
+        return kept
 
     @property
     def num_steps(self) -> int:
-        return sum(1 for _ in self._kept())
+        return len(self._kept)
 
     def steps(self) -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
-        for t, (rows, cols) in enumerate(self._kept()):
+        for t, (rows, cols) in enumerate(self._kept):
             yield t, rows, cols
 
 

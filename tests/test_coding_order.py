@@ -172,3 +172,14 @@ def test_sampling_follows_the_declared_order(two_scale):
 
 def test_models_says_a_model_has_its_own_order(two_scale):
     assert registry.describe_model(two_scale).reach == "its own coding order"
+
+
+def test_inpainting_refuses_a_model_in_its_own_order(two_scale):
+    """Its local windows follow wavefront and raster orders only."""
+    from ridecodec import inpainting
+
+    image = testing.planes_of(testing.synthetic_image(8, 8, seed=1))
+    missing = np.zeros((8, 8), dtype=bool)
+    missing[3:5, 3:5] = True
+    with pytest.raises(ridecodec.RidecodecError, match="codes in its own order, which inpainting does not follow"):
+        inpainting.inpaint(registry.load_model(two_scale), image, missing)

@@ -177,6 +177,11 @@ class DensityModel(torch.nn.Module, abc.ABC):
         decoder, sampler and the conformance kit all follow what this returns."""
         return None
 
+    @classmethod
+    def has_own_order(cls) -> bool:
+        """Whether the model chooses its own coding order (overrides :meth:`coding_order`)."""
+        return cls.coding_order is not DensityModel.coding_order
+
     @property
     def device(self) -> torch.device:
         tensors = list(self.parameters()) + list(self.buffers())
