@@ -158,6 +158,8 @@ class MultiScaleModel(DensityModel):
     #: reach's wavefront).
     reach = CausalReach(up=FACTOR * SMALL_RIGHT, left=FACTOR * SMALL_RIGHT, right=FACTOR * SMALL_RIGHT)
     exact_across_devices = True
+    #: ridecodec.sampling draws in the declared order (inpainting refuses models in their own order)
+    can_sample = True
 
     def __init__(self):
         super().__init__()

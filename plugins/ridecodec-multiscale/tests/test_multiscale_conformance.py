@@ -98,3 +98,10 @@ def test_integer_network_matches_the_float_export(model):
         float_bits += float(network.conditional.nll_bits(image)) * (image.numel() - small.numel())
     float_nats = float_bits * math.log(2)
     assert abs(exact_nats - float_nats) <= 0.01 * float_nats
+
+
+def test_it_samples_in_its_own_order_the_same_on_every_run(model):
+    from ridecodec import sampling
+
+    drawn = sampling.sample(model, "L", 9, 12, seed=2)
+    assert drawn.shape == (1, 9, 12) and np.array_equal(drawn, sampling.sample(model, "L", 9, 12, seed=2))
