@@ -81,6 +81,9 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--crop", type=int, help="only the centre N x N pixels of each image")
     parser.add_argument("--weights", help="a weights file for the model instead of its shipped weights")
+    parser.add_argument(
+        "--model-pixel-limit", type=int, help="code images up to this many pixels with a slow model (raster order)"
+    )
     parser.add_argument("--out", type=Path, help="output prefix (PREFIX.md and PREFIX.json)")
     args = parser.parse_args(argv)
 
@@ -98,6 +101,7 @@ def main(argv: list[str] | None = None) -> None:
             effort=args.effort,
             crop=args.crop,
             weights=args.weights,
+            model_pixel_limit=args.model_pixel_limit,
             progress=lambda name: print(f"  {name}", file=sys.stderr),
         )
     except RidecodecError as error:
