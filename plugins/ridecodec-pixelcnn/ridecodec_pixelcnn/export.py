@@ -1,6 +1,10 @@
-"""Float checkpoint (``train.py``) -> the shipped integer weights (``pixelcnn-gray.npz``).
+"""Float checkpoint (``train.py``) -> the shipped integer weights (``pixelcnn-gray.npz`` for a
+gray checkpoint, ``pixelcnn-rgb.npz`` for an RGB one).
 
     python -m ridecodec_pixelcnn.export /tmp/pixelcnn-train/checkpoint.pt [--out PATH]
+
+The gray weights are version 1's and stay as they are: re-exporting them changes the version 1
+tables that files were written with (the golden test refuses it).
 
 Weights are masked, then rounded to integers at 2**-WEIGHT_BITS; biases at the scale of their
 layer's products (2**-(input bits + WEIGHT_BITS)). Stored as int32 (every value fits).
@@ -17,7 +21,18 @@ import torch
 
 from ridecodec import exact
 
-from .model import ACT_BITS, BLOCKS, CHANNELS, INPUT_BITS, LAYERS, WEIGHT_BITS, WEIGHTS_FILE
+from .model import (
+    ACT_BITS,
+    BLOCKS,
+    CHANNELS,
+    GROUPS,
+    INPUT_BITS,
+    LAYERS,
+    RGB_CHANNELS,
+    RGB_WEIGHTS_FILE,
+    WEIGHT_BITS,
+    WEIGHTS_FILE,
+)
 from .network import MaskedConv2d, PixelCNN
 
 
@@ -36,12 +51,15 @@ def quantize(network: PixelCNN) -> dict[str, np.ndarray]:
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("checkpoint")
-    parser.add_argument("--out", default=str(Path(__file__).resolve().parent / WEIGHTS_FILE))
+    parser.add_argument("--out", help="default: the plug-in's weights file for the checkpoint's colour")
     args = parser.parse_args(argv)
     checkpoint = torch.load(args.checkpoint, map_location="cpu")
     config = checkpoint["config"]
-    if (config["channels"], config["blocks"], config["groups"]) != (CHANNELS, BLOCKS, 1):
-        raise SystemExit(f"the exact model is built for {CHANNELS} channels, {BLOCKS} blocks, gray; got {config}")
+    shapes = {(CHANNELS, BLOCKS, 1): WEIGHTS_FILE, (RGB_CHANNELS, BLOCKS, GROUPS): RGB_WEIGHTS_FILE}
+    found = (config["channels"], config["blocks"], config["groups"])
+    if found not in shapes:
+        raise SystemExit(f"the exact model is built for (channels, blocks, groups) in {sorted(shapes)}; got {config}")
+    args.out = args.out or str(Path(__file__).resolve().parent / shapes[found])
     network = PixelCNN(**config)
     network.load_state_dict(checkpoint["state"])
     np.savez_compressed(args.out, **quantize(network))  # type: ignore[arg-type]  # (stubs: ** might be allow_pickle)

@@ -43,7 +43,11 @@ class PixelCNN(torch.nn.Module):
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         """uint8 (B, groups, H, W) -> logits (B, groups, 256, H, W)."""
-        h = self.first((pixels.float() - 128.0) / 128.0)
+        return self.logits((pixels.float() - 128.0) / 128.0)
+
+    def logits(self, u: torch.Tensor) -> torch.Tensor:
+        """The centred input u = (x - 128) / 128, float (B, groups, H, W) -> logits (B, groups, 256, H, W)."""
+        h = self.first(u)
         for conv in self.residual:
             h = h + conv(F.relu(h))
         logits = self.out(F.relu(self.head(F.relu(h))))

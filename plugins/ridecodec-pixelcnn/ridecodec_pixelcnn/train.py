@@ -1,13 +1,21 @@
-"""Train the float PixelCNN on grayscale random crops of BSDS500 train + test.
+"""Train the float PixelCNN on random crops: gray (version 1's network: BSDS500 train + test) or
+colour (version 2's RGB network: lossless-like photos, bsds500-half train + test and photos).
 
     python -m ridecodec_pixelcnn.train ../shared/data/bsds500/train ../shared/data/bsds500/test \
         --out /tmp/pixelcnn-train [--minutes 25] [--channels 32] [--blocks 4] [--crop 40] [--batch 24]
         [--resume CHECKPOINT --lr 5e-4]
+    python -m ridecodec_pixelcnn.train --color rgb --channels 96 --from-gray --lr 1e-3 \
+        ../shared/data/bsds500-half/train ../shared/data/bsds500-half/test ../shared/data/photos \
+        --out /tmp/pixelcnn-rgb96 [--continue]
 
 Runs for a fixed wall-clock time (the learning rate follows a cosine over it), logs to
-OUT/train.log and writes OUT/checkpoint.pt (float weights and config) every few hundred
-iterations and at the end. Then ``python -m ridecodec_pixelcnn.export OUT/checkpoint.pt`` makes the
-shipped integer weights. Never train on the val sets (they are the benchmark).
+OUT/train.log and writes OUT/checkpoint.pt (float weights, config, optimizer state and the time
+spent) every hundred iterations and at the end. ``--continue`` picks an interrupted run up from
+OUT/checkpoint.pt on the same schedule; ``--resume`` starts a new schedule from a checkpoint's
+weights. Then ``python -m ridecodec_pixelcnn.export OUT/checkpoint.pt`` makes the shipped integer
+weights. Colour crops are drawn from an image with probability proportional to its area (the
+few large photos weigh as much as the many small BSDS images). Never train on the val sets (they
+are the benchmark) nor on McMaster.
 """
 
 from __future__ import annotations
@@ -16,13 +24,71 @@ import argparse
 import math
 import time
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import torch
+from PIL import Image
 
+from ridecodec.imageio import IMAGE_SUFFIXES
 from ridecodec.training.crops import load_gray, random_crops
 
-from .network import PixelCNN
+from .network import MaskedConv2d, PixelCNN
+
+
+def load_rgb(folders: list[str]) -> list[np.ndarray]:
+    """Every image in ``folders`` as (H, W, 3) uint8, Pillow's convert("RGB")."""
+    images = []
+    for folder in folders:
+        for path in sorted(Path(folder).iterdir()):
+            if path.suffix.lower() in IMAGE_SUFFIXES:
+                with Image.open(path) as image:
+                    images.append(np.asarray(image.convert("RGB")))
+    if not images:
+        raise SystemExit("no training images found")
+    return images
+
+
+def random_rgb_crops(images: list[np.ndarray], size: int, crop: int, rng: np.random.Generator) -> torch.Tensor:
+    """(size, 3, crop, crop) uint8 crops, each of an image drawn with probability proportional to
+    its area, transposed and mirrored at random."""
+    areas = np.array([image.shape[0] * image.shape[1] for image in images], dtype=np.float64)
+    out = np.empty((size, 3, crop, crop), dtype=np.uint8)
+    for k, index in enumerate(rng.choice(len(images), size=size, p=areas / areas.sum())):
+        image = images[index]
+        if rng.random() < 0.5:
+            image = image.transpose(1, 0, 2)
+        top = rng.integers(image.shape[0] - crop + 1)
+        left = rng.integers(image.shape[1] - crop + 1)
+        patch = image[top : top + crop, left : left + crop]
+        if rng.random() < 0.5:
+            patch = patch[:, ::-1]
+        out[k] = patch.transpose(2, 0, 1)
+    return torch.from_numpy(out)
+
+
+def from_gray(network: PixelCNN) -> None:
+    """An RGB ``network`` of 3 x 32 channels started as three copies of the shipped gray network,
+    one per channel group, each reading only its own colour channel (cross-group weights zero):
+    every channel starts with the gray model's likelihood, and training adds what the channels
+    tell about each other (G given R, B given R and G)."""
+    from .model import ACT_BITS, CHANNELS, INPUT_BITS, WEIGHT_BITS, PixelCNNModel
+
+    if network.groups != 3 or network.channels != 3 * CHANNELS or network.blocks != 4:
+        raise SystemExit(f"--from-gray needs --color rgb --channels {3 * CHANNELS} --blocks 4")
+    arrays = PixelCNNModel(colour=False).state_dict()
+    modules = {"first": network.first, "head": network.head, "out": network.out}
+    modules.update({f"residual{b}": conv for b, conv in enumerate(cast("list[MaskedConv2d]", network.residual))})
+    with torch.no_grad():
+        for layer, module in modules.items():
+            input_bits = INPUT_BITS if layer == "first" else ACT_BITS
+            weight = arrays[f"{layer}_weight"].double() / 2**WEIGHT_BITS
+            bias = arrays[f"{layer}_bias"].double() / 2 ** (input_bits + WEIGHT_BITS)
+            out, inputs = weight.shape[:2]
+            module.weight.zero_()
+            for g in range(3):
+                module.weight[g * out : (g + 1) * out, g * inputs : (g + 1) * inputs] = weight
+                module.bias[g * out : (g + 1) * out] = bias  # type: ignore[index]  # (a Conv2d with a bias)
 
 
 def main(argv=None):
@@ -38,9 +104,12 @@ def main(argv=None):
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--resume", help="a checkpoint to continue from (its weights; a fresh optimizer and schedule)")
+    parser.add_argument("--continue", dest="proceed", action="store_true", help="pick OUT/checkpoint.pt's run up")
+    parser.add_argument("--color", choices=("gray", "rgb"), default="gray")
+    parser.add_argument("--from-gray", action="store_true", help="start RGB as 3 copies of the shipped gray network")
     args = parser.parse_args(argv)
-    if any("val" in Path(folder).name for folder in args.folders):
-        raise SystemExit("refusing to train on a val set")
+    if any("val" in Path(folder).name or "mcmaster" in Path(folder).name for folder in args.folders):
+        raise SystemExit("refusing to train on a val set or McMaster")
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -53,29 +122,42 @@ def main(argv=None):
         print(line, flush=True)
         log.write(line + "\n")
 
-    images = load_gray(args.folders)
-    model = PixelCNN(args.channels, args.blocks, groups=1)
+    colour = args.color == "rgb"
+    images = load_rgb(args.folders) if colour else load_gray(args.folders)
+    crops = random_rgb_crops if colour else random_crops
+    model = PixelCNN(args.channels, args.blocks, groups=3 if colour else 1)
+    optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
+    iteration, running, spent = 0, None, 0.0
+    if args.from_gray:
+        from_gray(model)
     if args.resume:
         model.load_state_dict(torch.load(args.resume, map_location="cpu")["state"])
-    optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
+    if args.proceed:
+        checkpoint = torch.load(out / "checkpoint.pt", map_location="cpu")
+        model.load_state_dict(checkpoint["state"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        iteration, running, spent = checkpoint["iteration"], checkpoint["loss_bits"], checkpoint["elapsed"]
+        rng = np.random.default_rng([args.seed, iteration])
+        say(f"continuing at iteration {iteration}, {spent:.0f}s spent")
     say(f"{len(images)} images, {sum(p.numel() for p in model.parameters())} parameters, {vars(args)}")
 
-    def save(iteration, loss):
+    def save(iteration, loss, elapsed):
         torch.save(
             {
                 "config": model.config(),
                 "state": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
                 "iteration": iteration,
                 "loss_bits": loss,
+                "elapsed": elapsed,
                 "args": vars(args),
             },
             out / "checkpoint.tmp",
         )
         (out / "checkpoint.tmp").replace(out / "checkpoint.pt")
 
-    start = time.monotonic()
+    start = time.monotonic() - spent
     budget = args.minutes * 60
-    iteration, running = 0, None
     while True:
         elapsed = time.monotonic() - start
         if elapsed >= budget:
@@ -83,7 +165,7 @@ def main(argv=None):
         lr = args.lr * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * elapsed / budget)))
         for group in optimizer.param_groups:
             group["lr"] = lr
-        loss = model.nll_bits(random_crops(images, args.batch, args.crop, rng))
+        loss = model.nll_bits(crops(images, args.batch, args.crop, rng))
         optimizer.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -92,9 +174,9 @@ def main(argv=None):
         running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
         if iteration % 50 == 0:
             say(f"iter {iteration} {elapsed:.0f}s lr {lr:.2e} loss {loss.item():.4f} running {running:.4f} bits/pixel")
-        if iteration % 300 == 0:
-            save(iteration, running)
-    save(iteration, running)
+        if iteration % 100 == 0:
+            save(iteration, running, elapsed)
+    save(iteration, running, time.monotonic() - start)
     say(f"done: {iteration} iterations in {time.monotonic() - start:.0f}s, running loss {running:.4f} bits/pixel")
 
 
