@@ -8,13 +8,12 @@ layer's products (2**-(input bits + WEIGHT_BITS)). Stored as int32 (every value 
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from ridecodec import exact
+from ridecodec.training.recurrent_plugins import export_main
 
 from .model import ACT_BITS, CHANNELS, HIDDEN, INPUT_BITS, LAYERS, WEIGHT_BITS, WEIGHTS_FILE
 from .network import RowLSTM
@@ -31,21 +30,8 @@ def quantize(network: RowLSTM) -> dict[str, np.ndarray]:
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("checkpoint")
-    parser.add_argument("--out", default=str(Path(__file__).resolve().parent / WEIGHTS_FILE))
-    args = parser.parse_args(argv)
-    checkpoint = torch.load(args.checkpoint, map_location="cpu")
-    config = checkpoint["config"]
-    if (config["channels"], config["hidden"]) != (CHANNELS, HIDDEN):
-        raise SystemExit(f"the exact model is built for {CHANNELS} channels, {HIDDEN} hidden; got {config}")
-    network = RowLSTM(**config)
-    network.load_state_dict(checkpoint["state"])
-    np.savez_compressed(args.out, **quantize(network))  # type: ignore[arg-type]  # (stubs: ** might be allow_pickle)
-    print(
-        f"wrote {args.out} from {args.checkpoint} (iteration {checkpoint['iteration']}, "
-        f"training loss {checkpoint['loss_bits']:.4f} bits/pixel)"
-    )
+    weights = Path(__file__).resolve().parent / WEIGHTS_FILE
+    export_main(RowLSTM, quantize, (CHANNELS, HIDDEN), weights, __doc__, argv)
 
 
 if __name__ == "__main__":
