@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .. import exact
 from .crops import load_gray, random_crops
 
 
@@ -107,6 +108,22 @@ def train_main(network_class: type, name: str, description: str, argv=None) -> N
             save(iteration, running)
     save(iteration, running)
     say(f"done: {iteration} iterations in {time.monotonic() - start:.0f}s, running loss {running:.4f} bits/pixel")
+
+
+def quantize_layers(
+    network: torch.nn.Module, layers: list[str], input_bits: int, act_bits: int, weight_bits: int
+) -> dict[str, np.ndarray]:
+    """The int32 arrays of ``network``'s ``layers`` (attributes of it, each with a ``weight``, a
+    ``bias`` or None, and maybe a ``mask``): weights masked, then at 2**-``weight_bits``; biases at
+    their products' scale, the first layer's inputs being the pixels at 2**-``input_bits`` and
+    every later layer's activations at 2**-``act_bits``."""
+    arrays = {}
+    for layer in layers:
+        module = getattr(network, layer)
+        weight = module.weight * module.mask if hasattr(module, "mask") else module.weight
+        bits = input_bits if layer == layers[0] else act_bits
+        arrays.update(exact.fixed_point_layer(layer, weight, module.bias, bits, weight_bits))
+    return arrays
 
 
 def export_main(

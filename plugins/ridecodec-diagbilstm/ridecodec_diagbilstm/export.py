@@ -13,21 +13,14 @@ from pathlib import Path
 
 import numpy as np
 
-from ridecodec import exact
-from ridecodec.training.recurrent_plugins import export_main
+from ridecodec.training.recurrent_plugins import export_main, quantize_layers
 
 from .model import ACT_BITS, CHANNELS, HIDDEN, INPUT_BITS, LAYERS, WEIGHT_BITS, WEIGHTS_FILE
 from .network import DiagBiLSTM
 
 
 def quantize(network: DiagBiLSTM) -> dict[str, np.ndarray]:
-    arrays = {}
-    for layer in LAYERS:
-        module = getattr(network, layer)
-        weight = module.weight * module.mask if hasattr(module, "mask") else module.weight
-        input_bits = INPUT_BITS if layer == "first" else ACT_BITS
-        arrays.update(exact.fixed_point_layer(layer, weight, module.bias, input_bits, WEIGHT_BITS))
-    return arrays
+    return quantize_layers(network, LAYERS, INPUT_BITS, ACT_BITS, WEIGHT_BITS)
 
 
 def main(argv=None):
