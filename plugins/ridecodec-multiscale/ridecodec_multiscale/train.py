@@ -19,8 +19,6 @@ Never train on the val sets (they are the benchmark) nor McMaster.
 from __future__ import annotations
 
 import argparse
-import math
-import time
 from importlib import resources
 from pathlib import Path
 from typing import cast
@@ -29,6 +27,7 @@ import numpy as np
 import torch
 
 from ridecodec.training.crops import load_gray, random_crops
+from ridecodec.training.pixelrnn import fit, open_log, save_checkpoint
 from ridecodec_pixelcnn.network import MaskedConv2d, PixelCNN
 
 from .network import FACTOR, Conditional, MultiScale
@@ -76,12 +75,7 @@ def main(argv=None):
     torch.manual_seed(args.seed)
     rng = np.random.default_rng(args.seed)
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    log = open(out / "train.log", "a", buffering=1)  # noqa: SIM115 (open for the whole run, line-buffered)
-
-    def say(line):
-        print(line, flush=True)
-        log.write(line + "\n")
+    say = open_log(out)
 
     images = load_gray(args.folders)
     model = MultiScale(args.channels, args.blocks, args.cond_blocks)
@@ -96,48 +90,42 @@ def main(argv=None):
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
     say(f"{len(images)} images, {sum(p.numel() for p in model.parameters())} parameters, {vars(args)}")
 
-    def save(iteration, losses):
-        torch.save(
+    def save(iteration, running, elapsed):
+        save_checkpoint(
+            out,
             {
                 "config": model.config(),
                 "state": model.state_dict(),
                 "iteration": iteration,
-                "loss_bits": losses,
+                "loss_bits": None if running is None else running.tolist(),
                 "args": vars(args),
             },
-            out / "checkpoint.tmp",
         )
-        (out / "checkpoint.tmp").replace(out / "checkpoint.pt")
 
-    start = time.monotonic()
-    budget = args.minutes * 60
-    iteration, running = 0, None
-    while True:
-        elapsed = time.monotonic() - start
-        if elapsed >= budget:
-            break
-        lr = args.lr * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * elapsed / budget)))
-        for group in optimizer.param_groups:
-            group["lr"] = lr
+    def losses():
         small = random_crops(images, args.small_batch, FACTOR * args.small_crop, rng)[:, :, ::FACTOR, ::FACTOR]
         loss1 = model.small.nll_bits(small.contiguous())
         loss2 = model.conditional.nll_bits(random_crops(images, args.batch, args.crop, rng))
-        optimizer.zero_grad()
-        (loss1 + loss2).backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        iteration += 1
-        now = np.array([loss1.item(), loss2.item()])
-        running = now if running is None else 0.98 * running + 0.02 * now
-        if iteration % 25 == 0:
-            say(
-                f"iter {iteration} {elapsed:.0f}s lr {lr:.2e} stage 1 {now[0]:.4f} (running {running[0]:.4f}) "
-                f"stage 2 {now[1]:.4f} (running {running[1]:.4f}) bits/pixel"
-            )
-        if iteration % 100 == 0:
-            save(iteration, running.tolist())
-    save(iteration, None if running is None else running.tolist())
-    say(f"done: {iteration} iterations in {time.monotonic() - start:.0f}s, running losses {running} bits/pixel")
+        return torch.stack([loss1, loss2])
+
+    def describe(now, running):
+        return (
+            f"stage 1 {now[0]:.4f} (running {running[0]:.4f}) stage 2 {now[1]:.4f} (running {running[1]:.4f}) "
+            "bits/pixel"
+        )
+
+    fit(
+        model,
+        optimizer,
+        losses,
+        minutes=args.minutes,
+        lr=args.lr,
+        say=say,
+        save=save,
+        save_every=100,
+        report_every=25,
+        describe=describe,
+    )
 
 
 if __name__ == "__main__":

@@ -21,8 +21,6 @@ are the benchmark) nor on McMaster.
 from __future__ import annotations
 
 import argparse
-import math
-import time
 from pathlib import Path
 from typing import cast
 
@@ -32,6 +30,7 @@ from PIL import Image
 
 from ridecodec.imageio import IMAGE_SUFFIXES
 from ridecodec.training.crops import load_gray, random_crops
+from ridecodec.training.pixelrnn import fit, open_log, save_checkpoint
 
 from .network import MaskedConv2d, PixelCNN
 
@@ -115,12 +114,7 @@ def main(argv=None):
     torch.manual_seed(args.seed)
     rng = np.random.default_rng(args.seed)
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    log = open(out / "train.log", "a", buffering=1)  # noqa: SIM115 (open for the whole run, line-buffered)
-
-    def say(line):
-        print(line, flush=True)
-        log.write(line + "\n")
+    say = open_log(out)
 
     colour = args.color == "rgb"
     images = load_rgb(args.folders) if colour else load_gray(args.folders)
@@ -136,48 +130,39 @@ def main(argv=None):
         checkpoint = torch.load(out / "checkpoint.pt", map_location="cpu")
         model.load_state_dict(checkpoint["state"])
         optimizer.load_state_dict(checkpoint["optimizer"])
-        iteration, running, spent = checkpoint["iteration"], checkpoint["loss_bits"], checkpoint["elapsed"]
+        iteration, spent = checkpoint["iteration"], checkpoint["elapsed"]
+        running = np.array([checkpoint["loss_bits"]])
         rng = np.random.default_rng([args.seed, iteration])
         say(f"continuing at iteration {iteration}, {spent:.0f}s spent")
     say(f"{len(images)} images, {sum(p.numel() for p in model.parameters())} parameters, {vars(args)}")
 
-    def save(iteration, loss, elapsed):
-        torch.save(
+    def save(iteration, running, elapsed):
+        save_checkpoint(
+            out,
             {
                 "config": model.config(),
                 "state": model.state_dict(),
                 "optimizer": optimizer.state_dict(),
                 "iteration": iteration,
-                "loss_bits": loss,
+                "loss_bits": None if running is None else float(running[0]),
                 "elapsed": elapsed,
                 "args": vars(args),
             },
-            out / "checkpoint.tmp",
         )
-        (out / "checkpoint.tmp").replace(out / "checkpoint.pt")
 
-    start = time.monotonic() - spent
-    budget = args.minutes * 60
-    while True:
-        elapsed = time.monotonic() - start
-        if elapsed >= budget:
-            break
-        lr = args.lr * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * elapsed / budget)))
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        loss = model.nll_bits(crops(images, args.batch, args.crop, rng))
-        optimizer.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        iteration += 1
-        running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
-        if iteration % 50 == 0:
-            say(f"iter {iteration} {elapsed:.0f}s lr {lr:.2e} loss {loss.item():.4f} running {running:.4f} bits/pixel")
-        if iteration % 100 == 0:
-            save(iteration, running, elapsed)
-    save(iteration, running, time.monotonic() - start)
-    say(f"done: {iteration} iterations in {time.monotonic() - start:.0f}s, running loss {running:.4f} bits/pixel")
+    fit(
+        model,
+        optimizer,
+        lambda: model.nll_bits(crops(images, args.batch, args.crop, rng))[None],
+        minutes=args.minutes,
+        lr=args.lr,
+        say=say,
+        save=save,
+        iteration=iteration,
+        running=running,
+        spent=spent,
+        save_every=100,
+    )
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ridecodec.training.recurrent_plugins import export_main, quantize_layers
+from ridecodec.training.pixelrnn import export_main, quantize_layers
 
 from .model import ACT_BITS, CHANNELS, HIDDEN, INPUT_BITS, LAYERS, WEIGHT_BITS, WEIGHTS_FILE
 from .network import RowLSTM

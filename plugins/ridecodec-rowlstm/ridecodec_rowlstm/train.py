@@ -4,7 +4,7 @@
         --out /tmp/rowlstm-train [--minutes 25] [--channels 32] [--hidden 32] [--crop 32] [--batch 16]
         [--resume CHECKPOINT --lr 5e-4]
 
-The loop is shared with the other recurrent plug-ins (``ridecodec.training.recurrent_plugins``): it runs
+The loop is shared with the other recurrent plug-ins (``ridecodec.training.pixelrnn``): it runs
 for a fixed wall-clock time (the learning rate follows a cosine over it), logs to
 OUT/train.log and writes OUT/checkpoint.pt (float weights and config) every few hundred
 iterations and at the end. Then ``python -m ridecodec_rowlstm.export OUT/checkpoint.pt`` makes the
@@ -13,7 +13,7 @@ shipped integer weights. Never train on the val sets (they are the benchmark).
 
 from __future__ import annotations
 
-from ridecodec.training.recurrent_plugins import train_main
+from ridecodec.training.pixelrnn import train_main
 
 from .network import RowLSTM
 

@@ -1,18 +1,22 @@
-"""Training and export shared by the recurrent PixelRNN plug-ins (``rowlstm``, ``diagbilstm``): a
-float network of ``channels`` features and ``hidden`` head units, trained on gray random crops of
-photographs for a fixed wall-clock time, then exported to the integer arrays the plug-in ships.
+"""Training and export shared by the PixelRNN plug-ins: small float networks trained on random
+crops of photographs for a fixed wall-clock time, then exported to the integer arrays a plug-in
+ships.
 
-A plug-in's ``train.py`` and ``export.py`` call :func:`train_main` and :func:`export_main` with its
-network class (and its ``quantize``); the command lines are theirs:
+* :func:`fit` is the loop every plug-in's ``train.py`` runs: Adam steps on the sum of a batch's
+  losses (bits per pixel), the learning rate on a cosine over the time budget, gradients clipped
+  at norm 1, a running average of each loss logged and checkpointed (resumable, ``spent``);
+  :func:`open_log` and :func:`save_checkpoint` are its log and atomic checkpoint.
+* :func:`train_main` and :func:`export_main` are the whole command lines of the recurrent
+  plug-ins (``rowlstm``, ``diagbilstm``: a network of ``channels`` features and ``hidden`` head
+  units on gray crops), and :func:`quantize_layers` their export:
 
     python -m ridecodec_rowlstm.train ../shared/data/bsds500/train ../shared/data/bsds500/test \\
         --out /tmp/rowlstm-train [--minutes 25] [--channels 32] [--hidden 32] [--crop 32] [--batch 16]
         [--resume CHECKPOINT --lr 5e-4]
     python -m ridecodec_rowlstm.export /tmp/rowlstm-train/checkpoint.pt [--out PATH]
 
-Training runs for a fixed wall-clock time (the learning rate follows a cosine over it), logs to
-OUT/train.log and writes OUT/checkpoint.pt (float weights and config) every 300 iterations and at
-the end. It refuses val sets (they are the benchmark).
+Training logs to OUT/train.log and writes OUT/checkpoint.pt (float weights and config) every few
+hundred iterations and at the end. It refuses val sets (they are the benchmark).
 """
 
 from __future__ import annotations
@@ -54,13 +58,7 @@ def train_main(network_class: type, name: str, description: str, argv=None) -> N
     torch.manual_seed(args.seed)
     rng = np.random.default_rng(args.seed)
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    log = open(out / "train.log", "a", buffering=1)  # noqa: SIM115 (open for the whole run, line-buffered)
-
-    def say(line):
-        print(line, flush=True)
-        log.write(line + "\n")
-
+    say = open_log(out)
     images = load_gray(args.folders)
     model = network_class(args.channels, args.hidden)
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
@@ -71,43 +69,99 @@ def train_main(network_class: type, name: str, description: str, argv=None) -> N
             optimizer.load_state_dict(resumed["optimizer"])
     say(f"{len(images)} images, {sum(p.numel() for p in model.parameters())} parameters, {vars(args)}")
 
-    def save(iteration, loss):
-        torch.save(
+    def save(iteration, running, elapsed):
+        save_checkpoint(
+            out,
             {
                 "config": model.config(),
                 "state": model.state_dict(),
                 "optimizer": optimizer.state_dict(),
                 "iteration": iteration,
-                "loss_bits": loss,
+                "loss_bits": None if running is None else float(running[0]),
                 "args": vars(args),
             },
-            out / "checkpoint.tmp",
         )
-        (out / "checkpoint.tmp").replace(out / "checkpoint.pt")
 
-    start = time.monotonic()
-    budget = args.minutes * 60
-    iteration, running = 0, None
+    fit(
+        model,
+        optimizer,
+        lambda: model.nll_bits(random_crops(images, args.batch, args.crop, rng))[None],
+        minutes=args.minutes,
+        lr=args.lr,
+        say=say,
+        save=save,
+    )
+
+
+def open_log(out: Path) -> Callable[[str], None]:
+    """``say(line)``: print a line and append it to OUT/train.log (``out`` is made if missing)."""
+    out.mkdir(parents=True, exist_ok=True)
+    log = open(out / "train.log", "a", buffering=1)  # noqa: SIM115 (open for the whole run, line-buffered)
+
+    def say(line: str) -> None:
+        print(line, flush=True)
+        log.write(line + "\n")
+
+    return say
+
+
+def save_checkpoint(out: Path, checkpoint: dict) -> None:
+    """OUT/checkpoint.pt, written whole or not at all (a run killed while saving keeps the last)."""
+    torch.save(checkpoint, out / "checkpoint.tmp")
+    (out / "checkpoint.tmp").replace(out / "checkpoint.pt")
+
+
+def _one_loss(now: np.ndarray, running: np.ndarray) -> str:
+    return f"loss {now[0]:.4f} running {running[0]:.4f} bits/pixel"
+
+
+def fit(
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    losses: Callable[[], torch.Tensor],
+    *,
+    minutes: float,
+    lr: float,
+    say: Callable[[str], None],
+    save: Callable[[int, np.ndarray | None, float], None],
+    iteration: int = 0,
+    running: np.ndarray | None = None,
+    spent: float = 0.0,
+    save_every: int = 300,
+    report_every: int = 50,
+    describe: Callable[[np.ndarray, np.ndarray], str] = _one_loss,
+) -> tuple[int, np.ndarray | None]:
+    """Train until ``minutes`` of wall-clock time (``spent`` of them already, in a resumed run)
+    are up. Each step: ``losses()`` (a 1-D tensor of losses in bits per pixel, drawing its own
+    batch), Adam on their sum at the cosine rate from ``lr`` down to 2% of it, gradients clipped at
+    norm 1; a running average of each loss; a line ``describe(now, running)`` every
+    ``report_every`` steps; ``save(iteration, running, elapsed)`` every ``save_every`` steps and at
+    the end. Returns the iteration count and the running losses."""
+    start = time.monotonic() - spent
+    budget = minutes * 60
     while True:
         elapsed = time.monotonic() - start
         if elapsed >= budget:
             break
-        lr = args.lr * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * elapsed / budget)))
+        rate = lr * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * elapsed / budget)))
         for group in optimizer.param_groups:
-            group["lr"] = lr
-        loss = model.nll_bits(random_crops(images, args.batch, args.crop, rng))
+            group["lr"] = rate
+        parts = losses()
         optimizer.zero_grad()
-        loss.backward()
+        parts.sum().backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         iteration += 1
-        running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
-        if iteration % 50 == 0:
-            say(f"iter {iteration} {elapsed:.0f}s lr {lr:.2e} loss {loss.item():.4f} running {running:.4f} bits/pixel")
-        if iteration % 300 == 0:
-            save(iteration, running)
-    save(iteration, running)
-    say(f"done: {iteration} iterations in {time.monotonic() - start:.0f}s, running loss {running:.4f} bits/pixel")
+        now = parts.detach().double().numpy()
+        running = now if running is None else 0.98 * running + 0.02 * now
+        if iteration % report_every == 0:
+            say(f"iter {iteration} {elapsed:.0f}s lr {rate:.2e} {describe(now, running)}")
+        if iteration % save_every == 0:
+            save(iteration, running, elapsed)
+    save(iteration, running, time.monotonic() - start)
+    summary = "none" if running is None else ", ".join(f"{value:.4f}" for value in running)
+    say(f"done: {iteration} iterations in {time.monotonic() - start:.0f}s, running losses {summary} bits/pixel")
+    return iteration, running
 
 
 def quantize_layers(
