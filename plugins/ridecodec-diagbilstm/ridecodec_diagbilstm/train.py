@@ -1,25 +1,175 @@
-"""Train the float DiagBiLSTM on grayscale random crops of BSDS500 train + test.
+"""Train the float DiagBiLSTM on random crops: gray (version 1's network: BSDS500 train + test) or
+colour (version 2's RGB network: lossless-like photos, bsds500-half train + test and photos).
 
     python -m ridecodec_diagbilstm.train ../shared/data/bsds500/train ../shared/data/bsds500/test \
         --out /tmp/diagbilstm-train [--minutes 25] [--channels 32] [--hidden 32] [--crop 32] [--batch 16]
         [--resume CHECKPOINT --lr 5e-4]
+    python -m ridecodec_diagbilstm.train --color rgb --channels 96 --hidden 96 --from-gray --lr 1e-3 \
+        ../shared/data/bsds500-half/train ../shared/data/bsds500-half/test ../shared/data/photos \
+        --out /tmp/diagbilstm-rgb96 [--continue]
 
-The loop is shared with the other recurrent plug-ins (``ridecodec.training.pixelrnn``): it runs
-for a fixed wall-clock time (the learning rate follows a cosine over it), logs to
-OUT/train.log and writes OUT/checkpoint.pt (float weights and config) every few hundred
-iterations and at the end. Then ``python -m ridecodec_diagbilstm.export OUT/checkpoint.pt`` makes the
-shipped integer weights. Never train on the val sets (they are the benchmark).
+The loop is ``ridecodec.training.pixelrnn.fit`` (shared with the other PixelRNN plug-ins): it runs
+for a fixed wall-clock time (the learning rate follows a cosine over it), logs to OUT/train.log and
+writes OUT/checkpoint.pt (float weights, config, optimizer state and the time spent) every few
+hundred iterations (RGB: every hundred) and at the end. ``--continue`` picks an interrupted run up
+from OUT/checkpoint.pt on the same schedule; ``--resume`` starts a new schedule from a
+checkpoint's weights. Then ``python -m ridecodec_diagbilstm.export OUT/checkpoint.pt`` makes the
+shipped integer weights. Colour crops are drawn from an image with probability proportional to
+its area. Never train on the val sets (they are the benchmark) nor on McMaster.
 """
 
 from __future__ import annotations
 
-from ridecodec.training.pixelrnn import train_main
+import argparse
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from ridecodec.imageio import IMAGE_SUFFIXES
+from ridecodec.training.crops import load_gray, random_crops
+from ridecodec.training.pixelrnn import fit, open_log, save_checkpoint
 
 from .network import DiagBiLSTM
 
 
+def load_rgb(folders: list[str]) -> list[np.ndarray]:
+    """Every image in ``folders`` as (H, W, 3) uint8, Pillow's convert("RGB")."""
+    images = []
+    for folder in folders:
+        for path in sorted(Path(folder).iterdir()):
+            if path.suffix.lower() in IMAGE_SUFFIXES:
+                with Image.open(path) as image:
+                    images.append(np.asarray(image.convert("RGB")))
+    if not images:
+        raise SystemExit("no training images found")
+    return images
+
+
+def random_rgb_crops(images: list[np.ndarray], size: int, crop: int, rng: np.random.Generator) -> torch.Tensor:
+    """(size, 3, crop, crop) uint8 crops, each of an image drawn with probability proportional to
+    its area, transposed and mirrored at random."""
+    areas = np.array([image.shape[0] * image.shape[1] for image in images], dtype=np.float64)
+    out = np.empty((size, 3, crop, crop), dtype=np.uint8)
+    for k, index in enumerate(rng.choice(len(images), size=size, p=areas / areas.sum())):
+        image = images[index]
+        if rng.random() < 0.5:
+            image = image.transpose(1, 0, 2)
+        top = rng.integers(image.shape[0] - crop + 1)
+        left = rng.integers(image.shape[1] - crop + 1)
+        patch = image[top : top + crop, left : left + crop]
+        if rng.random() < 0.5:
+            patch = patch[:, ::-1]
+        out[k] = patch.transpose(2, 0, 1)
+    return torch.from_numpy(out)
+
+
+def from_gray(network: DiagBiLSTM) -> None:
+    """An RGB ``network`` of 3 x 32 features started as three copies of the shipped gray network,
+    one per channel group, each reading only its own colour channel and its own group's states
+    (cross-group weights zero): every channel starts with the gray model's likelihood, and
+    training adds what the channels tell about each other (G given R, B given R and G)."""
+    from .model import ACT_BITS, CHANNELS, GROUPS, HIDDEN, INPUT_BITS, LAYERS, NO_BIAS, WEIGHT_BITS, DiagBiLSTMModel
+
+    if network.groups != GROUPS or network.channels != GROUPS * CHANNELS or network.hidden != GROUPS * HIDDEN:
+        raise SystemExit(f"--from-gray needs --color rgb --channels {GROUPS * CHANNELS} --hidden {GROUPS * HIDDEN}")
+    arrays = DiagBiLSTMModel(colour=False).state_dict()
+    with torch.no_grad():
+        for layer in LAYERS:
+            module = getattr(network, layer)
+            input_bits = INPUT_BITS if layer == "first" else ACT_BITS
+            weight = arrays[f"{layer}_weight"].double() / 2**WEIGHT_BITS
+            out, inputs = weight.shape[:2]
+            module.weight.zero_()
+            for g in range(GROUPS):
+                rows = slice(g * out, (g + 1) * out)
+                if layer in NO_BIAS:  # state-to-state: [the row's neighbour; the state above], each C
+                    half = inputs // 2
+                    module.weight[rows, g * half : (g + 1) * half] = weight[:, :half]
+                    module.weight[rows, GROUPS * half + g * half : GROUPS * half + (g + 1) * half] = weight[:, half:]
+                else:
+                    module.weight[rows, g * inputs : (g + 1) * inputs] = weight
+                    bias = arrays[f"{layer}_bias"].double() / 2 ** (input_bits + WEIGHT_BITS)
+                    module.bias[rows] = bias
+
+
 def main(argv=None):
-    train_main(DiagBiLSTM, "diagbilstm", __doc__, argv)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("folders", nargs="+")
+    parser.add_argument("--out", default="/tmp/diagbilstm-train")
+    parser.add_argument("--minutes", type=float, default=25.0)
+    parser.add_argument("--channels", type=int, default=32)
+    parser.add_argument("--hidden", type=int, default=32)
+    parser.add_argument("--crop", type=int, default=32)
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--lr", type=float, default=2e-3)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--resume", help="a checkpoint to continue from (weights, optimizer state; a new schedule)")
+    parser.add_argument("--continue", dest="proceed", action="store_true", help="pick OUT/checkpoint.pt's run up")
+    parser.add_argument("--color", choices=("gray", "rgb"), default="gray")
+    parser.add_argument("--from-gray", action="store_true", help="start RGB as 3 copies of the shipped gray network")
+    args = parser.parse_args(argv)
+    if any("val" in Path(folder).name or "mcmaster" in Path(folder).name for folder in args.folders):
+        raise SystemExit("refusing to train on a val set or McMaster")
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    rng = np.random.default_rng(args.seed)
+    out = Path(args.out)
+    say = open_log(out)
+
+    colour = args.color == "rgb"
+    images = load_rgb(args.folders) if colour else load_gray(args.folders)
+    crops = random_rgb_crops if colour else random_crops
+    model = DiagBiLSTM(args.channels, args.hidden, groups=3 if colour else 1)
+    optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
+    iteration, running, spent = 0, None, 0.0
+    if args.from_gray:
+        from_gray(model)
+    if args.resume:
+        resumed = torch.load(args.resume, map_location="cpu")
+        model.load_state_dict(resumed["state"])
+        if "optimizer" in resumed:
+            optimizer.load_state_dict(resumed["optimizer"])
+    if args.proceed:
+        checkpoint = torch.load(out / "checkpoint.pt", map_location="cpu")
+        model.load_state_dict(checkpoint["state"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        iteration, spent = checkpoint["iteration"], checkpoint["elapsed"]
+        running = np.array([checkpoint["loss_bits"]])
+        rng = np.random.default_rng([args.seed, iteration])
+        say(f"continuing at iteration {iteration}, {spent:.0f}s spent")
+    say(f"{len(images)} images, {sum(p.numel() for p in model.parameters())} parameters, {vars(args)}")
+
+    def save(iteration, running, elapsed):
+        save_checkpoint(
+            out,
+            {
+                "config": model.config(),
+                "state": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "iteration": iteration,
+                "loss_bits": None if running is None else float(running[0]),
+                "elapsed": elapsed,
+                "args": vars(args),
+            },
+        )
+
+    fit(
+        model,
+        optimizer,
+        lambda: model.nll_bits(crops(images, args.batch, args.crop, rng))[None],
+        minutes=args.minutes,
+        lr=args.lr,
+        say=say,
+        save=save,
+        iteration=iteration,
+        running=running,
+        spent=spent,
+        save_every=100 if colour else 300,
+    )
 
 
 if __name__ == "__main__":
