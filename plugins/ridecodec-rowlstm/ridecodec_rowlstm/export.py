@@ -1,6 +1,10 @@
-"""Float checkpoint (``train.py``) -> the shipped integer weights (``rowlstm-gray.npz``).
+"""Float checkpoint (``train.py``) -> the shipped integer weights (``rowlstm-gray.npz`` for a gray
+checkpoint, ``rowlstm-rgb.npz`` for an RGB one).
 
     python -m ridecodec_rowlstm.export /tmp/rowlstm-train/checkpoint.pt [--out PATH]
+
+The gray weights are version 1's and stay as they are: re-exporting them changes the version 1
+tables that files were written with (the golden test refuses it).
 
 Weights are masked, then rounded to integers at 2**-WEIGHT_BITS; biases at the scale of their
 layer's products (2**-(input bits + WEIGHT_BITS)). Stored as int32 (every value fits).
@@ -8,13 +12,27 @@ layer's products (2**-(input bits + WEIGHT_BITS)). Stored as int32 (every value 
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 import numpy as np
+import torch
 
-from ridecodec.training.pixelrnn import export_main, quantize_layers
+from ridecodec.training.pixelrnn import quantize_layers
 
-from .model import ACT_BITS, CHANNELS, HIDDEN, INPUT_BITS, LAYERS, WEIGHT_BITS, WEIGHTS_FILE
+from .model import (
+    ACT_BITS,
+    CHANNELS,
+    GROUPS,
+    HIDDEN,
+    INPUT_BITS,
+    LAYERS,
+    RGB_CHANNELS,
+    RGB_HIDDEN,
+    RGB_WEIGHTS_FILE,
+    WEIGHT_BITS,
+    WEIGHTS_FILE,
+)
 from .network import RowLSTM
 
 
@@ -23,8 +41,24 @@ def quantize(network: RowLSTM) -> dict[str, np.ndarray]:
 
 
 def main(argv=None):
-    weights = Path(__file__).resolve().parent / WEIGHTS_FILE
-    export_main(RowLSTM, quantize, (CHANNELS, HIDDEN), weights, __doc__, argv)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("checkpoint")
+    parser.add_argument("--out", help="default: the plug-in's weights file for the checkpoint's colour")
+    args = parser.parse_args(argv)
+    checkpoint = torch.load(args.checkpoint, map_location="cpu")
+    config = checkpoint["config"]
+    shapes = {(CHANNELS, HIDDEN, 1): WEIGHTS_FILE, (RGB_CHANNELS, RGB_HIDDEN, GROUPS): RGB_WEIGHTS_FILE}
+    found = (config["channels"], config["hidden"], config.get("groups", 1))
+    if found not in shapes:
+        raise SystemExit(f"the exact model is built for (channels, hidden, groups) in {sorted(shapes)}; got {config}")
+    args.out = args.out or str(Path(__file__).resolve().parent / shapes[found])
+    network = RowLSTM(**config)
+    network.load_state_dict(checkpoint["state"])
+    np.savez_compressed(args.out, **quantize(network))  # type: ignore[arg-type]  # (stubs: ** might be allow_pickle)
+    print(
+        f"wrote {args.out} from {args.checkpoint} (iteration {checkpoint['iteration']}, "
+        f"training loss {checkpoint['loss_bits']:.4f} bits/pixel)"
+    )
 
 
 if __name__ == "__main__":
