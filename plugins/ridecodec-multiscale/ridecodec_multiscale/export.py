@@ -1,7 +1,13 @@
-"""Float checkpoint (``train.py``) -> the shipped integer weights (``multiscale-gray.npz``).
+"""Float checkpoint (``train.py``) -> the shipped integer weights (``multiscale-gray.npz`` for a
+gray checkpoint, ``multiscale-rgb.npz`` for an RGB one).
 
     python -m ridecodec_multiscale.export /tmp/multiscale-train/checkpoint.pt [--out PATH]
     python -m ridecodec_multiscale.export CHECKPOINT --compare ../shared/data/bsds500/val --limit 25
+
+The gray weights are version 1's and stay as they are: re-exporting them changes the tables that
+version 1 files were written with (the golden test refuses it). An RGB checkpoint's stage 1 is
+``pixelcnn`` 2's shipped RGB network: its integers are copied from ``pixelcnn-rgb.npz`` as they
+are (and checked against the checkpoint's, re-quantized).
 
 The second form writes nothing: for the first ``--limit`` images of a folder (sorted, gray), it
 prints the float networks' and the shipped integer model's bits per pixel, each stage's apart
@@ -22,7 +28,20 @@ import torch
 
 from ridecodec import exact
 
-from .model import ACT_BITS, BLOCKS, CHANNELS, COND_BLOCKS, INPUT_BITS, LAYERS, WEIGHT_BITS, WEIGHTS_FILE
+from .model import (
+    ACT_BITS,
+    BLOCKS,
+    CHANNELS,
+    COND_BLOCKS,
+    GROUPS,
+    INPUT_BITS,
+    LAYERS,
+    MASKED_LAYERS,
+    RGB_CHANNELS,
+    RGB_WEIGHTS_FILE,
+    WEIGHT_BITS,
+    WEIGHTS_FILE,
+)
 from .network import MultiScale
 
 FIRST_LAYERS = ("first", "cond_first")  # the layers that read pixels (2**-7), not activations
@@ -50,16 +69,44 @@ def quantize(network: MultiScale) -> dict[str, np.ndarray]:
     return arrays
 
 
+def pixelcnn_rgb_arrays() -> dict[str, np.ndarray]:
+    """``pixelcnn`` 2's shipped RGB integers, as stage 1's (``small_*``) arrays."""
+    from importlib import resources
+
+    from ridecodec_pixelcnn.model import RGB_WEIGHTS_FILE as PIXELCNN_RGB
+
+    with resources.files("ridecodec_pixelcnn").joinpath(PIXELCNN_RGB).open("rb") as handle, np.load(handle) as archive:
+        return {f"small_{key}": archive[key] for key in archive.files}
+
+
+def quantize_rgb(network: MultiScale) -> dict[str, np.ndarray]:
+    """An RGB network's arrays: stage 1 pixelcnn 2's shipped RGB integers (which the network's
+    stage 1 must round to), stage 2 quantized."""
+    arrays = quantize(network)
+    shipped = pixelcnn_rgb_arrays()
+    for layer in MASKED_LAYERS:
+        for part in ("weight", "bias"):
+            key = f"small_{layer}_{part}"
+            if not np.array_equal(arrays[key], shipped[key]):
+                raise SystemExit(f"stage 1 is not pixelcnn 2's shipped RGB network ({key} differs)")
+    return arrays | shipped
+
+
 def compare(network: MultiScale, folder: str, limit: int) -> None:
-    """Float against integer likelihood, per stage, on the first ``limit`` images of ``folder``."""
+    """Float against integer likelihood, per stage, on the first ``limit`` images of ``folder``
+    (gray or RGB as the network is; per sample: pixel and channel)."""
     from ridecodec.training.crops import load_gray
+    from ridecodec_pixelcnn.train import load_rgb
 
     from .model import FACTOR, MultiScaleModel
 
     exact_model = MultiScaleModel()
+    colour = network.conditional.groups > 1
     sums, counts, k = np.zeros(4), np.zeros(2), 0
-    for k, image in enumerate(load_gray([folder])[:limit]):
-        pixels = torch.from_numpy(np.array(image))[None, None]
+    images = load_rgb([folder]) if colour else load_gray([folder])
+    for k, image in enumerate(images[:limit]):
+        pixels = torch.from_numpy(np.array(image))
+        pixels = pixels.permute(2, 0, 1)[None].contiguous() if colour else pixels[None, None]
         small = pixels[:, :, ::FACTOR, ::FACTOR].contiguous()
         n1, n2 = small.numel(), pixels.numel() - small.numel()
         with torch.no_grad():
@@ -85,20 +132,29 @@ def compare(network: MultiScale, folder: str, limit: int) -> None:
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("checkpoint")
-    parser.add_argument("--out", default=str(Path(__file__).resolve().parent / WEIGHTS_FILE))
+    parser.add_argument("--out", help="default: the plug-in's weights file for the checkpoint's colour")
     parser.add_argument("--compare", metavar="FOLDER", help="compare float and integer likelihoods; write nothing")
     parser.add_argument("--limit", type=int, default=25)
     args = parser.parse_args(argv)
     checkpoint = torch.load(args.checkpoint, map_location="cpu")
     config = checkpoint["config"]
-    if (config["channels"], config["blocks"], config["cond_blocks"]) != (CHANNELS, BLOCKS, COND_BLOCKS):
-        raise SystemExit(f"the exact model has {CHANNELS} channels, {BLOCKS} + {COND_BLOCKS} blocks; got {config}")
+    shapes = {
+        (CHANNELS, BLOCKS, COND_BLOCKS, 1): WEIGHTS_FILE,
+        (RGB_CHANNELS, BLOCKS, COND_BLOCKS, GROUPS): RGB_WEIGHTS_FILE,
+    }
+    found = (config["channels"], config["blocks"], config["cond_blocks"], config.get("groups", 1))
+    if found not in shapes:
+        raise SystemExit(
+            f"the exact model is built for (channels, blocks, cond_blocks, groups) in {sorted(shapes)}; got {config}"
+        )
     network = MultiScale(**config)
     network.load_state_dict(checkpoint["state"])
     if args.compare:
         compare(network, args.compare, args.limit)
         return
-    np.savez_compressed(args.out, **quantize(network))  # type: ignore[arg-type]  # (stubs: ** might be allow_pickle)
+    args.out = args.out or str(Path(__file__).resolve().parent / shapes[found])
+    arrays = quantize_rgb(network) if found[3] > 1 else quantize(network)
+    np.savez_compressed(args.out, **arrays)  # type: ignore[arg-type]  # (stubs: ** might be allow_pickle)
     print(
         f"wrote {args.out} from {args.checkpoint} (iteration {checkpoint['iteration']}, "
         f"training losses {checkpoint['loss_bits']} bits/pixel, stage 1 and stage 2)"
