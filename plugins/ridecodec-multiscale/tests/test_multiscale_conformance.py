@@ -4,16 +4,24 @@ RGB networks of both stages are causal over their channel groups, and version 1 
 what it was."""
 
 import math
+import tempfile
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from ridecodec import engine, testing
+from ridecodec import api, container, engine, testing
 from ridecodec_multiscale.model import FACTOR, MultiScaleModel
 
-#: the checks that take more than about 10 seconds here (subprocesses; steps of one position)
+#: The kit's checks that decode every layout at its full test sizes many times (subprocesses under
+#: each kernel set, steps of one position): in colour three and four times the gray model's calls
+#: of a larger network. They run below on the kit's gray image and tiny colour ones (the same
+#: checks, from the kit's public pieces).
 SLOW = {"check_cross_kernel", "check_determinism"}
+#: (height, width) of the colour images of the slow checks: small, still two stages and coded by
+#: the model
+TINY = (6, 7)
 
 
 @pytest.fixture(scope="module")
@@ -22,14 +30,51 @@ def model():
 
 
 @pytest.mark.parametrize(
-    "check",
-    [
-        pytest.param(check, id=check.__name__, marks=[pytest.mark.slow] if check.__name__ in SLOW else [])
-        for check in testing.CHECKS
-    ],
+    "check", [check for check in testing.CHECKS if check.__name__ not in SLOW], ids=lambda check: check.__name__
 )
 def test_multiscale_conforms(check):
     check("multiscale")
+
+
+def _slow_check_images(height: int, width: int) -> dict[str, np.ndarray]:
+    """The gray image of the kit's slow checks at its size, RGB and RGBA at TINY: (C, H, W)."""
+    return {
+        layout: testing.planes_of(testing.synthetic_image(*size, channels, seed=len(layout)))
+        for layout, channels, size in (("L", 1, (height, width)), ("RGB", 3, TINY), ("RGBA", 4, TINY))
+    }
+
+
+@pytest.mark.slow
+def test_tables_are_the_same_whatever_the_split_and_threads(model):
+    """The kit's check_determinism, with tiny colour images: the same calls give the same tables,
+    and so do steps split in calls of 1 and 3 positions, on 1 and 2 threads."""
+    for layout, pixels in _slow_check_images(9, 17).items():
+        reference, _ = testing.stepped_tables(model, pixels)
+        assert torch.equal(reference, testing.stepped_tables(model, pixels)[0]), layout
+        for split in (engine.Split(1), engine.Split(3), engine.Split(None, 2), engine.Split(3, 2)):
+            assert torch.equal(reference, testing.stepped_tables(model, pixels, split=split)[0]), (layout, split)
+
+
+@pytest.mark.slow
+def test_files_decode_under_every_kernel_set():
+    """The kit's check_cross_kernel, with tiny colour images: files encoded here decode to their
+    pixels in fresh processes under torch's generic, AVX2 and (where the CPU has it) AVX-512
+    kernels, on 1 and 2 threads, steps split in calls of 1, 3 and all positions."""
+    with tempfile.TemporaryDirectory() as folder:
+        paths = []
+        for layout, pixels in _slow_check_images(13, 19).items():
+            image = pixels[0] if layout == "L" else pixels.transpose(1, 2, 0)
+            data = api.compress(image, model="multiscale", device="cpu", model_only=True)
+            assert api.read_header(data).coder == container.CODER_RANGE_CATEGORICAL, layout
+            paths.append(Path(folder) / f"{layout}.rdc")
+            paths[-1].write_bytes(data)
+        failures = [
+            f"{kernels}: {Path(path).name}: {problem}"
+            for kernels in testing.available_kernel_sets()
+            for path, problems in testing.decode_under_kernels(paths, kernels).items()
+            for problem in problems
+        ]
+    assert not failures, "multiscale is not exact across kernels: " + "; ".join(failures)
 
 
 @pytest.mark.parametrize(
