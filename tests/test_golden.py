@@ -91,8 +91,8 @@ def test_the_corpus_covers_what_it_claims():
 @pytest.mark.slow
 @pytest.mark.parametrize("kernels", testing.available_kernel_sets())
 def test_golden_files_decode_under_every_kernel_set(kernels):
-    """Written on one machine, decoded in a process running other CPU kernels, on 1 and 2 threads,
-    with steps split in calls of 1, 3 and all positions."""
+    """Written on one machine, decoded in a process running other CPU kernels: on 1 thread with
+    whole steps, on 2 threads with steps split in calls of 1 and of 3 positions."""
     paths = [GOLDEN / name for name, entry in sorted(MANIFEST.items()) if _installed(entry)]
     failures = testing.decode_under_kernels(paths, kernels)
     assert not any(failures.values()), {Path(path).name: problems for path, problems in failures.items() if problems}
