@@ -204,7 +204,9 @@ def test_sample_refuses_a_model_that_cannot_sample(tmp_path, monkeypatch):
     assert "model 'loco' cannot sample" in one_error_line(result)
 
 
-def test_sample_refuses_a_mode_the_model_does_not_code(tmp_path):
+def test_sample_refuses_a_mode_the_model_does_not_code(tmp_path, monkeypatch):
+    # every model that samples codes gray and colour now: a gray-only rowlstm (its version 1)
+    monkeypatch.setattr(type(registry.load_model("rowlstm")), "modes", ("L",))
     result = run("sample", "--model", "rowlstm", "--mode", "RGB", "--size", "4x4", "-o", str(tmp_path / "a.png"))
     assert result.exit_code == 4
     assert "does not code RGB" in one_error_line(result)
