@@ -348,12 +348,16 @@ class DiagBiLSTMModel(DensityModel):
     reach = None
     exact_across_devices = True
     can_sample = True  # ridecodec.sampling draws from the step function
-    #: One-thread coding time per pixel, for the codec's estimate and limit (which know the pixel
-    #: count, not the channels): the RGB figure, the slowest layout (see SECONDS_PER_PIXEL).
-    seconds_per_pixel: ClassVar[float] = 1.07e-3
-    #: The largest image (pixels) coded without the user raising the limit: about 2 minutes of
-    #: coding here (120 s / seconds_per_pixel, rounded down).
-    pixel_limit: ClassVar[int] = 110_000
+    #: One-thread coding time per pixel, for the codec's estimate and limit. The codec knows the
+    #: pixel count, not the channels, so this is the RGB figure (all three channels of a pixel):
+    #: encoding a 128x128 RGB crop of mcmaster-01 took 2.19 ms of CPU per pixel on the loaded
+    #: 2-core development machine, decoding it 1.61 ms. Gray pixels take about half of this
+    #: (version 1 declared 1.07e-3, decode), RGBA about 1.3 times it (alpha by the gray network).
+    seconds_per_pixel: ClassVar[float] = 2.2e-3
+    #: The largest image (pixels) coded without the user raising the limit: a 256x256 image,
+    #: about 2.4 minutes of RGB coding here (65,536 * seconds_per_pixel). Version 1 allowed
+    #: 110,000 gray pixels; larger images need ``--model-pixel-limit``.
+    pixel_limit: ClassVar[int] = 65_536
 
     def __init__(self, colour: bool = True):
         super().__init__()
