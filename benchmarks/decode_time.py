@@ -28,6 +28,7 @@ def main(argv=None):
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--models", nargs="+", default=["ride"])
     parser.add_argument("--color", choices=["gray", "color"], default="gray")
+    parser.add_argument("--model-pixel-limit", type=int, help="code the crop with a slow model above its pixel limit")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     with Image.open(args.image) as image:
@@ -37,10 +38,10 @@ def main(argv=None):
     for model in args.models:
         api.compress(pixels[:8, :8], model=model, device="cpu")  # load the model before timing
         start = time.perf_counter()
-        data = api.compress(pixels, model=model, device="cpu")
+        data = api.compress(pixels, model=model, device="cpu", model_pixel_limit=args.model_pixel_limit)
         encode = time.perf_counter() - start
         start = time.perf_counter()
-        back = api.decompress(data, device="cpu")
+        back = api.decompress(data, device="cpu", model_pixel_limit=args.model_pixel_limit)
         decode = time.perf_counter() - start
         if not np.array_equal(back, pixels):
             raise SystemExit(f"{model}: the decoded pixels differ")

@@ -241,7 +241,7 @@ def encode(
     coded = coded_image(image, max_pixels)
     device = resolve_device(device)
     name, density_model, probe_bits = _chosen_model(coded, model, device, weights)
-    check_model_size(density_model, coded.height, coded.width, effort, model_pixel_limit, notice)
+    check_model_size(density_model, coded.height, coded.width, coded.layout, effort, model_pixel_limit, notice)
     split = coding_split(density_model, threads)
     coding, first, low = depth.split(coded.pixels) if coded.bit_depth == 16 else (None, coded.pixels, None)
     # one progress bar over both passes of a 16-bit image: the first bytes, then the low bytes
@@ -385,7 +385,7 @@ def decode(
     else:
         device = resolve_device(device)
         density_model = _installed_model(header, device, weights)
-        check_model_size(density_model, header.height, header.width, 1, model_pixel_limit, notice)
+        check_model_size(density_model, header.height, header.width, header.layout, 1, model_pixel_limit, notice)
         split = coding_split(density_model, threads, rows_per_call)
         deep = header.deep
         low_length = deep.low_payload_length if deep is not None else 0
@@ -450,21 +450,30 @@ def describe_seconds(seconds: float) -> str:
     return f"{seconds / 3600:.1f} hours"
 
 
+def seconds_per_pixel(declared, layout: str) -> float | None:
+    """A model's declared ``seconds_per_pixel`` for ``layout``: the one figure, or the layout's
+    entry of a per-layout mapping (the slowest entry for a layout it does not name)."""
+    if declared is None or isinstance(declared, int | float):
+        return declared
+    return declared.get(layout, max(declared.values()))
+
+
 def check_model_size(
     density_model,
     height: int,
     width: int,
+    layout: str,
     codings: int = 1,
     limit: int | None = None,
     notice: Callable[[str], None] | None = None,
 ) -> None:
     """Refuse an image larger than a slow model's ``pixel_limit`` (or ``limit``, which raises or
     lowers it) in one line with an estimate of the time it would take; else, where the model
-    declares its speed and the coding (``codings`` passes) will take more than NOTICE_SECONDS,
-    tell ``notice``. Why: a model coded in raster order may need an hour for a photograph, and a
-    user should hear that before it starts, not after."""
+    declares its speed and the coding (``codings`` passes of a ``layout`` image) will take more
+    than NOTICE_SECONDS, tell ``notice``. Why: a model coded in raster order may need an hour for
+    a photograph, and a user should hear that before it starts, not after."""
     limit = density_model.pixel_limit if limit is None else limit
-    per_pixel = density_model.seconds_per_pixel
+    per_pixel = seconds_per_pixel(density_model.seconds_per_pixel, layout)
     pixels = height * width
     estimate = None if per_pixel is None else per_pixel * pixels * codings
     about = "" if estimate is None else f" (about {describe_seconds(estimate)} on one CPU thread)"

@@ -23,6 +23,7 @@ import importlib.metadata
 import inspect
 import os
 import pickle
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -56,7 +57,7 @@ class ModelInfo:
     exact_across_devices: bool
     can_sample: bool = False  # ridecodec sample and inpaint may draw from it (models/base.py)
     reads_versions: tuple[str, ...] = ()  # earlier versions whose files it still decodes
-    seconds_per_pixel: float | None = None  # a slow model's declared speed (models/base.py)
+    seconds_per_pixel: float | dict[str, float] | None = None  # a slow model's declared speed (models/base.py)
     pixel_limit: int | None = None  # the largest image a slow model codes unless the limit is raised
 
 
@@ -237,6 +238,11 @@ def _class_metadata(name: str, factory, entry_point) -> type[DensityModel] | Non
     return factory
 
 
+def _plain(speed):
+    """A declared per-layout speed as a dict (JSON and the listing take it), a figure as it is."""
+    return dict(speed) if isinstance(speed, Mapping) else speed
+
+
 def describe_model(name: str, digest: bool = False) -> ModelInfo:
     """What ``ridecodec models`` shows for ``name``, read from the model's class without building
     it. ``digest=True`` builds the model (on the CPU) to compute its weights digest; a model whose
@@ -265,6 +271,6 @@ def describe_model(name: str, digest: bool = False) -> ModelInfo:
         exact_across_devices=bool(source.exact_across_devices),
         can_sample=bool(getattr(source, "can_sample", False)),
         reads_versions=tuple(getattr(source, "readable_versions", ())),
-        seconds_per_pixel=getattr(source, "seconds_per_pixel", None),
+        seconds_per_pixel=_plain(getattr(source, "seconds_per_pixel", None)),
         pixel_limit=getattr(source, "pixel_limit", None),
     )

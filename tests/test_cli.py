@@ -355,3 +355,18 @@ def test_models_lists_a_slow_models_speed_and_limit(runner, slow_loco):
     assert "slow: about 10000 us per pixel on one CPU thread; images up to 500 pixels" in result.output
     (entry,) = [e for e in json.loads(run(runner, "models", "--json").output) if e["name"] == "loco"]
     assert (entry["seconds_per_pixel"], entry["pixel_limit"]) == (0.01, 500)
+
+
+def test_a_speed_per_layout_gives_each_layout_its_own_estimate(runner, tmp_path, monkeypatch):
+    loco = type(ridecodec.registry.load_model("loco"))
+    monkeypatch.setattr(loco, "seconds_per_pixel", {"L": 0.01, "RGB": 0.03})
+    Image.fromarray(natural_like(30, 40)).save(tmp_path / "gray.png")
+    Image.fromarray(natural_like(30, 40, 3, seed=2)).save(tmp_path / "colour.png")
+    gray = run(runner, "compress", tmp_path / "gray.png", "--model", "loco")
+    colour = run(runner, "compress", tmp_path / "colour.png", "--model", "loco")
+    assert "codes this 40x30 image in about 12 seconds" in gray.output, gray.output
+    assert "codes this 40x30 image in about 36 seconds" in colour.output, colour.output
+    result = run(runner, "models")
+    assert "slow: about 10000 us (L), 30000 us (RGB) per pixel on one CPU thread" in result.output
+    (entry,) = [e for e in json.loads(run(runner, "models", "--json").output) if e["name"] == "loco"]
+    assert entry["seconds_per_pixel"] == {"L": 0.01, "RGB": 0.03}

@@ -214,8 +214,12 @@ def decompress(files, output, max_pixels, weights, model_pixel_limit, device, th
 def _slowness(entry: dict) -> str:
     """A slow model's declared speed and limit, for the listing (empty for the others)."""
     parts = []
-    if entry["seconds_per_pixel"] is not None:
-        parts.append(f"about {1e6 * entry['seconds_per_pixel']:.0f} us per pixel on one CPU thread")
+    speed = entry["seconds_per_pixel"]
+    if isinstance(speed, dict):
+        each = ", ".join(f"{1e6 * seconds:.0f} us ({layout})" for layout, seconds in speed.items())
+        parts.append(f"about {each} per pixel on one CPU thread")
+    elif speed is not None:
+        parts.append(f"about {1e6 * speed:.0f} us per pixel on one CPU thread")
     if entry["pixel_limit"] is not None:
         parts.append(f"images up to {entry['pixel_limit']} pixels unless --model-pixel-limit raises it")
     return f"\n  slow: {'; '.join(parts)}" if parts else ""

@@ -58,7 +58,7 @@ from __future__ import annotations
 
 import abc
 import hashlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import ClassVar, Protocol
 
@@ -130,11 +130,12 @@ class DensityModel(torch.nn.Module, abc.ABC):
     #: function (``ridecodec.sampling``); the others are refused in one line.
     can_sample: ClassVar[bool] = False
     #: For a model too slow for large images (one coded in raster order, say): about how many
-    #: seconds one pixel takes to code on one CPU thread (measured by its author), and the largest
-    #: image, in pixels, the codec codes with it unless the user raises the limit
+    #: seconds one pixel takes to code on one CPU thread (measured by its author), one figure or
+    #: one per layout (``{"L": ..., "RGB": ...}``: a colour pixel is several codings), and the
+    #: largest image, in pixels, the codec codes with it unless the user raises the limit
     #: (``--model-pixel-limit``). The codec says how long a slow coding will take before it starts
     #: and refuses larger images in one line with the estimate. None: no limit, no estimate.
-    seconds_per_pixel: ClassVar[float | None] = None
+    seconds_per_pixel: ClassVar[float | Mapping[str, float] | None] = None
     pixel_limit: ClassVar[int | None] = None
     #: Earlier versions whose files this code no longer decodes, each with what to do to read
     #: them (one line, e.g. which release to install); the decoder says so instead of "weights differ".

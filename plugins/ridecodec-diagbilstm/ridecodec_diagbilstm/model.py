@@ -348,16 +348,14 @@ class DiagBiLSTMModel(DensityModel):
     reach = None
     exact_across_devices = True
     can_sample = True  # ridecodec.sampling draws from the step function
-    #: One-thread coding time per pixel, for the codec's estimate and limit. The codec knows the
-    #: pixel count, not the channels, so this is the RGB figure (all three channels of a pixel):
-    #: encoding a 128x128 RGB crop of mcmaster-01 took 2.19 ms of CPU per pixel on the loaded
-    #: 2-core development machine, decoding it 1.61 ms. Gray pixels take about half of this
-    #: (version 1 declared 1.07e-3, decode), RGBA about 1.3 times it (alpha by the gray network).
-    seconds_per_pixel: ClassVar[float] = 2.2e-3
-    #: The largest image (pixels) coded without the user raising the limit: a 256x256 image,
-    #: about 2.4 minutes of RGB coding here (65,536 * seconds_per_pixel). Version 1 allowed
-    #: 110,000 gray pixels; larger images need ``--model-pixel-limit``.
-    pixel_limit: ClassVar[int] = 65_536
+    #: One-thread coding time per pixel, per layout, for the codec's estimate: gray as version 1
+    #: measured it (decode); encoding a 128x128 RGB crop of mcmaster-01 took 2.19 ms of CPU per
+    #: pixel on the loaded 2-core development machine (decoding it 1.61 ms); RGBA adds alpha by the
+    #: gray network.
+    seconds_per_pixel: ClassVar[dict[str, float]] = {"L": 1.07e-3, "RGB": 2.2e-3, "RGBA": 3.3e-3}
+    #: The largest image (pixels) coded without the user raising the limit, as in version 1: about
+    #: 2 minutes of gray coding here, 4 of RGB (a BSDS500 image needs ``--model-pixel-limit``).
+    pixel_limit: ClassVar[int] = 110_000
 
     def __init__(self, colour: bool = True):
         super().__init__()

@@ -40,8 +40,10 @@ def test_diagbilstm_conforms(check):
 
 def test_class_attributes_for_the_codec():
     assert DiagBiLSTMModel.reach is None  # raster order
-    assert 0 < DiagBiLSTMModel.seconds_per_pixel < 0.01
-    assert DiagBiLSTMModel.pixel_limit * DiagBiLSTMModel.seconds_per_pixel <= 180
+    speeds = DiagBiLSTMModel.seconds_per_pixel
+    assert set(speeds) == set(DiagBiLSTMModel.modes) and all(0 < speed < 0.01 for speed in speeds.values())
+    assert speeds["L"] < speeds["RGB"] < speeds["RGBA"]
+    assert DiagBiLSTMModel.pixel_limit * speeds["L"] <= 180  # a gray image at the limit: minutes, not hours
 
 
 def _stepped_log_prob(model: DiagBiLSTMModel, pixels: np.ndarray) -> float:
