@@ -72,10 +72,12 @@ def _clamp(values: torch.Tensor) -> torch.Tensor:
 
 
 def _gather(plane: torch.Tensor, where: torch.Tensor) -> torch.Tensor:
-    """plane (C, P) at where (N, K) -> (N, C * K) float64, channel-major like the layers' matrices."""
-    n = where.shape[0]
-    picked = plane[:, where.reshape(-1)].view(plane.shape[0], n, -1)
-    return picked.permute(1, 0, 2).reshape(n, -1).to(torch.float64)
+    """plane (P, C) at where (N, K) -> (N, C * K) float64, channel-major like the layers' matrices.
+    (Position-major planes: a position's C features are one contiguous read, which at 256 x 256
+    gathers about twice as fast as channel-major planes.)"""
+    n, k = where.shape
+    picked = plane[where.reshape(-1)].view(n, k, plane.shape[1])
+    return picked.permute(0, 2, 1).reshape(n, -1).to(torch.float64)
 
 
 class _Unmasked:
@@ -179,8 +181,9 @@ class _Stack:
     ) -> torch.Tensor:
         """Colour: group ``group`` of relu(h_BLOCKS), (N, C / groups), at positions whose inputs
         are coded and cached: ``canvas`` (groups, H, W) uint8 (a view of the engine's), ``planes``
-        (BLOCKS, C, H + 2, W + 2) float64, relu(h_b) zero-padded by one, into whose group
-        ``group`` this writes the positions' own; ``bias``: that group's per-layer biases."""
+        (BLOCKS, (H + 2) * (W + 2), C) float64, relu(h_b) zero-padded by one, position-major,
+        into whose group ``group`` this writes the positions' own; ``bias``: that group's
+        per-layer biases."""
         width = canvas.shape[2]
         n = len(rows)
         features = slice(group * self.size, (group + 1) * self.size)
@@ -195,10 +198,9 @@ class _Stack:
         padded_width = width + 2
         centre = (rows + 1) * padded_width + cols + 1  # in the padded planes
         where = centre[:, None] + self._offsets(padded_width, rows.device)[None, :]  # (N, K)
-        flat_planes = planes.view(BLOCKS, self.channels, -1)
         for b in range(BLOCKS):
-            flat_planes[b, features, centre] = h.clamp(min=0).t().to(torch.float64)
-            update = self.layers[f"residual{b}"].group_at(_gather(flat_planes[b], where), group)
+            planes[b, centre, features] = h.clamp(min=0).to(torch.float64)
+            update = self.layers[f"residual{b}"].group_at(_gather(planes[b], where), group)
             h = _clamp(h + update if bias is None else h + update + bias[b + 1])
         return h.clamp(min=0)
 
@@ -206,14 +208,14 @@ class _Stack:
         self, top: torch.Tensor, here: torch.Tensor, features: torch.Tensor, group: int, bias: torch.Tensor | None
     ) -> torch.Tensor:
         """Colour: group ``group``'s 256 logits at positions ``here`` (flat indices) from its
-        features (N, C / groups) [and the head's bias]: ``top`` (2, C, H * W) float64 caches
+        features (N, C / groups) [and the head's bias]: ``top`` (2, H * W, C) float64 caches
         relu(h_BLOCKS) and the head's relu by group (mask B: group g reads groups <= g)."""
         features_slice = slice(group * self.size, (group + 1) * self.size)
-        top[0, features_slice, here] = features.t().to(torch.float64)
+        top[0, here, features_slice] = features.to(torch.float64)
         hidden = self.layers["head"].group_at(_gather(top[0], here[:, None]), group)
         if bias is not None:
             hidden = _clamp(hidden + bias)
-        top[1, features_slice, here] = hidden.clamp(min=0).t().to(torch.float64)
+        top[1, here, features_slice] = hidden.clamp(min=0).to(torch.float64)
         return self.layers["out"].group_at(_gather(top[1], here[:, None]), group)
 
 
@@ -494,10 +496,10 @@ class MultiScaleModel(DensityModel):
         device = canvas.device
         small_canvas = canvas[:, ::FACTOR, ::FACTOR]  # a view: it sees what is coded
         small_height, small_width = small_canvas.shape[1:]
-        small_planes = torch.zeros(
-            BLOCKS, RGB_CHANNELS, small_height + 2, small_width + 2, dtype=torch.float64, device=device
-        )
-        small_top = torch.zeros(2, RGB_CHANNELS, small_height * small_width, dtype=torch.float64, device=device)
+        # position-major caches (``_Stack.group_at``, ``group_logits``)
+        padded = (small_height + 2) * (small_width + 2)
+        small_planes = torch.zeros(BLOCKS, padded, RGB_CHANNELS, dtype=torch.float64, device=device)
+        small_top = torch.zeros(2, small_height * small_width, RGB_CHANNELS, dtype=torch.float64, device=device)
         size = RGB_CHANNELS // GROUPS
         state: dict = {}
 
@@ -506,10 +508,9 @@ class MultiScaleModel(DensityModel):
             caches, and the stage-1 positions by their step in stage 2's wavefront."""
             rc = self.conditioning(canvas[None], layers)[0]
             state["rc"] = rc.reshape(RGB_CHANNELS, -1).t().to(torch.float64).contiguous()  # (H * W, C)
-            state["planes"] = torch.zeros(
-                BLOCKS, RGB_CHANNELS, height + 2, width + 2, dtype=torch.float64, device=device
-            )
-            state["top"] = torch.zeros(2, RGB_CHANNELS, height * width, dtype=torch.float64, device=device)
+            padded = (height + 2) * (width + 2)
+            state["planes"] = torch.zeros(BLOCKS, padded, RGB_CHANNELS, dtype=torch.float64, device=device)
+            state["top"] = torch.zeros(2, height * width, RGB_CHANNELS, dtype=torch.float64, device=device)
             state["stage1"] = self._stage1_schedule(height, width, device)
             state["done"] = 0
 
