@@ -1,5 +1,5 @@
-"""ridecodec plug-in: the multi-scale PixelRNN (van den Oord, Kalchbrenner, Kavukcuoglu 2016), gray,
-exact: a subsampled image first (an unconditional PixelCNN), then the rest (a PixelCNN biased by
+"""ridecodec plug-in: the multi-scale PixelRNN (van den Oord, Kalchbrenner, Kavukcuoglu 2016), gray and
+colour, exact: a subsampled image first (an unconditional PixelCNN), then the rest (a PixelCNN biased by
 the subsampled image)."""
 
 from .model import MultiScaleModel
