@@ -1,7 +1,7 @@
 """Write the golden corpus: small .rdc files per model and version that every test run must
 decode to the committed pixels (tests/test_golden.py).
 
-    python tests/golden/make_golden.py
+    python tests/golden/make_golden.py [MODEL ...]    (default: every model in MODELS)
 
 Writes files only for (model, version) pairs the manifest does not have yet, and never replaces
 a file: a model version's tables are fixed for good once its golden files exist. A change that
@@ -84,10 +84,10 @@ def cases(name: str) -> dict[str, tuple]:
     return found
 
 
-def main() -> None:
+def main(names: list[str]) -> None:
     manifest = json.loads(MANIFEST.read_text()) if MANIFEST.exists() else {}
     added = 0
-    for name in MODELS:
+    for name in names or MODELS:
         if name not in registry.available_models():
             print(f"{name}: not installed, skipped", file=sys.stderr)
             continue
@@ -122,4 +122,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])
