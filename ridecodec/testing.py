@@ -199,7 +199,8 @@ import json, sys
 import torch
 from ridecodec import api, codec, container, registry
 results = {"capability": torch.backends.cpu.get_cpu_capability(), "files": {}}
-for path in sys.argv[1:]:
+rotation = int(sys.argv[1])  # -1: every way; else file k decodes only ways[(k + rotation) % len(ways)]
+for index, path in enumerate(sys.argv[2:]):
     data = open(path, "rb").read()
     header = api.read_header(data, max_pixels=2**64)
     # only what can differ: a stored or PNG payload runs no model (one decode), a model in raster
@@ -211,6 +212,8 @@ for path in sys.argv[1:]:
         ways = [(1, None), (2, None)]
     else:
         ways = [(1, None), (2, 1), (2, 3)]
+    if rotation >= 0:
+        ways = [ways[(index + rotation) % len(ways)]]
     outcomes = []
     for threads, rows in ways:
         try:  # the whole decoder, 16-bit low bytes and pixel CRC included
@@ -222,15 +225,19 @@ print(json.dumps(results))
 """
 
 
-def decode_under_kernels(paths: Sequence[str | Path], kernel_set: str, timeout: float = 600) -> dict[str, list[str]]:
+def decode_under_kernels(
+    paths: Sequence[str | Path], kernel_set: str, timeout: float = 600, rotation: int | None = None
+) -> dict[str, list[str]]:
     """Decode .rdc files in a fresh process restricted to ``kernel_set`` (KERNEL_SETS): on 1 thread
     with whole steps, and on 2 threads with steps split in calls of 1 and of 3 positions (a stored
     or PNG file once, a raster-order model's on 1 and 2 threads without splits: nothing else can
     differ there); returns, per file, what went wrong (empty lists: every decode matched the file's
-    pixel CRC)."""
+    pixel CRC). With ``rotation`` (for a corpus of many files), each file is decoded one of those
+    ways only, the k-th file the ``(k + rotation)``-th, so that the corpus still runs every way."""
     environment = {**os.environ, **KERNEL_SETS[kernel_set]}
+    rotate = -1 if rotation is None else rotation
     completed = subprocess.run(
-        [sys.executable, "-c", _DECODE_SCRIPT, *map(str, paths)],
+        [sys.executable, "-c", _DECODE_SCRIPT, str(rotate), *map(str, paths)],
         env=environment,
         capture_output=True,
         check=False,
