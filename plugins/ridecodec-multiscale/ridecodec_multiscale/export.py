@@ -95,8 +95,7 @@ def quantize_rgb(network: MultiScale) -> dict[str, np.ndarray]:
 def compare(network: MultiScale, folder: str, limit: int) -> None:
     """Float against integer likelihood, per stage, on the first ``limit`` images of ``folder``
     (gray or RGB as the network is; per sample: pixel and channel)."""
-    from ridecodec.training.crops import load_gray
-    from ridecodec_pixelcnn.train import load_rgb
+    from ridecodec.training.crops import load_gray, load_rgb
 
     from .model import FACTOR, MultiScaleModel
 

@@ -234,7 +234,7 @@ def main(argv=None):
 
 def train_rgb(args, rng: np.random.Generator, out: Path, say) -> None:
     """Stage 2 of colour on RGB crops; stage 1 (pixelcnn 2's RGB network) stays as shipped."""
-    from ridecodec_pixelcnn.train import load_rgb, random_rgb_crops
+    from ridecodec.training.crops import load_rgb, random_rgb_crops
 
     images = load_rgb(args.folders)
     model = MultiScale(GROUPS * args.channels, args.blocks, args.cond_blocks, groups=GROUPS)

@@ -26,45 +26,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 
-from ridecodec.imageio import IMAGE_SUFFIXES
+from ridecodec.training.crops import load_rgb, random_rgb_crops
 from ridecodec.training.pixelrnn import fit, open_log, save_checkpoint, train_main
 
 from .network import RowLSTM
 
 GROUPS = 3
-
-
-def load_rgb(folders: list[str]) -> list[np.ndarray]:
-    """Every image in ``folders`` as (H, W, 3) uint8, Pillow's convert("RGB")."""
-    images = []
-    for folder in folders:
-        for path in sorted(Path(folder).iterdir()):
-            if path.suffix.lower() in IMAGE_SUFFIXES:
-                with Image.open(path) as image:
-                    images.append(np.asarray(image.convert("RGB")))
-    if not images:
-        raise SystemExit("no training images found")
-    return images
-
-
-def random_rgb_crops(images: list[np.ndarray], size: int, crop: int, rng: np.random.Generator) -> torch.Tensor:
-    """(size, 3, crop, crop) uint8 crops, each of an image drawn with probability proportional to
-    its area, transposed and mirrored at random."""
-    areas = np.array([image.shape[0] * image.shape[1] for image in images], dtype=np.float64)
-    out = np.empty((size, 3, crop, crop), dtype=np.uint8)
-    for k, index in enumerate(rng.choice(len(images), size=size, p=areas / areas.sum())):
-        image = images[index]
-        if rng.random() < 0.5:
-            image = image.transpose(1, 0, 2)
-        top = rng.integers(image.shape[0] - crop + 1)
-        left = rng.integers(image.shape[1] - crop + 1)
-        patch = image[top : top + crop, left : left + crop]
-        if rng.random() < 0.5:
-            patch = patch[:, ::-1]
-        out[k] = patch.transpose(2, 0, 1)
-    return torch.from_numpy(out)
 
 
 def from_gray(network: RowLSTM) -> None:
