@@ -46,6 +46,8 @@ else:
     shape = (header.channels, header.height, header.width)
     words = np.frombuffer(payload, dtype="<u4")
     kwargs = {} if threads == 1 else {"split": engine.Split(None, threads)}
+    if hasattr(header, "adaptation"):  # 0.4 on: the encoder may have chosen adapted tables
+        kwargs.update(adaptation=header.adaptation, colour_set=header.colours())
     start = time.perf_counter()
     engine.decode_pixels(model, words, shape, None, header.used_values(), **kwargs)
     print(json.dumps({"seconds": time.perf_counter() - start, "file": ridecodec.__file__}))

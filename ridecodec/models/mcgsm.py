@@ -280,7 +280,7 @@ class ExactMCGSMHead(torch.nn.Module):
         if exact_cpu.usable(projected):
             return exact_cpu.mcgsm_frequencies(
                 projected.to(torch.float64),
-                self.gate,
+                gate.energies.weight,
                 self.half_precisions,
                 gate.energy_caps,
                 self.priors,
