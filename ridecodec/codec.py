@@ -6,6 +6,7 @@ and eval all encode through :func:`encode`, which returns the file with the choi
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import zlib
 from collections.abc import Callable
@@ -15,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import adaptive, coloursets, container, depth, engine, imageio, orientation, registry
+from . import adaptive, coloursets, container, depth, engine, imageio, orientation, registry, repeats
 from .container import DEFAULT_MAX_PIXELS, DeepRecord, Header
 from .depth import DeepCoding
 from .devices import describe_device, resolve_device
@@ -86,8 +87,13 @@ def _chosen_model(coded: CodedImage, model: str | None, device: torch.device, we
 
 def _probe_bits(candidates: list, coded: CodedImage) -> list[float]:
     """The bits each candidate model's tables take to code the image's centre (``PROBE_SIDE``
-    square). For a 16-bit image, its high bytes (what the model codes)."""
+    square). For a 16-bit image, its high bytes (what the model codes); for an image with many
+    repeated rows and columns, the image without them (``ridecodec.repeats``): repeats make a
+    picture look smoother than what the model will code."""
     planes = coded.pixels if coded.bit_depth != 16 else depth.split(coded.pixels)[1]
+    lines = repeats.worth_trying(planes)
+    if lines is not None:
+        planes = lines.remove(planes)
     _, height, width = planes.shape
     top, left = max(0, (height - PROBE_SIDE) // 2), max(0, (width - PROBE_SIDE) // 2)
     probe = np.ascontiguousarray(planes[:, top : top + PROBE_SIDE, left : left + PROBE_SIDE])
@@ -147,6 +153,8 @@ class Candidate:
     orientation: int
     variant: engine.Variant
     cost_bytes: int
+    #: the repeated lines left out of the planes coded (``ridecodec.repeats``), or None
+    repeated_lines: repeats.RepeatedLines | None = None
 
 
 @dataclass(frozen=True)
@@ -187,6 +195,7 @@ def _encode_smallest(
     effort: int,
     progress: engine.ProgressCallback | None,
     split: engine.Split = engine.Split(),
+    repeated_lines: repeats.RepeatedLines | None = None,
 ) -> tuple[bytes, Candidate, list[Candidate]]:
     """Encode ``pixels`` (C, H, W) in the first ``effort`` orientations of the search order, each
     with the model's tables as they are and adapted online to the image (``ridecodec.adaptive``),
@@ -194,7 +203,8 @@ def _encode_smallest(
     and restricted to its colour set where it has few colours (``ridecodec.coloursets``): one
     model pass codes them all (``engine.encode_variants``). Returns the smallest payload (what its
     variant adds to the header counted), its candidate, and every candidate tried; on a tie, the
-    one tried first: plain coding comes first.
+    one tried first: plain coding comes first. ``repeated_lines``: those left out of ``pixels``,
+    whose record the costs include.
 
     Progress runs once from 0 to the steps of all candidates together (a transposed candidate may
     take a different number of steps), so the bar fills once, not once per candidate."""
@@ -210,8 +220,10 @@ def _encode_smallest(
             None if progress is None else (lambda done, _total, before=steps_before: progress(before + done, total))
         )
         payloads = engine.encode_variants(density_model, orientation.orient(pixels, oriented), variants, overall, split)
+        record = 0 if repeated_lines is None else container.repeated_lines_bytes(repeated_lines)
         for payload, variant in zip(payloads, variants):
-            candidate = Candidate(oriented, variant, payload.nbytes + variant_header_bytes(variant, len(pixels)))
+            cost = payload.nbytes + variant_header_bytes(variant, len(pixels)) + record
+            candidate = Candidate(oriented, variant, cost, repeated_lines)
             tried.append(candidate)
             if best is None or candidate.cost_bytes < best[1].cost_bytes:
                 best = (payload.tobytes(), candidate)
@@ -244,17 +256,29 @@ def encode(
     check_model_size(density_model, coded.height, coded.width, coded.layout, effort, model_pixel_limit, notice)
     split = coding_split(density_model, threads)
     coding, first, low = depth.split(coded.pixels) if coded.bit_depth == 16 else (None, coded.pixels, None)
-    # one progress bar over both passes of a 16-bit image: the first bytes, then the low bytes
+    # the image without its repeated rows and columns, where they are many (8-bit images only)
+    lines = repeats.worth_trying(first) if coding is None else None
+    reduced = None if lines is None else lines.remove(first)
+    # one progress bar over every pass: the planes (and without repeated lines), then the low bytes
     first_steps = sum(_candidate_steps(density_model, first.shape, effort))
+    reduced_steps = 0 if reduced is None else sum(_candidate_steps(density_model, reduced.shape, effort))
     low_steps = 0 if low is None else engine.wavefront_for(LowByteModel(), *low.shape[1:]).num_steps
-    first_progress = low_progress = None
-    if progress is not None:
-        first_progress = lambda done, _total: progress(done, first_steps + low_steps)  # noqa: E731
-        low_progress = lambda done, total: progress(  # noqa: E731
-            first_steps + done * low_steps // max(total, 1), first_steps + low_steps
+    total_steps = first_steps + reduced_steps + low_steps
+
+    def phase(before: int, steps: int) -> engine.ProgressCallback | None:
+        if progress is None:
+            return None
+        return lambda done, total: progress(before + done * steps // max(total, 1), total_steps)
+
+    payload, best, tried = _encode_smallest(density_model, first, effort, phase(0, first_steps), split)
+    if reduced is not None:
+        reduced_payload, reduced_best, reduced_tried = _encode_smallest(
+            density_model, reduced, effort, phase(first_steps, reduced_steps), split, lines
         )
-    payload, best, tried = _encode_smallest(density_model, first, effort, first_progress, split)
-    chosen, variant = best.orientation, best.variant
+        tried += reduced_tried
+        if reduced_best.cost_bytes < best.cost_bytes:
+            payload, best, first = reduced_payload, reduced_best, reduced
+    chosen, variant, repeated = best.orientation, best.variant, best.repeated_lines
     value_sets, adaptation, colours = variant.value_sets, variant.adaptation, variant.colour_set
     deep = None if coding is None else DeepRecord(coding)
     if low is not None:
@@ -264,7 +288,7 @@ def encode(
             orientation.orient(low, chosen),
             coded.layout,
             device,
-            low_progress,
+            phase(first_steps + reduced_steps, low_steps),
             split,
         )
         payload += low_payload
@@ -273,15 +297,21 @@ def encode(
     # Never larger than PNG or the raw samples: where the model loses to either (a graphic whose
     # patterns repeat at a distance, noise), the payload is that instead, in any orientation as
     # it is. On a tie, the model's over PNG, the raw samples over anything (the cheapest decode).
+    # An image with many repeated lines may be kept as a PNG of the image without them.
     png_bytes = None
+    record = 0 if repeated is None else container.repeated_lines_bytes(repeated)
     if not model_only:
         png = imageio.png_payload(coded)
         png_bytes = len(png)
-        if len(png) < len(payload):
-            payload, coder = png, container.CODER_PNG
+        if len(png) < len(payload) + record:
+            payload, coder, repeated, record = png, container.CODER_PNG, None, 0
+        if lines is not None and reduced is not None:
+            reduced_png = imageio.png_payload(dataclasses.replace(coded, pixels=reduced))
+            if len(reduced_png) + container.repeated_lines_bytes(lines) < len(payload) + record:
+                payload, coder, repeated = reduced_png, container.CODER_PNG, lines
     stored = imageio.stored_samples(coded)
     if len(stored) <= len(payload):
-        payload, coder = stored, container.CODER_STORED
+        payload, coder, repeated = stored, container.CODER_STORED, None
     if coder != container.CODER_RANGE_CATEGORICAL:
         chosen, value_sets, adaptation, colours, deep = 0, None, 0, None, None
     header = Header(
@@ -305,6 +335,7 @@ def encode(
         deep=deep,
         adaptation=adaptation,
         colour_set=None if colours is None else colours.pack(),
+        repeated_lines=None if repeated is None else repeated.pack(),
     )
     data = container.pack(header, payload)
     return Encoded(
@@ -375,8 +406,9 @@ def decode(
     arguments are ``api.decompress``'s (``rows_per_call``: the conformance kit's step splits;
     ``notice``: as for :func:`encode`)."""
     header, payload = container.parse(_rdc_bytes(data), max_pixels)
-    # the payload holds the pixels in the recorded orientation (transposed: W rows of H)
-    shape = orientation.oriented_shape((header.channels, header.height, header.width), header.orientation)
+    # the payload holds the pixels in the recorded orientation (transposed: W rows of H), less
+    # any repeated lines
+    shape = orientation.oriented_shape((header.channels, *header.coded_size), header.orientation)
     density_model = None
     if header.coder == container.CODER_STORED:  # no model needed
         pixels = imageio.unstore_samples(payload, header, *shape[1:])
@@ -385,7 +417,7 @@ def decode(
     else:
         device = resolve_device(device)
         density_model = _installed_model(header, device, weights)
-        check_model_size(density_model, header.height, header.width, header.layout, 1, model_pixel_limit, notice)
+        check_model_size(density_model, *header.coded_size, header.layout, 1, model_pixel_limit, notice)
         split = coding_split(density_model, threads, rows_per_call)
         deep = header.deep
         low_length = deep.low_payload_length if deep is not None else 0
@@ -417,6 +449,9 @@ def decode(
                 low = engine.decode_pixels(low_model, low_words, shape, low_progress, header.used_low_values(), split)
             pixels = depth.join(deep.coding, pixels, low)
     pixels = orientation.unorient(pixels, header.orientation)
+    lines = header.repeats()
+    if lines is not None:
+        pixels = lines.restore(pixels)
     if pixel_crc32(pixels) != header.pixel_crc32:
         here = describe_device(device) if density_model is not None else header.encoder_device
         hint = (

@@ -28,6 +28,7 @@ from .depth import DeepCoding
 from .errors import FormatError, VersionError
 from .models.base import CHANNEL_LAYOUTS
 from .modes import DEEP_MODES, GRAY16_MODES, SUPPORTED_MODES, ModeTransform
+from .repeats import RepeatedLines
 
 MAGIC = b"\x89RDC\r\n\x1a\n"
 FORMAT_VERSION = 1
@@ -73,6 +74,7 @@ _EXT_VALUE_SETS = 4
 _EXT_DEEP = 5  # how a 16-bit image was coded: see DeepRecord
 _EXT_ADAPTATION = 6  # one byte: the version of the online adaptation (ridecodec.adaptive) applied
 _EXT_COLOUR_SET = 7  # the image's colours, packed by ridecodec.coloursets
+_EXT_REPEATED_LINES = 8  # the rows and columns that repeat the one before, packed by ridecodec.repeats
 _DEEP_RECORD = "<BBQ"  # coding, low-byte model version, low-byte payload length; then its value sets
 _EXT_RECORD = "<BH"  # an extension record's tag and value length, before its value
 _VALUE_SET_BYTES = 32  # 256 values, one bit each
@@ -121,6 +123,9 @@ class Header:
     adaptation: int = 0
     #: the image's colours (``coloursets.ColourSet.pack``) when the tables were restricted to them
     colour_set: bytes | None = None
+    #: which rows and columns repeat the one before (``repeats.RepeatedLines.pack``) when the
+    #: payload codes the image without them
+    repeated_lines: bytes | None = None
     format_version: int = FORMAT_VERSION
     header_length: int = field(default=0, compare=False)  # total bytes before the payload
 
@@ -139,6 +144,18 @@ class Header:
     def colours(self) -> ColourSet | None:
         """The colour set the tables were restricted to, or None."""
         return None if self.colour_set is None else ColourSet.unpack(self.colour_set, self.channels, self.num_pixels)
+
+    def repeats(self) -> RepeatedLines | None:
+        """The repeated lines the payload leaves out, or None."""
+        if self.repeated_lines is None:
+            return None
+        return RepeatedLines.unpack(self.repeated_lines, self.height, self.width)
+
+    @property
+    def coded_size(self) -> tuple[int, int]:
+        """(height, width) of the planes the payload codes: the image's, less repeated lines."""
+        lines = self.repeats()
+        return (self.height, self.width) if lines is None else lines.reduced_size
 
     def used_low_values(self) -> np.ndarray | None:
         """The low bytes' value sets of a 16-bit image, like :meth:`used_values`."""
@@ -196,6 +213,8 @@ def _pack_body(header: Header) -> bytes:
         extensions.append((_EXT_VALUE_SETS, header.value_sets))
     if header.colour_set is not None:
         extensions.append((_EXT_COLOUR_SET, header.colour_set))
+    if header.repeated_lines is not None:
+        extensions.append((_EXT_REPEATED_LINES, header.repeated_lines))
     if header.adaptation:
         extensions.append((_EXT_ADAPTATION, struct.pack("<B", header.adaptation)))
     if header.deep is not None:
@@ -216,6 +235,11 @@ def value_sets_bytes(channels: int) -> int:
 def colour_set_bytes(packed: bytes) -> int:
     """What recording a packed colour set adds to a header."""
     return struct.calcsize(_EXT_RECORD) + len(packed)
+
+
+def repeated_lines_bytes(lines: RepeatedLines) -> int:
+    """What recording repeated lines adds to a header."""
+    return struct.calcsize(_EXT_RECORD) + len(lines.pack())
 
 
 #: What recording online adaptation adds to a header.
@@ -330,7 +354,7 @@ def parse(data: bytes | memoryview, max_pixels: int = DEFAULT_MAX_PIXELS) -> tup
     encoder_device = reader.string()
     pixel_crc32, payload_length = reader.unpack("<IQ")
     palette = palette_mode = transparency = value_sets = deep = None
-    adaptation, colour_set = 0, None
+    adaptation, colour_set, repeated_lines = 0, None, None
     (extension_count,) = reader.unpack("<B")
     for _ in range(extension_count):
         tag, length = reader.unpack(_EXT_RECORD)
@@ -348,6 +372,8 @@ def parse(data: bytes | memoryview, max_pixels: int = DEFAULT_MAX_PIXELS) -> tup
             value_sets = value
         elif tag == _EXT_COLOUR_SET:
             colour_set = value
+        elif tag == _EXT_REPEATED_LINES:
+            repeated_lines = value
         elif tag == _EXT_ADAPTATION and length == 1:
             (adaptation,) = struct.unpack("<B", value)
             if adaptation == 0:
@@ -361,7 +387,10 @@ def parse(data: bytes | memoryview, max_pixels: int = DEFAULT_MAX_PIXELS) -> tup
             low_sets = value[struct.calcsize(_DEEP_RECORD) :] or None
             deep = DeepRecord(coding, low_version, low_length, low_sets)
         else:
-            raise FormatError(f"the header holds an unknown extension ({tag})")
+            raise FormatError(
+                f"the header holds an unknown extension ({tag}): the file is corrupt, or from a newer "
+                "ridecodec; upgrade ridecodec"
+            )
     if reader.offset != len(reader.data):
         raise FormatError("the header has unexpected extra bytes")
     layout = _LAYOUT_NAMES[layout_code]
@@ -404,6 +433,13 @@ def parse(data: bytes | memoryview, max_pixels: int = DEFAULT_MAX_PIXELS) -> tup
         if coder != CODER_RANGE_CATEGORICAL or bit_depth != 8 or channels < 2 or value_sets is not None:
             raise FormatError("the header's colour set is out of place")
         ColourSet.unpack(colour_set, channels, width * height)  # refuses a malformed one now
+    if repeated_lines is not None:
+        if coder not in (CODER_RANGE_CATEGORICAL, CODER_PNG) or bit_depth != 8:
+            raise FormatError("the header's repeated-lines record is out of place")
+        try:
+            RepeatedLines.unpack(repeated_lines, height, width)
+        except ValueError as error:
+            raise FormatError(f"the header holds a malformed repeated-lines record ({error})") from None
     if transform == ModeTransform.PALETTE_TO_RGB and (palette is None or palette_mode != "RGB"):
         raise FormatError("the header is missing the palette it needs")
     payload_length_found = len(data) - header_end
@@ -445,6 +481,7 @@ def parse(data: bytes | memoryview, max_pixels: int = DEFAULT_MAX_PIXELS) -> tup
         deep=deep,
         adaptation=adaptation,
         colour_set=colour_set,
+        repeated_lines=repeated_lines,
         format_version=version,
         header_length=header_end,
     )

@@ -135,7 +135,9 @@ def how_coded(values: dict) -> str:
     if values["coder"] != "model":
         return values["coder"].upper() if values["coder"] == "png" else values["coder"]
     return "model" + "".join(
-        mark for mark, key in (("+a", "adapted"), ("+v", "value_sets"), ("+c", "colour_set")) if values.get(key)
+        mark
+        for mark, key in (("+r", "repeated_lines"), ("+a", "adapted"), ("+v", "value_sets"), ("+c", "colour_set"))
+        if values.get(key)
     )
 
 
@@ -157,6 +159,7 @@ class ImageResult:
     value_sets: bool = False  # the file restricts the tables to the image's values
     adapted: bool = False  # the file adapts the tables online (ridecodec.adaptive)
     colour_set: bool = False  # the file restricts the tables to the image's colours (ridecodec.coloursets)
+    repeated_lines: bool = False  # the file codes the image without its repeated rows and columns (ridecodec.repeats)
     coder: str = "model"  # "model", or the fallback the file kept: "png" or "stored"
     model_version: str = ""  # the model version the file was coded with (the encoder's choice)
 
@@ -250,9 +253,10 @@ class Report:
         lines += [
             "",
             (
-                "coded: how the file holds the image: by the model with its tables as they are, "
-                "adapted online (+a), restricted to value sets (+v) or to the image's colours (+c); or as PNG or "
-                "stored samples, where those are smaller than the model's coding."
+                "coded: how the file holds the image: by the model, of the image without its repeated rows and "
+                "columns (+r) or as it is, with its tables as they are, adapted online (+a), restricted to value "
+                "sets (+v) or to the image's colours (+c); or as PNG or stored samples, where those are smaller "
+                "than the model's coding."
             ),
             "",
             (
@@ -391,9 +395,10 @@ def evaluate_image(
     # the model's likelihood of the image, measured apart from the coder, with the version, the
     # orientation and the variant of its tables that the file uses (whatever its payload holds)
     value_sets = header.used_values()
+    lines = header.repeats()
     likelihood_bits = engine.variant_code_length_bits(
         encoded.model,
-        orientation.orient(planes, header.orientation),
+        orientation.orient(planes if lines is None else lines.remove(planes), header.orientation),
         engine.Variant(value_sets, header.adaptation, header.colours()),
     )
     payload_bits = 8 * (len(data) - header.header_length)
@@ -414,6 +419,7 @@ def evaluate_image(
         value_sets=value_sets is not None,
         adapted=bool(header.adaptation),
         colour_set=header.colour_set is not None,
+        repeated_lines=lines is not None,
         coder=encoded.coder,
         model_version=header.model_version,
     )

@@ -12,7 +12,8 @@ engine's own coding loop runs step by step, writing the true pixels into the can
 step, exactly as the encoder does. Explained are the tables as ``compress`` codes the image with
 the default effort 1 (its own orientation): of the model's tables as they are, adapted online,
 restricted to value sets or to a colour set, the variant the encoder keeps (the smallest; notes
-say which). So the costs sum to the code length of that variant
+say which); and of the image without its repeated rows and columns where the encoder keeps that
+(``ridecodec.repeats``: a repeated line costs 0 bits). So the costs sum to the code length of that variant
 (``engine.variant_code_length_bits``; the tests check it), which the file's payload matches
 within a hair. An image that ``compress`` keeps as PNG is still explained by the model.
 
@@ -36,7 +37,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
-from . import codec, depth, engine, imageio
+from . import codec, container, depth, engine, imageio, repeats
 from .container import DEFAULT_MAX_PIXELS
 from .devices import resolve_device
 from .errors import RidecodecError
@@ -161,8 +162,11 @@ def explain(
     elif coded.transform == imageio.ModeTransform.BILEVEL_TO_GRAY:
         notes.append("a bilevel image coded as gray 0 and 255")
     if coded.bit_depth != 16:
-        bits, variant = plane_costs(density_model, coded.pixels, progress, split)
+        bits, variant, lines = _costs_as_coded(density_model, coded.pixels, progress, split)
         labels = list(names)
+        if lines is not None:
+            rows, cols = int(lines.rows.sum()), int(lines.cols.sum())
+            notes.append(f"{rows} rows and {cols} columns repeat the one before: coded once, 0 bits where repeated")
     else:
         coding, first, low = depth.split(coded.pixels)
         first_steps = engine.wavefront_for(density_model, *first.shape[1:]).num_steps
@@ -192,6 +196,37 @@ def explain(
     return Explanation(
         bits, labels, name, coded.layout, coded.original_mode, coded.transform.name.lower(), coded.bit_depth, notes
     )
+
+
+def _costs_as_coded(
+    density_model, pixels: np.ndarray, progress: engine.ProgressCallback | None, split: engine.Split
+) -> tuple[np.ndarray, engine.Variant, repeats.RepeatedLines | None]:
+    """:func:`plane_costs` of 8-bit planes as ``compress`` codes them: without their repeated rows
+    and columns (``ridecodec.repeats``) where that is tried and comes out smaller, the repeats
+    then costing 0 bits; and the repeated lines so left out, or None."""
+    lines = repeats.worth_trying(pixels)
+    reduced = None if lines is None else lines.remove(pixels)
+    steps = [engine.wavefront_for(density_model, *p.shape[1:]).num_steps for p in (pixels, reduced) if p is not None]
+
+    def phase(before: int) -> engine.ProgressCallback | None:
+        return None if progress is None else (lambda done, _total: progress(before + done, sum(steps)))
+
+    bits, variant = plane_costs(density_model, pixels, phase(0), split)
+    if lines is None or reduced is None:
+        return bits, variant, None
+    reduced_bits, reduced_variant = plane_costs(density_model, reduced, phase(steps[0]), split)
+    channels = len(pixels)
+    whole = bits.sum() / 8 + codec.variant_header_bytes(variant, channels)
+    without = (
+        reduced_bits.sum() / 8
+        + codec.variant_header_bytes(reduced_variant, channels)
+        + container.repeated_lines_bytes(lines)
+    )
+    if without >= whole:
+        return bits, variant, None
+    expanded = np.zeros(bits.shape, dtype=reduced_bits.dtype)
+    expanded[np.ix_(np.arange(channels), np.flatnonzero(~lines.rows), np.flatnonzero(~lines.cols))] = reduced_bits
+    return expanded, reduced_variant, lines
 
 
 def _variant_notes(variant: engine.Variant) -> list[str]:

@@ -498,7 +498,8 @@ def unpng_samples(payload, header) -> np.ndarray:
     try:
         with Image.open(io.BytesIO(data)) as probe:  # reads the size only: no bomb is decoded
             size = probe.size
-        coded = None if size != (header.width, header.height) else to_coded(open_image(io.BytesIO(data), "PNG"))
+        height, width = header.coded_size  # a PNG of the image without its repeated lines, if any
+        coded = None if size != (width, height) else to_coded(open_image(io.BytesIO(data), "PNG"))
     except (RidecodecError, OSError, ValueError, SyntaxError) as error:
         raise FormatError(f"the file's PNG payload is corrupt ({error})") from error
     if coded is None:

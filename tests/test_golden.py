@@ -40,6 +40,7 @@ def test_golden_file_decodes_to_its_pixels(file_name):
         entry.get("adaptation", 0),
     )
     assert (header.colour_set is not None) == entry.get("colour_set", False)
+    assert (header.repeated_lines is not None) == entry.get("repeated_lines", False)
     pixels = ridecodec.decompress(data, device="cpu")
     assert list(pixels.shape) == entry["shape"] and str(pixels.dtype) == entry.get("dtype", "uint8")
     assert hashlib.sha256(np.ascontiguousarray(pixels).tobytes()).hexdigest() == entry["pixels_sha256"]
@@ -55,6 +56,7 @@ def test_every_current_model_version_has_golden_files(name):
     cases = {entry["case"] for entry in MANIFEST.values() if (entry["model"], entry["version"]) == (name, version)}
     colour = "RGB" in registry.load_model(name).modes
     expected = {"gray", "values", "effort", "stored", "gray16", "bilevel-stored", "adaptive1-gray", "png"}
+    expected |= {"repeats", "repeats-png"}
     expected |= {"rgb", "rgba", "rgb16", "la-stored", "adaptive1-rgb", "colours"} if colour else set()
     assert cases == expected, f"{name} {version}: golden cases {sorted(cases)}"
 
@@ -84,6 +86,8 @@ def test_the_corpus_covers_what_it_claims():
     assert any(entry["coder"] == 0 for entry in entries)
     assert any(entry["coder"] == 2 for entry in entries)  # PNG
     assert any(entry.get("colour_set") for entry in entries)
+    # repeated lines left out of a model's coding and of a PNG payload
+    assert {entry["coder"] for entry in entries if entry.get("repeated_lines")} == {1, 2}
     # online adaptation has state learned from the image: version 1 on gray and colour
     assert {entry["shape"][-1] == 3 for entry in entries if entry.get("adaptation") == 1} == {False, True}
 

@@ -243,6 +243,9 @@ def _header_fields(path: str) -> dict:
         fields["value_sets"] = [int(count) for count in used.sum(axis=1)]
     if colours is not None:  # how many colours, not the packed bytes
         fields["colour_set"] = len(colours)
+    lines = header.repeats()
+    if lines is not None:  # how many rows and columns repeat, not the packed bits
+        fields["repeated_lines"] = {"rows": int(lines.rows.sum()), "columns": int(lines.cols.sum())}
     if header.deep is not None:  # a 16-bit image: how its bytes were coded (ridecodec.depth)
         low_values = header.used_low_values()
         fields["deep"] = {
@@ -321,6 +324,12 @@ def info(files, as_json):
                     else ""
                 )
                 + (f"  colours:  {fields['colour_set']} (tables restricted to them)\n" if fields["colour_set"] else "")
+                + (
+                    f"  repeats:  {fields['repeated_lines']['rows']} rows and {fields['repeated_lines']['columns']}"
+                    " columns repeat the one before (coded once)\n"
+                    if fields["repeated_lines"]
+                    else ""
+                )
                 + _deep_line(fields["deep"])
                 + f"  size:     {fields['file_bytes']} bytes ({fields['header_length']} header),"
                 f" {fields['bits_per_pixel']:.4f} bits per pixel\n"

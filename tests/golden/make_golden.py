@@ -81,6 +81,11 @@ def cases(name: str) -> dict[str, tuple]:
         found["colours"] = (palette[np.repeat(np.repeat(blocks, 4, axis=0), 4, axis=1)], 1, {"model_only": True})
     tile = np.random.default_rng(11).integers(0, 256, (8, 40), dtype=np.uint8)
     found["png"] = (np.tile(tile, (6, 1)), 1)  # noise repeated: deflate finds it, no model does
+    # ridecodec 0.9.0: repeated rows and columns (ridecodec.repeats), coded by the model, and kept
+    # as a PNG of the image without them
+    small = synthetic_image(12, 14, seed=14)
+    found["repeats"] = (np.repeat(np.repeat(small, [1, 2, 3] * 4, axis=0), [2, 1] * 7, axis=1), 1, {"model_only": True})
+    found["repeats-png"] = (np.repeat(np.repeat(np.tile(tile, (6, 1)), 2, axis=0), 3, axis=1), 1)
     return found
 
 
@@ -99,6 +104,7 @@ def main(names: list[str]) -> None:
             data = ridecodec.compress(image, model=name, device="cpu", effort=effort, **(options[0] if options else {}))
             header = ridecodec.read_header(data)
             assert np.array_equal(ridecodec.decompress(data, device="cpu"), image)
+            assert case not in ("repeats", "repeats-png") or header.repeated_lines is not None
             (HERE / file_name).write_bytes(data)
             manifest[file_name] = {
                 "model": name,
@@ -114,6 +120,7 @@ def main(names: list[str]) -> None:
                 "deep": header.deep.coding.name if header.deep else None,
                 "adaptation": header.adaptation,
                 "colour_set": header.colour_set is not None,
+                "repeated_lines": header.repeated_lines is not None,
             }
             added += 1
             print(f"wrote {file_name} ({len(data)} bytes)")
