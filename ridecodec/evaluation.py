@@ -133,7 +133,8 @@ def how_coded(values: dict) -> str:
     if "coder" not in values:
         return ""
     if values["coder"] != "model":
-        return values["coder"].upper() if values["coder"] == "png" else values["coder"]
+        repeats = "+r" if values.get("repeated_lines") else ""
+        return "PNG" + repeats if values["coder"] == "png" else values["coder"]
     return "model" + "".join(
         mark
         for mark, key in (("+r", "repeated_lines"), ("+a", "adapted"), ("+v", "value_sets"), ("+c", "colour_set"))
@@ -255,8 +256,8 @@ class Report:
             (
                 "coded: how the file holds the image: by the model, of the image without its repeated rows and "
                 "columns (+r) or as it is, with its tables as they are, adapted online (+a), restricted to value "
-                "sets (+v) or to the image's colours (+c); or as PNG or stored samples, where those are smaller "
-                "than the model's coding."
+                "sets (+v) or to the image's colours (+c); or as PNG (+r: of the image without its repeats) or "
+                "stored samples, where those are smaller than the model's coding."
             ),
             "",
             (

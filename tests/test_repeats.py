@@ -140,3 +140,5 @@ def test_an_enlarged_graphic_may_be_kept_as_a_png_of_the_image_without_its_repea
     assert header.coder == container.CODER_PNG and header.repeated_lines is not None
     assert header.payload_length < encoded.png_bytes
     assert np.array_equal(ridecodec.decompress(encoded.data), image)
+    result = evaluation.evaluate_image("tiled", image, "loco", classical=False)
+    assert evaluation.how_coded(dataclasses.asdict(result)) == "PNG+r"
