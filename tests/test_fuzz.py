@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from PIL import Image
 
 import ridecodec
-from ridecodec import container, engine
+from ridecodec import container, engine, repeats
 from ridecodec.errors import FormatError, RidecodecError
 
 from conftest import natural_like, noise
@@ -115,9 +115,15 @@ def test_seed_files_decode(seed):
 
 
 def bomb(data: bytes, width: int, height: int) -> bytes:
-    """``data`` with its dimensions replaced and its header checksum repaired."""
+    """``data`` with its dimensions replaced and its header checksum repaired (a repeated-lines
+    record, which must match the dimensions, replaced by one of that size with no line repeated:
+    the payload then has to code the whole declared image)."""
     header, payload = container.parse(data)
-    return container.pack(dataclasses.replace(header, width=width, height=height), bytes(payload))
+    lines = None
+    if header.repeated_lines is not None:
+        lines = repeats.RepeatedLines(np.zeros(height, bool), np.zeros(width, bool)).pack()
+    forged = dataclasses.replace(header, width=width, height=height, repeated_lines=lines)
+    return container.pack(forged, bytes(payload))
 
 
 class StillDecoding(BaseException):

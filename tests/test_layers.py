@@ -23,6 +23,7 @@ LAYERS = {
     "devices": 1,
     "adaptive": 1,
     "coloursets": 1,
+    "repeats": 1,
     "schedule": 2,
     "models": 3,
     "container": 4,
