@@ -26,6 +26,9 @@ import numpy as np
 #: The encoder tries the reduced image when the repeated lines hold at least this share of the
 #: pixels: below it the saving cannot pay for a second coding of the image.
 WORTH_TRYING = 1 / 16
+#: The largest record a header holds (its length field is 16 bits; the header body at most 64
+#: KiB): images of more than about 130,000 rows and columns together are not tried.
+MAX_RECORD_BYTES = 1 << 14
 
 
 @dataclass(frozen=True, eq=False)
@@ -88,7 +91,7 @@ def find(pixels: np.ndarray) -> RepeatedLines:
 def worth_trying(pixels: np.ndarray) -> RepeatedLines | None:
     """The repeated lines of 8-bit planes ``pixels`` (C, H, W) where removing them is worth a
     second coding (:data:`WORTH_TRYING`), else None."""
-    if pixels.dtype != np.uint8:
+    if pixels.dtype != np.uint8 or -(-pixels.shape[1] // 8) - (-pixels.shape[2] // 8) > MAX_RECORD_BYTES:
         return None
     lines = find(pixels)
     return lines if lines.removed_share() >= WORTH_TRYING else None

@@ -47,6 +47,9 @@ def test_only_images_with_many_repeats_are_worth_a_second_coding():
     assert repeats.find(one_row).rows.sum() == 1 and repeats.worth_trying(one_row) is None
     assert repeats.worth_trying(planes_of(_enlarged())) is not None
     assert repeats.worth_trying(planes_of(_enlarged()).astype(np.uint16)) is None  # 8-bit only
+    # a strip too long for the header's record (its length field is 16 bits) is not tried
+    strip = np.zeros((1, 1, 8 * repeats.MAX_RECORD_BYTES + 8), dtype=np.uint8)
+    assert repeats.find(strip).removed_share() > 0.9 and repeats.worth_trying(strip) is None
 
 
 @pytest.mark.parametrize(("model", "channels"), [("loco", 1), ("ride", 1), ("ride", 3)])
