@@ -14,7 +14,7 @@ from .api import (
 from .errors import RidecodecError
 from .registry import available_models, default_model, load_model
 
-__version__ = "0.9.0"
+__version__ = "0.10.0"
 
 __all__ = [
     "Encoded",

@@ -201,12 +201,12 @@ class Variant:
 def _adaptation_for(version: int, shape: tuple[int, ...]) -> adaptive.Adaptation | None:
     if version == 0:
         return None
-    if version != adaptive.VERSION:
+    if version not in adaptive.VERSIONS:
         raise FormatError(
             f"the file uses online adaptation version {version}, which this ridecodec does not know; "
             "a newer ridecodec made it"
         )
-    return adaptive.Adaptation(*shape)
+    return adaptive.Adaptation(*shape, version=version)
 
 
 class _CoderTables:

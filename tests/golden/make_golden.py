@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 import ridecodec
-from ridecodec import registry
+from ridecodec import adaptive, registry
 from ridecodec.testing import synthetic_graphic, synthetic_image, synthetic_image16
 
 HERE = Path(__file__).resolve().parent
@@ -71,10 +71,12 @@ def cases(name: str) -> dict[str, tuple]:
     else:
         rng.integers(0, 256, (12, 10, 2), dtype=np.uint8)  # the same random stream for what follows
     found["bilevel-stored"] = (rng.random((13, 21)) > 0.5, 1)
-    # ridecodec 0.4.0: online adaptation (ridecodec.adaptive version 1) and the PNG fallback
-    found["adaptive1-gray"] = (synthetic_graphic(24, 32, seed=9), 1)
+    # ridecodec 0.4.0: online adaptation (ridecodec.adaptive; version 1 then, "adaptive1-*": the
+    # encoder writes the current version, so a model version new since 0.10 has "adaptive2-*"
+    # and no version 1 files) and the PNG fallback
+    found[f"adaptive{adaptive.VERSION}-gray"] = (synthetic_graphic(24, 32, seed=9), 1)
     if "RGB" in model.modes:
-        found["adaptive1-rgb"] = (synthetic_graphic(24, 32, 3, seed=10), 1, {"model_only": True})
+        found[f"adaptive{adaptive.VERSION}-rgb"] = (synthetic_graphic(24, 32, 3, seed=10), 1, {"model_only": True})
     if "RGB" in model.modes:  # 12 colours: coded with its colour set (ridecodec.coloursets)
         palette = np.random.default_rng(12).integers(0, 256, (12, 3), dtype=np.uint8)
         blocks = np.random.default_rng(13).integers(0, 12, (6, 8))
@@ -105,6 +107,7 @@ def main(names: list[str]) -> None:
             header = ridecodec.read_header(data)
             assert np.array_equal(ridecodec.decompress(data, device="cpu"), image)
             assert case not in ("repeats", "repeats-png") or header.repeated_lines is not None
+            assert not case.startswith("adaptive") or header.adaptation == adaptive.VERSION
             (HERE / file_name).write_bytes(data)
             manifest[file_name] = {
                 "model": name,
