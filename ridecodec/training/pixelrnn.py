@@ -50,6 +50,12 @@ def train_main(network_class: type, name: str, description: str, argv=None) -> N
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--resume", help="a checkpoint to continue from (weights, optimizer state; a new schedule)")
+    parser.add_argument(
+        "--continue",
+        dest="proceed",
+        action="store_true",
+        help="pick OUT/checkpoint.pt's run up where it stopped, on the same schedule (a run longer than a session)",
+    )
     args = parser.parse_args(argv)
     if any("val" in Path(folder).name for folder in args.folders):
         raise SystemExit("refusing to train on a val set")
@@ -62,11 +68,22 @@ def train_main(network_class: type, name: str, description: str, argv=None) -> N
     images = load_gray(args.folders)
     model = network_class(args.channels, args.hidden)
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
+    iteration, running, spent = 0, None, 0.0
     if args.resume:
         resumed = torch.load(args.resume, map_location="cpu")
         model.load_state_dict(resumed["state"])
         if "optimizer" in resumed:
             optimizer.load_state_dict(resumed["optimizer"])
+    if args.proceed:
+        checkpoint = torch.load(out / "checkpoint.pt", map_location="cpu")
+        if "elapsed" not in checkpoint:
+            raise SystemExit(f"{out / 'checkpoint.pt'} records no elapsed time: continue it with --resume instead")
+        model.load_state_dict(checkpoint["state"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        iteration, spent = checkpoint["iteration"], checkpoint["elapsed"]
+        running = None if checkpoint["loss_bits"] is None else np.array([checkpoint["loss_bits"]])
+        rng = np.random.default_rng([args.seed, iteration])  # not the crops the run has seen
+        say(f"continuing at iteration {iteration}, {spent:.0f}s of {args.minutes * 60:.0f}s spent")
     say(f"{len(images)} images, {sum(p.numel() for p in model.parameters())} parameters, {vars(args)}")
 
     def save(iteration, running, elapsed):
@@ -78,6 +95,7 @@ def train_main(network_class: type, name: str, description: str, argv=None) -> N
                 "optimizer": optimizer.state_dict(),
                 "iteration": iteration,
                 "loss_bits": None if running is None else float(running[0]),
+                "elapsed": elapsed,
                 "args": vars(args),
             },
         )
@@ -90,6 +108,9 @@ def train_main(network_class: type, name: str, description: str, argv=None) -> N
         lr=args.lr,
         say=say,
         save=save,
+        iteration=iteration,
+        running=running,
+        spent=spent,
     )
 
 

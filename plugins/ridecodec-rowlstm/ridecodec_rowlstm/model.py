@@ -48,7 +48,8 @@ from ridecodec.models import CausalReach, DensityModel
 
 WEIGHTS_FILE = "rowlstm-gray.npz"
 RGB_WEIGHTS_FILE = "rowlstm-rgb.npz"
-#: The shipped gray network: CHANNELS features (the residual stream and the LSTM state), HIDDEN in the head.
+#: Versions 1 and 2's gray network: CHANNELS features (the residual stream and the LSTM state),
+#: HIDDEN in the head. (The gray code reads a network's sizes from its weights.)
 CHANNELS = 32
 HIDDEN = 32
 #: The shipped RGB network: GROUPS groups of CHANNELS features and of HIDDEN head units.
@@ -220,9 +221,21 @@ class RowLSTMModel(DensityModel):
     def _tensor(self, name: str) -> torch.Tensor:
         return getattr(self, name)  # a buffer
 
+    @property
+    def gray_channels(self) -> int:
+        """The gray network's features (its first layer's outputs)."""
+        return self._tensor("first_weight").shape[0]
+
+    @property
+    def gray_hidden(self) -> int:
+        """The gray network's head units."""
+        return self._tensor("head_weight").shape[0]
+
     def layers(self) -> dict[str, _Layer]:
         if self._layers is None or self._layers["first"].matrix.device != self.device:
-            self._layers = _build_layers(lambda layer, kind: self._tensor(f"{layer}_{kind}"), CHANNELS, HIDDEN, 1)
+            self._layers = _build_layers(
+                lambda layer, kind: self._tensor(f"{layer}_{kind}"), self.gray_channels, self.gray_hidden, 1
+            )
         return self._layers
 
     def rgb_layers(self) -> dict[str, _Layer]:
@@ -241,7 +254,7 @@ class RowLSTMModel(DensityModel):
         return super()._apply(fn, *args, **kwargs)
 
     def head(self, h: torch.Tensor) -> torch.Tensor:
-        """h_1 at positions (N, CHANNELS) -> (N, 256) int64 logits: relu, 1x1, relu, 1x1."""
+        """h_1 at positions (N, gray_channels) -> (N, 256) int64 logits: relu, 1x1, relu, 1x1."""
         return self._head(self.layers(), h)
 
     @staticmethod
@@ -253,8 +266,8 @@ class RowLSTMModel(DensityModel):
     # --- the whole image at once ----------------------------------------------------------------
 
     def features(self, pixels: torch.Tensor) -> torch.Tensor:
-        """uint8 (1, 1, H, W) -> h_1, int64 (CHANNELS, H, W) at 2**-ACT_BITS."""
-        return self._features(self.layers(), pixels, CHANNELS, 1)
+        """uint8 (1, 1, H, W) -> h_1, int64 (gray_channels, H, W) at 2**-ACT_BITS."""
+        return self._features(self.layers(), pixels, self.gray_channels, 1)
 
     @staticmethod
     def _features(layers: dict[str, _Layer], pixels: torch.Tensor, channels: int, groups: int) -> torch.Tensor:
@@ -277,7 +290,7 @@ class RowLSTMModel(DensityModel):
 
     def _gray_log_prob(self, image: torch.Tensor) -> torch.Tensor:
         """One uint8 image (1, 1, H, W) -> its natural-log likelihood, a float64 scalar."""
-        features = self.features(image).reshape(CHANNELS, -1).t()  # (H*W, C)
+        features = self.features(image).reshape(self.gray_channels, -1).t()  # (H*W, C)
         return exact.softmax_log_prob(self.head, features, image[0, 0].reshape(-1).long(), ACT_BITS)
 
     def _rgb_log_prob(self, image: torch.Tensor) -> torch.Tensor:
@@ -335,9 +348,10 @@ class RowLSTMModel(DensityModel):
         padded_width = width + 2
         # relu(h_0) and the LSTM states, zero-padded by one column each side and one row on top
         # (float64: exact integers); the memory cells, one row on top (row -1: zeros)
-        inputs = torch.zeros(CHANNELS, (height + 1) * padded_width, dtype=torch.float64, device=device)
-        states = torch.zeros(CHANNELS, (height + 1) * padded_width, dtype=torch.float64, device=device)
-        cells = torch.zeros(CHANNELS, (height + 1) * width, dtype=torch.int64, device=device)
+        channels = self.gray_channels
+        inputs = torch.zeros(channels, (height + 1) * padded_width, dtype=torch.float64, device=device)
+        states = torch.zeros(channels, (height + 1) * padded_width, dtype=torch.float64, device=device)
+        cells = torch.zeros(channels, (height + 1) * width, dtype=torch.int64, device=device)
         first_dy = torch.tensor([dy for dy, _ in FIRST_OFFSETS], device=device)
         first_dx = torch.tensor([dx for _, dx in FIRST_OFFSETS], device=device)
         input_offsets = torch.tensor([dy * padded_width + dx for dy, dx in INPUT_STATE_OFFSETS], device=device)
@@ -345,7 +359,7 @@ class RowLSTMModel(DensityModel):
 
         def gather(plane: torch.Tensor, where: torch.Tensor) -> torch.Tensor:
             n, k = where.shape
-            return plane[:, where.reshape(-1)].view(CHANNELS, n, k).permute(1, 0, 2).reshape(n, -1)
+            return plane[:, where.reshape(-1)].view(channels, n, k).permute(1, 0, 2).reshape(n, -1)
 
         def step(rows: torch.Tensor, cols: torch.Tensor, channel: int) -> torch.Tensor:
             rows, cols = rows.long(), cols.long()

@@ -3,7 +3,7 @@ colour (version 2's RGB network: lossless-like photos, bsds500-half train + test
 
     python -m ridecodec_rowlstm.train ../shared/data/bsds500/train ../shared/data/bsds500/test \
         --out /tmp/rowlstm-train [--minutes 25] [--channels 32] [--hidden 32] [--crop 32] [--batch 16]
-        [--resume CHECKPOINT --lr 5e-4]
+        [--resume CHECKPOINT --lr 5e-4] [--continue]
     python -m ridecodec_rowlstm.train --color rgb --from-gray --lr 1e-3 \
         ../shared/data/bsds500-half/train ../shared/data/bsds500-half/test ../shared/data/photos \
         --out /tmp/rowlstm-rgb [--minutes 25] [--crop 32] [--batch 16] [--continue]
@@ -13,7 +13,8 @@ runs for a fixed wall-clock time (the learning rate follows a cosine over it), l
 OUT/train.log and writes OUT/checkpoint.pt (float weights and config) every few hundred
 iterations and at the end. The colour run (``--color rgb``: 3 x 32 features, 3 x 32 head units)
 uses the same loop (``fit``); ``--from-gray`` starts it as three copies of the shipped gray
-network; ``--continue`` picks an interrupted run up from OUT/checkpoint.pt on the same schedule.
+network. In both, ``--continue`` picks a run that was interrupted (a session's end) up from
+OUT/checkpoint.pt on the same schedule: give it the same arguments.
 Colour crops are drawn from an image with probability proportional to its area. Then
 ``python -m ridecodec_rowlstm.export OUT/checkpoint.pt`` makes the shipped integer weights. Never
 train on the val sets (they are the benchmark) nor on McMaster.
