@@ -206,7 +206,8 @@ def _adaptation_for(version: int, shape: tuple[int, ...]) -> adaptive.Adaptation
             f"the file uses online adaptation version {version}, which this ridecodec does not know; "
             "a newer ridecodec made it"
         )
-    return adaptive.Adaptation(*shape, version=version)
+    channels, height, width = shape
+    return adaptive.Adaptation(channels, height, width, version=version)
 
 
 class _CoderTables:
