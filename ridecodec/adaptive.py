@@ -42,10 +42,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from .lsq import LeastSquaresMix
+
 #: The version of this stage's arithmetic, recorded in files: any change to it is a new version.
-VERSION = 2
+VERSION = 3
 #: Every version this ridecodec decodes (and can still write, for tests and comparisons).
-VERSIONS = (1, 2)
+VERSIONS = (1, 2, 3)
 
 #: Probabilities are integers in units of 2**-24, like the exact models' tables.
 ONE = 1 << 24
@@ -122,6 +124,8 @@ class Adaptation:
         self.pending_weights = np.zeros(self.probability.size, dtype=np.int64)
         self._last: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None  # refine's, for observe
         self._touched: list[np.ndarray] = []  # the cells observed since the last end_step
+        # from version 3: the online least-squares predictor, mixed into the tables first
+        self.mixer = LeastSquaresMix(channels, height, width) if version >= 3 else None
 
     def _candidates(self, rows: np.ndarray, cols: np.ndarray, channel: int):
         """(values (N, K), active (N, K) bool, context (N, K)) of a batch of positions."""
@@ -152,6 +156,8 @@ class Adaptation:
         """The adapted tables (float32) for a batch of the model's tables ((N, 256) float32, as
         the coder would get them): each candidate gets its refined probability, and the other
         values share the rest in the model's proportions."""
+        if self.mixer is not None:
+            table = self.mixer.mix(rows, cols, channel, table)
         if _KERNELS and self.compiled:
             return self._refine_compiled(rows, cols, channel, table)
         return self._refine_numpy(rows, cols, channel, table)
@@ -223,6 +229,8 @@ class Adaptation:
     def observe(self, rows: np.ndarray, cols: np.ndarray, channel: int, symbols: np.ndarray) -> None:
         """Record the symbols coded for the batch ``refine`` was last called on."""
         assert self._last is not None, "refine comes before observe"
+        if self.mixer is not None:
+            self.mixer.observe(rows, cols, channel, symbols)
         values, active, cells, fraction = self._last
         b = self.border
         if _KERNELS and self.compiled:
@@ -256,6 +264,8 @@ class Adaptation:
         of its observations (the point's initial value counting as one observation in version 1,
         four in version 2), so a map follows this image's statistics as soon as they are seen,
         and a cell's count saturates so it keeps following them."""
+        if self.mixer is not None:
+            self.mixer.end_step()
         if not self._touched:
             return
         touched = np.unique(np.concatenate(self._touched))

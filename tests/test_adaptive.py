@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import ridecodec
-from ridecodec import adaptive, coloursets, container, engine, imageio, registry
+from ridecodec import adaptive, coloursets, container, engine, imageio, lsq, registry
 from ridecodec.errors import FormatError
 from ridecodec.testing import planes_of, synthetic_graphic, synthetic_image
 
@@ -31,11 +31,13 @@ def _tables_for(model, pixels, variant, split=engine.Split()):
     return np.concatenate(seen)
 
 
-def test_adaptation_changes_only_the_candidates_entries_and_keeps_every_value_possible():
+@pytest.mark.parametrize("version", [1, 2])
+def test_adaptation_changes_only_the_candidates_entries_and_keeps_every_value_possible(version):
+    """Versions 1 and 2 (version 3 mixes in a whole distribution first: see its own test)."""
     model = registry.load_model("loco")
     pixels = planes_of(synthetic_graphic(20, 24, 3, seed=1))
     plain = _tables_for(model, pixels, engine.Variant())
-    adapted = _tables_for(model, pixels, engine.Variant(adaptation=adaptive.VERSION))
+    adapted = _tables_for(model, pixels, engine.Variant(adaptation=version))
     assert adapted.dtype == np.float32 and np.isfinite(adapted).all() and (adapted > 0).all()
     # the other values keep the model's proportions: one factor per row (the median ratio of
     # the entries above the floor of 1), but for entries held at the floor; only the candidates'
@@ -45,7 +47,7 @@ def test_adaptation_changes_only_the_candidates_entries_and_keeps_every_value_po
         ratio = adapted_row / plain_row
         common = np.median(ratio[adapted_row > 1])
         differ = (np.abs(ratio / common - 1) > 1e-4) & (adapted_row > 1)
-        assert differ.sum() <= len(adaptive.neighbours_for(adaptive.VERSION, 3))
+        assert differ.sum() <= len(adaptive.neighbours_for(version, 3))
         changed += differ.sum()
     assert changed > 0
     # a candidate's probability is its refined one: never below 16 of 2**24, never all the mass
@@ -99,6 +101,39 @@ def test_version_2_offers_the_pixels_two_away_in_gray_and_codes_a_dither_smaller
     assert second < 0.95 * first
     with pytest.raises(ValueError, match="adaptation version 9"):
         adaptive.Adaptation(1, 8, 8, version=9)
+
+
+def _stripes(height: int, width: int, channels: int, seed: int) -> np.ndarray:
+    """Diagonal sinusoidal stripes of period about five pixels, the channels offset from each
+    other, plus a little noise: what a least-squares predictor learns and a photo model does not."""
+    rng = np.random.default_rng(seed)
+    rows, cols = np.indices((height, width))
+    wave = 60 + 25 * np.sin(2 * np.pi * (cols * 0.21 + rows * 0.13))
+    planes = [wave + 9 * k + rng.normal(0, 1.5, (height, width)) for k in range(channels)]
+    return np.clip(np.round(np.stack(planes, axis=-1)), 0, 255).astype(np.uint8).squeeze()
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_version_3_mixes_in_a_least_squares_prediction_and_codes_stripes_smaller(channels):
+    """Version 3 mixes an online least-squares predictor's distribution into the model's tables
+    (before version 2's candidates): every value stays possible, and stripes a photo model
+    cannot predict cost far less than with version 2."""
+    model = registry.load_model("ride")
+    pixels = planes_of(_stripes(40, 48, channels, seed=32))
+    tables = _tables_for(model, pixels, engine.Variant(adaptation=3))
+    assert tables.dtype == np.float32 and (tables >= 1).all() and (tables < 2**24).all()
+    second, third = (
+        engine.variant_code_length_bits(model, pixels, engine.Variant(adaptation=version)) for version in (2, 3)
+    )
+    assert third < 0.9 * second
+
+
+def test_the_least_squares_solution_is_the_normal_equations_one():
+    rng = np.random.default_rng(33)
+    features = rng.normal(size=(200, 6))
+    matrix = features.T @ features + np.eye(6)
+    vector = features.T @ rng.normal(size=200)
+    assert np.allclose(lsq._solve(matrix, vector), np.linalg.solve(matrix, vector))
 
 
 @pytest.mark.parametrize("version", adaptive.VERSIONS)
@@ -320,5 +355,6 @@ def test_the_compiled_kernels_compute_the_numpy_references_numbers(model_name, m
     variant = engine.Variant(adaptation=version)
     compiled = _tables_for(model, pixels, variant)
     monkeypatch.setattr(adaptive.Adaptation, "compiled", False)
+    monkeypatch.setattr(lsq.LeastSquaresMix, "compiled", False)
     reference = _tables_for(model, pixels, variant)
     assert compiled.view(np.uint32).tolist() == reference.view(np.uint32).tolist()
