@@ -36,6 +36,14 @@ Version 2 (ridecodec 0.10) changes two things; version 1 stays as it was, for it
   times as many patterns (RGB graphics crops lost 0.3% to 0.9% with them).
 - Every map cell starts as if it had seen four observations that agree with the identity, not
   one, so that a rarely seen context is not pulled about by its first few pixels.
+
+Version 3 (ridecodec 0.10) keeps version 2's candidates and maps, and first mixes into the
+model's table the distribution of an online least-squares predictor (``ridecodec.lsq``): a
+logistic around a linear prediction fitted to this image's coded pixels (in colour also from the
+earlier channels at the pixel), with a mixing weight learned online per context. Stripes,
+gradients and textures that repeat a linear relation, and the correlation between a colour
+photograph's channels, are what it learns that the photo-trained models do not; the candidates'
+maps then correct the mixed table as they corrected the model's.
 """
 
 from __future__ import annotations
