@@ -1,10 +1,11 @@
-"""Float checkpoint (``train.py``) -> the shipped integer weights (``rowlstm-gray.npz`` for a gray
-checkpoint, ``rowlstm-rgb.npz`` for an RGB one).
+"""Float checkpoint (``train.py``) -> the shipped integer weights (``rowlstm-gray-3.npz`` for a
+gray checkpoint of 64 features, ``rowlstm-rgb.npz`` for an RGB one).
 
     python -m ridecodec_rowlstm.export /tmp/rowlstm-train/checkpoint.pt [--out PATH]
 
-The gray weights are version 1's and stay as they are: re-exporting them changes the version 1
-tables that files were written with (the golden test refuses it).
+Shipped weights belong to a model version: re-exporting them changes tables that files were
+written with (the golden test refuses it), so new weights come with a new version. Version 1's
+gray network (32 features, ``rowlstm-gray.npz``) is never written again.
 
 Weights are masked, then rounded to integers at 2**-WEIGHT_BITS; biases at the scale of their
 layer's products (2**-(input bits + WEIGHT_BITS)). Stored as int32 (every value fits).
@@ -22,18 +23,19 @@ from ridecodec.training.pixelrnn import quantize_layers
 
 from .model import (
     ACT_BITS,
-    CHANNELS,
+    GRAY_3_WEIGHTS_FILE,
     GROUPS,
-    HIDDEN,
     INPUT_BITS,
     LAYERS,
     RGB_CHANNELS,
     RGB_HIDDEN,
     RGB_WEIGHTS_FILE,
     WEIGHT_BITS,
-    WEIGHTS_FILE,
 )
 from .network import RowLSTM
+
+#: (channels, hidden, groups) of a checkpoint -> the weights file it becomes
+SHAPES = {(64, 64, 1): GRAY_3_WEIGHTS_FILE, (RGB_CHANNELS, RGB_HIDDEN, GROUPS): RGB_WEIGHTS_FILE}
 
 
 def quantize(network: RowLSTM) -> dict[str, np.ndarray]:
@@ -47,11 +49,10 @@ def main(argv=None):
     args = parser.parse_args(argv)
     checkpoint = torch.load(args.checkpoint, map_location="cpu")
     config = checkpoint["config"]
-    shapes = {(CHANNELS, HIDDEN, 1): WEIGHTS_FILE, (RGB_CHANNELS, RGB_HIDDEN, GROUPS): RGB_WEIGHTS_FILE}
     found = (config["channels"], config["hidden"], config.get("groups", 1))
-    if found not in shapes:
-        raise SystemExit(f"the exact model is built for (channels, hidden, groups) in {sorted(shapes)}; got {config}")
-    args.out = args.out or str(Path(__file__).resolve().parent / shapes[found])
+    if found not in SHAPES:
+        raise SystemExit(f"the shipped networks have (channels, hidden, groups) in {sorted(SHAPES)}; got {config}")
+    args.out = args.out or str(Path(__file__).resolve().parent / SHAPES[found])
     network = RowLSTM(**config)
     network.load_state_dict(checkpoint["state"])
     np.savez_compressed(args.out, **quantize(network))  # type: ignore[arg-type]  # (stubs: ** might be allow_pickle)

@@ -1,6 +1,9 @@
 """The exact Row LSTM: the trained networks (``network.py``) in integer arithmetic.
 
-Version 2 codes gray images with version 1's gray network (the same weights, so the same tables)
+Version 3 codes gray images (and RGBA's alpha) with a gray network of 64 features and 64 head
+units (``rowlstm-gray-3.npz``), and RGB as version 2 does. Version 2
+(``RowLSTMModel.for_version("2")``) codes gray images with version 1's gray network of 32 (the
+same weights, so the same tables)
 and RGB images with an RGB network whose features are split into three channel groups (R, G, B)
 by masks over the groups (``exact.causal_mask``): the first layer's mask A, the input-to-state
 mask B and the head's and output's 1x1 masks B; the state-to-state convolution reads the row
@@ -46,7 +49,9 @@ import torch
 from ridecodec import exact
 from ridecodec.models import CausalReach, DensityModel
 
+#: Versions 1 and 2's gray network (32 features), and version 3's (64).
 WEIGHTS_FILE = "rowlstm-gray.npz"
+GRAY_3_WEIGHTS_FILE = "rowlstm-gray-3.npz"
 RGB_WEIGHTS_FILE = "rowlstm-rgb.npz"
 #: Versions 1 and 2's gray network: CHANNELS features (the residual stream and the LSTM state),
 #: HIDDEN in the head. (The gray code reads a network's sizes from its weights.)
@@ -177,11 +182,12 @@ class RowLSTMModel(DensityModel):
     with masks over the channel groups (R, then G given R, then B given R and G)."""
 
     name = "rowlstm"
-    #: 2: RGB (and RGBA: alpha by the gray network) added; gray exactly as in 1
-    version = "2"
+    #: 2: RGB (and RGBA: alpha by the gray network) added; gray exactly as in 1.
+    #: 3: a gray network of 64 features (was 32), trained longer; RGB as in 2
+    version = "3"
     modes: ClassVar[tuple[str, ...]] = ("L", "RGB", "RGBA")
-    #: version 1 (gray only) still decodes: ``for_version("1")``, the gray weights alone
-    readable_versions: ClassVar[tuple[str, ...]] = ("1",)
+    #: versions 1 (gray only) and 2 still decode: ``for_version``
+    readable_versions: ClassVar[tuple[str, ...]] = ("1", "2")
     #: The recurrence reaches every earlier row (up, left: unbounded); d rows up it reaches d + 2
     #: columns right (the 7x7 mask A: 3 in the row above; the state at (i-1, j+1) one more per
     #: row). Every such pixel is on an earlier step of the wavefront t = 4 * row + col
@@ -191,9 +197,9 @@ class RowLSTMModel(DensityModel):
     exact_across_devices = True
     can_sample = True  # ridecodec.sampling draws from the step function
 
-    def __init__(self, colour: bool = True):
+    def __init__(self, gray_weights: str = GRAY_3_WEIGHTS_FILE, colour: bool = True):
         super().__init__()
-        arrays = _load(WEIGHTS_FILE)
+        arrays = _load(gray_weights)
         for layer in LAYERS:
             self.register_buffer(f"{layer}_weight", arrays[f"{layer}_weight"])
             if layer != "state_state":
@@ -211,10 +217,11 @@ class RowLSTMModel(DensityModel):
 
     @classmethod
     def for_version(cls, version: str) -> RowLSTMModel:
-        """Version 1: the gray network alone (its buffers, so its digest)."""
-        if version != "1":
+        """Version 1: its gray network alone (its buffers, so its digest); version 2: that gray
+        network and the RGB one."""
+        if version not in cls.readable_versions:
             raise NotImplementedError(f"model {cls.name!r} does not keep version {version}")
-        model = cls(colour=False)
+        model = cls(WEIGHTS_FILE, colour=version != "1")
         model.version = version  # type: ignore[misc]  # (the instance's; the class's is the current one)
         return model
 

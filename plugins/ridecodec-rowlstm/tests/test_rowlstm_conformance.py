@@ -1,6 +1,6 @@
 """rowlstm keeps the plug-in contract (ridecodec's conformance kit, gray, RGB and RGBA), its
 integer networks agree with the float networks they were exported from, the RGB network is
-causal over its channel groups, and version 1 (gray) is still what it was."""
+causal over its channel groups, and versions 1 (gray) and 2 are still what they were."""
 
 import math
 import tempfile
@@ -14,9 +14,7 @@ from ridecodec import api, container, engine, testing
 from ridecodec_rowlstm.export import quantize
 from ridecodec_rowlstm.model import (
     ACT_BITS,
-    CHANNELS,
     GROUPS,
-    HIDDEN,
     INPUT_BITS,
     LAYERS,
     RGB_CHANNELS,
@@ -104,7 +102,7 @@ def test_steps_match_the_whole_image_on_a_wide_image():
 
 def _float_network(model: RowLSTMModel, colour: bool) -> RowLSTM:
     """The float Row LSTM whose export gives the shipped integers (checked)."""
-    network = RowLSTM(RGB_CHANNELS, RGB_HIDDEN, GROUPS) if colour else RowLSTM(CHANNELS, HIDDEN)
+    network = RowLSTM(RGB_CHANNELS, RGB_HIDDEN, GROUPS) if colour else RowLSTM(model.gray_channels, model.gray_hidden)
     prefix = "rgb_" if colour else ""
     arrays = model.state_dict()
     with torch.no_grad():  # float weights from the shipped integers: the same network, rounded
@@ -156,22 +154,29 @@ def test_the_float_rgb_network_is_causal_over_its_channel_groups():
         assert float(grad[:, row - 3, col + 4].sum()) > 0, f"channel {channel} ignores the recurrence's cone"
 
 
-def test_version_1_is_the_gray_network_and_version_2_codes_gray_alike():
-    """for_version("1") holds the gray buffers alone (version 1's digest); its gray tables are
-    version 2's, and it refuses colour."""
-    current = RowLSTMModel()
-    earlier = RowLSTMModel.for_version("1")
-    assert earlier.version == "1" and earlier.modes == ("L",) and current.version == "2"
-    assert set(earlier.state_dict()) == {key for key in current.state_dict() if not key.startswith("rgb_")}
-    pixels = testing.planes_of(testing.synthetic_image(10, 13, seed=2))
-    assert torch.equal(testing.stepped_tables(earlier, pixels)[0], testing.stepped_tables(current, pixels)[0])
+def test_versions_1_and_2_keep_their_networks_and_version_3_changes_only_gray():
+    """for_version("1") holds version 1's gray buffers alone (its digest) and refuses colour;
+    version 2 codes gray with the same network (the same tables); version 3 has a gray network
+    of its own, 64 features, and version 2's RGB network (the same RGB tables)."""
+    first, second, third = RowLSTMModel.for_version("1"), RowLSTMModel.for_version("2"), RowLSTMModel()
+    assert (first.version, second.version, third.version) == ("1", "2", "3")
+    assert first.modes == ("L",) and second.modes == third.modes == ("L", "RGB", "RGBA")
+    assert set(first.state_dict()) == {key for key in second.state_dict() if not key.startswith("rgb_")}
+    assert (first.gray_channels, third.gray_channels, third.gray_hidden) == (32, 64, 64)
+    assert len({first.weights_digest(), second.weights_digest(), third.weights_digest()}) == 3
+    gray = testing.planes_of(testing.synthetic_image(10, 13, seed=2))
+    first_tables = testing.stepped_tables(first, gray)[0]
+    assert torch.equal(first_tables, testing.stepped_tables(second, gray)[0])
+    assert not torch.equal(first_tables, testing.stepped_tables(third, gray)[0])
+    rgb = testing.planes_of(testing.synthetic_image(5, 6, 3, seed=3))
+    assert torch.equal(testing.stepped_tables(second, rgb)[0], testing.stepped_tables(third, rgb)[0])
     with pytest.raises(ValueError, match="codes L images"):
-        earlier.begin(torch.zeros(3, 4, 4, dtype=torch.uint8))
+        first.begin(torch.zeros(3, 4, 4, dtype=torch.uint8))
 
 
-def _with_rgb_network(network: RowLSTM) -> RowLSTMModel:
-    """The exact model with ``network``'s integers as its RGB weights."""
-    model = RowLSTMModel()
+def _with_rgb_network(network: RowLSTM, version: str = RowLSTMModel.version) -> RowLSTMModel:
+    """The exact model of ``version`` with ``network``'s integers as its RGB weights."""
+    model = RowLSTMModel.for_version(version) if version != RowLSTMModel.version else RowLSTMModel()
     with torch.no_grad():
         for key, value in quantize(network).items():
             getattr(model, f"rgb_{key}").copy_(torch.from_numpy(value.astype(np.int64)))
@@ -187,8 +192,8 @@ def test_an_rgb_network_of_three_gray_copies_steps_the_gray_tables():
     from ridecodec_rowlstm.train import from_gray
 
     network = RowLSTM(RGB_CHANNELS, RGB_HIDDEN, GROUPS)
-    from_gray(network)
-    model = _with_rgb_network(network)
+    from_gray(network)  # version 1's gray network, which version 2 codes gray with
+    model = _with_rgb_network(network, version="2")
     pixels = testing.planes_of(testing.synthetic_image(6, 9, 3, seed=4))
     colour, _ = testing.stepped_tables(model, pixels)
     gray = [testing.stepped_tables(model, pixels[c : c + 1])[0] for c in range(3)]
