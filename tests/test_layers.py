@@ -21,7 +21,8 @@ LAYERS = {
     "orientation": 1,
     "fileio": 1,
     "devices": 1,
-    "adaptive": 1,
+    "lsq": 1.4,  # the least-squares mix: uses exact's tables
+    "adaptive": 1.6,  # drives lsq
     "coloursets": 1,
     "repeats": 1,
     "schedule": 2,
