@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 import ridecodec
-from ridecodec import container, engine, imageio, orientation, registry
+from ridecodec import adaptive, container, engine, imageio, orientation, registry
 from ridecodec.cli import main
 from ridecodec.errors import FormatError, IntegrityError, RidecodecError
 from ridecodec.evaluation import evaluate
@@ -53,10 +53,12 @@ def _rewritten(data: bytes, **changes) -> bytes:
 
 
 def _payload_bytes(pixels: np.ndarray, o: int) -> int:
-    """The payload size of an image coded by loco in orientation ``o``, straight from the engine."""
+    """The payload size of an image coded by loco in orientation ``o``, straight from the engine:
+    the smaller of the plain and the adapted coding, as the encoder keeps."""
     model = registry.load_model("loco", torch.device("cpu"))
-    planes = imageio.to_coded(pixels).pixels
-    return engine.encode_pixels(model, orientation.orient(planes, o)).nbytes
+    planes = orientation.orient(imageio.to_coded(pixels).pixels, o)
+    variants = [engine.Variant(), engine.Variant(adaptation=adaptive.VERSION)]
+    return min(payload.nbytes for payload in engine.encode_variants(model, planes, variants))
 
 
 # --- the transforms -----------------------------------------------------------------------------
