@@ -53,9 +53,12 @@ import numpy as np
 from .lsq import LeastSquaresMix
 
 #: The version of this stage's arithmetic, recorded in files: any change to it is a new version.
-VERSION = 3
+VERSION = 4
 #: Every version this ridecodec decodes (and can still write, for tests and comparisons).
-VERSIONS = (1, 2, 3)
+VERSIONS = (1, 2, 3, 4)
+
+#: Version 4's local least-squares window: rows above and columns to the left (``lsq.LocalSums``).
+LOCAL_WINDOW = 7
 
 #: Probabilities are integers in units of 2**-24, like the exact models' tables.
 ONE = 1 << 24
@@ -133,7 +136,9 @@ class Adaptation:
         self._last: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None  # refine's, for observe
         self._touched: list[np.ndarray] = []  # the cells observed since the last end_step
         # from version 3: the online least-squares predictor, mixed into the tables first
-        self.mixer = LeastSquaresMix(channels, height, width) if version >= 3 else None
+        # (from version 4 each pixel's own fit, on a window of the last LOCAL_WINDOW rows and columns)
+        window = LOCAL_WINDOW if version >= 4 else 0
+        self.mixer = LeastSquaresMix(channels, height, width, window) if version >= 3 else None
 
     def _candidates(self, rows: np.ndarray, cols: np.ndarray, channel: int):
         """(values (N, K), active (N, K) bool, context (N, K)) of a batch of positions."""

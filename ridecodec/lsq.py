@@ -86,8 +86,9 @@ class LeastSquaresMix:
     #: use the compiled kernels where numba is installed (tests set it False for the reference)
     compiled = True
 
-    def __init__(self, channels: int, height: int, width: int):
+    def __init__(self, channels: int, height: int, width: int, window: int = 0):
         self.channels, self.height, self.width = channels, height, width
+        self.window = window
         b = BORDER
         # int32 planes (12 bytes a sample); arithmetic on them is int64
         self.known = np.zeros((channels, height + b, width + 2 * b), dtype=np.int32)
@@ -113,6 +114,7 @@ class LeastSquaresMix:
         self._thresholds = np.array(THRESHOLDS, dtype=np.int64)
         self._offsets = np.array(NEIGHBOURS, dtype=np.int64)
         self._last: tuple | None = None
+        self.local = [LocalSums(size, height, width, window) for size in self.sizes] if window else None
 
     def _features(self, rows: np.ndarray, cols: np.ndarray, channel: int) -> tuple[np.ndarray, np.ndarray]:
         """(features (N, F) int64, W (N,)) of a batch: neighbours less W, previous channels' gradients."""
@@ -147,10 +149,18 @@ class LeastSquaresMix:
         else:
             self._observe_numpy(rows, cols, channel, symbols)
 
+    def _weights(self, rows: np.ndarray, cols: np.ndarray, channel: int) -> np.ndarray:
+        """The predictor's weights for each pixel of a batch, (N or 1, F) int64 at 2**-WEIGHT_BITS:
+        the image's (one row for all), or from version 4 each pixel's own local fit."""
+        if self.local is None:
+            return self.weights[channel][None, :]
+        return self.local[channel].weights(rows, cols, self.compiled and _KERNELS)
+
     def _mix_compiled(self, rows, cols, channel, table):
         n, size = len(rows), self.sizes[channel]
         rows = np.ascontiguousarray(rows, dtype=np.int64)
         cols = np.ascontiguousarray(cols, dtype=np.int64)
+        weights = np.ascontiguousarray(self._weights(rows, cols, channel))
         table = np.ascontiguousarray(table, dtype=np.float32)
         out = np.empty(table.shape, dtype=np.float32)
         features = np.empty((n, size), dtype=np.int64)
@@ -158,7 +168,7 @@ class LeastSquaresMix:
         totals = np.empty(n, dtype=np.float64)
         offset, grid_bits, count = self._grid
         _mix_kernel(
-            rows, cols, channel, table, self.known, self.error, self.signed, self._offsets, self.weights[channel],
+            rows, cols, channel, table, self.known, self.error, self.signed, self._offsets, weights,
             self._thresholds, self.error_sum[channel], self.error_count[channel], self.mixing[channel],
             self.cdf, offset, count, grid_bits, self.width, out, features, state, totals,
         )  # fmt: skip
@@ -174,14 +184,19 @@ class LeastSquaresMix:
             self.known, self.error, self.signed, self.cdf, offset, count, grid_bits, self.width,
             self.pending_gradient[channel], self.pending_error[channel],
         )  # fmt: skip
-        f, y = features[inside], symbols.astype(np.int64)[inside] - state[inside, 0]
-        self.pending_normal[channel] += f.T @ f
-        self.pending_target[channel] += f.T @ y
+        y = symbols.astype(np.int64) - state[:, 0]
+        if self.local is not None:
+            self.local[channel].record(rows, cols, features, y, inside, compiled=True)
+        else:
+            f, y_inside = features[inside], y[inside]
+            self.pending_normal[channel] += f.T @ f
+            self.pending_target[channel] += f.T @ y_inside
 
     def _mix_numpy(self, rows: np.ndarray, cols: np.ndarray, channel: int, table: np.ndarray) -> np.ndarray:
         """The reference of the compiled kernel (and the path without numba): the same numbers."""
         features, west = self._features(rows, cols, channel)
-        prediction = (west << PRED_BITS) + ((features @ self.weights[channel]) >> (WEIGHT_BITS - PRED_BITS))
+        weights = self._weights(rows, cols, channel)
+        prediction = (west << PRED_BITS) + ((features * weights).sum(axis=1) >> (WEIGHT_BITS - PRED_BITS))
         prediction = np.clip(prediction, 0, 255 << PRED_BITS)
         b = BORDER
         r, c = rows + b, cols + b
@@ -227,9 +242,12 @@ class LeastSquaresMix:
         error = (symbols << PRED_BITS) - prediction
         self.error[channel, rows + b, cols + b] = np.abs(error)
         self.signed[channel, rows + b, cols + b] = error
-        f, y = features[inside], (symbols - west)[inside]
-        self.pending_normal[channel] += f.T @ f
-        self.pending_target[channel] += f.T @ y
+        if self.local is not None:
+            self.local[channel].record(rows, cols, features, symbols - west, inside, compiled=False)
+        else:
+            f, y = features[inside], (symbols - west)[inside]
+            self.pending_normal[channel] += f.T @ f
+            self.pending_target[channel] += f.T @ y
         index = np.arange(len(rows))
         p_model, p_logistic, p_mixed = model[index, symbols], logistic[index, symbols], mixed[index, symbols]
         gradient = np.clip(((p_logistic - p_model) << 16) // p_mixed, -(1 << 20), 1 << 20)
@@ -238,6 +256,20 @@ class LeastSquaresMix:
         np.add.at(self.pending_error[channel, :, 1], bucket, 1)
 
     def end_step(self) -> None:
+        if self.local is None:  # (version 4's fits are each pixel's own, made as it comes)
+            self._fit_the_image()
+        step = self.pending_gradient >> self.rate_shift
+        self.mixing = np.clip(self.mixing + step, 0, self.max_mix)
+        self.pending_gradient[:] = 0
+        self.error_sum += self.pending_error[..., 0]
+        self.error_count += self.pending_error[..., 1]
+        over = self.error_count > 4096
+        self.error_sum[over] >>= 1
+        self.error_count[over] >>= 1
+        self.pending_error[:] = 0
+
+    def _fit_the_image(self) -> None:
+        """Version 3's weights: the normal equations of the image so far, older steps decaying."""
         for channel in range(self.channels):
             normal, target = self.normal[channel], self.target[channel]
             normal -= normal >> self.decay_shift
@@ -254,15 +286,147 @@ class LeastSquaresMix:
             self.weights[channel] = np.clip(
                 np.floor(solution * float(1 << WEIGHT_BITS) + 0.5), -(1 << 22), 1 << 22
             ).astype(np.int64)
-        step = self.pending_gradient >> self.rate_shift
-        self.mixing = np.clip(self.mixing + step, 0, self.max_mix)
-        self.pending_gradient[:] = 0
-        self.error_sum += self.pending_error[..., 0]
-        self.error_count += self.pending_error[..., 1]
-        over = self.error_count > 4096
-        self.error_sum[over] >>= 1
-        self.error_count[over] >>= 1
-        self.pending_error[:] = 0
+
+
+def _solve_symmetric(systems: np.ndarray) -> np.ndarray:
+    """x of each system (N, F, F + 1) [matrix | vector], symmetric positive definite: an LDL^T
+    factorization of the lower triangle (no square roots), then the two triangular solves. The
+    compiled kernel does the same correctly rounded operations in the same order (each sum from
+    its first term up), so the bits are the same."""
+    a = systems.copy()
+    n, size = a.shape[:2]
+    diagonal = np.zeros((n, size), dtype=np.float64)
+    for j in range(size):
+        scaled = a[:, j, :j] * diagonal[:, :j]  # L[j, k] D[k]
+        d = a[:, j, j].copy()
+        for k in range(j):
+            d = d - a[:, j, k] * scaled[:, k]
+        diagonal[:, j] = d
+        column = a[:, j + 1 :, j].copy()
+        for k in range(j):
+            column = column - a[:, j + 1 :, k] * scaled[:, k : k + 1]
+        a[:, j + 1 :, j] = column / d[:, None]
+    z = np.zeros((n, size), dtype=np.float64)
+    for i in range(size):
+        total = a[:, i, size].copy()
+        for k in range(i):
+            total = total - a[:, i, k] * z[:, k]
+        z[:, i] = total
+    x = np.zeros((n, size), dtype=np.float64)
+    for i in range(size - 1, -1, -1):
+        total = z[:, i] / diagonal[:, i]
+        for k in range(i + 1, size):
+            total = total - a[:, k, i] * x[:, k]
+        x[:, i] = total
+    return x
+
+
+class LocalSums:
+    """Version 4's local fit for one channel with ``size`` features: each pixel's predictor solves
+    the normal equations of the pixels in a causal window around it, the ``window`` rows above
+    (from ``window`` columns left to one right) and ``window`` pixels to its left, pulled towards
+    the image's weights by a ridge.
+
+    A photograph's texture, a render's gradient, the stripes of a pattern change across the image;
+    a fit to the last few rows and columns follows them where one fit for the whole image cannot
+    (the least-squares codecs, TMW, MRP and LS-CALIC, predict this way).
+
+    The window's sums are kept incrementally, integers all: each coded pixel's outer product
+    (features x features and features x target, upper triangle packed) is kept for the last
+    ``window + 2`` rows; per column, the sum over the ``window`` rows above (``vertical``); per
+    row, the sum of those over the window's columns (``horizontal``) and of the row's own pixels
+    to the left (``same_row``), advanced by one column as each row's next pixel comes. Every read
+    is of pixels of earlier wavefront steps (the window reaches up-right no further than the stage
+    reads anyway), and every row's sums advance once per pixel, however a step is split."""
+
+    ridge = 4  # (A + ridge I) w = b, in pixels squared: where the window is flat, predict W
+
+    def __init__(self, size: int, height: int, width: int, window: int):
+        self.size, self.height, self.width, self.window = size, height, width, window
+        self.ring = window + 2
+        self.pad = window + 1  # column c is stored at c + pad: reads reach window + 1 left
+        upper = np.triu_indices(size)
+        self.pair_rows, self.pair_cols = upper[0].astype(np.int64), upper[1].astype(np.int64)
+        self.packed = len(self.pair_rows) + size  # the triangle, then the target's products
+        # int32 rings: a pixel's products are below 4080**2, sums of window rows below 2**31
+        self.outer = np.zeros((self.ring, width + 2 * self.pad, self.packed), dtype=np.int32)
+        self.vertical = np.zeros_like(self.outer)
+        self.horizontal = np.zeros((height, self.packed), dtype=np.int64)
+        self.same_row = np.zeros((height, self.packed), dtype=np.int64)
+        self.at = np.full(height, -1, dtype=np.int64)  # the column each row's sums are for
+
+    def weights(self, rows: np.ndarray, cols: np.ndarray, compiled: bool) -> np.ndarray:
+        """(N, F) int64 weights at 2**-WEIGHT_BITS for a batch (one pixel per row, as a wavefront
+        step has), the rows' sums first advanced to the batch's columns."""
+        rows = np.ascontiguousarray(rows, dtype=np.int64)
+        cols = np.ascontiguousarray(cols, dtype=np.int64)
+        out = np.empty((len(rows), self.size), dtype=np.int64)
+        if compiled:
+            _local_weights_kernel(
+                rows, cols, self.width, self.window, self.outer, self.vertical, self.horizontal, self.same_row,
+                self.at, self.pair_rows, self.pair_cols, self.ridge, out,
+            )  # fmt: skip
+            return out
+        self._advance(rows, cols)
+        sums = self.horizontal[rows] + self.same_row[rows]
+        n, size, triangle = len(rows), self.size, len(self.pair_rows)
+        matrix = np.zeros((n, size, size), dtype=np.int64)
+        matrix[:, self.pair_rows, self.pair_cols] = sums[:, :triangle]
+        matrix[:, self.pair_cols, self.pair_rows] = sums[:, :triangle]
+        matrix[:, np.arange(size), np.arange(size)] += self.ridge
+        vector = sums[:, triangle:]
+        solution = _solve_symmetric(np.concatenate([matrix, vector[:, :, None]], axis=2).astype(np.float64))
+        scaled = np.floor(solution * float(1 << WEIGHT_BITS) + 0.5)
+        scaled = np.where(np.isnan(scaled), 0.0, np.clip(scaled, -(1 << 22), 1 << 22))
+        out[:] = scaled.astype(np.int64)
+        return out
+
+    def _vertical(self, rows: np.ndarray, cols: np.ndarray) -> None:
+        """Store V(r, c), the sum of the products of the ``window`` pixels above (r, c)."""
+        slots, at = rows % self.ring, cols + self.pad
+        above = rows >= 1
+        value = np.zeros((len(rows), self.packed), dtype=np.int32)
+        previous = (rows[above] - 1) % self.ring
+        value[above] = self.vertical[previous, at[above]] + self.outer[previous, at[above]]
+        leaving = rows - 1 - self.window >= 0
+        value[leaving] -= self.outer[(rows[leaving] - 1 - self.window) % self.ring, at[leaving]]
+        self.vertical[slots, at] = value
+
+    def _advance(self, rows: np.ndarray, cols: np.ndarray) -> None:
+        stale = self.at[rows] != cols
+        rows, cols = rows[stale], cols[stale]
+        if not (self.at[rows] == cols - 1).all():
+            raise ValueError("the local fit's rows must advance one column at a time")
+        slots, pad = rows % self.ring, self.pad
+        first = cols == 0
+        self._vertical(rows[first], cols[first])
+        self.horizontal[rows[first]] = self.vertical[slots[first], pad]
+        self.same_row[rows[first]] = 0
+        entering = cols + 1 < self.width
+        self._vertical(rows[entering], cols[entering] + 1)
+        self.horizontal[rows[entering]] += self.vertical[slots[entering], cols[entering] + 1 + pad]
+        leaving = cols - self.window - 1 >= 0
+        self.horizontal[rows[leaving]] -= self.vertical[slots[leaving], cols[leaving] - self.window - 1 + pad]
+        entering = cols >= 1
+        self.same_row[rows[entering]] += self.outer[slots[entering], cols[entering] - 1 + pad]
+        leaving = cols - 1 - self.window >= 0
+        self.same_row[rows[leaving]] -= self.outer[slots[leaving], cols[leaving] - 1 - self.window + pad]
+        self.at[rows] = cols
+
+    def record(self, rows, cols, features, targets, inside, compiled: bool) -> None:
+        """Keep the coded pixels' products (zero outside the region the predictor learns from)."""
+        rows = np.asarray(rows, dtype=np.int64)
+        cols = np.asarray(cols, dtype=np.int64)
+        if compiled:
+            _local_record_kernel(
+                rows, cols, np.ascontiguousarray(features), np.ascontiguousarray(targets, dtype=np.int64),
+                np.ascontiguousarray(inside), self.outer, self.ring, self.pad, self.pair_rows, self.pair_cols,
+            )  # fmt: skip
+            return
+        products = np.concatenate(
+            [features[:, self.pair_rows] * features[:, self.pair_cols], features * targets[:, None]], axis=1
+        )
+        self.outer[rows % self.ring, cols + self.pad] = np.where(inside[:, None], products, 0)
 
 
 try:  # numba is a dependency; without it the numpy code computes the same numbers, more slowly
@@ -289,7 +453,8 @@ if _KERNELS:
         # LeastSquaresMix._mix_numpy, pixel by pixel: integer arithmetic, and the one float64
         # product per entry (table * (ONE / total), floored) that the numpy code does
         b = 3
-        size = weights.shape[0]
+        size = weights.shape[1]
+        per_pixel = weights.shape[0] == rows.shape[0]
         neighbours = offsets.shape[0] - 1
         cumulative = np.empty(table.shape[1] + 1, dtype=np.int64)
         cumulative[0], cumulative[table.shape[1]] = 0, 16777216
@@ -307,8 +472,9 @@ if _KERNELS:
             if channel > 0:
                 features[n, k] = signed[channel - 1, r, c] >> 4
             dot = 0
+            w = n if per_pixel else 0
             for k in range(size):
-                dot += features[n, k] * weights[k]
+                dot += features[n, k] * weights[w, k]
             prediction = (west << 8) + (dot >> 8)
             prediction = min(max(prediction, 0), 255 << 8)
             activity = 2 * error[channel, r, c - 1] + 2 * error[channel, r - 1, c]
@@ -371,3 +537,111 @@ if _KERNELS:
             gradient = ((p_logistic - p_model) << 16) // p_mixed
             pending_gradient[bucket] += min(max(gradient, -(1 << 20)), 1 << 20)
         return inside
+
+
+    @numba.njit(cache=True, nogil=True)
+    def _local_vertical(row, col, window, outer, vertical):  # pragma: no cover
+        ring, pad = window + 2, window + 1
+        slot, at = row % ring, col + pad
+        if row == 0:
+            for t in range(outer.shape[2]):
+                vertical[slot, at, t] = 0
+            return
+        previous = (row - 1) % ring
+        for t in range(outer.shape[2]):
+            value = vertical[previous, at, t] + outer[previous, at, t]
+            if row - 1 - window >= 0:
+                value -= outer[(row - 1 - window) % ring, at, t]
+            vertical[slot, at, t] = value
+
+    @numba.njit(cache=True, nogil=True)
+    def _local_weights_kernel(
+        rows, cols, width, window, outer, vertical, horizontal, same_row, at, pair_rows, pair_cols, ridge, out,
+    ):  # pragma: no cover  # fmt: skip
+        # LocalSums._advance and LocalSums.weights' numpy code, pixel by pixel
+        ring, pad = window + 2, window + 1
+        size, triangle, packed = out.shape[1], pair_rows.shape[0], horizontal.shape[1]
+        a = np.empty((size, size + 1), dtype=np.float64)
+        solution = np.empty(size, dtype=np.float64)
+        scaled = np.empty(size, dtype=np.float64)
+        diagonal = np.empty(size, dtype=np.float64)
+        z = np.empty(size, dtype=np.float64)
+        column = np.empty(size, dtype=np.float64)
+        for n in range(rows.shape[0]):
+            r, c = rows[n], cols[n]
+            slot = r % ring
+            if at[r] != c:
+                if at[r] != c - 1:
+                    raise ValueError("the local fit's rows must advance one column at a time")
+                if c == 0:
+                    _local_vertical(r, 0, window, outer, vertical)
+                    for t in range(packed):
+                        horizontal[r, t] = vertical[slot, pad, t]
+                        same_row[r, t] = 0
+                if c + 1 < width:
+                    _local_vertical(r, c + 1, window, outer, vertical)
+                    for t in range(packed):
+                        horizontal[r, t] += vertical[slot, c + 1 + pad, t]
+                if c - window - 1 >= 0:
+                    for t in range(packed):
+                        horizontal[r, t] -= vertical[slot, c - window - 1 + pad, t]
+                if c >= 1:
+                    for t in range(packed):
+                        same_row[r, t] += outer[slot, c - 1 + pad, t]
+                if c - 1 - window >= 0:
+                    for t in range(packed):
+                        same_row[r, t] -= outer[slot, c - 1 - window + pad, t]
+                at[r] = c
+            for t in range(triangle):  # (the lower triangle: all the factorization reads)
+                a[pair_cols[t], pair_rows[t]] = np.float64(horizontal[r, t] + same_row[r, t])
+            for p in range(size):
+                d = p * size - (p * (p - 1)) // 2  # (p, p) in the packed triangle
+                a[p, p] = np.float64(horizontal[r, d] + same_row[r, d] + ridge)
+                a[p, size] = np.float64(horizontal[r, triangle + p] + same_row[r, triangle + p])
+            # _solve_symmetric, operation for operation: LDL^T in the lower triangle, then solves
+            for j in range(size):
+                for k in range(j):
+                    scaled[k] = a[j, k] * diagonal[k]
+                d = a[j, j]
+                for k in range(j):
+                    d = d - a[j, k] * scaled[k]
+                diagonal[j] = d
+                # the column's rows are independent: k outside, so they pipeline (each row's
+                # sum still runs from its first term up)
+                for i in range(j + 1, size):
+                    column[i] = a[i, j]
+                for k in range(j):
+                    for i in range(j + 1, size):
+                        column[i] = column[i] - a[i, k] * scaled[k]
+                for i in range(j + 1, size):
+                    a[i, j] = column[i] / d
+            for i in range(size):
+                total = a[i, size]
+                for k in range(i):
+                    total = total - a[i, k] * z[k]
+                z[i] = total
+            for i in range(size - 1, -1, -1):
+                total = z[i] / diagonal[i]
+                for k in range(i + 1, size):
+                    total = total - a[k, i] * solution[k]
+                solution[i] = total
+            for p in range(size):
+                x = np.floor(solution[p] * 65536.0 + 0.5)
+                if x != x:
+                    out[n, p] = 0
+                else:
+                    out[n, p] = np.int64(min(max(x, -4194304.0), 4194304.0))
+
+    @numba.njit(cache=True, nogil=True)
+    def _local_record_kernel(rows, cols, features, targets, inside, outer, ring, pad, pair_rows, pair_cols):  # pragma: no cover
+        size, triangle = features.shape[1], pair_rows.shape[0]
+        for n in range(rows.shape[0]):
+            slot, at = rows[n] % ring, cols[n] + pad
+            if not inside[n]:
+                for t in range(outer.shape[2]):
+                    outer[slot, at, t] = 0
+                continue
+            for t in range(triangle):
+                outer[slot, at, t] = features[n, pair_rows[t]] * features[n, pair_cols[t]]
+            for p in range(size):
+                outer[slot, at, triangle + p] = features[n, p] * targets[n]

@@ -128,6 +128,66 @@ def test_version_3_mixes_in_a_least_squares_prediction_and_codes_stripes_smaller
     assert third < 0.9 * second
 
 
+def _two_textures(height: int, width: int, channels: int, seed: int) -> np.ndarray:
+    """Stripes whose direction and period change from the left half to the right half: one
+    linear predictor for the whole image fits neither well, a local one fits each."""
+    rng = np.random.default_rng(seed)
+    rows, cols = np.indices((height, width))
+    left = 60 + 25 * np.sin(2 * np.pi * (cols * 0.21 + rows * 0.13))
+    right = 90 + 30 * np.sin(2 * np.pi * (cols * 0.07 - rows * 0.29))
+    wave = np.where(cols < width // 2, left, right)
+    planes = [wave + 9 * k + rng.normal(0, 0.6, (height, width)) for k in range(channels)]
+    return np.clip(np.round(np.stack(planes, axis=-1)), 0, 255).astype(np.uint8).squeeze()
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_version_4_fits_each_pixel_locally_and_codes_changing_textures_smaller(channels):
+    model = registry.load_model("ride")
+    pixels = planes_of(_two_textures(40, 64, channels, seed=34))
+    third, fourth = (
+        engine.variant_code_length_bits(model, pixels, engine.Variant(adaptation=version)) for version in (3, 4)
+    )
+    assert fourth < 0.95 * third, (fourth, third)
+
+
+def test_the_local_fits_sums_are_their_windows_products(monkeypatch):
+    """The incrementally kept sums each pixel's local fit solves equal the products of the pixels
+    in its window, summed afresh: the window rows above from WINDOW columns left to one right,
+    and the WINDOW pixels to the left, of the pixels the predictor learns from."""
+    window = adaptive.LOCAL_WINDOW
+    pixels = planes_of(synthetic_image(17, 23, 3, seed=35))
+    seen = []
+    weights = lsq.LocalSums.weights
+
+    def recording(self, rows, cols, compiled):
+        out = weights(self, rows, cols, compiled)
+        seen.append((self.size, rows.copy(), cols.copy(), self.horizontal[rows] + self.same_row[rows]))
+        return out
+
+    monkeypatch.setattr(lsq.LocalSums, "weights", recording)
+    stages = []
+    monkeypatch.setattr(adaptive, "LeastSquaresMix", lambda *args: stages.append(lsq.LeastSquaresMix(*args)) or stages[-1])
+    engine.variant_code_length_bits(registry.load_model("loco"), pixels, engine.Variant(adaptation=4))
+    (mixer,) = stages
+    _, height, width = pixels.shape
+    every_row, every_col = (a.ravel() for a in np.indices((height, width)))
+    for channel, size in enumerate(mixer.sizes):
+        features, west = mixer._features(every_row, every_col, channel)
+        features, targets = features.reshape(height, width, size), (pixels[channel] - west.reshape(height, width))
+        learns = mixer._inside(every_row, every_col).reshape(height, width)
+        upper = np.triu_indices(size)
+        for got_size, rows, cols, sums in seen:
+            if got_size != size:
+                continue
+            for row, col, got in zip(rows, cols, sums):
+                in_window = np.zeros((height, width), dtype=bool)
+                in_window[max(row - window, 0) : row, max(col - window, 0) : col + 2] = True
+                in_window[row, max(col - window, 0) : col] = True
+                f, y = features[in_window & learns], targets[in_window & learns].astype(np.int64)
+                expected = np.concatenate([(f.T @ f)[upper], f.T @ y])
+                assert got.tolist() == expected.tolist(), (channel, row, col)
+
+
 def test_the_least_squares_solution_is_the_normal_equations_one():
     rng = np.random.default_rng(33)
     features = rng.normal(size=(200, 6))
@@ -247,7 +307,9 @@ def test_eval_reports_how_each_image_was_coded():
     assert result.coder == "png" and not result.adapted
     graphic = evaluate_image("graphic", synthetic_graphic(32, 40, seed=12), "loco", classical=False)
     assert graphic.coder == "model" and graphic.adapted
-    assert abs(graphic.overhead_percent) < 1.0  # the likelihood is the adapted model's
+    # the likelihood is the adapted model's (the plain model's would be far off); what is left is
+    # the coder's few bytes of flush on a payload of some 200 bytes
+    assert abs(graphic.overhead_percent) < 3.0
 
 
 # --- colour sets -------------------------------------------------------------------------------
@@ -316,15 +378,18 @@ def test_adapted_tables_of_extreme_models_code_and_decode_every_value(peak):
     import constriction
 
     stage = adaptive.Adaptation(1, 64, 64)
-    rows, cols = np.full(60, 1), np.arange(2, 62)
-    table = np.full((60, 256), (2**24 - peak) // 255, dtype=np.float32)  # an exact model's: sums to 2**24
+    table = np.full((1, 256), (2**24 - peak) // 255, dtype=np.float32)  # an exact model's: sums to 2**24
     table[:, 7] = peak
-    stage.known[0] = 7  # every neighbour is 7
-    for _ in range(50):  # learn that the candidate 7 is always the value
-        stage.refine(rows, cols, 0, table)
-        stage.observe(rows, cols, 0, np.full(60, 7, dtype=np.int32))
-        stage.end_step()
-    adapted = stage.refine(rows, cols, 0, table)
+    last = []
+    for row in range(64):  # a flat image of 7s, pixel by pixel in raster order (a wavefront's)
+        for col in range(64):
+            at_row, at_col = np.array([row]), np.array([col])
+            refined = stage.refine(at_row, at_col, 0, table)
+            if row == 63 and 2 <= col < 62:  # the map has learned the candidate 7 is always the value
+                last.append(refined)
+            stage.observe(at_row, at_col, 0, np.full(1, 7, dtype=np.int32))
+            stage.end_step()
+    adapted = np.concatenate(last)
     # what the coder's quantizer needs: about 2**24 in all and no entry below 1 (every value at
     # least 2**-25); tables of far wider range made constriction's encoder panic on a real image
     assert adapted.min() >= 1 and (adapted.sum(axis=1, dtype=np.float64) <= 2**24 + 256).all()
@@ -334,7 +399,7 @@ def test_adapted_tables_of_extreme_models_code_and_decode_every_value(peak):
     encoder.encode(symbols, model, adapted)
     decoder = constriction.stream.queue.RangeDecoder(encoder.get_compressed())
     assert np.array_equal(decoder.decode(model, adapted), symbols)
-    assert adapted[0, 7] / adapted[0].sum() > 0.99  # and the candidate did get nearly everything
+    assert adapted[0, 7] / adapted[0].sum() > 0.98  # and the candidate did get nearly everything
 
 
 @pytest.mark.parametrize("version", adaptive.VERSIONS)
