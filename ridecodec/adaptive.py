@@ -56,6 +56,10 @@ from .lsq import LeastSquaresMix
 VERSION = 4
 #: Every version this ridecodec decodes (and can still write, for tests and comparisons).
 VERSIONS = (1, 2, 3, 4)
+#: The newest version for a model that codes in an order of its own (``coding_order``: the
+#: multi-scale model's subsampled image first): version 4's local fit keeps its sums row by row
+#: and needs every row coded left to right, one pixel a step, as a wavefront codes it.
+VERSION_FOR_OWN_ORDERS = 3
 
 #: Version 4's local least-squares window: rows above and columns to the left (``lsq.LocalSums``).
 LOCAL_WINDOW = 7

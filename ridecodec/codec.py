@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import adaptive, coloursets, container, depth, engine, imageio, orientation, registry, repeats
+from . import coloursets, container, depth, engine, imageio, orientation, registry, repeats
 from .container import DEFAULT_MAX_PIXELS, DeepRecord, Header
 from .depth import DeepCoding
 from .devices import describe_device, resolve_device
@@ -119,7 +119,7 @@ def coding_split(density_model, threads: int, rows_per_call: int | None = None) 
     return engine.Split(rows_per_call=rows_per_call, threads=threads)
 
 
-def candidate_variants(pixels: np.ndarray) -> list[engine.Variant]:
+def candidate_variants(pixels: np.ndarray, adaptation: int) -> list[engine.Variant]:
     """The ways of handing the model's tables to the coder that the encoder tries for ``pixels``
     (C, H, W), plain coding first: as they are and adapted online, each as it is, restricted to
     the image's value sets (where it leaves values unused) and to its colour set (where it has few
@@ -130,9 +130,7 @@ def candidate_variants(pixels: np.ndarray) -> list[engine.Variant]:
     if colours is not None:
         restrictions.append({"colour_set": colours})
     return [
-        engine.Variant(adaptation=adaptation, **restriction)
-        for adaptation in (0, adaptive.VERSION)
-        for restriction in restrictions
+        engine.Variant(adaptation=version, **restriction) for version in (0, adaptation) for restriction in restrictions
     ]
 
 
@@ -208,7 +206,7 @@ def _encode_smallest(
 
     Progress runs once from 0 to the steps of all candidates together (a transposed candidate may
     take a different number of steps), so the bar fills once, not once per candidate."""
-    variants = candidate_variants(pixels)
+    variants = candidate_variants(pixels, engine.adaptation_version_for(density_model, *pixels.shape[1:]))
     orientations = orientation.SEARCH_ORDER[:effort]
     steps = _candidate_steps(density_model, pixels.shape, effort)
     total = sum(steps)

@@ -22,7 +22,7 @@ import torch
 from . import adaptive
 from .coloursets import ColourSet
 from .errors import FormatError, PluginError, RidecodecError
-from .models.base import ALPHABET_SIZE, DensityModel
+from .models.base import ALPHABET_SIZE, CodingOrder, DensityModel
 from .schedule import (  # noqa: F401 (the schedule's names, re-exported: engine.Split, engine.wavefront_for, ...)
     Split,
     Wavefront,
@@ -198,13 +198,27 @@ class Variant:
     colour_set: ColourSet | None = None
 
 
-def _adaptation_for(version: int, shape: tuple[int, ...]) -> adaptive.Adaptation | None:
+def adaptation_version_for(model: DensityModel, height: int, width: int) -> int:
+    """The adaptive stage's version the encoder writes for ``model`` coding an H x W image: the
+    newest, or where the model codes in an order of its own (multi-scale: a subsampled image
+    first) the newest that does not need each row coded left to right (``adaptive``)."""
+    if isinstance(wavefront_for(model, height, width), Wavefront):
+        return adaptive.VERSION
+    return adaptive.VERSION_FOR_OWN_ORDERS
+
+
+def _adaptation_for(version: int, shape: tuple[int, ...], order: CodingOrder) -> adaptive.Adaptation | None:
     if version == 0:
         return None
     if version not in adaptive.VERSIONS:
         raise FormatError(
             f"the file uses online adaptation version {version}, which this ridecodec does not know; "
             "a newer ridecodec made it"
+        )
+    if version > adaptive.VERSION_FOR_OWN_ORDERS and not isinstance(order, Wavefront):
+        raise FormatError(
+            f"the file uses online adaptation version {version}, which needs a wavefront coding order, "
+            "and its model codes in an order of its own: the file is corrupt"
         )
     channels, height, width = shape
     return adaptive.Adaptation(channels, height, width, version=version)
@@ -216,12 +230,12 @@ class _CoderTables:
     the image), and the pixels' coded channels for colour sets. Encoder, decoder and the
     likelihood replay all go through here, so they cannot disagree."""
 
-    def __init__(self, variants: list[Variant], shape: tuple[int, ...]):
+    def __init__(self, variants: list[Variant], shape: tuple[int, ...], order: CodingOrder):
         self.variants = variants
         versions = {variant.adaptation for variant in variants if variant.adaptation}
         if len(versions) > 1:
             raise ValueError("one pass can adapt with one version of the adaptive stage only")
-        self.stage = _adaptation_for(versions.pop() if versions else 0, shape)
+        self.stage = _adaptation_for(versions.pop() if versions else 0, shape, order)
         colours = any(variant.colour_set is not None for variant in variants)
         self.known = np.zeros(shape, dtype=np.uint8) if colours else None
         self._batch: tuple[np.ndarray, np.ndarray] | None = None
@@ -275,7 +289,7 @@ def encode_variants(
     source = torch.from_numpy(np.array(pixels, dtype=np.uint8))  # uint8: no 4x copy of big images
     canvas = torch.zeros(source.shape, dtype=torch.uint8, device=model.device)
     encoders = [constriction.stream.queue.RangeEncoder() for _ in chosen]
-    coder_tables = _CoderTables(chosen, tuple(source.shape))
+    coder_tables = _CoderTables(chosen, tuple(source.shape), wavefront_for(model, *source.shape[1:]))
 
     def encode_step(rows, cols, channel, table):
         symbols = source[channel, rows, cols].numpy().astype(np.int32)
@@ -301,7 +315,7 @@ def symbol_costs(
     ideal code length of the image coded with that variant, which its payload matches within the
     coder's overhead."""
     source = np.array(pixels, dtype=np.uint8)
-    coder_tables = _CoderTables(variants, source.shape)
+    coder_tables = _CoderTables(variants, source.shape, wavefront_for(model, *source.shape[1:]))
     costs = [np.zeros(source.shape, dtype=np.float64) for _ in variants]
 
     def cost_step(rows, cols, channel, table):
@@ -361,7 +375,9 @@ def decode_pixels(
     (:class:`PayloadBudget`), before the image is allocated when the size alone proves it."""
     words = np.ascontiguousarray(payload, dtype=np.uint32)
     budget = PayloadBudget(len(words), math.prod(shape))
-    coder_tables = _CoderTables([Variant(value_sets, adaptation, colour_set)], tuple(shape))
+    coder_tables = _CoderTables(
+        [Variant(value_sets, adaptation, colour_set)], tuple(shape), wavefront_for(model, *shape[1:])
+    )
     canvas = torch.zeros(shape, dtype=torch.uint8, device=model.device)
     decoder = constriction.stream.queue.RangeDecoder(words)
 

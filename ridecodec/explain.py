@@ -115,7 +115,8 @@ def plane_costs(
     ``split``: as the engine's, default one call per step on one thread), for the variant of the
     tables the encoder would keep: of ``variants`` (default: what ``compress`` tries), the one
     whose costs, with what it adds to the header, are smallest; and that variant."""
-    variants = codec.candidate_variants(pixels) if variants is None else variants
+    if variants is None:
+        variants = codec.candidate_variants(pixels, engine.adaptation_version_for(model, *pixels.shape[1:]))
     costs = engine.symbol_costs(model, pixels, variants, progress, split or engine.Split())
     # the encoder compares payload bytes; ideal code lengths rank the variants the same but for
     # the coder's overhead (a few bytes), so this is the encoder's choice up to near ties

@@ -538,7 +538,6 @@ if _KERNELS:
             pending_gradient[bucket] += min(max(gradient, -(1 << 20)), 1 << 20)
         return inside
 
-
     @numba.njit(cache=True, nogil=True)
     def _local_vertical(row, col, window, outer, vertical):  # pragma: no cover
         ring, pad = window + 2, window + 1
@@ -627,13 +626,15 @@ if _KERNELS:
                 solution[i] = total
             for p in range(size):
                 x = np.floor(solution[p] * 65536.0 + 0.5)
-                if x != x:
+                if np.isnan(x):
                     out[n, p] = 0
                 else:
                     out[n, p] = np.int64(min(max(x, -4194304.0), 4194304.0))
 
     @numba.njit(cache=True, nogil=True)
-    def _local_record_kernel(rows, cols, features, targets, inside, outer, ring, pad, pair_rows, pair_cols):  # pragma: no cover
+    def _local_record_kernel(
+        rows, cols, features, targets, inside, outer, ring, pad, pair_rows, pair_cols,
+    ):  # pragma: no cover  # fmt: skip
         size, triangle = features.shape[1], pair_rows.shape[0]
         for n in range(rows.shape[0]):
             slot, at = rows[n] % ring, cols[n] + pad

@@ -17,7 +17,7 @@ from ridecodec.testing import planes_of, synthetic_graphic, synthetic_image
 
 def _tables_for(model, pixels, variant, split=engine.Split()):
     """Every table the coder receives for ``variant``, in order (the encoder's own path)."""
-    coder_tables = engine._CoderTables([variant], pixels.shape)
+    coder_tables = engine._CoderTables([variant], pixels.shape, engine.wavefront_for(model, *pixels.shape[1:]))
     seen = []
 
     def record(rows, cols, channel, table):
@@ -166,7 +166,12 @@ def test_the_local_fits_sums_are_their_windows_products(monkeypatch):
 
     monkeypatch.setattr(lsq.LocalSums, "weights", recording)
     stages = []
-    monkeypatch.setattr(adaptive, "LeastSquaresMix", lambda *args: stages.append(lsq.LeastSquaresMix(*args)) or stages[-1])
+
+    def making(*args):
+        stages.append(lsq.LeastSquaresMix(*args))
+        return stages[-1]
+
+    monkeypatch.setattr(adaptive, "LeastSquaresMix", making)
     engine.variant_code_length_bits(registry.load_model("loco"), pixels, engine.Variant(adaptation=4))
     (mixer,) = stages
     _, height, width = pixels.shape
@@ -235,6 +240,23 @@ def test_an_unknown_adaptation_version_is_refused_with_one_line():
     newer = container.pack(dataclasses.replace(header, adaptation=adaptive.VERSION + 1), bytes(payload))
     with pytest.raises(FormatError, match=rf"adaptation version {adaptive.VERSION + 1}.*newer ridecodec") as raised:
         ridecodec.decompress(newer)
+    assert "\n" not in str(raised.value)
+
+
+def test_a_model_that_codes_in_an_order_of_its_own_adapts_with_the_version_that_suits_it():
+    """Version 4's local fit keeps its sums row by row, left to right: the multi-scale model (a
+    subsampled image first) is adapted with version 3, and a file that claims version 4 for it
+    is refused, in one line."""
+    assert adaptive.VERSION_FOR_OWN_ORDERS < adaptive.VERSION
+    assert engine.adaptation_version_for(registry.load_model("loco"), 24, 32) == adaptive.VERSION
+    assert engine.adaptation_version_for(registry.load_model("multiscale"), 24, 32) == 3
+    image = synthetic_graphic(24, 32, seed=9)
+    data = ridecodec.compress(image, model="multiscale", model_only=True)
+    header, payload = container.parse(data)
+    assert header.adaptation == 3 and np.array_equal(ridecodec.decompress(data), image)
+    forged = container.pack(dataclasses.replace(header, adaptation=4), bytes(payload))
+    with pytest.raises(FormatError, match="version 4, which needs a wavefront coding order") as raised:
+        ridecodec.decompress(forged)
     assert "\n" not in str(raised.value)
 
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import ridecodec
-from ridecodec import codec, orientation
+from ridecodec import adaptive, codec, orientation
 from ridecodec.testing import synthetic_image
 
 from conftest import noise
@@ -23,7 +23,7 @@ def test_encode_writes_what_compress_writes_and_says_why(effort):
     assert np.array_equal(encoded.coded.pixels[0], image)
     assert encoded.bits_per_pixel == 8 * len(encoded.data) / (24 * 30)
     # every orientation of the search was tried, each with every variant of the tables
-    variants = codec.candidate_variants(encoded.coded.pixels)
+    variants = codec.candidate_variants(encoded.coded.pixels, adaptive.VERSION)
     assert [c.orientation for c in encoded.candidates] == [
         o for o in orientation.SEARCH_ORDER[:effort] for _ in variants
     ]

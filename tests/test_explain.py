@@ -27,7 +27,8 @@ def kept_code_length(model, pixels: np.ndarray) -> float:
     """The ideal code length of the variant of the model's tables the encoder keeps for ``pixels``
     (the smallest with what it adds to the header), worked out apart from explain's own choice."""
     candidates = []
-    for variant in codec.candidate_variants(pixels):
+    _, height, width = pixels.shape
+    for variant in codec.candidate_variants(pixels, engine.adaptation_version_for(model, height, width)):
         bits = engine.variant_code_length_bits(model, pixels, variant)
         candidates.append((bits / 8 + codec.variant_header_bytes(variant, len(pixels)), bits))
     return min(candidates)[1]
