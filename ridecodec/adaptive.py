@@ -44,6 +44,15 @@ earlier channels at the pixel), with a mixing weight learned online per context.
 gradients and textures that repeat a linear relation, and the correlation between a colour
 photograph's channels, are what it learns that the photo-trained models do not; the candidates'
 maps then correct the mixed table as they corrected the model's.
+
+Version 4 (ridecodec 0.10) fits the predictor to each pixel's own surroundings: its weights
+solve the normal equations of the coded pixels in a window of the last ``LOCAL_WINDOW`` rows and
+columns (``lsq.LocalSums``), not of the whole image so far. A texture, a gradient, the stripes of a
+pattern change across an image, and a fit to the last few rows follows them (the least-squares
+codecs TMW, MRP and LS-CALIC predict this way): 160-pixel crops of renders cost 5% to 18% less than
+with version 3 and a McMaster crop 1.6% less. The window's sums are kept row by row, so version 4
+needs each row coded left to right, one pixel a wavefront step; a model that codes in an order of
+its own (multi-scale) is adapted with version 3 (``VERSION_FOR_OWN_ORDERS``).
 """
 
 from __future__ import annotations

@@ -17,12 +17,19 @@ LS-CALIC) and JPEG XL's self-correcting predictor win such images that way. So, 
    ``a`` of the context learned online by gradient steps on the code length, so that the mix
    follows whichever of the two this image rewards, and mixes them where both help.
 
+From version 4 the weights of step 1 are each pixel's own: the normal equations of the pixels in a
+causal window around it (``LocalSums``), solved as the pixel comes, instead of those of the whole
+image, solved after each step.
+
 Exact: the normal equations are sums of integer products (int64); their solution is a fixed
 sequence of IEEE float64 operations (elementwise, no reductions whose order could vary, no fused
-multiply-add: numpy never fuses) on those integers, rounded to fixed-point weights; everything
+multiply-add: numpy never fuses, and numba compiles without fast-math, so LLVM does not fuse
+either) on those integers, rounded to fixed-point weights; everything
 after that is integer arithmetic and lookups in the exact logistic table. State changes only
-between wavefront steps and reads only pixels of earlier steps, so the tables are the same on
-every machine and for every split of a step.
+between wavefront steps (version 4's window sums advance as each row's next pixel comes, once,
+from pixels of earlier steps only) and reads only pixels of earlier steps, so the tables are the
+same on every machine and for every split of a step. (The compiled kernels on this machine,
+which has fused multiply-add, match the numpy reference bit for bit: a test.)
 """
 
 from __future__ import annotations
