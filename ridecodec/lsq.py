@@ -331,8 +331,8 @@ def _solve_symmetric(systems: np.ndarray) -> np.ndarray:
 class LocalSums:
     """Version 4's local fit for one channel with ``size`` features: each pixel's predictor solves
     the normal equations of the pixels in a causal window around it, the ``window`` rows above
-    (from ``window`` columns left to one right) and ``window`` pixels to its left, pulled towards
-    the image's weights by a ridge.
+    (from ``window`` columns left to one right) and ``window`` pixels to its left, with a ridge
+    that pulls the weights towards zero (towards predicting W) where the window says little.
 
     A photograph's texture, a render's gradient, the stripes of a pattern change across the image;
     a fit to the last few rows and columns follows them where one fit for the whole image cannot
