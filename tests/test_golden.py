@@ -58,8 +58,8 @@ def test_every_current_model_version_has_golden_files(name):
     expected = {"gray", "values", "effort", "stored", "gray16", "bilevel-stored", "png", "repeats", "repeats-png"}
     expected |= {"rgb", "rgba", "rgb16", "la-stored", "colours"} if colour else set()
     # a file per adaptation version since the model version came: the one the encoder writes for
-    # the model always, and
-    # version 1's where the model version is older than adaptation version 2 (ridecodec 0.10)
+    # the model always, and version 1's where the model version is older than adaptation version 2
+    # (ridecodec 0.10)
     kinds = ("gray", "rgb") if colour else ("gray",)
     adapted = {f"adaptive{version}-{kind}" for version in adaptive.VERSIONS for kind in kinds}
     written = engine.adaptation_version_for(registry.load_model(name), 24, 32)  # (multi-scale: 3)
