@@ -311,13 +311,12 @@ class Adaptation:
 
 _check_points()
 
-try:  # numba is a dependency; without it the numpy code computes the same numbers, more slowly
-    import numba
+# numba is a dependency; without it the numpy code computes the same numbers, more slowly
+from .exact_cpu import AVAILABLE as _KERNELS
+from .exact_cpu import numba
 
-    _KERNELS = True
-except ImportError:  # pragma: no cover
-    numba = None  # type: ignore[assignment]
-    _KERNELS = False
+if _KERNELS:
+    from .lsq import table_total
 
 
 if _KERNELS:
@@ -371,9 +370,7 @@ if _KERNELS:
                     if available[k] and known[channel - 1, r + offsets[k, 0], c + offsets[k, 1]] == here:
                         previous = k + 1
             base = ((channel * previous_states + previous) * patterns + pattern) * slots
-            total = 0.0
-            for j in range(table.shape[1]):
-                total += np.float64(table[n, j])
+            total = table_total(table, n)
             scale_q = 16777216.0 / total
             mass = 0
             chosen_sum = 0.0

@@ -68,6 +68,17 @@ THRESHOLDS = tuple(t << PRED_BITS for t in (1, 2, 3, 4, 6, 8, 11, 15, 20, 27, 36
 BUCKETS = len(THRESHOLDS) + 1
 
 
+def _upper_half(cdf: np.ndarray, middle: int) -> np.ndarray:
+    """The logistic CDF table from its ``middle`` up, int32: the kernels read it, a quarter of the
+    whole table's bytes, so that their lookups (a few hundred a pixel, all over the table) stay in
+    cache. The table is symmetric, entry middle - i being ONE less entry middle + i (checked
+    here), so the upper half gives every entry."""
+    lower, upper = cdf[middle::-1], cdf[middle:]
+    if len(lower) != len(upper) or not np.array_equal(lower + upper, np.full(len(upper), ONE)):
+        raise AssertionError("the logistic CDF table is not symmetric")
+    return upper.astype(np.int32)
+
+
 def _solve(matrix: np.ndarray, vector: np.ndarray) -> np.ndarray:
     """x with matrix @ x = vector for a symmetric positive definite float64 matrix, by Gauss-Jordan
     elimination without pivoting: elementwise numpy operations in a fixed order, so the same bits
@@ -118,6 +129,7 @@ class LeastSquaresMix:
         self.cdf = exact.table("sigmoid", "cpu").numpy()  # at 2**-24 on SIGMOID_GRID
         first, grid_bits, count = exact.SIGMOID_GRID
         self._grid = (int(round(-first * 2**grid_bits)), grid_bits, count)  # noqa: RUF046
+        self._upper = _upper_half(self.cdf, self._grid[0])  # what the compiled kernels read
         self._thresholds = np.array(THRESHOLDS, dtype=np.int64)
         self._offsets = np.array(NEIGHBOURS, dtype=np.int64)
         self._last: tuple | None = None
@@ -177,7 +189,7 @@ class LeastSquaresMix:
         _mix_kernel(
             rows, cols, channel, table, self.known, self.error, self.signed, self._offsets, weights,
             self._thresholds, self.error_sum[channel], self.error_count[channel], self.mixing[channel],
-            self.cdf, offset, count, grid_bits, self.width, out, features, state, totals,
+            self._upper, offset, count, grid_bits, self.width, out, features, state, totals,
         )  # fmt: skip
         self._last = (rows, cols, table, features, state, totals)
         return out
@@ -188,7 +200,7 @@ class LeastSquaresMix:
         offset, grid_bits, count = self._grid
         inside = _observe_kernel(
             rows, cols, channel, np.ascontiguousarray(symbols, dtype=np.int64), table, features, state, totals,
-            self.known, self.error, self.signed, self.cdf, offset, count, grid_bits, self.width,
+            self.known, self.error, self.signed, self._upper, offset, count, grid_bits, self.width,
             self.pending_gradient[channel], self.pending_error[channel],
         )  # fmt: skip
         y = symbols.astype(np.int64) - state[:, 0]
@@ -436,21 +448,50 @@ class LocalSums:
         self.outer[rows % self.ring, cols + self.pad] = np.where(inside[:, None], products, 0)
 
 
-try:  # numba is a dependency; without it the numpy code computes the same numbers, more slowly
-    import numba
-
-    _KERNELS = True
-except ImportError:  # pragma: no cover
-    numba = None  # type: ignore[assignment]
-    _KERNELS = False
-
+# numba is a dependency; without it the numpy code computes the same numbers, more slowly
+from .exact_cpu import AVAILABLE as _KERNELS
+from .exact_cpu import numba
 
 if _KERNELS:
 
     @numba.njit(cache=True, nogil=True)
-    def _logistic_cdf(edge, prediction, inverse, cdf, offset, count, grid_bits):  # pragma: no cover
-        index = (((edge - prediction) * inverse) >> (24 - grid_bits)) + offset
-        return cdf[min(max(index, 0), count - 1)]
+    def table_total(table, n):  # pragma: no cover
+        """The float64 sum of row ``n`` of ``table``, entry 0 first, as the stage's kernels take
+        it. Where the entries are whole numbers below 2**40, as every exact model's and the
+        stage's own are, every order of summing gives that same exact sum, so it is summed in
+        integers, a loop the compiler vectorizes; otherwise one entry after the other."""
+        whole, exact_sum = True, 0
+        for j in range(table.shape[1]):
+            v = np.float64(table[n, j])
+            whole &= (v >= 0.0) & (v < 1099511627776.0) & (np.floor(v) == v)
+            exact_sum += np.int64(v)  # (where whole is False, the sum is not used)
+        if whole:
+            return np.float64(exact_sum)
+        total = 0.0
+        for j in range(table.shape[1]):
+            total += np.float64(table[n, j])
+        return total
+
+    @numba.njit(cache=True, nogil=True)
+    def _logistic_cdf(edge, prediction, inverse, upper, offset, count, grid_bits):  # pragma: no cover
+        # the CDF table's entry at the index, read from its upper half (``_upper_half``)
+        index = min(max((((edge - prediction) * inverse) >> (24 - grid_bits)) + offset, 0), count - 1) - offset
+        value = np.int64(upper[abs(index)])
+        return value if index >= 0 else 16777216 - value
+
+    @numba.njit(cache=True, nogil=True)
+    def _first_edge_at(index, prediction, inverse, offset, grid_bits, edges):  # pragma: no cover
+        # the first of the edges 0 .. edges - 1 (edge j at ((j + 1) << 8) - 128) whose grid index,
+        # unclamped, is at least ``index`` (``edges`` where none is): a binary search, the index
+        # not decreasing from edge to edge
+        low, high = 0, edges
+        while low < high:
+            middle = (low + high) >> 1
+            if (((((middle + 1) << 8) - 128 - prediction) * inverse) >> (24 - grid_bits)) + offset >= index:
+                high = middle
+            else:
+                low = middle + 1
+        return low
 
     @numba.njit(cache=True, nogil=True)
     def _mix_kernel(
@@ -495,16 +536,24 @@ if _KERNELS:
             inverse = (1 << 24) // scale
             inside = rows[n] >= 3 and cols[n] >= 3 and cols[n] < width - 2
             a = mixing[bucket] if inside else 0
-            total = 0.0
-            for j in range(table.shape[1]):
-                total += np.float64(table[n, j])
+            total = table_total(table, n)
             factor = 16777216.0 / total
-            # the logistic's CDF at the 255 inner edges, then the entries (a loop the compiler
-            # can vectorize)
-            for j in range(table.shape[1] - 1):
+            # the logistic's CDF at the 255 inner edges: its grid index does not decrease from
+            # edge to edge, so below the first edge inside the grid it is the grid's first
+            # value and from the first edge at its end on the last one, and only the edges
+            # between are looked up (a fifth of them, say, where the scale is small)
+            inner = table.shape[1] - 1
+            low = _first_edge_at(1, prediction, inverse, offset, grid_bits, inner)
+            high = _first_edge_at(count - 1, prediction, inverse, offset, grid_bits, inner)
+            for j in range(low):
+                cumulative[j + 1] = 16777216 - np.int64(cdf[count - 1 - offset])
+            for j in range(low, high):
                 cumulative[j + 1] = _logistic_cdf(
                     ((j + 1) << 8) - 128, prediction, inverse, cdf, offset, count, grid_bits
                 )
+            for j in range(high, inner):
+                cumulative[j + 1] = np.int64(cdf[count - 1 - offset])
+            # then the entries (a loop the compiler can vectorize)
             for j in range(table.shape[1]):
                 model = np.int64(np.floor(np.float64(table[n, j]) * factor))
                 mixed = (model * (65536 - a) + (cumulative[j + 1] - cumulative[j]) * a) >> 16
@@ -549,94 +598,146 @@ if _KERNELS:
     def _local_vertical(row, col, window, outer, vertical):  # pragma: no cover
         ring, pad = window + 2, window + 1
         slot, at = row % ring, col + pad
+        packed = outer.shape[2]
         if row == 0:
-            for t in range(outer.shape[2]):
+            for t in range(packed):
                 vertical[slot, at, t] = 0
             return
         previous = (row - 1) % ring
-        for t in range(outer.shape[2]):
-            value = vertical[previous, at, t] + outer[previous, at, t]
-            if row - 1 - window >= 0:
-                value -= outer[(row - 1 - window) % ring, at, t]
-            vertical[slot, at, t] = value
+        if row - 1 - window >= 0:
+            leaving = (row - 1 - window) % ring
+            for t in range(packed):
+                vertical[slot, at, t] = vertical[previous, at, t] + outer[previous, at, t] - outer[leaving, at, t]
+        else:
+            for t in range(packed):
+                vertical[slot, at, t] = vertical[previous, at, t] + outer[previous, at, t]
 
     @numba.njit(cache=True, nogil=True)
+    def _local_advance(r, c, width, window, outer, vertical, horizontal, same_row, at):  # pragma: no cover
+        # LocalSums._advance for one row
+        ring, pad = window + 2, window + 1
+        packed = horizontal.shape[1]
+        slot = r % ring
+        if at[r] == c:
+            return
+        if at[r] != c - 1:
+            raise ValueError("the local fit's rows must advance one column at a time")
+        if c == 0:
+            _local_vertical(r, 0, window, outer, vertical)
+            for t in range(packed):
+                horizontal[r, t] = vertical[slot, pad, t]
+                same_row[r, t] = 0
+        if c + 1 < width:
+            _local_vertical(r, c + 1, window, outer, vertical)
+            for t in range(packed):
+                horizontal[r, t] += vertical[slot, c + 1 + pad, t]
+        if c - window - 1 >= 0:
+            for t in range(packed):
+                horizontal[r, t] -= vertical[slot, c - window - 1 + pad, t]
+        if c >= 1:
+            for t in range(packed):
+                same_row[r, t] += outer[slot, c - 1 + pad, t]
+        if c - 1 - window >= 0:
+            for t in range(packed):
+                same_row[r, t] -= outer[slot, c - 1 - window + pad, t]
+        at[r] = c
+
+    #: pixels whose systems are solved together, each operation vectorized across them
+    _BLOCK = 32
+
+    @numba.njit(cache=True, nogil=True, error_model="numpy")
     def _local_weights_kernel(
         rows, cols, width, window, outer, vertical, horizontal, same_row, at, pair_rows, pair_cols, ridge, out,
     ):  # pragma: no cover  # fmt: skip
-        # LocalSums._advance and LocalSums.weights' numpy code, pixel by pixel
-        ring, pad = window + 2, window + 1
+        # LocalSums._advance and LocalSums.weights' numpy code. The systems of up to _BLOCK
+        # pixels are solved together, the pixel the innermost index, so that each operation of
+        # _solve_symmetric is one elementwise loop over the pixels, which the compiler
+        # vectorizes: per pixel the same correctly rounded operations in the same order (as the
+        # numpy reference does them across its batch), so the same bits. (error_model="numpy":
+        # a division by zero gives inf or nan, as numpy's does, instead of a branch per division
+        # that keeps the loop from being vectorized.)
+        # The sums' packed upper triangle, row by row, is the lower triangle column by column:
+        # entry (i, k), i >= k, of the lower triangle is at first[k] + i - k, and the factors
+        # overwrite it in place.
         size, triangle, packed = out.shape[1], pair_rows.shape[0], horizontal.shape[1]
-        a = np.empty((size, size + 1), dtype=np.float64)
-        solution = np.empty(size, dtype=np.float64)
-        scaled = np.empty(size, dtype=np.float64)
-        diagonal = np.empty(size, dtype=np.float64)
-        z = np.empty(size, dtype=np.float64)
-        column = np.empty(size, dtype=np.float64)
-        for n in range(rows.shape[0]):
-            r, c = rows[n], cols[n]
-            slot = r % ring
-            if at[r] != c:
-                if at[r] != c - 1:
-                    raise ValueError("the local fit's rows must advance one column at a time")
-                if c == 0:
-                    _local_vertical(r, 0, window, outer, vertical)
+        ring, pad = window + 2, window + 1
+        sums = np.empty(packed, dtype=np.int64)
+        first = np.empty(size, dtype=np.int64)
+        for k in range(size):
+            first[k] = k * size - (k * (k - 1)) // 2
+        a = np.empty((packed, _BLOCK), dtype=np.float64)
+        diagonal = np.empty((size, _BLOCK), dtype=np.float64)
+        scaled = np.empty((size, _BLOCK), dtype=np.float64)
+        z = np.empty((size, _BLOCK), dtype=np.float64)
+        solution = np.empty((size, _BLOCK), dtype=np.float64)
+        for start in range(0, rows.shape[0], _BLOCK):
+            block = min(_BLOCK, rows.shape[0] - start)
+            for m in range(block):
+                r, c = rows[start + m], cols[start + m]
+                if at[r] == c - 1 and window + 1 <= c < width - 1 and r > window:
+                    # the usual case: the five updates of _local_advance in one pass
+                    slot, previous, leaving = r % ring, (r - 1) % ring, (r - 1 - window) % ring
+                    enter, leave = c + 1 + pad, c - window - 1 + pad
                     for t in range(packed):
-                        horizontal[r, t] = vertical[slot, pad, t]
-                        same_row[r, t] = 0
-                if c + 1 < width:
-                    _local_vertical(r, c + 1, window, outer, vertical)
-                    for t in range(packed):
-                        horizontal[r, t] += vertical[slot, c + 1 + pad, t]
-                if c - window - 1 >= 0:
-                    for t in range(packed):
-                        horizontal[r, t] -= vertical[slot, c - window - 1 + pad, t]
-                if c >= 1:
-                    for t in range(packed):
-                        same_row[r, t] += outer[slot, c - 1 + pad, t]
-                if c - 1 - window >= 0:
-                    for t in range(packed):
-                        same_row[r, t] -= outer[slot, c - 1 - window + pad, t]
-                at[r] = c
-            for t in range(triangle):  # (the lower triangle: all the factorization reads)
-                a[pair_cols[t], pair_rows[t]] = np.float64(horizontal[r, t] + same_row[r, t])
-            for p in range(size):
-                d = p * size - (p * (p - 1)) // 2  # (p, p) in the packed triangle
-                a[p, p] = np.float64(horizontal[r, d] + same_row[r, d] + ridge)
-                a[p, size] = np.float64(horizontal[r, triangle + p] + same_row[r, triangle + p])
-            # _solve_symmetric, operation for operation: LDL^T in the lower triangle, then solves
-            for j in range(size):
-                for k in range(j):
-                    scaled[k] = a[j, k] * diagonal[k]
-                d = a[j, j]
-                for k in range(j):
-                    d = d - a[j, k] * scaled[k]
-                diagonal[j] = d
-                # the column's rows are independent: k outside, so they pipeline (each row's
-                # sum still runs from its first term up)
-                for i in range(j + 1, size):
-                    column[i] = a[i, j]
-                for k in range(j):
-                    for i in range(j + 1, size):
-                        column[i] = column[i] - a[i, k] * scaled[k]
-                for i in range(j + 1, size):
-                    a[i, j] = column[i] / d
-            for i in range(size):
-                total = a[i, size]
-                for k in range(i):
-                    total = total - a[i, k] * z[k]
-                z[i] = total
-            for i in range(size - 1, -1, -1):
-                total = z[i] / diagonal[i]
-                for k in range(i + 1, size):
-                    total = total - a[k, i] * solution[k]
-                solution[i] = total
-            for p in range(size):
-                x = np.floor(solution[p] * 65536.0 + 0.5)
-                if np.isnan(x):
-                    out[n, p] = 0
+                        v = vertical[previous, enter, t] + outer[previous, enter, t] - outer[leaving, enter, t]
+                        vertical[slot, enter, t] = v
+                        h = horizontal[r, t] + v - vertical[slot, leave, t]
+                        horizontal[r, t] = h
+                        s = same_row[r, t] + outer[slot, c - 1 + pad, t] - outer[slot, c - 1 - window + pad, t]
+                        same_row[r, t] = s
+                        sums[t] = h + s
+                    at[r] = c
                 else:
-                    out[n, p] = np.int64(min(max(x, -4194304.0), 4194304.0))
+                    _local_advance(r, c, width, window, outer, vertical, horizontal, same_row, at)
+                    for t in range(packed):
+                        sums[t] = horizontal[r, t] + same_row[r, t]
+                for t in range(packed):
+                    a[t, m] = np.float64(sums[t])
+                for p in range(size):
+                    a[first[p], m] = np.float64(horizontal[r, first[p]] + same_row[r, first[p]] + ridge)
+            # LDL^T in the lower triangle
+            for j in range(size):
+                d_j, a_jj = diagonal[j], a[first[j]]
+                for m in range(block):
+                    d_j[m] = a_jj[m]
+                for k in range(j):
+                    a_jk, d_k, s_k = a[first[k] + j - k], diagonal[k], scaled[k]
+                    for m in range(block):
+                        s_k[m] = a_jk[m] * d_k[m]
+                    for m in range(block):
+                        d_j[m] = d_j[m] - a_jk[m] * s_k[m]
+                for i in range(j + 1, size):
+                    a_ij = a[first[j] + i - j]
+                    for k in range(j):
+                        a_ik, s_k = a[first[k] + i - k], scaled[k]
+                        for m in range(block):
+                            a_ij[m] = a_ij[m] - a_ik[m] * s_k[m]
+                    for m in range(block):
+                        a_ij[m] = a_ij[m] / d_j[m]
+            # L z = b, then D L^T x = z
+            for i in range(size):
+                z_i, b_i = z[i], a[triangle + i]
+                for m in range(block):
+                    z_i[m] = b_i[m]
+                for k in range(i):
+                    a_ik, z_k = a[first[k] + i - k], z[k]
+                    for m in range(block):
+                        z_i[m] = z_i[m] - a_ik[m] * z_k[m]
+            for i in range(size - 1, -1, -1):
+                x_i, z_i, d_i = solution[i], z[i], diagonal[i]
+                for m in range(block):
+                    x_i[m] = z_i[m] / d_i[m]
+                for k in range(i + 1, size):
+                    a_ki, x_k = a[first[i] + k - i], solution[k]
+                    for m in range(block):
+                        x_i[m] = x_i[m] - a_ki[m] * x_k[m]
+            for p in range(size):
+                for m in range(block):
+                    x = np.floor(solution[p, m] * 65536.0 + 0.5)
+                    if np.isnan(x):
+                        out[start + m, p] = 0
+                    else:
+                        out[start + m, p] = np.int64(min(max(x, -4194304.0), 4194304.0))
 
     @numba.njit(cache=True, nogil=True)
     def _local_record_kernel(
