@@ -59,6 +59,8 @@ from __future__ import annotations
 
 import numpy as np
 
+# numba is a dependency; without it the numpy code computes the same numbers, more slowly
+from .exact_cpu import AVAILABLE as _KERNELS, numba
 from .lsq import LeastSquaresMix
 
 #: The version of this stage's arithmetic, recorded in files: any change to it is a new version.
@@ -310,10 +312,6 @@ class Adaptation:
 
 
 _check_points()
-
-# numba is a dependency; without it the numpy code computes the same numbers, more slowly
-from .exact_cpu import AVAILABLE as _KERNELS
-from .exact_cpu import numba
 
 if _KERNELS:
     from .lsq import table_total

@@ -38,6 +38,9 @@ import numpy as np
 
 from . import exact
 
+# numba is a dependency; without it the numpy code computes the same numbers, more slowly
+from .exact_cpu import AVAILABLE as _KERNELS, numba
+
 ONE = 1 << 24  # probabilities at 2**-24, as the exact models' tables
 
 #: The same channel's neighbours read, (row, column) offsets; every one of them is coded in an
@@ -448,10 +451,6 @@ class LocalSums:
         self.outer[rows % self.ring, cols + self.pad] = np.where(inside[:, None], products, 0)
 
 
-# numba is a dependency; without it the numpy code computes the same numbers, more slowly
-from .exact_cpu import AVAILABLE as _KERNELS
-from .exact_cpu import numba
-
 if _KERNELS:
 
     @numba.njit(cache=True, nogil=True)
@@ -460,7 +459,7 @@ if _KERNELS:
         it. Where the entries are whole numbers below 2**40, as every exact model's and the
         stage's own are, every order of summing gives that same exact sum, so it is summed in
         integers, a loop the compiler vectorizes; otherwise one entry after the other."""
-        whole, exact_sum = True, 0
+        whole, exact_sum = True, np.int64(0)
         for j in range(table.shape[1]):
             v = np.float64(table[n, j])
             whole &= (v >= 0.0) & (v < 1099511627776.0) & (np.floor(v) == v)
