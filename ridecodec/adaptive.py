@@ -150,6 +150,10 @@ class Adaptation:
         self.pending_weights = np.zeros(self.probability.size, dtype=np.int64)
         self._last: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None  # refine's, for observe
         self._touched: list[np.ndarray] = []  # the cells observed since the last end_step
+        # (the compiled kernels keep them in a list without repeats, instead)
+        self._touched_cells = np.empty(self.probability.size, dtype=np.int64)
+        self._touched_count = np.zeros(1, dtype=np.int64)
+        self._listed = np.zeros(self.probability.size, dtype=np.bool_)
         # from version 3: the online least-squares predictor, mixed into the tables first
         # (from version 4 each pixel's own fit, on a window of the last LOCAL_WINDOW rows and columns)
         window = LOCAL_WINDOW if version >= 4 else 0
@@ -184,13 +188,15 @@ class Adaptation:
         """The adapted tables (float32) for a batch of the model's tables ((N, 256) float32, as
         the coder would get them): each candidate gets its refined probability, and the other
         values share the rest in the model's proportions."""
+        totals = np.empty(0, dtype=np.float64)  # (the kernel sums the rows itself)
         if self.mixer is not None:
             table = self.mixer.mix(rows, cols, channel, table)
+            totals = self.mixer.mixed_totals
         if _KERNELS and self.compiled:
-            return self._refine_compiled(rows, cols, channel, table)
+            return self._refine_compiled(rows, cols, channel, table, totals)
         return self._refine_numpy(rows, cols, channel, table)
 
-    def _refine_compiled(self, rows, cols, channel, table):
+    def _refine_compiled(self, rows, cols, channel, table, totals):
         n, slots = len(rows), len(self.neighbours)
         out = np.empty(table.shape, dtype=np.float32)
         values = np.empty((n, slots), dtype=np.int64)
@@ -210,6 +216,7 @@ class Adaptation:
             POINTS,
             self.previous_states,
             self.patterns,
+            totals,
             out,
             values,
             active,
@@ -275,8 +282,10 @@ class Adaptation:
                 fraction,
                 self.pending_hits,
                 self.pending_weights,
+                self._touched_cells,
+                self._touched_count,
+                self._listed,
             )
-            self._touched.append(cells.ravel())
             return
         self.known[channel, rows + b, cols + b] = symbols
         hit = (values == symbols[:, None]) & active
@@ -294,6 +303,18 @@ class Adaptation:
         and a cell's count saturates so it keeps following them."""
         if self.mixer is not None:
             self.mixer.end_step()
+        if _KERNELS and self.compiled:
+            _end_step_kernel(
+                self._touched_cells,
+                self._touched_count,
+                self._listed,
+                self.probability.reshape(-1),
+                self.count.reshape(-1),
+                self.pending_hits,
+                self.pending_weights,
+                self.count_limit,
+            )
+            return
         if not self._touched:
             return
         touched = np.unique(np.concatenate(self._touched))
@@ -333,6 +354,7 @@ if _KERNELS:
         points,
         previous_states,
         patterns,
+        totals,
         out,
         values,
         active,
@@ -368,7 +390,9 @@ if _KERNELS:
                     if available[k] and known[channel - 1, r + offsets[k, 0], c + offsets[k, 1]] == here:
                         previous = k + 1
             base = ((channel * previous_states + previous) * patterns + pattern) * slots
-            total = table_total(table, n)
+            # the row's sum, from the mixing stage where it has one (the same number: whole
+            # numbers, summed exactly)
+            total = totals[n] if totals.shape[0] else table_total(table, n)
             scale_q = 16777216.0 / total
             mass = 0
             chosen_sum = 0.0
@@ -406,8 +430,10 @@ if _KERNELS:
 
     @numba.njit(cache=True, nogil=True)
     def _observe_kernel(
-        rows, cols, channel, symbols, known, border, values, active, cells, fraction, pending_hits, pending_weights
-    ):  # pragma: no cover
+        rows, cols, channel, symbols, known, border, values, active, cells, fraction, pending_hits, pending_weights,
+        touched, touched_count, listed,
+    ):  # pragma: no cover  # fmt: skip
+        # also lists each cell observed (once) for _end_step_kernel
         for n in range(rows.shape[0]):
             known[channel, rows[n] + border, cols[n] + border] = symbols[n]
             for k in range(values.shape[1]):
@@ -419,3 +445,31 @@ if _KERNELS:
                 pending_hits[cells[n, k]] += low_weight * hit
                 pending_weights[cells[n, k] + 1] += high_weight
                 pending_hits[cells[n, k] + 1] += high_weight * hit
+                cell = cells[n, k]
+                if not listed[cell]:
+                    listed[cell] = True
+                    touched[touched_count[0]] = cell
+                    touched_count[0] += 1
+                if not listed[cell + 1]:
+                    listed[cell + 1] = True
+                    touched[touched_count[0]] = cell + 1
+                    touched_count[0] += 1
+
+    @numba.njit(cache=True, nogil=True)
+    def _end_step_kernel(
+        touched, touched_count, listed, maps, counts, pending_hits, pending_weights, count_limit
+    ):  # pragma: no cover
+        # Adaptation.end_step's numpy code for the cells listed; each cell's update is its own,
+        # so their order does not matter (a cell observed with no weight is left as it is)
+        for i in range(touched_count[0]):
+            cell = touched[i]
+            listed[cell] = False
+            weight = pending_weights[cell]
+            if weight <= 0:
+                continue
+            prior = counts[cell] + 4096
+            maps[cell] = (maps[cell] * prior + pending_hits[cell] * 16777216) // (prior + weight)
+            counts[cell] = min(counts[cell] + weight, count_limit)
+            pending_weights[cell] = 0
+            pending_hits[cell] = 0
+        touched_count[0] = 0

@@ -136,6 +136,8 @@ class LeastSquaresMix:
         self._thresholds = np.array(THRESHOLDS, dtype=np.int64)
         self._offsets = np.array(NEIGHBOURS, dtype=np.int64)
         self._last: tuple | None = None
+        #: the row sums of the tables the compiled ``mix`` returned last (exact: whole numbers)
+        self.mixed_totals = np.empty(0, dtype=np.float64)
         self.local = [LocalSums(size, height, width, window) for size in self.sizes] if window else None
 
     def _features(self, rows: np.ndarray, cols: np.ndarray, channel: int) -> tuple[np.ndarray, np.ndarray]:
@@ -188,13 +190,15 @@ class LeastSquaresMix:
         features = np.empty((n, size), dtype=np.int64)
         state = np.empty((n, 5), dtype=np.int64)  # W, prediction, bucket, 1/scale, mixing weight
         totals = np.empty(n, dtype=np.float64)
+        mixed_totals = np.empty(n, dtype=np.float64)
         offset, grid_bits, count = self._grid
         _mix_kernel(
             rows, cols, channel, table, self.known, self.error, self.signed, self._offsets, weights,
             self._thresholds, self.error_sum[channel], self.error_count[channel], self.mixing[channel],
-            self._upper, offset, count, grid_bits, self.width, out, features, state, totals,
+            self._upper, offset, count, grid_bits, self.width, out, features, state, totals, mixed_totals,
         )  # fmt: skip
         self._last = (rows, cols, table, features, state, totals)
+        self.mixed_totals = mixed_totals
         return out
 
     def _observe_compiled(self, rows, cols, channel, symbols):
@@ -495,7 +499,7 @@ if _KERNELS:
     @numba.njit(cache=True, nogil=True)
     def _mix_kernel(
         rows, cols, channel, table, known, error, signed, offsets, weights, thresholds, error_sum, error_count,
-        mixing, cdf, offset, count, grid_bits, width, out, features, state, totals,
+        mixing, cdf, offset, count, grid_bits, width, out, features, state, totals, mixed_totals,
     ):  # pragma: no cover  # fmt: skip
         # LeastSquaresMix._mix_numpy, pixel by pixel: integer arithmetic, and the one float64
         # product per entry (table * (ONE / total), floored) that the numpy code does
@@ -552,13 +556,17 @@ if _KERNELS:
                 )
             for j in range(high, inner):
                 cumulative[j + 1] = np.int64(cdf[count - 1 - offset])
-            # then the entries (a loop the compiler can vectorize)
+            # then the entries (a loop the compiler can vectorize), and their sum: whole numbers
+            mixed_sum = 0
             for j in range(table.shape[1]):
                 model = np.int64(np.floor(np.float64(table[n, j]) * factor))
                 mixed = (model * (65536 - a) + (cumulative[j + 1] - cumulative[j]) * a) >> 16
-                out[n, j] = np.float32(mixed if mixed > 1 else 1)  # noqa: FURB136 (max() confuses mypy here)
+                mixed = mixed if mixed > 1 else 1  # noqa: FURB136 (max() confuses mypy here)
+                out[n, j] = np.float32(mixed)
+                mixed_sum += mixed
             state[n, 0], state[n, 1], state[n, 2], state[n, 3], state[n, 4] = west, prediction, bucket, inverse, a
             totals[n] = total
+            mixed_totals[n] = np.float64(mixed_sum)
 
     @numba.njit(cache=True, nogil=True)
     def _observe_kernel(
