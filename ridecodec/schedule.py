@@ -163,11 +163,37 @@ def restricted(table: np.ndarray, used: np.ndarray) -> np.ndarray:
     that occur. A row left with no mass at all (the model put it all on absent values) becomes
     uniform over the used values, the same on both sides.
     """
+    if exact_cpu.AVAILABLE and table.dtype == np.float32 and table.ndim == 2 and used.ndim in (1, 2):
+        sets = np.ascontiguousarray(used.reshape(-1, table.shape[1]), dtype=np.bool_)  # (1 or N, 256)
+        return _restricted_kernel(np.ascontiguousarray(table), sets)
     table = np.where(used, table, np.float32(0))
     empty = table.sum(axis=1) <= 0  # exact for non-negative numbers: zero only if all are zero
     if empty.any():
         table[empty] = used if used.ndim == 1 else used[empty]
     return table
+
+
+if exact_cpu.AVAILABLE:
+
+    @exact_cpu.numba.njit(cache=True, nogil=True)
+    def _restricted_kernel(table, sets):  # pragma: no cover
+        # restricted's numpy code in one pass over the table, ``sets`` one row for every row of
+        # the table or one for all (the engine has checked that the table's entries are finite
+        # and not negative, so a row sums to zero only where all its entries are zero)
+        out = np.empty_like(table)
+        bits = out.view(np.int32)  # +0 is the only entry whose bits are all zero
+        zero, one = np.float32(0), np.float32(1)
+        for n in range(table.shape[0]):
+            used = sets[n if sets.shape[0] > 1 else 0]
+            for j in range(table.shape[1]):  # (loops without branches: they vectorize)
+                out[n, j] = table[n, j] * np.float32(used[j])  # x 1 or x 0: the entry, or +0
+            mass = np.int32(0)
+            for j in range(table.shape[1]):
+                mass |= bits[n, j]
+            if mass == 0:
+                for j in range(table.shape[1]):
+                    out[n, j] = one if used[j] else zero
+        return out
 
 
 @contextlib.contextmanager
