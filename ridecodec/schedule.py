@@ -166,6 +166,12 @@ def restricted(table: np.ndarray, used: np.ndarray) -> np.ndarray:
     if exact_cpu.AVAILABLE and table.dtype == np.float32 and table.ndim == 2 and used.ndim in (1, 2):
         sets = np.ascontiguousarray(used.reshape(-1, table.shape[1]), dtype=np.bool_)  # (1 or N, 256)
         return _restricted_kernel(np.ascontiguousarray(table), sets)
+    return restricted_reference(table, used)
+
+
+def restricted_reference(table: np.ndarray, used: np.ndarray) -> np.ndarray:
+    """:func:`restricted` in numpy: the compiled kernel's reference (the same bits), and the
+    path without numba."""
     table = np.where(used, table, np.float32(0))
     empty = table.sum(axis=1) <= 0  # exact for non-negative numbers: zero only if all are zero
     if empty.any():

@@ -445,3 +445,33 @@ def test_the_compiled_kernels_compute_the_numpy_references_numbers(model_name, m
     monkeypatch.setattr(lsq.LeastSquaresMix, "compiled", False)
     reference = _tables_for(model, pixels, variant)
     assert compiled.view(np.uint32).tolist() == reference.view(np.uint32).tolist()
+
+
+def test_the_compiled_stage_gives_the_references_bits_on_fractional_tables_and_long_steps(monkeypatch):
+    """What the kernels do besides what the models above exercise: tables whose entries are not
+    whole numbers (a float model's: summed one entry after the other) and steps of more pixels
+    than the local fits solve at once (32)."""
+    height, width = 36, 72
+    pixels = planes_of(synthetic_image(height, width, 3, seed=24))
+    rng = np.random.default_rng(24)
+    tables = (rng.random((3, height, width, 256)) * 1000 + 0.25).astype(np.float32)
+    steps = [
+        (rows.numpy(), cols.numpy())
+        for _, rows, cols in engine.wavefront_for(registry.load_model("loco"), height, width).steps()
+    ]
+    assert max(len(rows) for rows, _ in steps) > 32
+
+    def coded_tables():
+        stage = adaptive.Adaptation(3, height, width, version=adaptive.VERSION)
+        seen = []
+        for rows, cols in steps:
+            for channel in range(3):
+                seen.append(stage.refine(rows, cols, channel, tables[channel, rows, cols]))
+                stage.observe(rows, cols, channel, pixels[channel, rows, cols])
+            stage.end_step()
+        return np.concatenate(seen)
+
+    compiled = coded_tables()
+    monkeypatch.setattr(adaptive.Adaptation, "compiled", False)
+    monkeypatch.setattr(lsq.LeastSquaresMix, "compiled", False)
+    assert compiled.view(np.uint32).tolist() == coded_tables().view(np.uint32).tolist()

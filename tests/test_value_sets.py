@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 import ridecodec
-from ridecodec import api, codec, container, engine, registry
+from ridecodec import api, codec, container, engine, registry, schedule
 from ridecodec.cli import main
 from ridecodec.errors import FormatError
 from ridecodec.evaluation import evaluate_image
@@ -35,6 +35,19 @@ def test_restricted_tables_keep_only_used_values():
     out = engine.restricted(table, used)
     assert out[0].nonzero()[0].tolist() == [3, 200] and out[0, 3] == out[0, 200] == 1.0
     assert out[1].nonzero()[0].tolist() == [3, 200]  # uniform over the used values instead
+
+
+@pytest.mark.parametrize("per_row", [False, True])
+def test_the_compiled_restriction_gives_the_numpy_references_bits(per_row):
+    rng = np.random.default_rng(5)
+    table = (rng.random((70, 256)) * 1000).astype(np.float32)
+    table[3] = 0  # rows with no mass, and rows whose mass is all on values left out
+    used = rng.random((70, 256) if per_row else 256) > 0.4
+    table[5] = np.where(used[5] if per_row else used, 0, table[5])
+    out = engine.restricted(table, used)
+    assert out.view(np.uint32).tolist() == schedule.restricted_reference(table, used).view(np.uint32).tolist()
+    for row in (3, 5):  # uniform over the row's set
+        assert np.array_equal(out[row] > 0, used[row] if per_row else used)
 
 
 def test_used_values_per_channel():
