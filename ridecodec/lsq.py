@@ -757,11 +757,7 @@ if _KERNELS:
                 for t in range(outer.shape[2]):
                     outer[slot, at, t] = 0
                 continue
-            t = 0
-            for p in range(size):  # the upper triangle row by row (pair_rows, pair_cols' order)
-                row = features[n, p]
-                for q in range(p, size):
-                    outer[slot, at, t + q - p] = row * features[n, q]
-                t += size - p
+            for t in range(triangle):
+                outer[slot, at, t] = features[n, pair_rows[t]] * features[n, pair_cols[t]]
             for p in range(size):
                 outer[slot, at, triangle + p] = features[n, p] * targets[n]
