@@ -19,7 +19,7 @@ import constriction
 import numpy as np
 import torch
 
-from . import adaptive
+from . import adaptive, exact_cpu
 from .coloursets import ColourSet
 from .errors import FormatError, PluginError, RidecodecError
 from .models.base import ALPHABET_SIZE, CodingOrder, DensityModel
@@ -117,6 +117,29 @@ class PayloadBudget:
             raise FormatError(EXHAUSTED)
 
 
+if exact_cpu.AVAILABLE:
+
+    @exact_cpu.numba.njit(cache=True, nogil=True)
+    def _plainly_valid(bits, largest):  # pragma: no cover
+        # True where the checks below would pass for certain, in one vectorized pass over the
+        # table's float32 bits (as int32, ordered as the numbers are where not negative): every
+        # entry from +0 to ``largest`` (no NaN, no sign bit; no row's sum can overflow, whatever
+        # its order) and every row with an entry above 0. False: the checks below decide.
+        for n in range(bits.shape[0]):
+            low, high, any_set = bits[n, 0], bits[n, 0], np.int32(0)
+            for j in range(bits.shape[1]):
+                low = min(low, bits[n, j])
+                high = max(high, bits[n, j])
+                any_set |= bits[n, j]
+            if low < 0 or high > largest or any_set == 0:
+                return False
+        return True
+
+
+#: FLT_MAX / 256's bits: entries up to it cannot make a row of 256 overflow
+_LARGEST_PLAIN_ENTRY = int(np.array(np.finfo(np.float32).max / 256, dtype=np.float32).view(np.int32))
+
+
 def _checked_table(table: object, count: int, model: DensityModel) -> np.ndarray:
     """A plug-in's table as a CPU array, or a PluginError naming the plug-in if it is unusable.
 
@@ -129,6 +152,8 @@ def _checked_table(table: object, count: int, model: DensityModel) -> np.ndarray
     if table.dtype != torch.float32:
         raise PluginError(f"model {model.name!r} returned {table.dtype} tables, not float32")
     table = table.to("cpu").numpy()
+    if exact_cpu.AVAILABLE and _plainly_valid(np.ascontiguousarray(table).view(np.int32), _LARGEST_PLAIN_ENTRY):
+        return table
     # Two passes catch everything: a NaN or infinity makes its row's sum non-finite.
     sums = table.sum(axis=1)
     if not np.isfinite(sums).all() or table.min() < 0:
