@@ -544,7 +544,7 @@ if _KERNELS:
             # the logistic's CDF at the 255 inner edges: its grid index does not decrease from
             # edge to edge, so below the first edge inside the grid it is the grid's first
             # value and from the first edge at its end on the last one, and only the edges
-            # between are looked up (a fifth of them, say, where the scale is small)
+            # between are looked up (the fewer, the smaller the scale)
             inner = table.shape[1] - 1
             low = _first_edge_at(1, prediction, inverse, offset, grid_bits, inner)
             high = _first_edge_at(count - 1, prediction, inverse, offset, grid_bits, inner)
