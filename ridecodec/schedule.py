@@ -186,16 +186,19 @@ if exact_cpu.AVAILABLE:
         # restricted's numpy code in one pass over the table, ``sets`` one row for every row of
         # the table or one for all (the engine has checked that the table's entries are finite
         # and not negative, so a row sums to zero only where all its entries are zero)
+        # On the entries' bits (int32), so that the loops vectorize: an entry is kept by AND with
+        # all ones or made +0 by AND with zero; +0 and -0 are the only entries with no bit set
+        # but the sign's.
         out = np.empty_like(table)
-        bits = out.view(np.int32)  # +0 is the only entry whose bits are all zero
+        given, bits = table.view(np.int32), out.view(np.int32)
         zero, one = np.float32(0), np.float32(1)
         for n in range(table.shape[0]):
             used = sets[n if sets.shape[0] > 1 else 0]
-            for j in range(table.shape[1]):  # (loops without branches: they vectorize)
-                out[n, j] = table[n, j] * np.float32(used[j])  # x 1 or x 0: the entry, or +0
+            for j in range(table.shape[1]):
+                bits[n, j] = given[n, j] & -np.int32(used[j])
             mass = np.int32(0)
             for j in range(table.shape[1]):
-                mass |= bits[n, j]
+                mass |= bits[n, j] & 0x7FFFFFFF
             if mass == 0:
                 for j in range(table.shape[1]):
                     out[n, j] = one if used[j] else zero
