@@ -136,7 +136,8 @@ class LeastSquaresMix:
         self._thresholds = np.array(THRESHOLDS, dtype=np.int64)
         self._offsets = np.array(NEIGHBOURS, dtype=np.int64)
         self._last: tuple | None = None
-        #: the row sums of the tables the compiled ``mix`` returned last (exact: whole numbers)
+        #: the row sums of the tables ``mix`` returned last (exact: whole numbers), which the
+        #: candidates' refinement takes instead of summing the rows again
         self.mixed_totals = np.empty(0, dtype=np.float64)
         self.local = [LocalSums(size, height, width, window) for size in self.sizes] if window else None
 
@@ -244,6 +245,7 @@ class LeastSquaresMix:
         a = np.where(inside, self.mixing[channel, bucket], 0)
         mixed = np.maximum((model * ((1 << 16) - a[:, None]) + logistic * a[:, None]) >> 16, 1)
         self._last = (features, west, prediction, bucket, model, logistic, mixed, inside)
+        self.mixed_totals = mixed.sum(axis=1).astype(np.float64)  # whole numbers: exact
         return mixed.astype(np.float32)
 
     @staticmethod
