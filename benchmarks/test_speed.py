@@ -1,8 +1,8 @@
 """Encoding and decoding speed of the installed models on synthetic grayscale images.
 
-    pytest benchmarks/test_speed.py --benchmark-only
-    pytest benchmarks/test_speed.py --benchmark-only -k "mcgsm and decode"
-    pytest benchmarks/test_speed.py --benchmark-only -k "files"      # a batch of files in one call
+    pytest -n 0 benchmarks/test_speed.py --benchmark-only
+    pytest -n 0 benchmarks/test_speed.py --benchmark-only -k "mcgsm and decode"
+    pytest -n 0 benchmarks/test_speed.py --benchmark-only -k "files"      # a batch of files in one call
 
 Not part of the test suite (pyproject's testpaths is tests/): these take seconds each. The image
 is synthetic, smooth plus noise, so the benchmark runs anywhere without data sets.

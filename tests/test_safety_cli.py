@@ -194,6 +194,10 @@ def test_several_inputs_need_an_existing_folder(tmp_path, gray_png, no_work):
 # --- item 6: Ctrl-C with --jobs stops at once, writes nothing new, says what was written -------------
 
 
+def _interrupts_as_in_a_terminal() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.slow
 def test_ctrl_c_with_jobs_stops_at_once_and_says_what_was_written(tmp_path):
     """A small image first, then slow ones: once the small one's output exists, Ctrl-C (SIGINT to
@@ -221,8 +225,16 @@ def test_ctrl_c_with_jobs_stops_at_once_and_says_what_was_written(tmp_path):
         "--quiet",
     ]
     process = subprocess.Popen(
-        command, cwd=tmp_path, env=environment, stderr=subprocess.PIPE, text=True, start_new_session=True
-    )  # its own process group, as a terminal job
+        command,
+        cwd=tmp_path,
+        env=environment,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # its own process group, as a terminal job
+        # as a terminal starts it: Ctrl-C not ignored, even where this test runs in a background
+        # job of a script, which starts with it ignored (POSIX), and would pass that on
+        preexec_fn=_interrupts_as_in_a_terminal,
+    )
     try:
         deadline = time.monotonic() + 180  # generous: only a hang fails it
         while not (tmp_path / "0-small.rdc").exists():
