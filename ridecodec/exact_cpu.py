@@ -64,26 +64,49 @@ def _sigmoid(value, sigmoid_table):
     return (table_value + (1 << (_PROB - _ACT - 1))) >> (_PROB - _ACT)
 
 
+def _cell_unit(pre, row, unit, c_left, c_up, sigmoid_table, h_out, c_out):
+    """One unit of one position of ExactSpatialLSTM.cell: its c and h into c_out and h_out."""
+    hidden = h_out.shape[1]
+    gate_i = _sigmoid(np.int64(pre[row, unit]), sigmoid_table)
+    gate_o = _sigmoid(np.int64(pre[row, hidden + unit]), sigmoid_table)
+    forget_left = _sigmoid(np.int64(pre[row, 2 * hidden + unit]), sigmoid_table)
+    forget_up = _sigmoid(np.int64(pre[row, 3 * hidden + unit]), sigmoid_table)
+    doubled = _lookup_sigmoid(np.int64(pre[row, 4 * hidden + unit]), _PRE - 1, sigmoid_table)
+    g = (2 * doubled - (1 << _PROB) + (1 << (_PROB - _ACT - 1))) >> (_PROB - _ACT)
+    total = g * gate_i + np.int64(c_left) * forget_left + np.int64(c_up) * forget_up
+    c = (total + (1 << (_ACT - 1))) >> _ACT
+    limit = 50 << _ACT
+    if c > limit:
+        c = limit
+    elif c < -limit:
+        c = -limit
+    c_out[row, unit] = np.float64(c)
+    doubled = _lookup_sigmoid(c * gate_o, 2 * _ACT - 1, sigmoid_table)
+    h_out[row, unit] = np.float64((2 * doubled - (1 << _PROB) + (1 << (_PROB - _ACT - 1))) >> (_PROB - _ACT))
+
+
 def _lstm_cell(pre, c_left, c_up, sigmoid_table, h_out, c_out):
     n, hidden = c_left.shape
-    limit = 50 << _ACT
     for row in numba.prange(n):
         for unit in range(hidden):
-            gate_i = _sigmoid(np.int64(pre[row, unit]), sigmoid_table)
-            gate_o = _sigmoid(np.int64(pre[row, hidden + unit]), sigmoid_table)
-            forget_left = _sigmoid(np.int64(pre[row, 2 * hidden + unit]), sigmoid_table)
-            forget_up = _sigmoid(np.int64(pre[row, 3 * hidden + unit]), sigmoid_table)
-            doubled = _lookup_sigmoid(np.int64(pre[row, 4 * hidden + unit]), _PRE - 1, sigmoid_table)
-            g = (2 * doubled - (1 << _PROB) + (1 << (_PROB - _ACT - 1))) >> (_PROB - _ACT)
-            total = g * gate_i + np.int64(c_left[row, unit]) * forget_left + np.int64(c_up[row, unit]) * forget_up
-            c = (total + (1 << (_ACT - 1))) >> _ACT
-            if c > limit:
-                c = limit
-            elif c < -limit:
-                c = -limit
-            c_out[row, unit] = np.float64(c)
-            doubled = _lookup_sigmoid(c * gate_o, 2 * _ACT - 1, sigmoid_table)
-            h_out[row, unit] = np.float64((2 * doubled - (1 << _PROB) + (1 << (_PROB - _ACT - 1))) >> (_PROB - _ACT))
+            _cell_unit(pre, row, unit, c_left[row, unit], c_up[row, unit], sigmoid_table, h_out, c_out)
+
+
+def _lstm_cell_on_states(pre, h_states, c_states, cols, sigmoid_table, h_out, c_out):
+    """:func:`_lstm_cell` for the positions in columns ``cols`` of a spatial LSTM's skyline
+    states (``slstm.ExactSpatialLSTMStepper``: slot j + 1 holds column j's last (h, c)): each
+    position's left and upper memories are c_states[col] and c_states[col + 1], and its new
+    (h, c) go to slot col + 1 as well as to h_out and c_out. Every read comes before any write,
+    as in the stepper's torch code (positions in adjacent columns may share a step)."""
+    n, hidden = h_out.shape
+    for row in numba.prange(n):
+        col = cols[row]
+        for unit in range(hidden):
+            _cell_unit(pre, row, unit, c_states[col, unit], c_states[col + 1, unit], sigmoid_table, h_out, c_out)
+    for row in range(n):
+        for unit in range(hidden):
+            h_states[cols[row] + 1, unit] = h_out[row, unit]
+            c_states[cols[row] + 1, unit] = c_out[row, unit]
 
 
 def _shift_round(value, bits):
@@ -319,8 +342,10 @@ if AVAILABLE:
     _isqrt = numba.njit(inline="always", cache=True)(_isqrt)
     _shift_round = numba.njit(inline="always", cache=True)(_shift_round)
     _ceil_div = numba.njit(inline="always", cache=True)(_ceil_div)
+    _cell_unit = numba.njit(inline="always", cache=True)(_cell_unit)
     _mixture_row = numba.njit(cache=True)(_mixture_row)
 lstm_cell_kernel = _jit(_lstm_cell)
+lstm_cell_on_states_kernel = _jit(_lstm_cell_on_states)
 mcgsm_frequencies_kernel = _jit(_mcgsm_frequencies)
 squared_feature_limbs_kernel = _jit(_squared_feature_limbs)
 
@@ -394,6 +419,27 @@ def lstm_cell(pre, c_left, c_up):
     c = np.empty_like(c_left)
     lstm_cell_kernel(pre, c_left, c_up, tables_numpy("sigmoid"), h, c)
     return torch.from_numpy(h), torch.from_numpy(c)
+
+
+def lstm_cell_on_states(pre, h_states, c_states, cols):
+    """ExactSpatialLSTM.cell for the positions in columns ``cols`` (int64), their memories read
+    from and their new states written to the skyline ``h_states``, ``c_states`` (W + 1, hidden)
+    float64 tensors of integers, in place (``slstm.ExactSpatialLSTMStepper``): returns the new h
+    (N, hidden) as a float64 tensor."""
+    import torch
+
+    h = np.empty((len(cols), h_states.shape[1]), dtype=np.float64)
+    c = np.empty_like(h)
+    lstm_cell_on_states_kernel(
+        np.ascontiguousarray(pre.numpy()),
+        h_states.numpy(),
+        c_states.numpy(),
+        cols.numpy(),
+        tables_numpy("sigmoid"),
+        h,
+        c,
+    )
+    return torch.from_numpy(h)
 
 
 def mcgsm_frequencies(

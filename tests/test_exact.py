@@ -156,6 +156,28 @@ def test_lstm_cell_kernel_equals_torch(torch_only):
 
 
 @needs_kernels
+def test_lstm_cell_on_the_states_equals_the_cell_and_the_stepper_s_scatter(torch_only):
+    """The compiled cell that reads the memories from the skyline states and writes the new
+    states back: what the stepper's torch code does (index_select, the cell, index_copy_), for
+    positions in adjacent columns too, which must read the old states of their left columns."""
+    hidden, width = 7, 12
+    layer = ride.ExactSpatialLSTM(hidden, extended=False, stacked=False)
+    generator = torch.Generator().manual_seed(3)
+    limit = 50 << exact.ACT_BITS
+    h_states = torch.randint(-(2**16), 2**16, (width + 1, hidden), generator=generator).to(torch.float64)
+    c_states = torch.randint(-limit, limit + 1, (width + 1, hidden), generator=generator).to(torch.float64)
+    cols = torch.tensor([0, 1, 2, 5, 6, 11])  # 0 reads slot 0 (column -1); 1 and 2 read the old 1 and 2
+    pre = torch.randint(-(2**33), 2**33, (len(cols), 5 * hidden), generator=generator).to(torch.float64)
+    c_left, c_up = c_states[cols].to(torch.int64), c_states[cols + 1].to(torch.int64)
+    h_expected, c_expected = torch_only(layer.cell, pre.to(torch.int64), c_left, c_up)
+    h_after, c_after = h_states.clone(), c_states.clone()
+    h_after[cols + 1], c_after[cols + 1] = h_expected.to(torch.float64), c_expected.to(torch.float64)
+    h = exact_cpu.lstm_cell_on_states(pre, h_states, c_states, cols)
+    assert torch.equal(h, h_expected.to(torch.float64))
+    assert torch.equal(h_states, h_after) and torch.equal(c_states, c_after)
+
+
+@needs_kernels
 @pytest.mark.parametrize("scale", [1, 2**20, 2**34])
 def test_mcgsm_head_kernel_equals_torch(torch_only, scale):
     model = registry.load_model("ride", "cpu")

@@ -68,6 +68,20 @@ def test_neighbourhood_border_fill():
     assert read(1, 2) == [1, 2, 3, 5]  # interior: plain neighbours
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.int64])
+def test_the_compiled_gather_reads_what_the_torch_gather_reads(dtype):
+    """On the CPU one canvas's neighbourhoods are read by a compiled loop; it must give the torch
+    code's vectors everywhere: borders, later rows, every channel, a canvas that is a slice."""
+    hood = CausalNeighbourhood(up=3, left=2, right=4)
+    canvas = torch.from_numpy(natural_like(13, 9, channels=4).transpose(2, 0, 1).copy())
+    rows, cols = _raster_positions(13, 9)
+    for planes in (canvas, canvas[1:]):
+        for channel in range(len(planes)):
+            compiled = hood.gather(planes, rows, cols, channel, dtype)
+            assert compiled.dtype == dtype
+            assert torch.equal(compiled, hood.gather_reference(planes, rows, cols, channel, dtype))
+
+
 def test_precomputed_tables_follow_the_rule():
     """The step loop reads indices from per-width tables; they must equal the rule everywhere."""
     hood = CausalNeighbourhood(up=3, left=2, right=4)

@@ -299,9 +299,15 @@ class ExactSpatialLSTMStepper:
             hidden = layer.num_hiddens
             recurrent_linear, upward_linear = layer.linears()
             h_both = self.h[l].index_select(0, neighbours).view(n, 2 * hidden)
-            c_both = self.c[l].index_select(0, neighbours).view(n, 2 * hidden)
             if l > 0:
                 pre = upward_linear.float_result(h) if in_float else upward_linear(h)
+            if in_float and not layer.extended:
+                # the compiled cell reads the memories and writes the new states itself
+                h = exact_cpu.lstm_cell_on_states(
+                    pre + recurrent_linear.float_result(h_both), self.h[l], self.c[l], cols
+                )
+                continue
+            c_both = self.c[l].index_select(0, neighbours).view(n, 2 * hidden)
             recurrent = torch.cat([h_both, c_both], 1) if layer.extended else h_both
             pre = pre + (recurrent_linear.float_result(recurrent) if in_float else recurrent_linear(recurrent))
             h, c = layer.cell(pre, c_both[:, :hidden], c_both[:, hidden:])
