@@ -108,24 +108,13 @@ class CausalNeighbourhood:
 
         On the CPU, for one canvas, a compiled loop reads the same values (:func:`_gather_kernel`):
         the torch version costs some ten small operations, a fifth of a millisecond per coding
-        step, more than the reading itself."""
-        if canvas.dim() == 3 and exact_cpu.usable(canvas) and canvas.dtype == torch.uint8:
+        step, more than the reading itself. Elsewhere (GPUs, batches) the torch code runs."""
+        if canvas.dim() == 3 and canvas.dtype == torch.uint8 and dtype in _NUMPY_DTYPES and exact_cpu.usable(canvas):
             index, grey = self._tables(canvas.shape[-1], canvas.device)
             out = np.empty((len(rows), canvas.shape[0] * self.size + channel), dtype=_NUMPY_DTYPES[dtype])
-            planes = canvas.flatten(-2).numpy()
-            _gather_kernel(planes, index.numpy(), grey.numpy(), rows.numpy(), cols.numpy(), channel, out)
+            flat = canvas.flatten(-2).numpy()
+            _gather_kernel(flat, index.numpy(), grey.numpy(), rows.numpy(), cols.numpy(), channel, out)
             return torch.from_numpy(out)
-        return self.gather_reference(canvas, rows, cols, channel, dtype)
-
-    def gather_reference(
-        self,
-        canvas: torch.Tensor,
-        rows: torch.Tensor,
-        cols: torch.Tensor,
-        channel: int = 0,
-        dtype: torch.dtype = torch.float32,
-    ) -> torch.Tensor:
-        """:meth:`gather` in torch operations, on any device and for batches of canvases."""
         width = canvas.shape[-1]
         index, grey = self.flat_indices(width, rows, cols)
         planes = canvas.flatten(-2)  # ([B,] C, H * W)
