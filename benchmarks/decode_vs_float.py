@@ -8,6 +8,11 @@ day, so only ratios within one run mean anything).
 Each decode runs in a fresh process that has loaded the model already (load time excluded),
 old and new alternating round by round; the table gives the best and the median of the rounds.
 The new models also decode on 2 threads (exact arithmetic makes any split of a step safe).
+
+``--plain``: the new models code with their own tables only (no online adaptation, no value
+sets; ``engine.encode_pixels``), so that the table compares the models' arithmetic alone. Without
+it the new files are what ``ridecodec compress`` writes, which may be adapted online (0.10 on:
+the adaptive stage's time is then part of the decode).
 """
 
 from __future__ import annotations
@@ -39,6 +44,19 @@ if mode == "encode":
     data = ridecodec.compress(np.asarray(Image.open(sys.argv[5])), model=sys.argv[6], device="cpu")
     open(path, "wb").write(data)
     print(json.dumps({"bytes": len(data)}))
+elif mode == "encode-plain":
+    from PIL import Image
+    pixels = np.asarray(Image.open(sys.argv[5]))[None]
+    words = engine.encode_pixels(registry.load_model(sys.argv[6], "cpu"), pixels)
+    np.savez(path, words=words, shape=np.array(pixels.shape), model=np.array(sys.argv[6]))
+    print(json.dumps({"bytes": 4 * len(words)}))
+elif mode == "decode-plain":
+    saved = np.load(path)
+    model = registry.load_model(str(saved["model"]), "cpu")
+    kwargs = {} if threads == 1 else {"split": engine.Split(None, threads)}
+    start = time.perf_counter()
+    engine.decode_pixels(model, saved["words"], tuple(saved["shape"]), None, None, **kwargs)
+    print(json.dumps({"seconds": time.perf_counter() - start, "file": ridecodec.__file__}))
 else:
     data = open(path, "rb").read()
     header, payload = container.parse(data)
@@ -67,6 +85,7 @@ def main(argv=None) -> None:
     parser.add_argument("--image", type=Path, default=DEFAULT_IMAGE)
     parser.add_argument("--models", default="ride,mcgsm")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--plain", action="store_true", help="the new models' own tables only (module docstring)")
     arguments = parser.parse_args(argv)
     new_checkout = HERE.parent
     image = np.asarray(Image.open(arguments.image).convert("L"))
@@ -77,8 +96,9 @@ def main(argv=None) -> None:
         files = {}
         for model in arguments.models.split(","):
             for label, checkout in (("0.1 float", arguments.old_checkout), ("exact", new_checkout)):
-                path = Path(folder) / f"{model}-{label.replace(' ', '-')}.rdc"
-                _run(checkout, "encode", path, 1, gray, model)
+                plain = arguments.plain and label == "exact"
+                path = Path(folder) / f"{model}-{label.replace(' ', '-')}.{'npz' if plain else 'rdc'}"
+                _run(checkout, "encode-plain" if plain else "encode", path, 1, gray, model)
                 files[model, label] = (checkout, path)
         import imagecodecs
 
@@ -87,12 +107,14 @@ def main(argv=None) -> None:
             for (model, label), (checkout, path) in files.items():
                 for threads in (1, 2) if label == "exact" else (1,):
                     key = f"{model} {label}, {threads} thread{'s' if threads > 1 else ''}"
-                    times.setdefault(key, []).append(_run(checkout, "decode", path, threads)["seconds"])
+                    mode = "decode-plain" if path.suffix == ".npz" else "decode"
+                    times.setdefault(key, []).append(_run(checkout, mode, path, threads)["seconds"])
             start = time.perf_counter()
             imagecodecs.jpegxl_decode(jxl)
             times.setdefault("JPEG XL e9", []).append(time.perf_counter() - start)
     print(
         f"{arguments.image.name} {image.shape[1]} x {image.shape[0]} gray, {arguments.rounds} rounds, "
+        f"{'the new models on their own tables, ' if arguments.plain else ''}"
         f"{time.strftime('%Y-%m-%d %H:%M')}\n"
     )
     print("| decoder | best (s) | median (s) | best / 0.1 float best | best / JPEG XL best |")
