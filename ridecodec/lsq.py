@@ -552,10 +552,13 @@ if _KERNELS:
             high = _first_edge_at(count - 1, prediction, inverse, offset, grid_bits, inner)
             for j in range(low):
                 cumulative[j + 1] = 16777216 - np.int64(cdf[count - 1 - offset])
+            # (_logistic_cdf without its clamp: between low and high every index is inside the
+            # grid, and this loop is half the kernel's time)
+            shift = 24 - grid_bits
             for j in range(low, high):
-                cumulative[j + 1] = _logistic_cdf(
-                    ((j + 1) << 8) - 128, prediction, inverse, cdf, offset, count, grid_bits
-                )
+                index = ((((j + 1) << 8) - 128 - prediction) * inverse) >> shift
+                value = np.int64(cdf[abs(index)])
+                cumulative[j + 1] = value if index >= 0 else 16777216 - value
             for j in range(high, inner):
                 cumulative[j + 1] = np.int64(cdf[count - 1 - offset])
             # then the entries (a loop the compiler can vectorize), and their sum: whole numbers

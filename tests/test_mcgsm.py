@@ -84,6 +84,23 @@ def test_the_compiled_gather_reads_what_the_torch_gather_reads(dtype, monkeypatc
             assert compiled.dtype == dtype and torch.equal(compiled, reference)
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.int64])
+def test_a_prepared_gatherer_reads_what_gather_reads_and_sees_later_writes(dtype):
+    """A coding pass prepares its gather once per canvas (``gatherer``); it must read what
+    ``gather`` reads, on a canvas and on a slice of one, including the pixels written after it
+    was made (the engine writes each step's pixels into the canvas)."""
+    hood = CausalNeighbourhood(up=3, left=2, right=4)
+    image = torch.from_numpy(natural_like(13, 9, channels=4).transpose(2, 0, 1).copy())
+    rows, cols = _raster_positions(13, 9)
+    canvas = torch.zeros_like(image)
+    for planes in (canvas, canvas[1:]):
+        gatherers = [hood.gatherer(planes, channel, dtype) for channel in range(len(planes))]
+        canvas.copy_(image)  # written after the gatherers were made
+        for channel, gather in enumerate(gatherers):
+            assert torch.equal(gather(rows, cols), hood.gather(planes, rows, cols, channel, dtype))
+        canvas.zero_()
+
+
 def test_precomputed_tables_follow_the_rule():
     """The step loop reads indices from per-width tables; they must equal the rule everywhere."""
     hood = CausalNeighbourhood(up=3, left=2, right=4)

@@ -16,7 +16,7 @@ is the codec model ``mcgsm`` (one ChannelMCGSM per channel).
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, NamedTuple
@@ -273,22 +273,29 @@ class ExactMCGSMHead(torch.nn.Module):
             self._gate_cache = {key: ExactGate(energies, caps)}
         return self._gate_cache[key]
 
+    def prepared(self) -> Callable[[torch.Tensor], torch.Tensor]:
+        """:meth:`frequencies` for a coding pass, which does not change the weights: on the CPU
+        the compiled kernel with the head's constants prepared once (``exact_cpu.PreparedHead``)."""
+        if not exact_cpu.usable(self.priors):
+            return self.frequencies
+        gate = self._gate()
+        return exact_cpu.PreparedHead(
+            gate.energies.weight,
+            self.half_precisions,
+            gate.energy_caps,
+            self.priors,
+            self.variances,
+            self.shape[2],
+            self.table_components,
+            self.KERNEL_FORMATS,
+        )
+
     def frequencies(self, projected: torch.Tensor) -> torch.Tensor:
         """Integer frequency tables (N, 256) as float32 (exact.mixture_frequencies). On the CPU
         a compiled kernel computes the same integers (exact_cpu.py)."""
-        gate = self._gate()
         if exact_cpu.usable(projected):
-            return exact_cpu.mcgsm_frequencies(
-                projected.to(torch.float64),
-                gate.energies.weight,
-                self.half_precisions,
-                gate.energy_caps,
-                self.priors,
-                self.variances,
-                self.shape[2],
-                self.table_components,
-                self.KERNEL_FORMATS,
-            )
+            return self.prepared()(projected.to(torch.float64))
+        gate = self._gate()
         num_features, num_components, num_scales = self.shape
         n = len(projected)
         limit = FEATURE_LIMIT << FEATURE_BITS
@@ -377,9 +384,17 @@ class ExactChannelMCGSM(torch.nn.Module):
     def frequencies(self, x: torch.Tensor) -> torch.Tensor:
         """Tables (N, 256) for conditioning vectors x (N, D) of pixel values: int64, or float64
         on the CPU, where the product stays in float64 (exact) for the compiled head."""
-        if x.dtype == torch.float64:
-            return self.head.frequencies(self.input_linear().float_result(x))
-        return self.head.frequencies(self.input_linear()(x))
+        return self.prepared()(x)
+
+    def prepared(self) -> Callable[[torch.Tensor], torch.Tensor]:
+        """:meth:`frequencies` for a coding pass, which does not change the weights: the product
+        and the head prepared once."""
+        linear, head = self.input_linear(), self.head.prepared()
+
+        def frequencies(x: torch.Tensor) -> torch.Tensor:
+            return head(linear.float_result(x) if x.dtype == torch.float64 else linear(x))
+
+        return frequencies
 
 
 #: The model's weights files, float and exact; training and the tests use the functions by these names.
@@ -430,12 +445,12 @@ class MCGSMModel(PerChannelModel):
 
     def begin(self, canvas: torch.Tensor) -> StepFunction:
         plans = self._plan(canvas.shape[0])
-        read = [canvas[plan.planes] for plan in plans]
+        dtype = torch.float64 if exact_cpu.usable(canvas) else torch.int64
+        # prepared once: a coding pass makes thousands of steps with the same weights
+        gather = [plan.neighbourhood.gatherer(canvas[plan.planes], plan.channel, dtype=dtype) for plan in plans]
+        frequencies = [plan.network.prepared() for plan in plans]
 
         def step(rows: torch.Tensor, cols: torch.Tensor, channel: int) -> torch.Tensor:
-            plan, planes = plans[channel], read[channel]
-            dtype = torch.float64 if exact_cpu.usable(planes) else torch.int64
-            x = plan.neighbourhood.gather(planes, rows, cols, plan.channel, dtype=dtype)
-            return plan.network.frequencies(x)
+            return frequencies[channel](gather[channel](rows, cols))
 
         return step

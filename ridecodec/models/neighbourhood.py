@@ -22,6 +22,7 @@ the same function serves coding (canvas partly known) and likelihoods (image ful
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
@@ -92,6 +93,28 @@ class CausalNeighbourhood:
         index, grey = self._tables(width, rows.device)
         band = rows.clamp(max=self.up)
         return index[band, cols] + ((rows - band) * width)[:, None], grey[band, cols]
+
+    def gatherer(
+        self, canvas: torch.Tensor, channel: int = 0, dtype: torch.dtype = torch.float32
+    ) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+        """:meth:`gather` from ``canvas`` (C, H, W) for a coding pass, as a function of (rows,
+        cols): on the CPU the compiled loop with the canvas's planes and the border-fill tables
+        made into its arrays once (the canvas is read through a view, so it sees every pixel
+        written since)."""
+        if not (canvas.dim() == 3 and canvas.dtype == torch.uint8 and dtype in _NUMPY_DTYPES):
+            return lambda rows, cols: self.gather(canvas, rows, cols, channel, dtype)
+        flat = canvas.flatten(-2)
+        if not exact_cpu.usable(canvas) or flat.data_ptr() != canvas.data_ptr():  # not a view: read anew
+            return lambda rows, cols: self.gather(canvas, rows, cols, channel, dtype)
+        index, grey = (table.numpy() for table in self._tables(canvas.shape[-1], canvas.device))
+        planes, width, numpy_dtype = flat.numpy(), canvas.shape[0] * self.size + channel, _NUMPY_DTYPES[dtype]
+
+        def gather(rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+            out = np.empty((len(rows), width), dtype=numpy_dtype)
+            _gather_kernel(planes, index, grey, rows.numpy(), cols.numpy(), channel, out)
+            return torch.from_numpy(out)
+
+        return gather
 
     def gather(
         self,

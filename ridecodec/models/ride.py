@@ -302,27 +302,32 @@ class ExactChannelRIDE(torch.nn.Module):
 
 class ExactRIDESteps:
     """The step function of one image (what ``RIDEModel.begin`` returns): for each channel of
-    the canvas, its exact RIDE and its spatial LSTM states."""
+    the canvas, its exact RIDE and its spatial LSTM states. What a step reads of the model (its
+    products, its head, where its neighbourhood lies in the canvas) is prepared once here: a
+    coding pass makes thousands of steps with the same weights."""
 
     def __init__(self, model: RIDEModel, canvas: torch.Tensor):
         width = canvas.shape[2]
         self.plans = model._plan(canvas.shape[0])
-        self.planes = [canvas[plan.planes] for plan in self.plans]
         self.states = [ExactSpatialLSTMStepper(plan.network.layers, width, canvas.device) for plan in self.plans]
+        self.gather = [
+            plan.neighbourhood.gatherer(canvas[plan.planes], plan.channel, dtype=states.dtype)
+            for plan, states in zip(self.plans, self.states)
+        ]
+        self.products = [plan.network.linears() for plan in self.plans]
+        self.heads = [plan.network.head.prepared() for plan in self.plans]
 
     def __call__(self, rows: torch.Tensor, cols: torch.Tensor, channel: int) -> torch.Tensor:
-        plan, states = self.plans[channel], self.states[channel]
-        model: ExactChannelRIDE = plan.network
-        products = model.linears()
-        gates = NUM_GATES * model.config.num_hiddens
-        x = plan.neighbourhood.gather(self.planes[channel], rows, cols, plan.channel, dtype=states.dtype)
+        states, products, head = self.states[channel], self.products[channel], self.heads[channel]
+        gates = states.first_gates
+        x = self.gather[channel](rows, cols)
         if states.dtype == torch.float64:  # the CPU kernels' path: exact integers in float64
             projected = products.inputs.float_result(x)
             h = states.step(projected[:, :gates], cols)
-            return model.head.frequencies(projected[:, gates:] + products.head.float_result(h))
+            return head(projected[:, gates:] + products.head.float_result(h))
         projected = products.inputs(x)
         h = states.step(projected[:, :gates], cols)
-        return model.head.frequencies(projected[:, gates:] + products.head(h))
+        return head(projected[:, gates:] + products.head(h))
 
     def state_elements(self) -> int:
         """Numbers of recurrent state held for the image, all channels and layers."""

@@ -282,6 +282,12 @@ class ExactSpatialLSTMStepper:
         self.dtype = torch.float64 if exact_cpu.usable(torch.empty(0, device=device)) else torch.int64
         self.h = [torch.zeros(width + 1, layer.num_hiddens, dtype=self.dtype, device=device) for layer in layers]
         self.c = [torch.zeros(width + 1, layer.num_hiddens, dtype=self.dtype, device=device) for layer in layers]
+        # views whose row j is slots j and j + 1 side by side: (left, upper) of a position in column j
+        self.h_pairs = [_adjacent_pairs(h) for h in self.h]
+        self.c_pairs = [_adjacent_pairs(c) for c in self.c]
+        self.linears = [layer.linears() for layer in layers]  # the weights do not change while coding
+        #: the first layer's pre-activations: the first columns of the model's input product
+        self.first_gates = NUM_GATES * layers[0].num_hiddens
 
     def state_elements(self) -> int:
         return sum(t.numel() for t in self.h + self.c)
@@ -290,15 +296,13 @@ class ExactSpatialLSTMStepper:
         """Top layer's h (N, hidden) at 2**-ACT_BITS for the positions in columns ``cols``, given
         the first layer's input pre-activations (N, 5 * hidden) at 2**-PRE_BITS, both of the
         states' dtype."""
-        n = len(cols)
-        neighbours = torch.stack([cols, cols + 1], 1).view(-1)
         pre = first_pre
         h = first_pre  # the layer below's states: set by each layer, read from the second on
         in_float = self.dtype == torch.float64
         for l, layer in enumerate(self.layers):
             hidden = layer.num_hiddens
-            recurrent_linear, upward_linear = layer.linears()
-            h_both = self.h[l].index_select(0, neighbours).view(n, 2 * hidden)
+            recurrent_linear, upward_linear = self.linears[l]
+            h_both = self.h_pairs[l].index_select(0, cols)
             if l > 0:
                 pre = upward_linear.float_result(h) if in_float else upward_linear(h)
             if in_float and not layer.extended:
@@ -307,10 +311,17 @@ class ExactSpatialLSTMStepper:
                     pre + recurrent_linear.float_result(h_both), self.h[l], self.c[l], cols
                 )
                 continue
-            c_both = self.c[l].index_select(0, neighbours).view(n, 2 * hidden)
+            c_both = self.c_pairs[l].index_select(0, cols)
             recurrent = torch.cat([h_both, c_both], 1) if layer.extended else h_both
             pre = pre + (recurrent_linear.float_result(recurrent) if in_float else recurrent_linear(recurrent))
             h, c = layer.cell(pre, c_both[:, :hidden], c_both[:, hidden:])
             self.h[l].index_copy_(0, cols + 1, h)
             self.c[l].index_copy_(0, cols + 1, c)
         return h
+
+
+def _adjacent_pairs(states: torch.Tensor) -> torch.Tensor:
+    """A (W, 2 * hidden) view of skyline ``states`` (W + 1, hidden) whose row j is slots j and
+    j + 1: consecutive in memory, so one strided view, read by one index_select per step."""
+    width, hidden = states.shape[0] - 1, states.shape[1]
+    return states.as_strided((width, 2 * hidden), (hidden, 1))
