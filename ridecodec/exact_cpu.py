@@ -462,20 +462,11 @@ def lstm_cell_on_states(pre, h_states, c_states, cols):
     return torch.from_numpy(h)
 
 
-def mcgsm_frequencies(
-    projected, gate_weight, half_precisions, caps, priors, variances, num_scales, table_components, formats
-):
-    """ExactMCGSMHead.frequencies on the CPU, for float64 projections holding integers: (N, 256)
-    float32 tensor. ``gate_weight``: the gate as a float64 (F, C) tensor of integers. (A coding
-    pass calls :class:`PreparedHead` instead, made once.)"""
-    head = PreparedHead(gate_weight, half_precisions, caps, priors, variances, num_scales, table_components, formats)
-    return head(projected)
-
-
 class PreparedHead:
-    """:func:`mcgsm_frequencies` for one head's weights, its constants made into the kernels'
-    arrays once: a coding pass calls the head some thousand times a second with the same weights,
-    and preparing them each time cost about a tenth of the call.
+    """ExactMCGSMHead.frequencies on the CPU for one head's weights, called with float64
+    projections holding integers, giving (N, 256) float32 tables. ``gate_weight``: the gate as a
+    float64 (F, C) tensor of integers. The constants are made into the kernels' arrays once: a
+    coding pass calls the head thousands of times with the same weights.
 
     The gate's products with the squared features' two limbs are one float64 matrix product: its
     terms and every partial sum are integers below 2**53 (ExactMCGSMHead proves the bound from
