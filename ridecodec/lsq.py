@@ -39,7 +39,7 @@ import numpy as np
 from . import exact
 
 # numba is a dependency; without it the numpy code computes the same numbers, more slowly
-from .exact_cpu import AVAILABLE as _KERNELS, numba
+from .exact_cpu import AVAILABLE as _KERNELS, numba, symmetric_lookup, upper_half
 
 ONE = 1 << 24  # probabilities at 2**-24, as the exact models' tables
 
@@ -69,17 +69,6 @@ WEIGHT_BITS = 16
 #: Errors' context thresholds on 2|e_W| + 2|e_N| + |e_NW| + |e_NE| (in pixels, at 2**-PRED_BITS).
 THRESHOLDS = tuple(t << PRED_BITS for t in (1, 2, 3, 4, 6, 8, 11, 15, 20, 27, 36, 48, 64, 90, 128, 180, 256))
 BUCKETS = len(THRESHOLDS) + 1
-
-
-def _upper_half(cdf: np.ndarray, middle: int) -> np.ndarray:
-    """The logistic CDF table from its ``middle`` up, int32: the kernels read it, a quarter of the
-    whole table's bytes, so that their lookups (a few hundred a pixel, all over the table) stay in
-    cache. The table is symmetric, entry middle - i being ONE less entry middle + i (checked
-    here), so the upper half gives every entry."""
-    lower, upper = cdf[middle::-1], cdf[middle:]
-    if len(lower) != len(upper) or not np.array_equal(lower + upper, np.full(len(upper), ONE)):
-        raise AssertionError("the logistic CDF table is not symmetric")
-    return upper.astype(np.int32)
 
 
 def _solve(matrix: np.ndarray, vector: np.ndarray) -> np.ndarray:
@@ -132,7 +121,7 @@ class LeastSquaresMix:
         self.cdf = exact.table("sigmoid", "cpu").numpy()  # at 2**-24 on SIGMOID_GRID
         first, grid_bits, count = exact.SIGMOID_GRID
         self._grid = (int(round(-first * 2**grid_bits)), grid_bits, count)  # noqa: RUF046
-        self._upper = _upper_half(self.cdf, self._grid[0])  # what the compiled kernels read
+        self._upper = upper_half(self.cdf, self._grid[0], "logistic CDF")  # what the compiled kernels read
         self._thresholds = np.array(THRESHOLDS, dtype=np.int64)
         self._offsets = np.array(NEIGHBOURS, dtype=np.int64)
         self._last: tuple | None = None
@@ -479,10 +468,9 @@ if _KERNELS:
 
     @numba.njit(cache=True, nogil=True)
     def _logistic_cdf(edge, prediction, inverse, upper, offset, count, grid_bits):  # pragma: no cover
-        # the CDF table's entry at the index, read from its upper half (``_upper_half``)
+        # the CDF table's entry at the index, read from its upper half (``exact_cpu.upper_half``)
         index = min(max((((edge - prediction) * inverse) >> (24 - grid_bits)) + offset, 0), count - 1) - offset
-        value = np.int64(upper[abs(index)])
-        return value if index >= 0 else 16777216 - value
+        return symmetric_lookup(upper, index)
 
     @numba.njit(cache=True, nogil=True)
     def _first_edge_at(index, prediction, inverse, offset, grid_bits, edges):  # pragma: no cover
@@ -556,9 +544,7 @@ if _KERNELS:
             # grid, and this loop is half the kernel's time)
             shift = 24 - grid_bits
             for j in range(low, high):
-                index = ((((j + 1) << 8) - 128 - prediction) * inverse) >> shift
-                value = np.int64(cdf[abs(index)])
-                cumulative[j + 1] = value if index >= 0 else 16777216 - value
+                cumulative[j + 1] = symmetric_lookup(cdf, ((((j + 1) << 8) - 128 - prediction) * inverse) >> shift)
             for j in range(high, inner):
                 cumulative[j + 1] = np.int64(cdf[count - 1 - offset])
             # then the entries (a loop the compiler can vectorize), and their sum: whole numbers

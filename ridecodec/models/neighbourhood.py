@@ -99,13 +99,21 @@ class CausalNeighbourhood:
     ) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
         """:meth:`gather` from ``canvas`` (C, H, W) for a coding pass, as a function of (rows,
         cols): on the CPU the compiled loop with the canvas's planes and the border-fill tables
-        made into its arrays once (the canvas is read through a view, so it sees every pixel
-        written since)."""
-        if not (canvas.dim() == 3 and canvas.dtype == torch.uint8 and dtype in _NUMPY_DTYPES):
-            return lambda rows, cols: self.gather(canvas, rows, cols, channel, dtype)
-        flat = canvas.flatten(-2)
-        if not exact_cpu.usable(canvas) or flat.data_ptr() != canvas.data_ptr():  # not a view: read anew
-            return lambda rows, cols: self.gather(canvas, rows, cols, channel, dtype)
+        made into its arrays once. It reads the canvas through a view, so it sees every pixel
+        written since; where the planes cannot be a view, each call reads them anew."""
+        compiled = self._compiled_gather(canvas, channel, dtype)
+        if compiled is not None and compiled[1]:
+            return compiled[0]
+        return lambda rows, cols: self.gather(canvas, rows, cols, channel, dtype)
+
+    def _compiled_gather(self, canvas: torch.Tensor, channel: int, dtype: torch.dtype):
+        """(gather, whether it reads ``canvas`` itself rather than a copy of it as it is now) by
+        the compiled loop (:func:`_gather_kernel`), or None where that does not apply."""
+        if not (
+            canvas.dim() == 3 and canvas.dtype == torch.uint8 and dtype in _NUMPY_DTYPES and exact_cpu.usable(canvas)
+        ):
+            return None
+        flat = canvas.flatten(-2)  # a view where the planes are contiguous, else a copy
         index, grey = (table.numpy() for table in self._tables(canvas.shape[-1], canvas.device))
         planes, width, numpy_dtype = flat.numpy(), canvas.shape[0] * self.size + channel, _NUMPY_DTYPES[dtype]
 
@@ -114,7 +122,7 @@ class CausalNeighbourhood:
             _gather_kernel(planes, index, grey, rows.numpy(), cols.numpy(), channel, out)
             return torch.from_numpy(out)
 
-        return gather
+        return gather, flat.data_ptr() == canvas.data_ptr()
 
     def gather(
         self,
@@ -132,12 +140,9 @@ class CausalNeighbourhood:
         On the CPU, for one canvas, a compiled loop reads the same values (:func:`_gather_kernel`):
         the torch version costs some ten small operations, a fifth of a millisecond per coding
         step, more than the reading itself. Elsewhere (GPUs, batches) the torch code runs."""
-        if canvas.dim() == 3 and canvas.dtype == torch.uint8 and dtype in _NUMPY_DTYPES and exact_cpu.usable(canvas):
-            index, grey = self._tables(canvas.shape[-1], canvas.device)
-            out = np.empty((len(rows), canvas.shape[0] * self.size + channel), dtype=_NUMPY_DTYPES[dtype])
-            flat = canvas.flatten(-2).numpy()
-            _gather_kernel(flat, index.numpy(), grey.numpy(), rows.numpy(), cols.numpy(), channel, out)
-            return torch.from_numpy(out)
+        compiled = self._compiled_gather(canvas, channel, dtype)
+        if compiled is not None:
+            return compiled[0](rows, cols)
         width = canvas.shape[-1]
         index, grey = self.flat_indices(width, rows, cols)
         planes = canvas.flatten(-2)  # ([B,] C, H * W)

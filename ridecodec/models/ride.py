@@ -316,10 +316,12 @@ class ExactRIDESteps:
         ]
         self.products = [plan.network.linears() for plan in self.plans]
         self.heads = [plan.network.head.prepared() for plan in self.plans]
+        #: the input product's first columns: the first layer's pre-activations, then the head's
+        self.gates = [NUM_GATES * plan.network.config.num_hiddens for plan in self.plans]
 
     def __call__(self, rows: torch.Tensor, cols: torch.Tensor, channel: int) -> torch.Tensor:
         states, products, head = self.states[channel], self.products[channel], self.heads[channel]
-        gates = states.first_gates
+        gates = self.gates[channel]
         x = self.gather[channel](rows, cols)
         if states.dtype == torch.float64:  # the CPU kernels' path: exact integers in float64
             projected = products.inputs.float_result(x)

@@ -286,8 +286,6 @@ class ExactSpatialLSTMStepper:
         self.h_pairs = [_adjacent_pairs(h) for h in self.h]
         self.c_pairs = [_adjacent_pairs(c) for c in self.c]
         self.linears = [layer.linears() for layer in layers]  # the weights do not change while coding
-        #: the first layer's pre-activations: the first columns of the model's input product
-        self.first_gates = NUM_GATES * layers[0].num_hiddens
 
     def state_elements(self) -> int:
         return sum(t.numel() for t in self.h + self.c)
