@@ -64,9 +64,9 @@ from .exact_cpu import AVAILABLE as _KERNELS, numba
 from .lsq import LeastSquaresMix
 
 #: The version of this stage's arithmetic, recorded in files: any change to it is a new version.
-VERSION = 4
+VERSION = 5
 #: Every version this ridecodec decodes (and can still write, for tests and comparisons).
-VERSIONS = (1, 2, 3, 4)
+VERSIONS = (1, 2, 3, 4, 5)
 #: The newest version for a model that codes in an order of its own (``coding_order``: the
 #: multi-scale model's subsampled image first): version 4's local fit keeps its sums row by row
 #: and needs every row coded left to right, one pixel a step, as a wavefront codes it.
@@ -157,7 +157,8 @@ class Adaptation:
         # from version 3: the online least-squares predictor, mixed into the tables first
         # (from version 4 each pixel's own fit, on a window of the last LOCAL_WINDOW rows and columns)
         window = LOCAL_WINDOW if version >= 4 else 0
-        self.mixer = LeastSquaresMix(channels, height, width, window) if version >= 3 else None
+        # (from version 5 mixed geometrically, with the image-wide fit as a third expert)
+        self.mixer = LeastSquaresMix(channels, height, width, window, geometric=version >= 5) if version >= 3 else None
 
     def _candidates(self, rows: np.ndarray, cols: np.ndarray, channel: int):
         """(values (N, K), active (N, K) bool, context (N, K)) of a batch of positions."""

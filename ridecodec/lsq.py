@@ -21,6 +21,14 @@ From version 4 the weights of step 1 are each pixel's own: the normal equations 
 causal window around it (``LocalSums``), solved as the pixel comes, instead of those of the whole
 image, solved after each step.
 
+From version 5 step 3 mixes geometrically (``geometric``): the table is proportional to
+model**w0 * local**w1 * image**w2, a product of three experts, the model's table and the
+logistics around the local fit's prediction and around the whole image's (version 3's fit), with
+the weights of the context learned online by gradient steps on the code length. Where the model
+and a predictor are both confident and disagree a little, a linear mix keeps two peaks and pays
+for both; the product puts one sharper peak between them, and weights above one sharpen an expert
+that is too cautious. The logarithms and powers of two are integer table lookups (``log2_tables``).
+
 Exact: the normal equations are sums of integer products (int64); their solution is a fixed
 sequence of IEEE float64 operations (elementwise, no reductions whose order could vary, no fused
 multiply-add: numpy never fuses, and numba compiles without fast-math, so LLVM does not fuse
@@ -33,6 +41,9 @@ which has fused multiply-add, match the numpy reference bit for bit: a test.)
 """
 
 from __future__ import annotations
+
+import functools
+import math
 
 import numpy as np
 
@@ -71,6 +82,57 @@ THRESHOLDS = tuple(t << PRED_BITS for t in (1, 2, 3, 4, 6, 8, 11, 15, 20, 27, 36
 BUCKETS = len(THRESHOLDS) + 1
 
 
+#: Version 5's geometric mix: logarithms at 2**-LOG_BITS bit, the experts' weights at 2**-16.
+LOG_BITS = 16
+#: A mantissa's bits in the logarithm table, and the fraction's bits in the power-of-two table.
+MANTISSA_BITS, EXP_FRACTION_BITS = 10, 12
+#: The experts' first weights (model, local fit, image-wide fit), at 2**-16: 0.5, 0.4, 0.2.
+INITIAL_EXPERT_WEIGHTS = (32768, 26214, 13107)
+#: The weights' gradient steps: the step's summed gradient (bits, at 2**-LOG_BITS) / 256.
+EXPERT_RATE_SHIFT = 8
+EXPERT_WEIGHT_RANGE = (-(1 << 17), 1 << 18)  # -2 .. 4
+
+
+@functools.cache
+def log2_tables() -> tuple[np.ndarray, np.ndarray]:
+    """(round(2**16 log2(1 + i / 1024)) for i < 1024,
+    round(2**24 * 2**(-f / 4096)) for f < 4096): the geometric mix's integer tables, computed
+    in Python's integers only (no platform's log or exp), so the same numbers everywhere."""
+    precision = 1 << 160
+    logs = []
+    for i in range(1 << MANTISSA_BITS):
+        y, bits = (((1 << MANTISSA_BITS) + i) * precision) >> MANTISSA_BITS, 0
+        for _ in range(LOG_BITS + 8):  # log2 bit by bit: square; a bit is 1 where y reaches 2
+            y = y * y // precision
+            bits <<= 1
+            if y >= 2 * precision:
+                y //= 2
+                bits |= 1
+        logs.append((bits + 128) >> 8)
+    roots, r = [], 2 * precision  # 2**(2**-k), k = 1 .. 12
+    for _ in range(EXP_FRACTION_BITS):
+        r = math.isqrt(r * precision)
+        roots.append(r)
+    powers = []
+    for f in range(1 << EXP_FRACTION_BITS):
+        value = precision  # 2**(f / 4096), then its inverse at 2**24
+        for k in range(EXP_FRACTION_BITS):
+            if f >> (EXP_FRACTION_BITS - 1 - k) & 1:
+                value = value * roots[k] // precision
+        powers.append((precision * (1 << 25) // value + 1) >> 1)
+    return np.array(logs, np.int64), np.array(powers, np.int64)
+
+
+def negative_log2(values: np.ndarray, logs: np.ndarray) -> np.ndarray:
+    """-log2(v / 2**24) at 2**-LOG_BITS of integers 1 <= v <= 2**24 (below 1 counts as 1), the
+    mantissa truncated to MANTISSA_BITS: the numpy reference of the kernels' (v's exponent is
+    read from its float64, which holds such an integer exactly on every machine)."""
+    v = np.maximum(values, 1).astype(np.int64)
+    e = (v.astype(np.float64).view(np.int64) >> 52) - 1023
+    mantissa = (((v << 24) >> e) >> (24 - MANTISSA_BITS)) - (1 << MANTISSA_BITS)
+    return ((24 - e) << LOG_BITS) - logs[mantissa]
+
+
 def _solve(matrix: np.ndarray, vector: np.ndarray) -> np.ndarray:
     """x with matrix @ x = vector for a symmetric positive definite float64 matrix, by Gauss-Jordan
     elimination without pivoting: elementwise numpy operations in a fixed order, so the same bits
@@ -96,9 +158,10 @@ class LeastSquaresMix:
     #: use the compiled kernels where numba is installed (tests set it False for the reference)
     compiled = True
 
-    def __init__(self, channels: int, height: int, width: int, window: int = 0):
+    def __init__(self, channels: int, height: int, width: int, window: int = 0, geometric: bool = False):
         self.channels, self.height, self.width = channels, height, width
         self.window = window
+        self.geometric = geometric
         b = BORDER
         # int32 planes (12 bytes a sample); arithmetic on them is int64
         self.known = np.zeros((channels, height + b, width + 2 * b), dtype=np.int32)
@@ -129,6 +192,11 @@ class LeastSquaresMix:
         #: candidates' refinement takes instead of summing the rows again
         self.mixed_totals = np.empty(0, dtype=np.float64)
         self.local = [LocalSums(size, height, width, window) for size in self.sizes] if window else None
+        if geometric:  # version 5: the experts' weights per context, and what the geometric mix reads
+            self.expert_weights = np.tile(np.array(INITIAL_EXPERT_WEIGHTS, np.int64), (channels, BUCKETS, 1))
+            self.pending_expert = np.zeros_like(self.expert_weights)
+            self._logs, self._powers = log2_tables()
+            self._whole = np.full(BUCKETS, 1 << 16, dtype=np.int64)  # a logistic alone, from the mix's code
 
     def _features(self, rows: np.ndarray, cols: np.ndarray, channel: int) -> tuple[np.ndarray, np.ndarray]:
         """(features (N, F) int64, W (N,)) of a batch: neighbours less W, previous channels' gradients."""
@@ -152,9 +220,58 @@ class LeastSquaresMix:
 
     def mix(self, rows: np.ndarray, cols: np.ndarray, channel: int, table: np.ndarray) -> np.ndarray:
         """The mixed tables (float32 (N, 256), integers at 2**-24) of a batch of the model's."""
-        if _KERNELS and self.compiled:
-            return self._mix_compiled(rows, cols, channel, table)
-        return self._mix_numpy(rows, cols, channel, table)
+        if self.geometric:
+            return self._mix_geometric(rows, cols, channel, table)
+        compiled = _KERNELS and self.compiled
+        mix_linear = self._mix_compiled if compiled else self._mix_numpy
+        return mix_linear(rows, cols, channel, table, self._weights(rows, cols, channel), self.mixing[channel])
+
+    def _mix_geometric(self, rows: np.ndarray, cols: np.ndarray, channel: int, table: np.ndarray) -> np.ndarray:
+        """Version 5's mix: the two logistics come from the linear mix's code with the logistic's
+        whole weight (entries at least 1, as the mix's), the local fit's last, as ``observe``
+        learns from its errors; then the experts' product."""
+        compiled = _KERNELS and self.compiled
+        mix_linear = self._mix_compiled if compiled else self._mix_numpy
+        image_wide = mix_linear(rows, cols, channel, table, self.weights[channel][None, :], self._whole)
+        local = mix_linear(rows, cols, channel, table, self._weights(rows, cols, channel), self._whole)
+        inside = self._inside(rows, cols)
+        bucket = self._last[4][:, 2] if compiled else self._last[3]
+        weights = self.expert_weights[channel][bucket]
+        table = np.ascontiguousarray(table, dtype=np.float32)
+        n = len(rows)
+        out = np.empty(table.shape, dtype=np.float32)
+        expected = np.empty((n, 3), dtype=np.int64)
+        mixed_totals, totals = np.empty(n, dtype=np.float64), np.empty(n, dtype=np.float64)
+        if compiled:
+            _geometric_kernel(
+                table, local, image_wide, weights, inside, self._logs, self._powers, out, expected,
+                mixed_totals, totals,
+            )  # fmt: skip
+        else:
+            self._geometric_numpy(table, local, image_wide, weights, inside, out, expected, mixed_totals, totals)
+        self._experts = (table, totals, local, image_wide, bucket, inside, expected)
+        self.mixed_totals = mixed_totals
+        return out
+
+    def _geometric_numpy(self, table, local, image_wide, weights, inside, out, expected, mixed_totals, totals):
+        """The reference of ``_geometric_kernel``: the same numbers."""
+        total = totals[:] = table.sum(axis=1, dtype=np.float64)
+        model = np.floor(table.astype(np.float64) * (ONE / total)[:, None]).astype(np.int64)
+        experts = [model, local.astype(np.int64), image_wide.astype(np.int64)]
+        logs = [negative_log2(e, self._logs) for e in experts]
+        exponent = -sum(weights[:, e, None] * logs[e] for e in range(3))  # at 2**-32
+        distance = (exponent.max(axis=1, keepdims=True) - exponent) >> (32 - EXP_FRACTION_BITS)
+        halvings = distance >> EXP_FRACTION_BITS
+        # (a power is at most 2**24: shifted 25 or more times, 0)
+        power = self._powers[distance & ((1 << EXP_FRACTION_BITS) - 1)] >> np.minimum(halvings, 40)
+        reciprocal = (ONE << 32) // power.sum(axis=1)
+        mixed = np.maximum((power * reciprocal[:, None]) >> 32, 1)
+        mixed = np.where(inside[:, None], mixed, np.maximum(model, 1))
+        sums = mixed.sum(axis=1)
+        for e in range(3):
+            expected[:, e] = (mixed * logs[e]).sum(axis=1) // sums
+        out[:] = mixed.astype(np.float32)
+        mixed_totals[:] = sums.astype(np.float64)
 
     def observe(self, rows: np.ndarray, cols: np.ndarray, channel: int, symbols: np.ndarray) -> None:
         """Record the symbols coded for the batch ``mix`` was last called on."""
@@ -162,6 +279,18 @@ class LeastSquaresMix:
             self._observe_compiled(rows, cols, channel, symbols)
         else:
             self._observe_numpy(rows, cols, channel, symbols)
+        if self.geometric:
+            self._observe_experts(channel, symbols)
+
+    def _observe_experts(self, channel: int, symbols: np.ndarray) -> None:
+        """Version 5: each expert's weight gradient, the code length's: how much more (or less)
+        probable the expert made the coded value than the mix expected of it, in bits."""
+        table, totals, local, image_wide, bucket, inside, expected = self._experts
+        index, symbols = np.arange(len(symbols)), symbols.astype(np.int64)
+        model = np.floor(table[index, symbols].astype(np.float64) * (ONE / totals)).astype(np.int64)
+        chosen = [model, local[index, symbols].astype(np.int64), image_wide[index, symbols].astype(np.int64)]
+        logs = np.stack([negative_log2(e, self._logs) for e in chosen], axis=1)
+        np.add.at(self.pending_expert[channel], bucket[inside], (expected - logs)[inside])
 
     def _weights(self, rows: np.ndarray, cols: np.ndarray, channel: int) -> np.ndarray:
         """The predictor's weights for each pixel of a batch, (N or 1, F) int64 at 2**-WEIGHT_BITS:
@@ -170,11 +299,11 @@ class LeastSquaresMix:
             return self.weights[channel][None, :]
         return self.local[channel].weights(rows, cols, self.compiled and _KERNELS)
 
-    def _mix_compiled(self, rows, cols, channel, table):
+    def _mix_compiled(self, rows, cols, channel, table, weights, mixing):
         n, size = len(rows), self.sizes[channel]
         rows = np.ascontiguousarray(rows, dtype=np.int64)
         cols = np.ascontiguousarray(cols, dtype=np.int64)
-        weights = np.ascontiguousarray(self._weights(rows, cols, channel))
+        weights = np.ascontiguousarray(weights)
         table = np.ascontiguousarray(table, dtype=np.float32)
         out = np.empty(table.shape, dtype=np.float32)
         features = np.empty((n, size), dtype=np.int64)
@@ -184,7 +313,7 @@ class LeastSquaresMix:
         offset, grid_bits, count = self._grid
         _mix_kernel(
             rows, cols, channel, table, self.known, self.error, self.signed, self._offsets, weights,
-            self._thresholds, self.error_sum[channel], self.error_count[channel], self.mixing[channel],
+            self._thresholds, self.error_sum[channel], self.error_count[channel], mixing,
             self._upper, offset, count, grid_bits, self.width, out, features, state, totals, mixed_totals,
         )  # fmt: skip
         self._last = (rows, cols, table, features, state, totals)
@@ -203,15 +332,14 @@ class LeastSquaresMix:
         y = symbols.astype(np.int64) - state[:, 0]
         if self.local is not None:
             self.local[channel].record(rows, cols, features, y, inside, compiled=True)
-        else:
+        if self.local is None or self.geometric:  # the image-wide fit's
             f, y_inside = features[inside], y[inside]
             self.pending_normal[channel] += f.T @ f
             self.pending_target[channel] += f.T @ y_inside
 
-    def _mix_numpy(self, rows: np.ndarray, cols: np.ndarray, channel: int, table: np.ndarray) -> np.ndarray:
+    def _mix_numpy(self, rows, cols, channel: int, table: np.ndarray, weights, mixing) -> np.ndarray:
         """The reference of the compiled kernel (and the path without numba): the same numbers."""
         features, west = self._features(rows, cols, channel)
-        weights = self._weights(rows, cols, channel)
         prediction = (west << PRED_BITS) + ((features * weights).sum(axis=1) >> (WEIGHT_BITS - PRED_BITS))
         prediction = np.clip(prediction, 0, 255 << PRED_BITS)
         b = BORDER
@@ -231,7 +359,7 @@ class LeastSquaresMix:
         total = table.sum(axis=1, dtype=np.float64)
         model = np.floor(table.astype(np.float64) * (ONE / total)[:, None]).astype(np.int64)
         inside = self._inside(rows, cols)
-        a = np.where(inside, self.mixing[channel, bucket], 0)
+        a = np.where(inside, mixing[bucket], 0)
         mixed = np.maximum((model * ((1 << 16) - a[:, None]) + logistic * a[:, None]) >> 16, 1)
         self._last = (features, west, prediction, bucket, model, logistic, mixed, inside)
         self.mixed_totals = mixed.sum(axis=1).astype(np.float64)  # whole numbers: exact
@@ -261,7 +389,7 @@ class LeastSquaresMix:
         self.signed[channel, rows + b, cols + b] = error
         if self.local is not None:
             self.local[channel].record(rows, cols, features, symbols - west, inside, compiled=False)
-        else:
+        if self.local is None or self.geometric:  # the image-wide fit's
             f, y = features[inside], (symbols - west)[inside]
             self.pending_normal[channel] += f.T @ f
             self.pending_target[channel] += f.T @ y
@@ -273,10 +401,15 @@ class LeastSquaresMix:
         np.add.at(self.pending_error[channel, :, 1], bucket, 1)
 
     def end_step(self) -> None:
-        if self.local is None:  # (version 4's fits are each pixel's own, made as it comes)
+        if self.local is None or self.geometric:  # (version 4's fits are each pixel's own, made as it comes)
             self._fit_the_image()
-        step = self.pending_gradient >> self.rate_shift
-        self.mixing = np.clip(self.mixing + step, 0, self.max_mix)
+        if self.geometric:
+            step = self.pending_expert >> EXPERT_RATE_SHIFT
+            self.expert_weights = np.clip(self.expert_weights + step, *EXPERT_WEIGHT_RANGE)
+            self.pending_expert[:] = 0
+        else:
+            step = self.pending_gradient >> self.rate_shift
+            self.mixing = np.clip(self.mixing + step, 0, self.max_mix)
         self.pending_gradient[:] = 0
         self.error_sum += self.pending_error[..., 0]
         self.error_count += self.pending_error[..., 1]
@@ -558,6 +691,70 @@ if _KERNELS:
             state[n, 0], state[n, 1], state[n, 2], state[n, 3], state[n, 4] = west, prediction, bucket, inverse, a
             totals[n] = total
             mixed_totals[n] = np.float64(mixed_sum)
+
+    @numba.njit(cache=True, nogil=True)
+    def _negative_logs(values, logs, as_float, as_bits, out):  # pragma: no cover
+        # negative_log2 of a row of integers; as_bits views as_float's memory as int64
+        for j in range(values.shape[0]):
+            as_float[j] = np.float64(max(values[j], 1))
+        for j in range(values.shape[0]):
+            v = np.int64(as_float[j])
+            e = (as_bits[j] >> 52) - 1023
+            out[j] = ((24 - e) << 16) - logs[(((v << 24) >> e) >> 14) - 1024]
+
+    @numba.njit(cache=True, nogil=True)
+    def _geometric_kernel(
+        table, local, image_wide, weights, inside, logs, powers, out, expected, mixed_totals, totals,
+    ):  # pragma: no cover  # fmt: skip
+        # LeastSquaresMix._geometric_numpy, pixel by pixel: the same integer arithmetic
+        size = table.shape[1]
+        negative = np.empty((3, size), dtype=np.int64)
+        model = np.empty(size, dtype=np.int64)
+        values = np.empty(size, dtype=np.int64)
+        exponent = np.empty(size, dtype=np.int64)
+        mixed = np.empty(size, dtype=np.int64)
+        as_float = np.empty(size, dtype=np.float64)
+        as_bits = as_float.view(np.int64)
+        for n in range(table.shape[0]):
+            total = table_total(table, n)
+            totals[n] = total
+            factor = 16777216.0 / total
+            for j in range(size):
+                model[j] = np.int64(np.floor(np.float64(table[n, j]) * factor))
+            _negative_logs(model, logs, as_float, as_bits, negative[0])
+            for j in range(size):
+                values[j] = np.int64(local[n, j])
+            _negative_logs(values, logs, as_float, as_bits, negative[1])
+            for j in range(size):
+                values[j] = np.int64(image_wide[n, j])
+            _negative_logs(values, logs, as_float, as_bits, negative[2])
+            if inside[n]:
+                w0, w1, w2 = weights[n, 0], weights[n, 1], weights[n, 2]
+                top = -(1 << 62)
+                for j in range(size):
+                    exponent[j] = -(w0 * negative[0, j] + w1 * negative[1, j] + w2 * negative[2, j])
+                    top = max(top, exponent[j])
+                power_sum = 0
+                for j in range(size):
+                    distance = (top - exponent[j]) >> 20
+                    mixed[j] = powers[distance & 4095] >> min(distance >> 12, 40)
+                    power_sum += mixed[j]
+                reciprocal = (16777216 << 32) // power_sum
+                for j in range(size):
+                    mixed[j] = max((mixed[j] * reciprocal) >> 32, 1)
+            else:
+                for j in range(size):
+                    mixed[j] = max(model[j], 1)
+            mixed_sum = 0
+            for j in range(size):
+                mixed_sum += mixed[j]
+                out[n, j] = np.float32(mixed[j])
+            mixed_totals[n] = np.float64(mixed_sum)
+            for e in range(3):
+                weighted = 0
+                for j in range(size):
+                    weighted += mixed[j] * negative[e, j]
+                expected[n, e] = weighted // mixed_sum
 
     @numba.njit(cache=True, nogil=True)
     def _observe_kernel(

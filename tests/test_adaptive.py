@@ -150,6 +150,32 @@ def test_version_4_fits_each_pixel_locally_and_codes_changing_textures_smaller(c
     assert fourth < 0.95 * third, (fourth, third)
 
 
+@pytest.mark.parametrize("channels", [1, 3])
+def test_version_5_mixes_its_experts_geometrically_and_codes_smaller(channels):
+    """A model and two least-squares predictors that each know part of the image: their product
+    puts one sharper peak where the linear mix keeps two."""
+    model = registry.load_model("ride")
+    pixels = planes_of(_two_textures(40, 64, channels, seed=36))
+    fourth, fifth = (
+        engine.variant_code_length_bits(model, pixels, engine.Variant(adaptation=version)) for version in (4, 5)
+    )
+    assert fifth < 0.99 * fourth, (fifth, fourth)
+
+
+def test_the_geometric_mixs_tables_are_logarithms_and_powers_of_two():
+    """Computed in integers only, they are these numbers on every machine (pinned), and they are
+    what they say: log2 at 2**-16 of 1 + i / 1024, and 2**24 * 2**(-f / 4096), to the unit."""
+    logs, powers = lsq.log2_tables()
+    assert logs[0] == 0 and logs[512] == 38336 and logs[-1] == 65490
+    assert powers[0] == 1 << 24 and powers[2048] == 11863283 and powers[-1] == 8390028
+    assert int(logs.sum()) == 37367338 and int(powers.sum()) == 49574818576
+    assert np.abs(logs - np.round(65536 * np.log2(1 + np.arange(1024) / 1024))).max() <= 1
+    assert np.abs(powers - np.round(2**24 * 2 ** (-np.arange(4096) / 4096))).max() <= 1
+    values = np.array([1, 2, 3, 1000, 4095, 4096, 65535, 1 << 23, (1 << 24) - 1, 1 << 24])
+    negative = lsq.negative_log2(values, logs) / 65536
+    assert np.abs(negative + np.log2(values / 2**24)).max() < 0.0015  # the mantissa's 10 bits
+
+
 def test_the_local_fits_sums_are_their_windows_products(monkeypatch):
     """The incrementally kept sums each pixel's local fit solves equal the products of the pixels
     in its window, summed afresh: the window rows above from WINDOW columns left to one right,
@@ -167,8 +193,8 @@ def test_the_local_fits_sums_are_their_windows_products(monkeypatch):
     monkeypatch.setattr(lsq.LocalSums, "weights", recording)
     stages = []
 
-    def making(*args):
-        stages.append(lsq.LeastSquaresMix(*args))
+    def making(*args, **kwargs):
+        stages.append(lsq.LeastSquaresMix(*args, **kwargs))
         return stages[-1]
 
     monkeypatch.setattr(adaptive, "LeastSquaresMix", making)
