@@ -227,26 +227,44 @@ class LeastSquaresMix:
         return mix_linear(rows, cols, channel, table, self._weights(rows, cols, channel), self.mixing[channel])
 
     def _mix_geometric(self, rows: np.ndarray, cols: np.ndarray, channel: int, table: np.ndarray) -> np.ndarray:
-        """Version 5's mix: the two logistics come from the linear mix's code with the logistic's
-        whole weight (entries at least 1, as the mix's), the local fit's last, as ``observe``
-        learns from its errors; then the experts' product."""
-        compiled = _KERNELS and self.compiled
-        mix_linear = self._mix_compiled if compiled else self._mix_numpy
-        image_wide = mix_linear(rows, cols, channel, table, self.weights[channel][None, :], self._whole)
-        local = mix_linear(rows, cols, channel, table, self._weights(rows, cols, channel), self._whole)
+        """Version 5's mix: the logistics around the local fit's prediction and the image-wide
+        fit's (entries at least 1, as the linear mix's code gives them with the logistic's whole
+        weight; the local fit's errors are the ones ``observe`` learns from), then the experts'
+        product."""
+        n, compiled = len(rows), _KERNELS and self.compiled
+        local_weights = self._weights(rows, cols, channel)
+        image_weights = self.weights[channel][None, :]
+        if compiled:
+            rows = np.ascontiguousarray(rows, dtype=np.int64)
+            cols = np.ascontiguousarray(cols, dtype=np.int64)
+            features = np.empty((n, self.sizes[channel]), dtype=np.int64)
+            state = np.empty((n, 5), dtype=np.int64)  # as _mix_compiled's
+            local, image_wide = np.empty((n, 256), dtype=np.int64), np.empty((n, 256), dtype=np.int64)
+            offset, grid_bits, count = self._grid
+            _logistics_kernel(
+                rows, cols, channel, self.known, self.error, self.signed, self._offsets,
+                np.ascontiguousarray(local_weights), np.ascontiguousarray(image_weights), self._thresholds,
+                self.error_sum[channel], self.error_count[channel], self._upper, offset, count, grid_bits, local,
+                image_wide, features, state,
+            )  # fmt: skip
+            bucket = state[:, 2]
+        else:
+            image_wide = self._mix_numpy(rows, cols, channel, table, image_weights, self._whole).astype(np.int64)
+            local = self._mix_numpy(rows, cols, channel, table, local_weights, self._whole).astype(np.int64)
+            assert self._last is not None
+            bucket = self._last[3]
         inside = self._inside(rows, cols)
-        bucket = self._last[4][:, 2] if compiled else self._last[3]
         weights = self.expert_weights[channel][bucket]
         table = np.ascontiguousarray(table, dtype=np.float32)
-        n = len(rows)
         out = np.empty(table.shape, dtype=np.float32)
         expected = np.empty((n, 3), dtype=np.int64)
         mixed_totals, totals = np.empty(n, dtype=np.float64), np.empty(n, dtype=np.float64)
         if compiled:
             _geometric_kernel(
-                table, local, image_wide, weights, inside, self._logs, self._powers, out, expected,
-                mixed_totals, totals,
+                table, local, image_wide, weights, inside, self._logs, self._powers, out, expected, mixed_totals,
+                totals,
             )  # fmt: skip
+            self._last = (rows, cols, table, features, state, totals)
         else:
             self._geometric_numpy(table, local, image_wide, weights, inside, out, expected, mixed_totals, totals)
         self._experts = (table, totals, local, image_wide, bucket, inside, expected)
@@ -257,7 +275,7 @@ class LeastSquaresMix:
         """The reference of ``_geometric_kernel``: the same numbers."""
         total = totals[:] = table.sum(axis=1, dtype=np.float64)
         model = np.floor(table.astype(np.float64) * (ONE / total)[:, None]).astype(np.int64)
-        experts = [model, local.astype(np.int64), image_wide.astype(np.int64)]
+        experts = [model, local, image_wide]
         logs = [negative_log2(e, self._logs) for e in experts]
         exponent = -sum(weights[:, e, None] * logs[e] for e in range(3))  # at 2**-32
         distance = (exponent.max(axis=1, keepdims=True) - exponent) >> (32 - EXP_FRACTION_BITS)
@@ -286,9 +304,15 @@ class LeastSquaresMix:
         """Version 5: each expert's weight gradient, the code length's: how much more (or less)
         probable the expert made the coded value than the mix expected of it, in bits."""
         table, totals, local, image_wide, bucket, inside, expected = self._experts
+        if _KERNELS and self.compiled:
+            _expert_gradient_kernel(
+                np.ascontiguousarray(symbols, dtype=np.int64), table, totals, local, image_wide, bucket, inside,
+                expected, self._logs, self.pending_expert[channel],
+            )  # fmt: skip
+            return
         index, symbols = np.arange(len(symbols)), symbols.astype(np.int64)
         model = np.floor(table[index, symbols].astype(np.float64) * (ONE / totals)).astype(np.int64)
-        chosen = [model, local[index, symbols].astype(np.int64), image_wide[index, symbols].astype(np.int64)]
+        chosen = [model, local[index, symbols], image_wide[index, symbols]]
         logs = np.stack([negative_log2(e, self._logs) for e in chosen], axis=1)
         np.add.at(self.pending_expert[channel], bucket[inside], (expected - logs)[inside])
 
@@ -333,9 +357,7 @@ class LeastSquaresMix:
         if self.local is not None:
             self.local[channel].record(rows, cols, features, y, inside, compiled=True)
         if self.local is None or self.geometric:  # the image-wide fit's
-            f, y_inside = features[inside], y[inside]
-            self.pending_normal[channel] += f.T @ f
-            self.pending_target[channel] += f.T @ y_inside
+            _accumulate_kernel(features, y, inside, self.pending_normal[channel], self.pending_target[channel])
 
     def _mix_numpy(self, rows, cols, channel: int, table: np.ndarray, weights, mixing) -> np.ndarray:
         """The reference of the compiled kernel (and the path without numba): the same numbers."""
@@ -420,6 +442,13 @@ class LeastSquaresMix:
 
     def _fit_the_image(self) -> None:
         """Version 3's weights: the normal equations of the image so far, older steps decaying."""
+        if _KERNELS and self.compiled:
+            for channel in range(self.channels):
+                _fit_kernel(
+                    self.normal[channel], self.target[channel], self.pending_normal[channel],
+                    self.pending_target[channel], self.decay_shift, self.ridge, self.weights[channel],
+                )  # fmt: skip
+            return
         for channel in range(self.channels):
             normal, target = self.normal[channel], self.target[channel]
             normal -= normal >> self.decay_shift
@@ -620,66 +649,84 @@ if _KERNELS:
         return low
 
     @numba.njit(cache=True, nogil=True)
+    def _features_at(n, rows, cols, channel, known, signed, offsets, features):  # pragma: no cover
+        # LeastSquaresMix._features of position n into features[n]; returns W
+        r, c = rows[n] + 3, cols[n] + 3
+        west = known[channel, r, c - 1]
+        neighbours = offsets.shape[0] - 1
+        for k in range(neighbours):
+            features[n, k] = known[channel, r + offsets[k + 1, 0], c + offsets[k + 1, 1]] - west
+        k = neighbours
+        for earlier in range(channel):
+            here = known[earlier, r, c]
+            features[n, k] = here - known[earlier, r, c - 1]
+            features[n, k + 1] = here - known[earlier, r - 1, c]
+            k += 2
+        if channel > 0:
+            features[n, k] = signed[channel - 1, r, c] >> 4
+        return west
+
+    @numba.njit(cache=True, nogil=True)
+    def _prediction(n, west, features, weights, w):  # pragma: no cover
+        dot = 0
+        for k in range(features.shape[1]):
+            dot += features[n, k] * weights[w, k]
+        return min(max((west << 8) + (dot >> 8), 0), 255 << 8)
+
+    @numba.njit(cache=True, nogil=True)
+    def _bucket_at(n, rows, cols, channel, error, thresholds):  # pragma: no cover
+        # the error context: the neighbours' errors (and the previous channel's at the pixel)
+        r, c = rows[n] + 3, cols[n] + 3
+        activity = 2 * error[channel, r, c - 1] + 2 * error[channel, r - 1, c]
+        activity += error[channel, r - 1, c - 1] + error[channel, r - 1, c + 1]
+        if channel > 0:
+            activity = (activity >> 1) + 2 * error[channel - 1, r, c]
+        bucket = 0
+        while bucket < thresholds.shape[0] and thresholds[bucket] <= activity:
+            bucket += 1
+        return bucket
+
+    @numba.njit(cache=True, nogil=True)
+    def _logistic_cumulative(prediction, inverse, cdf, offset, count, grid_bits, cumulative):  # pragma: no cover
+        # the logistic's CDF at the 255 inner edges into cumulative[1:256] (cumulative[0] is 0,
+        # cumulative[256] ONE): its grid index does not decrease from edge to edge, so below
+        # the first edge inside the grid it is the grid's first value and from the first edge
+        # at its end on the last one, and only the edges between are looked up (the fewer, the
+        # smaller the scale)
+        inner = cumulative.shape[0] - 2
+        low = _first_edge_at(1, prediction, inverse, offset, grid_bits, inner)
+        high = _first_edge_at(count - 1, prediction, inverse, offset, grid_bits, inner)
+        for j in range(low):
+            cumulative[j + 1] = 16777216 - np.int64(cdf[count - 1 - offset])
+        # (_logistic_cdf without its clamp: between low and high every index is inside the
+        # grid, and this loop is half the kernel's time)
+        shift = 24 - grid_bits
+        for j in range(low, high):
+            cumulative[j + 1] = symmetric_lookup(cdf, ((((j + 1) << 8) - 128 - prediction) * inverse) >> shift)
+        for j in range(high, inner):
+            cumulative[j + 1] = np.int64(cdf[count - 1 - offset])
+
+    @numba.njit(cache=True, nogil=True)
     def _mix_kernel(
         rows, cols, channel, table, known, error, signed, offsets, weights, thresholds, error_sum, error_count,
         mixing, cdf, offset, count, grid_bits, width, out, features, state, totals, mixed_totals,
     ):  # pragma: no cover  # fmt: skip
         # LeastSquaresMix._mix_numpy, pixel by pixel: integer arithmetic, and the one float64
         # product per entry (table * (ONE / total), floored) that the numpy code does
-        b = 3
-        size = weights.shape[1]
         per_pixel = weights.shape[0] == rows.shape[0]
-        neighbours = offsets.shape[0] - 1
         cumulative = np.empty(table.shape[1] + 1, dtype=np.int64)
         cumulative[0], cumulative[table.shape[1]] = 0, 16777216
         for n in range(rows.shape[0]):
-            r, c = rows[n] + b, cols[n] + b
-            west = known[channel, r, c - 1]
-            for k in range(neighbours):
-                features[n, k] = known[channel, r + offsets[k + 1, 0], c + offsets[k + 1, 1]] - west
-            k = neighbours
-            for earlier in range(channel):
-                here = known[earlier, r, c]
-                features[n, k] = here - known[earlier, r, c - 1]
-                features[n, k + 1] = here - known[earlier, r - 1, c]
-                k += 2
-            if channel > 0:
-                features[n, k] = signed[channel - 1, r, c] >> 4
-            dot = 0
-            w = n if per_pixel else 0
-            for k in range(size):
-                dot += features[n, k] * weights[w, k]
-            prediction = (west << 8) + (dot >> 8)
-            prediction = min(max(prediction, 0), 255 << 8)
-            activity = 2 * error[channel, r, c - 1] + 2 * error[channel, r - 1, c]
-            activity += error[channel, r - 1, c - 1] + error[channel, r - 1, c + 1]
-            if channel > 0:
-                activity = (activity >> 1) + 2 * error[channel - 1, r, c]
-            bucket = 0
-            while bucket < thresholds.shape[0] and thresholds[bucket] <= activity:
-                bucket += 1
+            west = _features_at(n, rows, cols, channel, known, signed, offsets, features)
+            prediction = _prediction(n, west, features, weights, n if per_pixel else 0)
+            bucket = _bucket_at(n, rows, cols, channel, error, thresholds)
             scale = max(((error_sum[bucket] // error_count[bucket]) * 739) >> 10, 1 << 6)
             inverse = (1 << 24) // scale
             inside = rows[n] >= 3 and cols[n] >= 3 and cols[n] < width - 2
             a = mixing[bucket] if inside else 0
             total = table_total(table, n)
             factor = 16777216.0 / total
-            # the logistic's CDF at the 255 inner edges: its grid index does not decrease from
-            # edge to edge, so below the first edge inside the grid it is the grid's first
-            # value and from the first edge at its end on the last one, and only the edges
-            # between are looked up (the fewer, the smaller the scale)
-            inner = table.shape[1] - 1
-            low = _first_edge_at(1, prediction, inverse, offset, grid_bits, inner)
-            high = _first_edge_at(count - 1, prediction, inverse, offset, grid_bits, inner)
-            for j in range(low):
-                cumulative[j + 1] = 16777216 - np.int64(cdf[count - 1 - offset])
-            # (_logistic_cdf without its clamp: between low and high every index is inside the
-            # grid, and this loop is half the kernel's time)
-            shift = 24 - grid_bits
-            for j in range(low, high):
-                cumulative[j + 1] = symmetric_lookup(cdf, ((((j + 1) << 8) - 128 - prediction) * inverse) >> shift)
-            for j in range(high, inner):
-                cumulative[j + 1] = np.int64(cdf[count - 1 - offset])
+            _logistic_cumulative(prediction, inverse, cdf, offset, count, grid_bits, cumulative)
             # then the entries (a loop the compiler can vectorize), and their sum: whole numbers
             mixed_sum = 0
             for j in range(table.shape[1]):
@@ -693,12 +740,37 @@ if _KERNELS:
             mixed_totals[n] = np.float64(mixed_sum)
 
     @numba.njit(cache=True, nogil=True)
+    def _logistics_kernel(
+        rows, cols, channel, known, error, signed, offsets, local_weights, image_weights, thresholds, error_sum,
+        error_count, cdf, offset, count, grid_bits, local, image_wide, features, state,
+    ):  # pragma: no cover  # fmt: skip
+        # version 5's two logistics (entries at least 1), around the local fit's prediction and
+        # the image-wide fit's, with the scale of the pixel's error context: what two calls of
+        # _mix_kernel with the logistic's whole weight give, in one pass
+        size = local.shape[1]
+        cumulative = np.empty(size + 1, dtype=np.int64)
+        cumulative[0], cumulative[size] = 0, 16777216
+        for n in range(rows.shape[0]):
+            west = _features_at(n, rows, cols, channel, known, signed, offsets, features)
+            bucket = _bucket_at(n, rows, cols, channel, error, thresholds)
+            scale = max(((error_sum[bucket] // error_count[bucket]) * 739) >> 10, 1 << 6)
+            inverse = (1 << 24) // scale
+            prediction = _prediction(n, west, features, local_weights, n)
+            _logistic_cumulative(prediction, inverse, cdf, offset, count, grid_bits, cumulative)
+            for j in range(size):
+                local[n, j] = max(cumulative[j + 1] - cumulative[j], 1)
+            state[n, 0], state[n, 1], state[n, 2], state[n, 3], state[n, 4] = west, prediction, bucket, inverse, 65536
+            prediction = _prediction(n, west, features, image_weights, 0)
+            _logistic_cumulative(prediction, inverse, cdf, offset, count, grid_bits, cumulative)
+            for j in range(size):
+                image_wide[n, j] = max(cumulative[j + 1] - cumulative[j], 1)
+
+    @numba.njit(cache=True, nogil=True)
     def _negative_logs(values, logs, as_float, as_bits, out):  # pragma: no cover
         # negative_log2 of a row of integers; as_bits views as_float's memory as int64
         for j in range(values.shape[0]):
-            as_float[j] = np.float64(max(values[j], 1))
-        for j in range(values.shape[0]):
-            v = np.int64(as_float[j])
+            v = max(values[j], 1)
+            as_float[j] = np.float64(v)
             e = (as_bits[j] >> 52) - 1023
             out[j] = ((24 - e) << 16) - logs[(((v << 24) >> e) >> 14) - 1024]
 
@@ -710,7 +782,6 @@ if _KERNELS:
         size = table.shape[1]
         negative = np.empty((3, size), dtype=np.int64)
         model = np.empty(size, dtype=np.int64)
-        values = np.empty(size, dtype=np.int64)
         exponent = np.empty(size, dtype=np.int64)
         mixed = np.empty(size, dtype=np.int64)
         as_float = np.empty(size, dtype=np.float64)
@@ -722,12 +793,8 @@ if _KERNELS:
             for j in range(size):
                 model[j] = np.int64(np.floor(np.float64(table[n, j]) * factor))
             _negative_logs(model, logs, as_float, as_bits, negative[0])
-            for j in range(size):
-                values[j] = np.int64(local[n, j])
-            _negative_logs(values, logs, as_float, as_bits, negative[1])
-            for j in range(size):
-                values[j] = np.int64(image_wide[n, j])
-            _negative_logs(values, logs, as_float, as_bits, negative[2])
+            _negative_logs(local[n], logs, as_float, as_bits, negative[1])
+            _negative_logs(image_wide[n], logs, as_float, as_bits, negative[2])
             if inside[n]:
                 w0, w1, w2 = weights[n, 0], weights[n, 1], weights[n, 2]
                 top = -(1 << 62)
@@ -750,11 +817,89 @@ if _KERNELS:
                 mixed_sum += mixed[j]
                 out[n, j] = np.float32(mixed[j])
             mixed_totals[n] = np.float64(mixed_sum)
+            weighted0, weighted1, weighted2 = 0, 0, 0
+            for j in range(size):
+                weighted0 += mixed[j] * negative[0, j]
+                weighted1 += mixed[j] * negative[1, j]
+                weighted2 += mixed[j] * negative[2, j]
+            expected[n, 0], expected[n, 1], expected[n, 2] = (
+                weighted0 // mixed_sum, weighted1 // mixed_sum, weighted2 // mixed_sum
+            )
+
+    @numba.njit(cache=True, nogil=True)
+    def _expert_gradient_kernel(
+        symbols, table, totals, local, image_wide, bucket, inside, expected, logs, pending,
+    ):  # pragma: no cover  # fmt: skip
+        # LeastSquaresMix._observe_experts' numpy code
+        values = np.empty(1, dtype=np.int64)
+        as_float = np.empty(1, dtype=np.float64)
+        as_bits = as_float.view(np.int64)
+        negative = np.empty(1, dtype=np.int64)
+        for n in range(symbols.shape[0]):
+            if not inside[n]:
+                continue
+            x = symbols[n]
             for e in range(3):
-                weighted = 0
+                if e == 0:
+                    values[0] = np.int64(np.floor(np.float64(table[n, x]) * (16777216.0 / totals[n])))
+                elif e == 1:
+                    values[0] = np.int64(local[n, x])
+                else:
+                    values[0] = np.int64(image_wide[n, x])
+                _negative_logs(values, logs, as_float, as_bits, negative)
+                pending[bucket[n], e] += expected[n, e] - negative[0]
+
+    @numba.njit(cache=True, nogil=True)
+    def _accumulate_kernel(features, targets, inside, normal, target):  # pragma: no cover
+        # the image-wide fit's normal equations: f.T @ f and f.T @ y of the pixels inside
+        size = features.shape[1]
+        for n in range(features.shape[0]):
+            if not inside[n]:
+                continue
+            for i in range(size):
+                f_i = features[n, i]
                 for j in range(size):
-                    weighted += mixed[j] * negative[e, j]
-                expected[n, e] = weighted // mixed_sum
+                    normal[i, j] += f_i * features[n, j]
+                target[i] += f_i * targets[n]
+
+    @numba.njit(cache=True, nogil=True)
+    def _fit_kernel(normal, target, pending_normal, pending_target, decay_shift, ridge, weights):  # pragma: no cover
+        # LeastSquaresMix._fit_the_image's numpy code for one channel, and _solve's Gauss-Jordan
+        # elimination: the same correctly rounded operations on each entry, so the same bits
+        size = target.shape[0]
+        for i in range(size):
+            for j in range(size):
+                normal[i, j] -= normal[i, j] >> decay_shift
+            target[i] -= target[i] >> decay_shift
+        pending = False
+        for i in range(size):
+            for j in range(size):
+                pending |= pending_normal[i, j] != 0
+        if not pending:
+            return
+        a = np.empty((size, size + 1), dtype=np.float64)
+        for i in range(size):
+            for j in range(size):
+                normal[i, j] += pending_normal[i, j]
+                pending_normal[i, j] = 0
+                a[i, j] = np.float64(normal[i, j]) + (np.float64(ridge) if i == j else 0.0)
+            target[i] += pending_target[i]
+            pending_target[i] = 0
+            a[i, size] = np.float64(target[i])
+        pivot = np.empty(size + 1, dtype=np.float64)
+        factors = np.empty(size, dtype=np.float64)
+        for k in range(size):
+            for j in range(size + 1):
+                pivot[j] = a[k, j]
+            for i in range(size):
+                factors[i] = a[i, k] / pivot[k]
+            factors[k] = 0.0
+            for i in range(size):
+                for j in range(size + 1):
+                    a[i, j] -= factors[i] * pivot[j]
+        for i in range(size):
+            x = a[i, size] / a[i, i]
+            weights[i] = np.int64(min(max(np.floor(x * 65536.0 + 0.5), -4194304.0), 4194304.0))
 
     @numba.njit(cache=True, nogil=True)
     def _observe_kernel(
