@@ -91,6 +91,14 @@ INITIAL_EXPERT_WEIGHTS = (32768, 26214, 13107)
 #: The weights' gradient steps: the step's summed gradient (bits, at 2**-LOG_BITS) / 256.
 EXPERT_RATE_SHIFT = 8
 EXPERT_WEIGHT_RANGE = (-(1 << 17), 1 << 18)  # -2 .. 4
+#: A logistic expert's shape: -log2 of the logistic density at |x - prediction| / scale = z, on a
+#: grid of 2**-SHAPE_BITS, up to SHAPE_END (beyond it, its value there: a floor under the
+#: density, so that one expert's confident miss does not cost without bound).
+SHAPE_BITS, SHAPE_END = 5, 12
+#: round(2**16 log2(e))
+LOG2_E = 94548
+#: The model's table's first share in the final blend with the product, at 2**-16 (1/64).
+INITIAL_BLEND = 1 << 10
 
 
 @functools.cache
@@ -121,6 +129,24 @@ def log2_tables() -> tuple[np.ndarray, np.ndarray]:
                 value = value * roots[k] // precision
         powers.append((precision * (1 << 25) // value + 1) >> 1)
     return np.array(logs, np.int64), np.array(powers, np.int64)
+
+
+@functools.cache
+def logistic_shape() -> np.ndarray:
+    """-log2(sigmoid(z) (1 - sigmoid(z))) = z log2(e) + 2 log2(1 + e**-z) at 2**-LOG_BITS for z =
+    i / 2**SHAPE_BITS, i = 0 .. SHAPE_END * 2**SHAPE_BITS: the logistic density's shape, from
+    ``log2_tables`` in integers only (the same numbers everywhere)."""
+    logs, powers = log2_tables()
+    shape = []
+    for i in range((SHAPE_END << SHAPE_BITS) + 1):
+        bits = (i * LOG2_E) >> SHAPE_BITS  # z log2(e), at 2**-16
+        fraction = bits >> (LOG_BITS - EXP_FRACTION_BITS)
+        exponential = int(powers[fraction & ((1 << EXP_FRACTION_BITS) - 1)]) >> (fraction >> EXP_FRACTION_BITS)
+        value = (1 << 24) + exponential  # (1 + e**-z) at 2**24: log2 from its leading bit and mantissa
+        e = value.bit_length() - 1
+        logarithm = ((e - 24) << LOG_BITS) + int(logs[(value >> (e - MANTISSA_BITS)) - (1 << MANTISSA_BITS)])
+        shape.append(bits + 2 * logarithm)
+    return np.array(shape, dtype=np.int64)
 
 
 def negative_log2(values: np.ndarray, logs: np.ndarray) -> np.ndarray:
@@ -195,8 +221,10 @@ class LeastSquaresMix:
         if geometric:  # version 5: the experts' weights per context, and what the geometric mix reads
             self.expert_weights = np.tile(np.array(INITIAL_EXPERT_WEIGHTS, np.int64), (channels, BUCKETS, 1))
             self.pending_expert = np.zeros_like(self.expert_weights)
+            self.blend = np.full((channels, BUCKETS), INITIAL_BLEND, dtype=np.int64)
+            self.pending_blend = np.zeros_like(self.blend)
             self._logs, self._powers = log2_tables()
-            self._whole = np.full(BUCKETS, 1 << 16, dtype=np.int64)  # a logistic alone, from the mix's code
+            self._shape = logistic_shape()
 
     def _features(self, rows: np.ndarray, cols: np.ndarray, channel: int) -> tuple[np.ndarray, np.ndarray]:
         """(features (N, F) int64, W (N,)) of a batch: neighbours less W, previous channels' gradients."""
@@ -227,69 +255,75 @@ class LeastSquaresMix:
         return mix_linear(rows, cols, channel, table, self._weights(rows, cols, channel), self.mixing[channel])
 
     def _mix_geometric(self, rows: np.ndarray, cols: np.ndarray, channel: int, table: np.ndarray) -> np.ndarray:
-        """Version 5's mix: the logistics around the local fit's prediction and the image-wide
-        fit's (entries at least 1, as the linear mix's code gives them with the logistic's whole
-        weight; the local fit's errors are the ones ``observe`` learns from), then the experts'
-        product."""
+        """Version 5's mix: the local fit's and the image-wide fit's predictions, with the scale of
+        the pixel's error context (the local fit's errors are the ones ``observe`` learns from);
+        the experts' product; then that blended with the model's table."""
         n, compiled = len(rows), _KERNELS and self.compiled
         local_weights = self._weights(rows, cols, channel)
         image_weights = self.weights[channel][None, :]
+        predictions = np.empty((n, 2), dtype=np.int64)  # the local fit's, the image-wide fit's
         if compiled:
             rows = np.ascontiguousarray(rows, dtype=np.int64)
             cols = np.ascontiguousarray(cols, dtype=np.int64)
             features = np.empty((n, self.sizes[channel]), dtype=np.int64)
             state = np.empty((n, 5), dtype=np.int64)  # as _mix_compiled's
-            local, image_wide = np.empty((n, 256), dtype=np.int64), np.empty((n, 256), dtype=np.int64)
-            offset, grid_bits, count = self._grid
-            _logistics_kernel(
+            _predictions_kernel(
                 rows, cols, channel, self.known, self.error, self.signed, self._offsets,
                 np.ascontiguousarray(local_weights), np.ascontiguousarray(image_weights), self._thresholds,
-                self.error_sum[channel], self.error_count[channel], self._upper, offset, count, grid_bits, local,
-                image_wide, features, state,
+                self.error_sum[channel], self.error_count[channel], features, state, predictions,
             )  # fmt: skip
-            bucket = state[:, 2]
+            bucket, inverse = state[:, 2], state[:, 3]
         else:
-            image_wide = self._mix_numpy(rows, cols, channel, table, image_weights, self._whole).astype(np.int64)
-            local = self._mix_numpy(rows, cols, channel, table, local_weights, self._whole).astype(np.int64)
-            assert self._last is not None
-            bucket = self._last[3]
+            features, west, predictions[:, 0], bucket, inverse = self._predicted(rows, cols, channel, local_weights)
+            predictions[:, 1] = self._prediction(features, west, image_weights)
         inside = self._inside(rows, cols)
         weights = self.expert_weights[channel][bucket]
+        blend = np.where(inside, self.blend[channel][bucket], 0)
         table = np.ascontiguousarray(table, dtype=np.float32)
         out = np.empty(table.shape, dtype=np.float32)
+        product = np.empty(table.shape, dtype=np.int64)
         expected = np.empty((n, 3), dtype=np.int64)
         mixed_totals, totals = np.empty(n, dtype=np.float64), np.empty(n, dtype=np.float64)
+        arguments = (table, predictions, inverse, weights, blend, inside, out, product, expected, mixed_totals, totals)
         if compiled:
-            _geometric_kernel(
-                table, local, image_wide, weights, inside, self._logs, self._powers, out, expected, mixed_totals,
-                totals,
-            )  # fmt: skip
+            _geometric_kernel(*arguments, self._logs, self._powers, self._shape)
             self._last = (rows, cols, table, features, state, totals)
         else:
-            self._geometric_numpy(table, local, image_wide, weights, inside, out, expected, mixed_totals, totals)
-        self._experts = (table, totals, local, image_wide, bucket, inside, expected)
+            self._geometric_numpy(*arguments)
+            self._last = (features, west, predictions[:, 0], bucket, None, None, None, inside)
+        self._experts = (table, totals, predictions, inverse, product, out, bucket, inside, expected)
         self.mixed_totals = mixed_totals
         return out
 
-    def _geometric_numpy(self, table, local, image_wide, weights, inside, out, expected, mixed_totals, totals):
+    def _shape_index(self, values: np.ndarray, prediction: np.ndarray, inverse: np.ndarray) -> np.ndarray:
+        """Where values (at 2**-PRED_BITS) fall on the logistic shape's grid (``logistic_shape``)."""
+        index = (np.abs(values - prediction) * inverse) >> (24 - SHAPE_BITS)
+        return np.minimum(index, SHAPE_END << SHAPE_BITS)
+
+    def _geometric_numpy(
+        self, table, predictions, inverse, weights, blend, inside, out, product, expected, mixed_totals, totals
+    ) -> None:
         """The reference of ``_geometric_kernel``: the same numbers."""
         total = totals[:] = table.sum(axis=1, dtype=np.float64)
         model = np.floor(table.astype(np.float64) * (ONE / total)[:, None]).astype(np.int64)
-        experts = [model, local, image_wide]
-        logs = [negative_log2(e, self._logs) for e in experts]
+        values = np.arange(256, dtype=np.int64)[None, :] << PRED_BITS
+        logs = [negative_log2(model, self._logs)] + [
+            self._shape[self._shape_index(values, predictions[:, e, None], inverse[:, None])] for e in (0, 1)
+        ]
         exponent = -sum(weights[:, e, None] * logs[e] for e in range(3))  # at 2**-32
         distance = (exponent.max(axis=1, keepdims=True) - exponent) >> (32 - EXP_FRACTION_BITS)
         halvings = distance >> EXP_FRACTION_BITS
         # (a power is at most 2**24: shifted 25 or more times, 0)
         power = self._powers[distance & ((1 << EXP_FRACTION_BITS) - 1)] >> np.minimum(halvings, 40)
         reciprocal = (ONE << 32) // power.sum(axis=1)
-        mixed = np.maximum((power * reciprocal[:, None]) >> 32, 1)
-        mixed = np.where(inside[:, None], mixed, np.maximum(model, 1))
-        sums = mixed.sum(axis=1)
+        product[:] = np.maximum((power * reciprocal[:, None]) >> 32, 1)
+        sums = product.sum(axis=1)
         for e in range(3):
-            expected[:, e] = (mixed * logs[e]).sum(axis=1) // sums
+            expected[:, e] = (product * logs[e]).sum(axis=1) // sums
+        mixed = np.maximum((product * ((1 << 16) - blend[:, None]) + model * blend[:, None]) >> 16, 1)
+        mixed = np.where(inside[:, None], mixed, np.maximum(model, 1))
         out[:] = mixed.astype(np.float32)
-        mixed_totals[:] = sums.astype(np.float64)
+        mixed_totals[:] = mixed.sum(axis=1).astype(np.float64)
 
     def observe(self, rows: np.ndarray, cols: np.ndarray, channel: int, symbols: np.ndarray) -> None:
         """Record the symbols coded for the batch ``mix`` was last called on."""
@@ -302,19 +336,28 @@ class LeastSquaresMix:
 
     def _observe_experts(self, channel: int, symbols: np.ndarray) -> None:
         """Version 5: each expert's weight gradient, the code length's: how much more (or less)
-        probable the expert made the coded value than the mix expected of it, in bits."""
-        table, totals, local, image_wide, bucket, inside, expected = self._experts
+        probable the expert made the coded value than the product expected of it, in bits; and
+        the blend's, as version 4's mixing weight's."""
+        table, totals, predictions, inverse, product, out, bucket, inside, expected = self._experts
+        symbols = np.ascontiguousarray(symbols, dtype=np.int64)
         if _KERNELS and self.compiled:
-            _expert_gradient_kernel(
-                np.ascontiguousarray(symbols, dtype=np.int64), table, totals, local, image_wide, bucket, inside,
-                expected, self._logs, self.pending_expert[channel],
+            _experts_observe_kernel(
+                symbols, table, totals, predictions, inverse, product, out, bucket, inside, expected, self._logs,
+                self._shape, self.pending_expert[channel], self.pending_blend[channel],
             )  # fmt: skip
             return
-        index, symbols = np.arange(len(symbols)), symbols.astype(np.int64)
+        index = np.arange(len(symbols))
         model = np.floor(table[index, symbols].astype(np.float64) * (ONE / totals)).astype(np.int64)
-        chosen = [model, local[index, symbols], image_wide[index, symbols]]
-        logs = np.stack([negative_log2(e, self._logs) for e in chosen], axis=1)
+        values = symbols << PRED_BITS
+        logs = np.stack(
+            [negative_log2(model, self._logs)]
+            + [self._shape[self._shape_index(values, predictions[:, e], inverse)] for e in (0, 1)],
+            axis=1,
+        )
         np.add.at(self.pending_expert[channel], bucket[inside], (expected - logs)[inside])
+        p_product, p_mixed = product[index, symbols], out[index, symbols].astype(np.int64)
+        gradient = np.clip(((model - p_product) << 16) // p_mixed, -(1 << 20), 1 << 20)
+        np.add.at(self.pending_blend[channel], bucket[inside], gradient[inside])
 
     def _weights(self, rows: np.ndarray, cols: np.ndarray, channel: int) -> np.ndarray:
         """The predictor's weights for each pixel of a batch, (N or 1, F) int64 at 2**-WEIGHT_BITS:
@@ -359,11 +402,16 @@ class LeastSquaresMix:
         if self.local is None or self.geometric:  # the image-wide fit's
             _accumulate_kernel(features, y, inside, self.pending_normal[channel], self.pending_target[channel])
 
-    def _mix_numpy(self, rows, cols, channel: int, table: np.ndarray, weights, mixing) -> np.ndarray:
-        """The reference of the compiled kernel (and the path without numba): the same numbers."""
-        features, west = self._features(rows, cols, channel)
+    @staticmethod
+    def _prediction(features: np.ndarray, west: np.ndarray, weights: np.ndarray) -> np.ndarray:
+        """The linear prediction at 2**-PRED_BITS, clamped to the pixel range."""
         prediction = (west << PRED_BITS) + ((features * weights).sum(axis=1) >> (WEIGHT_BITS - PRED_BITS))
-        prediction = np.clip(prediction, 0, 255 << PRED_BITS)
+        return np.clip(prediction, 0, 255 << PRED_BITS)
+
+    def _predicted(self, rows, cols, channel: int, weights):
+        """(features, W, prediction, error context, 1 / scale) of a batch, as the kernels compute them."""
+        features, west = self._features(rows, cols, channel)
+        prediction = self._prediction(features, west, weights)
         b = BORDER
         r, c = rows + b, cols + b
         errors = [
@@ -374,6 +422,11 @@ class LeastSquaresMix:
             activity = (activity >> 1) + 2 * self.error[channel - 1][r, c].astype(np.int64)
         bucket = np.searchsorted(self._thresholds, activity, side="right")
         inverse = self._inverse_scale(self.error_sum[channel, bucket], self.error_count[channel, bucket])
+        return features, west, prediction, bucket, inverse
+
+    def _mix_numpy(self, rows, cols, channel: int, table: np.ndarray, weights, mixing) -> np.ndarray:
+        """The reference of the compiled kernel (and the path without numba): the same numbers."""
+        features, west, prediction, bucket, inverse = self._predicted(rows, cols, channel, weights)
         cumulative = self._cdf_at(self.edges[None, :], prediction[:, None], inverse[:, None])
         n = len(rows)
         cumulative = np.concatenate([np.zeros((n, 1), np.int64), cumulative, np.full((n, 1), ONE, np.int64)], axis=1)
@@ -415,10 +468,11 @@ class LeastSquaresMix:
             f, y = features[inside], (symbols - west)[inside]
             self.pending_normal[channel] += f.T @ f
             self.pending_target[channel] += f.T @ y
-        index = np.arange(len(rows))
-        p_model, p_logistic, p_mixed = model[index, symbols], logistic[index, symbols], mixed[index, symbols]
-        gradient = np.clip(((p_logistic - p_model) << 16) // p_mixed, -(1 << 20), 1 << 20)
-        np.add.at(self.pending_gradient[channel], bucket[inside], gradient[inside])
+        if not self.geometric:  # (version 5 learns its own weights: _observe_experts)
+            index = np.arange(len(rows))
+            p_model, p_logistic, p_mixed = model[index, symbols], logistic[index, symbols], mixed[index, symbols]
+            gradient = np.clip(((p_logistic - p_model) << 16) // p_mixed, -(1 << 20), 1 << 20)
+            np.add.at(self.pending_gradient[channel], bucket[inside], gradient[inside])
         np.add.at(self.pending_error[channel, :, 0], bucket, np.abs(error))
         np.add.at(self.pending_error[channel, :, 1], bucket, 1)
 
@@ -429,6 +483,8 @@ class LeastSquaresMix:
             step = self.pending_expert >> EXPERT_RATE_SHIFT
             self.expert_weights = np.clip(self.expert_weights + step, *EXPERT_WEIGHT_RANGE)
             self.pending_expert[:] = 0
+            self.blend = np.clip(self.blend + (self.pending_blend >> self.rate_shift), 0, self.max_mix)
+            self.pending_blend[:] = 0
         else:
             step = self.pending_gradient >> self.rate_shift
             self.mixing = np.clip(self.mixing + step, 0, self.max_mix)
@@ -740,30 +796,21 @@ if _KERNELS:
             mixed_totals[n] = np.float64(mixed_sum)
 
     @numba.njit(cache=True, nogil=True)
-    def _logistics_kernel(
+    def _predictions_kernel(
         rows, cols, channel, known, error, signed, offsets, local_weights, image_weights, thresholds, error_sum,
-        error_count, cdf, offset, count, grid_bits, local, image_wide, features, state,
+        error_count, features, state, predictions,
     ):  # pragma: no cover  # fmt: skip
-        # version 5's two logistics (entries at least 1), around the local fit's prediction and
-        # the image-wide fit's, with the scale of the pixel's error context: what two calls of
-        # _mix_kernel with the logistic's whole weight give, in one pass
-        size = local.shape[1]
-        cumulative = np.empty(size + 1, dtype=np.int64)
-        cumulative[0], cumulative[size] = 0, 16777216
+        # version 5's predictions, the local fit's and the image-wide fit's, and the pixel's
+        # error context and scale (state as _mix_kernel's, with the logistic's whole weight)
         for n in range(rows.shape[0]):
             west = _features_at(n, rows, cols, channel, known, signed, offsets, features)
             bucket = _bucket_at(n, rows, cols, channel, error, thresholds)
             scale = max(((error_sum[bucket] // error_count[bucket]) * 739) >> 10, 1 << 6)
             inverse = (1 << 24) // scale
             prediction = _prediction(n, west, features, local_weights, n)
-            _logistic_cumulative(prediction, inverse, cdf, offset, count, grid_bits, cumulative)
-            for j in range(size):
-                local[n, j] = max(cumulative[j + 1] - cumulative[j], 1)
             state[n, 0], state[n, 1], state[n, 2], state[n, 3], state[n, 4] = west, prediction, bucket, inverse, 65536
-            prediction = _prediction(n, west, features, image_weights, 0)
-            _logistic_cumulative(prediction, inverse, cdf, offset, count, grid_bits, cumulative)
-            for j in range(size):
-                image_wide[n, j] = max(cumulative[j + 1] - cumulative[j], 1)
+            predictions[n, 0] = prediction
+            predictions[n, 1] = _prediction(n, west, features, image_weights, 0)
 
     @numba.njit(cache=True, nogil=True)
     def _negative_logs(values, logs, as_float, as_bits, out):  # pragma: no cover
@@ -775,15 +822,20 @@ if _KERNELS:
             out[j] = ((24 - e) << 16) - logs[(((v << 24) >> e) >> 14) - 1024]
 
     @numba.njit(cache=True, nogil=True)
+    def _shape_at(value, prediction, inverse, shape):  # pragma: no cover
+        # LeastSquaresMix._shape_index, and the shape there
+        return shape[min((abs(value - prediction) * inverse) >> 19, shape.shape[0] - 1)]
+
+    @numba.njit(cache=True, nogil=True)
     def _geometric_kernel(
-        table, local, image_wide, weights, inside, logs, powers, out, expected, mixed_totals, totals,
+        table, predictions, inverse, weights, blend, inside, out, product, expected, mixed_totals, totals, logs,
+        powers, shape,
     ):  # pragma: no cover  # fmt: skip
         # LeastSquaresMix._geometric_numpy, pixel by pixel: the same integer arithmetic
         size = table.shape[1]
         negative = np.empty((3, size), dtype=np.int64)
         model = np.empty(size, dtype=np.int64)
         exponent = np.empty(size, dtype=np.int64)
-        mixed = np.empty(size, dtype=np.int64)
         as_float = np.empty(size, dtype=np.float64)
         as_bits = as_float.view(np.int64)
         for n in range(table.shape[0]):
@@ -793,42 +845,49 @@ if _KERNELS:
             for j in range(size):
                 model[j] = np.int64(np.floor(np.float64(table[n, j]) * factor))
             _negative_logs(model, logs, as_float, as_bits, negative[0])
-            _negative_logs(local[n], logs, as_float, as_bits, negative[1])
-            _negative_logs(image_wide[n], logs, as_float, as_bits, negative[2])
-            if inside[n]:
-                w0, w1, w2 = weights[n, 0], weights[n, 1], weights[n, 2]
-                top = -(1 << 62)
-                for j in range(size):
-                    exponent[j] = -(w0 * negative[0, j] + w1 * negative[1, j] + w2 * negative[2, j])
-                    top = max(top, exponent[j])
-                power_sum = 0
-                for j in range(size):
-                    distance = (top - exponent[j]) >> 20
-                    mixed[j] = powers[distance & 4095] >> min(distance >> 12, 40)
-                    power_sum += mixed[j]
-                reciprocal = (16777216 << 32) // power_sum
-                for j in range(size):
-                    mixed[j] = max((mixed[j] * reciprocal) >> 32, 1)
-            else:
-                for j in range(size):
-                    mixed[j] = max(model[j], 1)
+            local, image_wide, scale = predictions[n, 0], predictions[n, 1], inverse[n]
+            for j in range(size):
+                negative[1, j] = _shape_at(j << 8, local, scale, shape)
+                negative[2, j] = _shape_at(j << 8, image_wide, scale, shape)
+            w0, w1, w2 = weights[n, 0], weights[n, 1], weights[n, 2]
+            top = -(1 << 62)
+            for j in range(size):
+                exponent[j] = -(w0 * negative[0, j] + w1 * negative[1, j] + w2 * negative[2, j])
+                top = max(top, exponent[j])
+            power_sum = 0
+            for j in range(size):
+                distance = (top - exponent[j]) >> 20
+                product[n, j] = powers[distance & 4095] >> min(distance >> 12, 40)
+                power_sum += product[n, j]
+            reciprocal = (16777216 << 32) // power_sum
+            product_sum, weighted0, weighted1, weighted2 = 0, 0, 0, 0
+            for j in range(size):
+                p = max((product[n, j] * reciprocal) >> 32, 1)
+                product[n, j] = p
+                product_sum += p
+                weighted0 += p * negative[0, j]
+                weighted1 += p * negative[1, j]
+                weighted2 += p * negative[2, j]
+            expected[n, 0], expected[n, 1], expected[n, 2] = (
+                weighted0 // product_sum,
+                weighted1 // product_sum,
+                weighted2 // product_sum,
+            )
+            b = blend[n]
             mixed_sum = 0
             for j in range(size):
-                mixed_sum += mixed[j]
-                out[n, j] = np.float32(mixed[j])
+                if inside[n]:
+                    mixed = max((product[n, j] * (65536 - b) + model[j] * b) >> 16, 1)
+                else:
+                    mixed = max(model[j], 1)
+                out[n, j] = np.float32(mixed)
+                mixed_sum += mixed
             mixed_totals[n] = np.float64(mixed_sum)
-            weighted0, weighted1, weighted2 = 0, 0, 0
-            for j in range(size):
-                weighted0 += mixed[j] * negative[0, j]
-                weighted1 += mixed[j] * negative[1, j]
-                weighted2 += mixed[j] * negative[2, j]
-            expected[n, 0], expected[n, 1], expected[n, 2] = (
-                weighted0 // mixed_sum, weighted1 // mixed_sum, weighted2 // mixed_sum
-            )
 
     @numba.njit(cache=True, nogil=True)
-    def _expert_gradient_kernel(
-        symbols, table, totals, local, image_wide, bucket, inside, expected, logs, pending,
+    def _experts_observe_kernel(
+        symbols, table, totals, predictions, inverse, product, out, bucket, inside, expected, logs, shape,
+        pending_expert, pending_blend,
     ):  # pragma: no cover  # fmt: skip
         # LeastSquaresMix._observe_experts' numpy code
         values = np.empty(1, dtype=np.int64)
@@ -839,15 +898,15 @@ if _KERNELS:
             if not inside[n]:
                 continue
             x = symbols[n]
-            for e in range(3):
-                if e == 0:
-                    values[0] = np.int64(np.floor(np.float64(table[n, x]) * (16777216.0 / totals[n])))
-                elif e == 1:
-                    values[0] = np.int64(local[n, x])
-                else:
-                    values[0] = np.int64(image_wide[n, x])
-                _negative_logs(values, logs, as_float, as_bits, negative)
-                pending[bucket[n], e] += expected[n, e] - negative[0]
+            model = np.int64(np.floor(np.float64(table[n, x]) * (16777216.0 / totals[n])))
+            values[0] = model
+            _negative_logs(values, logs, as_float, as_bits, negative)
+            k = bucket[n]
+            pending_expert[k, 0] += expected[n, 0] - negative[0]
+            pending_expert[k, 1] += expected[n, 1] - _shape_at(x << 8, predictions[n, 0], inverse[n], shape)
+            pending_expert[k, 2] += expected[n, 2] - _shape_at(x << 8, predictions[n, 1], inverse[n], shape)
+            gradient = ((model - product[n, x]) << 16) // np.int64(out[n, x])
+            pending_blend[k] += min(max(gradient, -(1 << 20)), 1 << 20)
 
     @numba.njit(cache=True, nogil=True)
     def _accumulate_kernel(features, targets, inside, normal, target):  # pragma: no cover

@@ -174,6 +174,11 @@ def test_the_geometric_mixs_tables_are_logarithms_and_powers_of_two():
     values = np.array([1, 2, 3, 1000, 4095, 4096, 65535, 1 << 23, (1 << 24) - 1, 1 << 24])
     negative = lsq.negative_log2(values, logs) / 65536
     assert np.abs(negative + np.log2(values / 2**24)).max() < 0.0015  # the mantissa's 10 bits
+    shape = lsq.logistic_shape()  # -log2 of the logistic density at z = i / 32, up to 12
+    assert len(shape) == 385 and shape[0] == 2 << 16 and shape[32] == 153690 and shape[-1] == 1134576
+    assert int(shape.sum()) == 223425172
+    z = np.arange(385) / 32
+    assert np.abs(shape / 65536 - (z * np.log2(np.e) + 2 * np.log2(1 + np.exp(-z)))).max() < 0.005
 
 
 def test_the_local_fits_sums_are_their_windows_products(monkeypatch):
