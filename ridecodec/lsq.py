@@ -873,13 +873,10 @@ if _KERNELS:
                 weighted1 // product_sum,
                 weighted2 // product_sum,
             )
-            b = blend[n]
+            b, blended = blend[n], inside[n]  # (outside, the model's table as it is)
             mixed_sum = 0
             for j in range(size):
-                if inside[n]:
-                    mixed = max((product[n, j] * (65536 - b) + model[j] * b) >> 16, 1)
-                else:
-                    mixed = max(model[j], 1)
+                mixed = max((product[n, j] * (65536 - b) + model[j] * b) >> 16 if blended else model[j], 1)
                 out[n, j] = np.float32(mixed)
                 mixed_sum += mixed
             mixed_totals[n] = np.float64(mixed_sum)
