@@ -56,12 +56,13 @@ its own (multi-scale) is adapted with version 3 (``VERSION_FOR_OWN_ORDERS``).
 
 Version 5 (ridecodec 0.10) mixes geometrically instead of linearly (``lsq``, "From version 5"):
 the table becomes the normalized product model**w0 * local**w1 * image**w2 of the model's table
-and the logistics around the local fit's prediction and the whole image's (version 3's fit, kept
-alongside), the weights per channel and error context learned online, then the candidates' maps
-as before. Where the model and a predictor both know the pixel, a linear mix keeps two peaks and
-pays for both; the product puts one sharper peak between them. 128-pixel centre crops cost less
-than with version 4: the 18 McMaster images 1.1%, the 5 Waterloo colour photographs 1.0%, 7
-graphics 1.9%, 11 gray photographs 0.25%.
+and the logistic density's shape around the local fit's prediction and the whole image's
+(version 3's fit, kept alongside), the weights per channel and error context learned online,
+blended with a little of the model's table, then the candidates' maps as before. Where the
+model and a predictor both know the pixel, a linear mix keeps two peaks and pays for both; the
+product puts one sharper peak between them. Files are 1.1% smaller than with version 4 on the 18
+McMaster images, 2.2% on 31 graphics, 0.4% on Waterloo's gray images (RESULTS.md, "Online
+adaptation, version 5").
 """
 
 from __future__ import annotations

@@ -22,12 +22,16 @@ causal window around it (``LocalSums``), solved as the pixel comes, instead of t
 image, solved after each step.
 
 From version 5 step 3 mixes geometrically (``geometric``): the table is proportional to
-model**w0 * local**w1 * image**w2, a product of three experts, the model's table and the
-logistics around the local fit's prediction and around the whole image's (version 3's fit), with
-the weights of the context learned online by gradient steps on the code length. Where the model
-and a predictor are both confident and disagree a little, a linear mix keeps two peaks and pays
-for both; the product puts one sharper peak between them, and weights above one sharpen an expert
-that is too cautious. The logarithms and powers of two are integer table lookups (``log2_tables``).
+model**w0 * local**w1 * image**w2, a product of three experts, the model's table and the logistic
+density's shape (``logistic_shape``) around the local fit's prediction and around the whole
+image's (version 3's fit, kept alongside), with the weights of the context learned online by
+gradient steps on the code length. Where the model and a predictor are both confident and
+disagree a little, a linear mix keeps two peaks and pays for both; the product puts one sharper
+peak between them, and weights above one sharpen an expert that is too cautious. The product is
+then blended linearly with a little of the model's table (its weight learned as version 4's
+mixing weight): a product has no mass where any expert has none, and on a render of flat colours
+a new colour comes where the predictors were sure. The logarithms, powers of two and the shape
+are integer tables (``log2_tables``, ``logistic_shape``).
 
 Exact: the normal equations are sums of integer products (int64); their solution is a fixed
 sequence of IEEE float64 operations (elementwise, no reductions whose order could vary, no fused
