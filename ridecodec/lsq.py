@@ -481,7 +481,9 @@ class LeastSquaresMix:
         np.add.at(self.pending_error[channel, :, 1], bucket, 1)
 
     def end_step(self) -> None:
-        if self.local is None or self.geometric:  # (version 4's fits are each pixel's own, made as it comes)
+        # version 3's fit, and version 5's image-wide expert (version 4's local fits are each
+        # pixel's own, made as it comes)
+        if self.local is None or self.geometric:
             self._fit_the_image()
         if self.geometric:
             step = self.pending_expert >> EXPERT_RATE_SHIFT
