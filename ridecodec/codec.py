@@ -129,9 +129,8 @@ def candidate_variants(pixels: np.ndarray, adaptation: int) -> list[engine.Varia
     colours = coloursets.worth_trying(pixels)
     if colours is not None:
         restrictions.append({"colour_set": colours})
-    return [
-        engine.Variant(adaptation=version, **restriction) for version in (0, adaptation) for restriction in restrictions
-    ]
+    versions = (0, adaptation) if adaptation else (0,)
+    return [engine.Variant(adaptation=version, **restriction) for version in versions for restriction in restrictions]
 
 
 def variant_header_bytes(variant: engine.Variant, channels: int) -> int:

@@ -10,8 +10,9 @@ import pytest
 import torch
 
 import ridecodec
-from ridecodec import adaptive, coloursets, container, engine, imageio, lsq, registry
+from ridecodec import adaptive, codec, coloursets, container, engine, imageio, lsq, registry
 from ridecodec.errors import FormatError
+from ridecodec.models import CausalReach, DensityModel
 from ridecodec.testing import planes_of, synthetic_graphic, synthetic_image
 
 
@@ -289,6 +290,30 @@ def test_a_model_that_codes_in_an_order_of_its_own_adapts_with_the_version_that_
     with pytest.raises(FormatError, match="version 4, which needs a wavefront coding order") as raised:
         ridecodec.decompress(forged)
     assert "\n" not in str(raised.value)
+
+
+def test_a_model_of_right_reach_0_is_not_adapted():
+    """Its wavefront codes the pixel up-right of another in the same step, and the stage reads it:
+    adapted tables would depend on how a step is split, so the encoder does not adapt."""
+
+    class LeftOnly(DensityModel):
+        name, version, modes = "left-only", "0", ("L",)
+        reach, exact_across_devices = CausalReach(0, 1, 0), True
+
+        def begin(self, canvas):
+            def step(rows, cols, channel):
+                left = torch.where(cols > 0, canvas[0, rows, (cols - 1).clamp(min=0)].long(), 128)
+                return torch.exp(-0.05 * (torch.arange(256)[None, :] - left[:, None]).abs().float())
+
+            return step
+
+        def log_prob(self, images):
+            raise NotImplementedError
+
+    model = LeftOnly()
+    assert engine.adaptation_version_for(model, 13, 19) == 0
+    assert engine.adaptation_version_for(registry.load_model("loco"), 13, 19) == adaptive.VERSION  # right 1
+    assert all(variant.adaptation == 0 for variant in codec.candidate_variants(synthetic_graphic(13, 19)[None], 0))
 
 
 def test_an_adaptation_record_on_a_file_without_a_model_is_refused():
