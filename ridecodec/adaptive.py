@@ -82,6 +82,11 @@ VERSIONS = (1, 2, 3, 4, 5)
 #: and needs every row coded left to right, one pixel a step, as a wavefront codes it.
 VERSION_FOR_OWN_ORDERS = 3
 
+#: The least right-reach of a wavefront under which every pixel the stage reads (up to the one
+#: up-right, and two up, two right) lies in an earlier step than the pixel: with right-reach 0,
+#: the step itself codes them, and the tables would depend on how a step is split.
+MIN_WAVEFRONT_RIGHT = 1
+
 #: Version 4's local least-squares window: rows above and columns to the left (``lsq.LocalSums``).
 LOCAL_WINDOW = 7
 

@@ -227,13 +227,14 @@ def adaptation_version_for(model: DensityModel, height: int, width: int) -> int:
     """The adaptive stage's version the encoder writes for ``model`` coding an H x W image: the
     newest, or where the model codes in an order of its own (multi-scale: a subsampled image
     first) the newest that does not need each row coded left to right (``adaptive``); 0, none,
-    for a wavefront of right-reach 0. The stage reads the pixel up-right and two up, two right,
-    which such a wavefront codes in the pixel's own step: their values would depend on how the
-    step is split across calls."""
+    for a wavefront that codes pixels the stage reads in the pixel's own step
+    (``adaptive.MIN_WAVEFRONT_RIGHT``)."""
     order = wavefront_for(model, height, width)
     if not isinstance(order, Wavefront):
         return adaptive.VERSION_FOR_OWN_ORDERS
-    return 0 if order.right == 0 else adaptive.VERSION
+    if order.right is not None and order.right < adaptive.MIN_WAVEFRONT_RIGHT:
+        return 0
+    return adaptive.VERSION
 
 
 def _adaptation_for(version: int, shape: tuple[int, ...], order: CodingOrder) -> adaptive.Adaptation | None:

@@ -398,7 +398,7 @@ class LeastSquaresMix:
         inside = _observe_kernel(
             rows, cols, channel, np.ascontiguousarray(symbols, dtype=np.int64), table, features, state, totals,
             self.known, self.error, self.signed, self._upper, offset, count, grid_bits, self.width,
-            self.pending_gradient[channel], self.pending_error[channel],
+            self.pending_gradient[channel], self.pending_error[channel], not self.geometric,
         )  # fmt: skip
         y = symbols.astype(np.int64) - state[:, 0]
         if self.local is not None:
@@ -966,7 +966,7 @@ if _KERNELS:
     @numba.njit(cache=True, nogil=True)
     def _observe_kernel(
         rows, cols, channel, symbols, table, features, state, totals, known, error, signed, cdf, offset, count,
-        grid_bits, width, pending_gradient, pending_error,
+        grid_bits, width, pending_gradient, pending_error, learn_mixing,
     ):  # pragma: no cover  # fmt: skip
         b = 3
         inside = np.empty(rows.shape[0], dtype=np.bool_)
@@ -981,7 +981,7 @@ if _KERNELS:
             pending_error[bucket, 0] += e
             pending_error[bucket, 1] += 1
             inside[n] = rows[n] >= 3 and cols[n] >= 3 and cols[n] < width - 2
-            if not inside[n]:
+            if not (inside[n] and learn_mixing):  # (version 5 learns its weights in _experts_observe_kernel)
                 continue
             low = 0 if x == 0 else _logistic_cdf((x << 8) - 128, prediction, inverse, cdf, offset, count, grid_bits)
             high = (
