@@ -100,7 +100,11 @@ def main(names: list[str]) -> None:
         if name not in registry.available_models():
             print(f"{name}: not installed, skipped", file=sys.stderr)
             continue
-        version = registry.load_model(name).version
+        model_class = type(registry.load_model(name))
+        version = model_class.version
+        # Every file is of the current version: the encoder's probe among the model's versions
+        # (``alternative_versions``) would code some cases, noise say, with an earlier one.
+        alternatives, model_class.alternative_versions = model_class.alternative_versions, {}
         for case, (image, effort, *options) in cases(name).items():
             file_name = f"{name}-{version}-{case}.rdc"
             if file_name in manifest or (HERE / file_name).exists():
@@ -108,6 +112,7 @@ def main(names: list[str]) -> None:
             data = ridecodec.compress(image, model=name, device="cpu", effort=effort, **(options[0] if options else {}))
             header = ridecodec.read_header(data)
             assert np.array_equal(ridecodec.decompress(data, device="cpu"), image)
+            assert header.model_version == version
             assert case not in ("repeats", "repeats-png") or header.repeated_lines is not None
             assert not case.startswith("adaptive") or case.startswith(f"adaptive{header.adaptation}-")
             (HERE / file_name).write_bytes(data)
@@ -129,6 +134,7 @@ def main(names: list[str]) -> None:
             }
             added += 1
             print(f"wrote {file_name} ({len(data)} bytes)")
+        model_class.alternative_versions = alternatives
     MANIFEST.write_text(json.dumps(dict(sorted(manifest.items())), indent=1) + "\n")
     print(f"{added} files added; the corpus has {len(manifest)}")
 
