@@ -113,6 +113,8 @@ def test_mixed_frequencies_are_the_integer_mixture():
             for a, b in zip(first.flatten().tolist(), second.flatten().tolist())
         ]
         assert mixed.flatten().long().tolist() == expected, share
+        if exact_cpu.AVAILABLE:  # the compiled kernel the CPU uses
+            assert torch.equal(exact_cpu.mixed_frequencies(first, second, share), mixed), share
     assert torch.equal(exact.mixed_frequencies(first, second, 0), first)
     assert torch.equal(exact.mixed_frequencies(first, second, 2**16), second)
     with pytest.raises(ValueError, match="share"):

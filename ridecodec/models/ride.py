@@ -31,7 +31,7 @@ from typing import Any, ClassVar, NamedTuple, cast
 
 import torch
 
-from .. import exact
+from .. import exact, exact_cpu
 from .base import FLOAT_VERSIONS_NOTE, CausalReach
 from .discretize import GaussianMixture, mixture_bin_log_mass
 from .layouts import PerChannelModel
@@ -338,7 +338,8 @@ class ExactRIDESteps:
         companion = self.companions[channel]
         if companion is None:
             return table
-        return exact.mixed_frequencies(table, companion(x), COMPANION_SHARE)
+        mix = exact_cpu.mixed_frequencies if exact_cpu.usable(table) else exact.mixed_frequencies
+        return mix(table, companion(x), COMPANION_SHARE)
 
     def _ride_table(self, x: torch.Tensor, cols: torch.Tensor, channel: int) -> torch.Tensor:
         states, products, head = self.states[channel], self.products[channel], self.heads[channel]
