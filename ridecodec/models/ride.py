@@ -392,9 +392,11 @@ class RIDEModel(PerChannelModel):
     """
 
     name = "ride"
-    #: 4: RGB weights trained further on lossless-like colour photographs (MODEL_CARD.md), gray
-    #: as in 3; 3: exact integer arithmetic, the version 2 weights quantized; 2: gray weights
-    #: trained further, float tables. Files of 1 and 2 need ridecodec 0.1 (errors.py).
+    #: 5: each RGB channel's table mixed with mcgsm 3's (COMPANION), the RGB weights 4's trained
+    #: further (MODEL_CARD.md), gray as in 3; 4: RGB weights trained on lossless-like colour
+    #: photographs, gray as in 3; 3: exact integer arithmetic, the version 2 weights quantized;
+    #: 2: gray weights trained further, float tables. Files of 1 and 2 need ridecodec 0.1
+    #: (errors.py).
     version = "5"
     exact_across_devices = True
     can_sample = True  # ridecodec.sampling draws from the step function
@@ -404,7 +406,8 @@ class RIDEModel(PerChannelModel):
         "4": VERSION_4_EXACT_WEIGHTS,
     }
     # 3's RGB weights, trained on decoded JPEGs (4:2:0 chroma), code such images 10% shorter;
-    # 4's code lossless-origin photographs 10% shorter: the encoder tries both on each image
+    # 5's (as 4's) code lossless-origin photographs 10% shorter: the encoder tries both on each
+    # image (4 is not tried: 5 codes every development photograph shorter)
     alternative_versions: ClassVar[dict[str, tuple[str, ...]]] = {"RGB": ("3",), "RGBA": ("3",)}
     retired_versions: ClassVar[dict[str, str]] = {"1": FLOAT_VERSIONS_NOTE, "2": FLOAT_VERSIONS_NOTE}
     read_weights = staticmethod(load_exact_weights)
@@ -418,10 +421,8 @@ class RIDEModel(PerChannelModel):
         if companion is not None and "RGB" in self.layouts:
             config, self.companion, _ = load_exact_mcgsm_weights(companion)
             # (it reads what the RIDE reads: one gather a pixel serves both)
-            if (
-                len(self.companion) != 3
-                or CausalNeighbourhood(config.up, config.left, config.right) != (self.neighbourhoods["RGB"])
-            ):
+            neighbourhood = CausalNeighbourhood(config.up, config.left, config.right)
+            if len(self.companion) != 3 or neighbourhood != self.neighbourhoods["RGB"]:
                 raise ValueError(f"{companion}: a ride companion is mcgsm RGB weights of the RGB RIDE's neighbourhood")
         # The reach. Through h_(i,j-1) and h_(i-1,j) the state at (i, j) depends on every state
         # up and to the left of it, so the reach up and left is unbounded. To the right it is the
