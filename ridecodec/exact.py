@@ -395,21 +395,6 @@ def mixture_frequencies(
     return (torch.diff(scaled, dim=1) + FLOOR_UNITS).to(torch.float32)
 
 
-def mixed_frequencies(first: torch.Tensor, second: torch.Tensor, share: int) -> torch.Tensor:
-    """The linear mixture of two models' frequency tables (N, 256) as float32, ``share`` / 2**16
-    of ``second`` and the rest of ``first``: floor((first (2**16 - share) + second share) / 2**16).
-
-    Each table's entries are integers below 2**24 summing to the same total (what
-    :func:`mixture_frequencies` and :func:`softmax_frequencies` give), so the mixture sums to
-    that total within 256, and an entry at least FLOOR_UNITS in both stays so. The products stay
-    below 2**41 and the division is by a power of two, so float64 holds every step exactly: the
-    same integers on every device."""
-    if not 0 <= share <= 1 << 16:
-        raise ValueError(f"a mixture's share is 0 .. 2**16, not {share}")
-    mixed = first.to(torch.float64) * ((1 << 16) - share) + second.to(torch.float64) * share
-    return torch.floor(mixed * 2.0**-16).to(torch.float32)
-
-
 def softmax_frequencies(logits: torch.Tensor, in_bits: int) -> torch.Tensor:
     """Integer frequency tables (N, 256), returned as float32, of a softmax over 256 logits (the
     PixelRNN family's output): ``logits`` (N, 256) int64 at 2**-``in_bits``.

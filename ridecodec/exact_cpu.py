@@ -440,30 +440,6 @@ def set_threads(threads: int) -> None:
 enabled = AVAILABLE
 
 
-if AVAILABLE:
-
-    @numba.njit(cache=True, nogil=True)
-    def _mixed_frequencies_kernel(first, second, share, out):  # pragma: no cover
-        # exact.mixed_frequencies: integers below 2**41 in float64, a division by 2**16, a floor
-        keep, take = np.float64((1 << 16) - share), np.float64(share)
-        for n in range(first.shape[0]):
-            for j in range(first.shape[1]):
-                mixed = np.float64(first[n, j]) * keep + np.float64(second[n, j]) * take
-                out[n, j] = np.float32(np.floor(mixed * (1.0 / 65536.0)))
-
-
-def mixed_frequencies(first, second, share: int):
-    """exact.mixed_frequencies of two float32 CPU tables, in one compiled pass: the same integers."""
-    import torch
-
-    if not 0 <= share <= 1 << 16:
-        raise ValueError(f"a mixture's share is 0 .. 2**16, not {share}")
-    a, b = (np.ascontiguousarray(t.numpy(), dtype=np.float32) for t in (first, second))
-    out = np.empty(a.shape, dtype=np.float32)
-    _mixed_frequencies_kernel(a, b, share, out)
-    return torch.from_numpy(out)
-
-
 def usable(tensor) -> bool:
     """Whether the kernels can take over for this tensor's computation (CPU, numba, enabled)."""
     return enabled and tensor.device.type == "cpu"

@@ -101,26 +101,6 @@ def test_mixture_frequencies_are_positive_integers_summing_to_2_24(cdf):
     assert (table.double().sum(1) == 2**24).all()
 
 
-def test_mixed_frequencies_are_the_integer_mixture():
-    generator = torch.Generator().manual_seed(2)
-    first = torch.randint(exact.FLOOR_UNITS, 2**24, (50, 256), generator=generator).to(torch.float32)
-    second = torch.randint(exact.FLOOR_UNITS, 2**24, (50, 256), generator=generator).to(torch.float32)
-    for share in (0, 1, 13107, 2**15, 2**16 - 1, 2**16):
-        mixed = exact.mixed_frequencies(first, second, share)
-        assert mixed.dtype == torch.float32
-        expected = [
-            (int(a) * (2**16 - share) + int(b) * share) >> 16
-            for a, b in zip(first.flatten().tolist(), second.flatten().tolist())
-        ]
-        assert mixed.flatten().long().tolist() == expected, share
-        if exact_cpu.AVAILABLE:  # the compiled kernel the CPU uses
-            assert torch.equal(exact_cpu.mixed_frequencies(first, second, share), mixed), share
-    assert torch.equal(exact.mixed_frequencies(first, second, 0), first)
-    assert torch.equal(exact.mixed_frequencies(first, second, 2**16), second)
-    with pytest.raises(ValueError, match="share"):
-        exact.mixed_frequencies(first, second, 2**16 + 1)
-
-
 def test_mixture_frequencies_match_the_discretized_gaussian():
     means = torch.tensor([[100.3], [0.0], [254.9], [17.0]], dtype=torch.float64)
     stds = torch.tensor([[2.0], [40.0], [0.7], [0.05]], dtype=torch.float64)
@@ -254,8 +234,6 @@ def test_exact_models_code_within_a_hair_of_the_float_models(kind, module):
     code length is at most 0.1% above the float model's (benchmarks/RESULTS.md has real images; on
     tiny images the first row, all border fill, costs up to 0.2% more)."""
     model = registry.load_model(kind, "cpu")
-    if kind == "ride":  # its own tables, without the companion's mixed in (tested apart, test_ride.py)
-        model = ride.RIDEModel(shipped({k: v for k, v in ride.SHIPPED_EXACT_WEIGHTS.items() if k != ride.COMPANION}))
     floats = {layout: module.load_weights(path)[1] for layout, path in shipped(module.SHIPPED_WEIGHTS).items()}
     for channels, layout in ((1, "L"), (3, "RGB")):
         pixels = planes_of(synthetic_image(48, 60, channels, seed=7))

@@ -18,12 +18,10 @@ from ridecodec import engine, exact
 from ridecodec.cli import main
 from ridecodec.engine import Wavefront
 from ridecodec.errors import InputError
-from ridecodec.models import mcgsm as mcgsm_module, ride as ride_module
-from ridecodec.models.mcgsm import MCGSMModel
+from ridecodec.models import ride as ride_module
 from ridecodec.models.neighbourhood import CausalNeighbourhood
 from ridecodec.models.ride import RIDEConfig, RIDEModel, build_channel_models, conditioning, load_weights, save_weights
 from ridecodec.models.slstm import CELL_LIMIT, ExactSpatialLSTM, ExactSpatialLSTMStepper, SpatialLSTMStack
-from ridecodec.models.weights import shipped
 from ridecodec.models.whitening import ConditionalWhitening
 from ridecodec.testing import planes_of as _planes, stepped_tables
 from ridecodec.training.ride import RIDETrainingOptions, sample_patches, train_ride
@@ -269,26 +267,6 @@ def test_round_trip(model, shape):
     assert np.array_equal(engine.decode_pixels(model, payload, pixels.shape), pixels)
     # and the payload costs what log_prob says
     assert len(payload) * 32 <= engine.code_length_bits(model, pixels) * 1.001 + 64
-
-
-def test_version_5_mixes_its_companion_mcgsm_into_the_rgb_tables():
-    """ride 5's RGB tables are its RIDE's and mcgsm 3's RGB MCGSM's mixed (exact.mixed_frequencies);
-    its gray tables are the RIDE's alone; the weights digest covers the companion."""
-    files = shipped(ride_module.SHIPPED_EXACT_WEIGHTS)
-    mixed = RIDEModel()
-    alone = RIDEModel({layout: path for layout, path in files.items() if layout != ride_module.COMPANION})
-    companion = MCGSMModel({"L": shipped(mcgsm_module.SHIPPED_EXACT_WEIGHTS)["L"], "RGB": files[ride_module.COMPANION]})
-    pixels = _planes(natural_like(7, 9, 3, seed=5))
-    expected = exact.mixed_frequencies(
-        stepped_tables(alone, pixels)[0], stepped_tables(companion, pixels)[0], ride_module.COMPANION_SHARE
-    )
-    assert torch.equal(stepped_tables(mixed, pixels)[0], expected.double())
-    gray = _planes(natural_like(7, 9, 1, seed=6))
-    assert torch.equal(stepped_tables(mixed, gray)[0], stepped_tables(alone, gray)[0])
-    assert mixed.weights_digest() != alone.weights_digest()
-    assert RIDEModel.for_version("4").companion is None
-    with pytest.raises(ValueError, match="companion"):  # gray MCGSM weights cannot be one
-        RIDEModel({**files, ride_module.COMPANION: shipped(mcgsm_module.SHIPPED_EXACT_WEIGHTS)["L"]})
 
 
 def test_gray_only_weights_refuse_colour(tmp_path):

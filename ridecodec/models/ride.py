@@ -24,28 +24,21 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, NamedTuple, cast
 
 import torch
 
-from .. import exact, exact_cpu
+from .. import exact
 from .base import FLOAT_VERSIONS_NOTE, CausalReach
 from .discretize import GaussianMixture, mixture_bin_log_mass
 from .layouts import PerChannelModel
-from .mcgsm import (
-    ExactChannelMCGSM,
-    ExactMCGSMHead,
-    FactorizedMCGSM,
-    MixtureParameters,
-    condense_mixture,
-    load_exact_weights as load_exact_mcgsm_weights,
-)
+from .mcgsm import ExactMCGSMHead, FactorizedMCGSM, MixtureParameters, condense_mixture
 from .neighbourhood import CausalNeighbourhood
 from .slstm import NUM_GATES, ExactSpatialLSTM, ExactSpatialLSTMStepper, SpatialLSTM, SpatialLSTMStack
-from .weights import WeightsFiles, shipped
+from .weights import WeightsFiles
 from .whitening import ConditionalWhitening
 
 
@@ -325,25 +318,11 @@ class ExactRIDESteps:
         self.heads = [plan.network.head.prepared() for plan in self.plans]
         #: the input product's first columns: the first layer's pre-activations, then the head's
         self.gates = [NUM_GATES * plan.network.config.num_hiddens for plan in self.plans]
-        #: the companion MCGSM's tables of the R, G and B channels (version 5) from the
-        #: neighbourhood the channel's RIDE reads (the same: ``RIDEModel`` checks it); None for a
-        #: channel without one
-        self.companions: list[Callable[[torch.Tensor], torch.Tensor] | None] = [None] * len(self.plans)
-        if model.companion is not None and canvas.shape[0] >= 3:
-            self.companions[:3] = [cast(ExactChannelMCGSM, network).prepared() for network in model.companion]
 
     def __call__(self, rows: torch.Tensor, cols: torch.Tensor, channel: int) -> torch.Tensor:
-        x = self.gather[channel](rows, cols)
-        table = self._ride_table(x, cols, channel)
-        companion = self.companions[channel]
-        if companion is None:
-            return table
-        mix = exact_cpu.mixed_frequencies if exact_cpu.usable(table) else exact.mixed_frequencies
-        return mix(table, companion(x), COMPANION_SHARE)
-
-    def _ride_table(self, x: torch.Tensor, cols: torch.Tensor, channel: int) -> torch.Tensor:
         states, products, head = self.states[channel], self.products[channel], self.heads[channel]
         gates = self.gates[channel]
+        x = self.gather[channel](rows, cols)
         if states.dtype == torch.float64:  # the CPU kernels' path: exact integers in float64
             projected = products.inputs.float_result(x)
             h = states.step(projected[:, :gates], cols)
@@ -367,16 +346,8 @@ load_exact_weights = WEIGHTS_FILES.load_exact
 #: are the trained weights (for training on from them); the exact files are their quantization,
 #: which coding uses (``python -m ridecodec.models.export``).
 SHIPPED_WEIGHTS = {"L": "ride-gray.pt", "RGB": "ride-rgb-5.pt"}
-#: The weights key of the companion: from version 5, each RGB channel's table is its RIDE's mixed
-#: with an MCGSM's (``mcgsm`` 3's RGB weights), COMPANION_SHARE / 2**16 of it. The MCGSM reads only
-#: the neighbourhood, the RIDE its LSTM's summary of everything above and left: they err in
-#: different places, and the mixture codes held-back training photographs 0.4% shorter than
-#: the RIDE alone, McMaster's 1.1% (float, before adaptation; MODEL_CARD.md). 0.2, the share,
-#: is what the held-back training images preferred (0.1 to 0.5 tried).
-COMPANION = "RGB companion"
-COMPANION_SHARE = 13107
-SHIPPED_EXACT_WEIGHTS = {"L": "ride-gray-exact.pt", "RGB": "ride-rgb-5-exact.pt", COMPANION: "mcgsm-rgb-3-exact.pt"}
-#: Version 4's exact weights (no companion), kept to decode its files.
+SHIPPED_EXACT_WEIGHTS = {"L": "ride-gray-exact.pt", "RGB": "ride-rgb-5-exact.pt"}
+#: Version 4's exact weights (its RGB weights version 5's, trained for less long), kept to decode its files.
 VERSION_4_EXACT_WEIGHTS = {"L": "ride-gray-exact.pt", "RGB": "ride-rgb-4-exact.pt"}
 #: Version 3's exact weights (its RGB weights trained on decoded JPEGs), kept to decode its files.
 VERSION_3_EXACT_WEIGHTS = {"L": "ride-gray-exact.pt", "RGB": "ride-rgb-exact.pt"}
@@ -386,17 +357,14 @@ class RIDEModel(PerChannelModel):
     """The built-in model ``ride``: a RIDE per channel (layouts.py), each with its own states.
 
     ``weights`` maps "L" (required) and "RGB" (optional) to weights files written by
-    :func:`save_weights`, and COMPANION (optional) to ``mcgsm`` exact weights whose RGB tables
-    are mixed into the RGB RIDE's; by default the shipped ones. A weights file given for RGB
-    (``from_weights_file``) replaces the RIDE and keeps the shipped companion.
+    :func:`save_weights`; by default the shipped ones.
     """
 
     name = "ride"
-    #: 5: each RGB channel's table mixed with mcgsm 3's (COMPANION), the RGB weights 4's trained
-    #: further (MODEL_CARD.md), gray as in 3; 4: RGB weights trained on lossless-like colour
-    #: photographs, gray as in 3; 3: exact integer arithmetic, the version 2 weights quantized;
-    #: 2: gray weights trained further, float tables. Files of 1 and 2 need ridecodec 0.1
-    #: (errors.py).
+    #: 5: version 4's RGB training run resumed (MODEL_CARD.md), gray as in 3; 4: RGB weights
+    #: trained further on lossless-like colour photographs, gray as in 3; 3: exact integer
+    #: arithmetic, the version 2 weights quantized; 2: gray weights trained further, float
+    #: tables. Files of 1 and 2 need ridecodec 0.1 (errors.py).
     version = "5"
     exact_across_devices = True
     can_sample = True  # ridecodec.sampling draws from the step function
@@ -407,23 +375,13 @@ class RIDEModel(PerChannelModel):
     }
     # 3's RGB weights, trained on decoded JPEGs (4:2:0 chroma), code such images 10% shorter;
     # 5's (as 4's) code lossless-origin photographs 10% shorter: the encoder tries both on each
-    # image (4 is not tried: 5 codes every development photograph shorter)
+    # image (not 4: the same network trained for less long)
     alternative_versions: ClassVar[dict[str, tuple[str, ...]]] = {"RGB": ("3",), "RGBA": ("3",)}
     retired_versions: ClassVar[dict[str, str]] = {"1": FLOAT_VERSIONS_NOTE, "2": FLOAT_VERSIONS_NOTE}
     read_weights = staticmethod(load_exact_weights)
 
     def __init__(self, weights: Mapping[str, str | Path] | None = None):
-        files = dict(weights or shipped(self.SHIPPED_WEIGHTS))
-        companion = files.pop(COMPANION, None)
-        super().__init__(files)
-        #: the companion MCGSM per RGB channel (a submodule: the weights digest covers it), or None
-        self.companion: torch.nn.ModuleList | None = None
-        if companion is not None and "RGB" in self.layouts:
-            config, self.companion, _ = load_exact_mcgsm_weights(companion)
-            # (it reads what the RIDE reads: one gather a pixel serves both)
-            neighbourhood = CausalNeighbourhood(config.up, config.left, config.right)
-            if len(self.companion) != 3 or neighbourhood != self.neighbourhoods["RGB"]:
-                raise ValueError(f"{companion}: a ride companion is mcgsm RGB weights of the RGB RIDE's neighbourhood")
+        super().__init__(weights)
         # The reach. Through h_(i,j-1) and h_(i-1,j) the state at (i, j) depends on every state
         # up and to the left of it, so the reach up and left is unbounded. To the right it is the
         # neighbourhood's: the recurrence only ever steps left or up, and every state (k, l) with
