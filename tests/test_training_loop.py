@@ -16,13 +16,14 @@ CHECKPOINTS = Path(__file__).resolve().parent.parent / "training" / "checkpoints
 
 
 def test_the_committed_ride_checkpoint_loads_into_the_typed_state():
-    saved = Checkpoint.load(CHECKPOINTS / "ride-rgb-4.ckpt", CurriculumState)
+    saved = Checkpoint.load(CHECKPOINTS / "ride-rgb-5.ckpt", CurriculumState)
     state = saved.state
     assert isinstance(state, CurriculumState)
-    assert (state.epoch, state.stage, state.stage_epoch, state.tuned_stage) == (11, 0, 11, -1)
-    assert state.progress() == {"epoch": 11, "stage": 0}
-    assert state.best_epoch == 11 and math.isclose(state.best_bits, 2.533671726965909)
-    assert [record["epoch"] for record in state.history] == list(range(1, 12))
+    # the run's one stage ended (patience) after epoch 18: the next would be stage 1, of none
+    assert (state.epoch, state.stage, state.stage_epoch, state.tuned_stage) == (18, 1, 0, -1)
+    assert state.progress() == {"epoch": 18, "stage": 1}
+    assert state.best_epoch == 15 and math.isclose(state.best_bits, 2.524577520380982)
+    assert [record["epoch"] for record in state.history] == list(range(1, 19))
     assert state.best_state is not None and set(state.best_state) == set(saved.models)
     assert saved.averaged is not None  # trained with --average-decay
     assert saved.generator.dtype == torch.uint8
