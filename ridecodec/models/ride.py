@@ -347,7 +347,7 @@ load_exact_weights = WEIGHTS_FILES.load_exact
 #: which coding uses (``python -m ridecodec.models.export``).
 SHIPPED_WEIGHTS = {"L": "ride-gray.pt", "RGB": "ride-rgb-5.pt"}
 SHIPPED_EXACT_WEIGHTS = {"L": "ride-gray-exact.pt", "RGB": "ride-rgb-5-exact.pt"}
-#: Version 4's exact weights (its RGB weights version 5's, trained for less long), kept to decode its files.
+#: Version 4's exact weights (the RGB network of 5, trained for less long), kept to decode its files.
 VERSION_4_EXACT_WEIGHTS = {"L": "ride-gray-exact.pt", "RGB": "ride-rgb-4-exact.pt"}
 #: Version 3's exact weights (its RGB weights trained on decoded JPEGs), kept to decode its files.
 VERSION_3_EXACT_WEIGHTS = {"L": "ride-gray-exact.pt", "RGB": "ride-rgb-exact.pt"}
