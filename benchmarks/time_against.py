@@ -8,15 +8,19 @@ Each image is compressed and decompressed (default effort, one thread) by each c
 subprocess, alternating the checkouts and repeating ``--repeats`` times, so that both see the same
 load on a shared machine; the best time of each is kept (``--clock cpu``: CPU seconds, which that
 load disturbs less than elapsed ones). Prints a markdown table of seconds and
-ratios (this checkout over the other).
+ratios (this checkout over the other). This checkout's package is copied first and measured from
+the copy, so editing it while the run goes on spoils nothing. A fresh copy's first run compiles
+its numba kernels inside the timed calls: keep ``--repeats`` at 2 or more (the best is kept).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 _CHILD = r"""
@@ -65,7 +69,20 @@ def main() -> None:
         "machine disturbs less (both checkouts code on one thread)",
     )
     args = parser.parse_args()
-    here = Path(__file__).resolve().parents[1]
+    # This checkout's package, copied: edits made while the run goes on (a numba kernel's source,
+    # say, which also throws away its compiled cache) do not reach the measurement.
+    with tempfile.TemporaryDirectory(prefix="time-against-") as snapshot:
+        here = Path(snapshot)
+        shutil.copytree(
+            Path(__file__).resolve().parents[1] / "ridecodec",
+            here / "ridecodec",
+            ignore=shutil.ignore_patterns("__pycache__"),
+        )
+        _compare(args, here)
+
+
+def _compare(args, here: Path) -> None:
+    """Measure each image with both checkouts and print the table (``here``: this one's copy)."""
     rows, totals = [], {"before": [0.0, 0.0], "now": [0.0, 0.0]}
     for image in args.images:
         best = {"before": None, "now": None}
