@@ -840,12 +840,17 @@ if _KERNELS:
             return np.int64(math.frexp(np.float64(v))[1]) - 1
 
     @numba.njit(cache=True, nogil=True)
+    def _negative_log(value, logs):  # pragma: no cover
+        # negative_log2 of one integer
+        v = max(value, 1)
+        e = _exponent(v)
+        return ((24 - e) << 16) - logs[(((v << 24) >> e) >> 14) - 1024]
+
+    @numba.njit(cache=True, nogil=True)
     def _negative_logs(values, logs, out):  # pragma: no cover
         # negative_log2 of a row of integers
         for j in range(values.shape[0]):
-            v = max(values[j], 1)
-            e = _exponent(v)
-            out[j] = ((24 - e) << 16) - logs[(((v << 24) >> e) >> 14) - 1024]
+            out[j] = _negative_log(values[j], logs)
 
     @numba.njit(cache=True, nogil=True)
     def _shape_at(value, prediction, inverse, shape):  # pragma: no cover
@@ -911,17 +916,13 @@ if _KERNELS:
         pending_expert, pending_blend,
     ):  # pragma: no cover  # fmt: skip
         # LeastSquaresMix._observe_experts' numpy code
-        values = np.empty(1, dtype=np.int64)
-        negative = np.empty(1, dtype=np.int64)
         for n in range(symbols.shape[0]):
             if not inside[n]:
                 continue
             x = symbols[n]
             model = np.int64(np.floor(np.float64(table[n, x]) * (16777216.0 / totals[n])))
-            values[0] = model
-            _negative_logs(values, logs, negative)
             k = bucket[n]
-            pending_expert[k, 0] += expected[n, 0] - negative[0]
+            pending_expert[k, 0] += expected[n, 0] - _negative_log(model, logs)
             pending_expert[k, 1] += expected[n, 1] - _shape_at(x << 8, predictions[n, 0], inverse[n], shape)
             pending_expert[k, 2] += expected[n, 2] - _shape_at(x << 8, predictions[n, 1], inverse[n], shape)
             gradient = ((model - product[n, x]) << 16) // np.int64(out[n, x])
