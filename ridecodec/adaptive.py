@@ -63,6 +63,13 @@ model and a predictor both know the pixel, a linear mix keeps two peaks and pays
 product puts one sharper peak between them. Files are 1.1% smaller than with version 4 on the 18
 McMaster images, 2.2% on 31 graphics, 0.4% on Waterloo's gray images (RESULTS.md, "Online
 adaptation, version 5").
+
+Version 6 (ridecodec 0.10) adds a fourth expert to version 5's product: a second local fit, on a
+wider window (``WIDE_WINDOW`` rows and columns, not ``LOCAL_WINDOW``), with the same features and
+scale. The narrow fit follows an edge or a texture as it changes; the wide one, fitted to three
+to five times as many pixels, errs less where the image is much the same over a larger area,
+and the product weighs the two per error context as this image rewards them. It costs a second
+set of window sums and a second solve per pixel (RESULTS.md, "Online adaptation, version 6").
 """
 
 from __future__ import annotations
@@ -74,9 +81,9 @@ from .exact_cpu import AVAILABLE as _KERNELS, numba
 from .lsq import LeastSquaresMix
 
 #: The version of this stage's arithmetic, recorded in files: any change to it is a new version.
-VERSION = 5
+VERSION = 6
 #: Every version this ridecodec decodes (and can still write, for tests and comparisons).
-VERSIONS = (1, 2, 3, 4, 5)
+VERSIONS = (1, 2, 3, 4, 5, 6)
 #: The newest version for a model that codes in an order of its own (``coding_order``: the
 #: multi-scale model's subsampled image first): version 4's local fit keeps its sums row by row
 #: and needs every row coded left to right, one pixel a step, as a wavefront codes it.
@@ -89,6 +96,8 @@ MIN_WAVEFRONT_RIGHT = 1
 
 #: Version 4's local least-squares window: rows above and columns to the left (``lsq.LocalSums``).
 LOCAL_WINDOW = 7
+#: Version 6's second, wider local fit (the geometric mix's fourth expert).
+WIDE_WINDOW = 16
 
 #: Probabilities are integers in units of 2**-24, like the exact models' tables.
 ONE = 1 << 24
@@ -173,7 +182,13 @@ class Adaptation:
         # (from version 4 each pixel's own fit, on a window of the last LOCAL_WINDOW rows and columns)
         window = LOCAL_WINDOW if version >= 4 else 0
         # (from version 5 mixed geometrically, with the image-wide fit as a third expert)
-        self.mixer = LeastSquaresMix(channels, height, width, window, geometric=version >= 5) if version >= 3 else None
+        # (from version 6 with a second local fit, on a wider window, as a fourth expert)
+        wide_window = WIDE_WINDOW if version >= 6 else 0
+        self.mixer = (
+            LeastSquaresMix(channels, height, width, window, geometric=version >= 5, wide_window=wide_window)
+            if version >= 3
+            else None
+        )
 
     def _candidates(self, rows: np.ndarray, cols: np.ndarray, channel: int):
         """(values (N, K), active (N, K) bool, context (N, K)) of a batch of positions."""

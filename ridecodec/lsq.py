@@ -33,6 +33,9 @@ mixing weight): a product has no mass where any expert has none, and on a render
 a new colour comes where the predictors were sure. The logarithms, powers of two and the shape
 are integer tables (``log2_tables``, ``logistic_shape``).
 
+From version 6 a fourth expert joins the product (``wide_window``): a second local fit, on a wider
+window, whose logistic shape takes the same scale as the first's.
+
 Exact: the normal equations are sums of integer products (int64); their solution is a fixed
 sequence of IEEE float64 operations (elementwise, no reductions whose order could vary, no fused
 multiply-add: numpy never fuses, and numba compiles without fast-math, so LLVM does not fuse
@@ -92,6 +95,9 @@ LOG_BITS = 16
 MANTISSA_BITS, EXP_FRACTION_BITS = 10, 12
 #: The experts' first weights (model, local fit, image-wide fit), at 2**-16: 0.5, 0.4, 0.2.
 INITIAL_EXPERT_WEIGHTS = (32768, 26214, 13107)
+#: From version 6, with the wide local fit as a fourth expert (model, local, image-wide, wide):
+#: 0.5, 0.3, 0.15, 0.15.
+INITIAL_EXPERT_WEIGHTS_WIDE = (32768, 19661, 9830, 9830)
 #: The weights' gradient steps: the step's summed gradient (bits, at 2**-LOG_BITS) / 256.
 EXPERT_RATE_SHIFT = 8
 EXPERT_WEIGHT_RANGE = (-(1 << 17), 1 << 18)  # -2 .. 4
@@ -188,7 +194,9 @@ class LeastSquaresMix:
     #: use the compiled kernels where numba is installed (tests set it False for the reference)
     compiled = True
 
-    def __init__(self, channels: int, height: int, width: int, window: int = 0, geometric: bool = False):
+    def __init__(
+        self, channels: int, height: int, width: int, window: int = 0, geometric: bool = False, wide_window: int = 0
+    ):
         self.channels, self.height, self.width = channels, height, width
         self.window = window
         self.geometric = geometric
@@ -222,8 +230,11 @@ class LeastSquaresMix:
         #: candidates' refinement takes instead of summing the rows again
         self.mixed_totals = np.empty(0, dtype=np.float64)
         self.local = [LocalSums(size, height, width, window) for size in self.sizes] if window else None
+        # version 6's fourth expert: a second local fit, on a wider window (geometric mixes only)
+        self.wide = [LocalSums(size, height, width, wide_window) for size in self.sizes] if wide_window else None
         if geometric:  # version 5: the experts' weights per context, and what the geometric mix reads
-            self.expert_weights = np.tile(np.array(INITIAL_EXPERT_WEIGHTS, np.int64), (channels, BUCKETS, 1))
+            initial = INITIAL_EXPERT_WEIGHTS_WIDE if wide_window else INITIAL_EXPERT_WEIGHTS
+            self.expert_weights = np.tile(np.array(initial, np.int64), (channels, BUCKETS, 1))
             self.pending_expert = np.zeros_like(self.expert_weights)
             self.blend = np.full((channels, BUCKETS), INITIAL_BLEND, dtype=np.int64)
             self.pending_blend = np.zeros_like(self.blend)
@@ -259,13 +270,19 @@ class LeastSquaresMix:
         return mix_linear(rows, cols, channel, table, self._weights(rows, cols, channel), self.mixing[channel])
 
     def _mix_geometric(self, rows: np.ndarray, cols: np.ndarray, channel: int, table: np.ndarray) -> np.ndarray:
-        """Version 5's mix: the local fit's and the image-wide fit's predictions, with the scale of
-        the pixel's error context (the local fit's errors are the ones ``observe`` learns from);
-        the experts' product; then that blended with the model's table."""
+        """Version 5's mix: the local fit's and the image-wide fit's predictions (version 6's also
+        the wide local fit's), with the scale of the pixel's error context (the local fit's errors
+        are the ones ``observe`` learns from); the experts' product; then that blended with the
+        model's table."""
         n, compiled = len(rows), _KERNELS and self.compiled
         local_weights = self._weights(rows, cols, channel)
         image_weights = self.weights[channel][None, :]
-        predictions = np.empty((n, 2), dtype=np.int64)  # the local fit's, the image-wide fit's
+        # (version 6: and the wide local fit's; else a row the kernel does not read)
+        wide = self.wide is not None
+        wide_weights = self.wide[channel].weights(rows, cols, compiled) if self.wide is not None else image_weights
+        experts = self.expert_weights.shape[2]
+        # the local fit's, the image-wide fit's (and the wide fit's) predictions
+        predictions = np.empty((n, experts - 1), dtype=np.int64)
         if compiled:
             rows = np.ascontiguousarray(rows, dtype=np.int64)
             cols = np.ascontiguousarray(cols, dtype=np.int64)
@@ -273,20 +290,23 @@ class LeastSquaresMix:
             state = np.empty((n, 5), dtype=np.int64)  # as _mix_compiled's
             _predictions_kernel(
                 rows, cols, channel, self.known, self.error, self.signed, self._offsets,
-                np.ascontiguousarray(local_weights), np.ascontiguousarray(image_weights), self._thresholds,
-                self.error_sum[channel], self.error_count[channel], features, state, predictions,
+                np.ascontiguousarray(local_weights), np.ascontiguousarray(image_weights),
+                np.ascontiguousarray(wide_weights), self._thresholds, self.error_sum[channel],
+                self.error_count[channel], features, state, predictions,
             )  # fmt: skip
             bucket, inverse = state[:, 2], state[:, 3]
         else:
             features, west, predictions[:, 0], bucket, inverse = self._predicted(rows, cols, channel, local_weights)
             predictions[:, 1] = self._prediction(features, west, image_weights)
+            if wide:
+                predictions[:, 2] = self._prediction(features, west, wide_weights)
         inside = self._inside(rows, cols)
         weights = self.expert_weights[channel][bucket]
         blend = np.where(inside, self.blend[channel][bucket], 0)
         table = np.ascontiguousarray(table, dtype=np.float32)
         out = np.empty(table.shape, dtype=np.float32)
         product = np.empty(table.shape, dtype=np.int64)
-        expected = np.empty((n, 3), dtype=np.int64)
+        expected = np.empty((n, experts), dtype=np.int64)
         mixed_totals, totals = np.empty(n, dtype=np.float64), np.empty(n, dtype=np.float64)
         arguments = (table, predictions, inverse, weights, blend, inside, out, product, expected, mixed_totals, totals)
         if compiled:
@@ -311,10 +331,12 @@ class LeastSquaresMix:
         total = totals[:] = table.sum(axis=1, dtype=np.float64)
         model = np.floor(table.astype(np.float64) * (ONE / total)[:, None]).astype(np.int64)
         values = np.arange(256, dtype=np.int64)[None, :] << PRED_BITS
+        experts = weights.shape[1]
         logs = [negative_log2(model, self._logs)] + [
-            self._shape[self._shape_index(values, predictions[:, e, None], inverse[:, None])] for e in (0, 1)
+            self._shape[self._shape_index(values, predictions[:, e, None], inverse[:, None])]
+            for e in range(experts - 1)
         ]
-        exponent = -sum(weights[:, e, None] * logs[e] for e in range(3))  # at 2**-32
+        exponent = -sum(weights[:, e, None] * logs[e] for e in range(experts))  # at 2**-32
         distance = (exponent.max(axis=1, keepdims=True) - exponent) >> (32 - EXP_FRACTION_BITS)
         halvings = distance >> EXP_FRACTION_BITS
         # (a power is at most 2**24: shifted 25 or more times, 0)
@@ -322,7 +344,7 @@ class LeastSquaresMix:
         reciprocal = (ONE << 32) // power.sum(axis=1)
         product[:] = np.maximum((power * reciprocal[:, None]) >> 32, 1)
         sums = product.sum(axis=1)
-        for e in range(3):
+        for e in range(experts):
             expected[:, e] = (product * logs[e]).sum(axis=1) // sums
         mixed = np.maximum((product * ((1 << 16) - blend[:, None]) + model * blend[:, None]) >> 16, 1)
         mixed = np.where(inside[:, None], mixed, np.maximum(model, 1))
@@ -355,7 +377,7 @@ class LeastSquaresMix:
         values = symbols << PRED_BITS
         logs = np.stack(
             [negative_log2(model, self._logs)]
-            + [self._shape[self._shape_index(values, predictions[:, e], inverse)] for e in (0, 1)],
+            + [self._shape[self._shape_index(values, predictions[:, e], inverse)] for e in range(predictions.shape[1])],
             axis=1,
         )
         np.add.at(self.pending_expert[channel], bucket[inside], (expected - logs)[inside])
@@ -403,6 +425,8 @@ class LeastSquaresMix:
         y = symbols.astype(np.int64) - state[:, 0]
         if self.local is not None:
             self.local[channel].record(rows, cols, features, y, inside, compiled=True)
+        if self.wide is not None:
+            self.wide[channel].record(rows, cols, features, y, inside, compiled=True)
         if self.local is None or self.geometric:  # the image-wide fit's
             _accumulate_kernel(features, y, inside, self.pending_normal[channel], self.pending_target[channel])
 
@@ -468,6 +492,8 @@ class LeastSquaresMix:
         self.signed[channel, rows + b, cols + b] = error
         if self.local is not None:
             self.local[channel].record(rows, cols, features, symbols - west, inside, compiled=False)
+        if self.wide is not None:
+            self.wide[channel].record(rows, cols, features, symbols - west, inside, compiled=False)
         if self.local is None or self.geometric:  # the image-wide fit's
             f, y = features[inside], (symbols - west)[inside]
             self.pending_normal[channel] += f.T @ f
@@ -803,11 +829,12 @@ if _KERNELS:
 
     @numba.njit(cache=True, nogil=True)
     def _predictions_kernel(
-        rows, cols, channel, known, error, signed, offsets, local_weights, image_weights, thresholds, error_sum,
-        error_count, features, state, predictions,
+        rows, cols, channel, known, error, signed, offsets, local_weights, image_weights, wide_weights, thresholds,
+        error_sum, error_count, features, state, predictions,
     ):  # pragma: no cover  # fmt: skip
-        # version 5's predictions, the local fit's and the image-wide fit's, and the pixel's
-        # error context and scale (state as _mix_kernel's, with the logistic's whole weight)
+        # version 5's predictions, the local fit's and the image-wide fit's (version 6's also the
+        # wide local fit's), and the pixel's error context and scale (state as _mix_kernel's,
+        # with the logistic's whole weight)
         for n in range(rows.shape[0]):
             west = _features_at(n, rows, cols, channel, known, signed, offsets, features)
             bucket = _bucket_at(n, rows, cols, channel, error, thresholds)
@@ -817,6 +844,8 @@ if _KERNELS:
             state[n, 0], state[n, 1], state[n, 2], state[n, 3], state[n, 4] = west, prediction, bucket, inverse, 65536
             predictions[n, 0] = prediction
             predictions[n, 1] = _prediction(n, west, features, image_weights, 0)
+            if predictions.shape[1] > 2:
+                predictions[n, 2] = _prediction(n, west, features, wide_weights, n)
 
     try:  # LLVM's count of leading zeros, one instruction: 13% off the geometric mix's time
         from numba.cpython.unsafe.numbers import leading_zeros
@@ -863,10 +892,11 @@ if _KERNELS:
         powers, shape,
     ):  # pragma: no cover  # fmt: skip
         # LeastSquaresMix._geometric_numpy, pixel by pixel: the same integer arithmetic
-        size = table.shape[1]
-        negative = np.empty((3, size), dtype=np.int64)
+        size, experts = table.shape[1], weights.shape[1]
+        negative = np.empty((experts, size), dtype=np.int64)
         model = np.empty(size, dtype=np.int64)
         exponent = np.empty(size, dtype=np.int64)
+        weighted = np.empty(experts, dtype=np.int64)
         for n in range(table.shape[0]):
             total = table_total(table, n)
             totals[n] = total
@@ -874,14 +904,20 @@ if _KERNELS:
             for j in range(size):
                 model[j] = np.int64(np.floor(np.float64(table[n, j]) * factor))
             _negative_logs(model, logs, negative[0])
-            local, image_wide, scale = predictions[n, 0], predictions[n, 1], inverse[n]
+            scale = inverse[n]
+            for e in range(1, experts):
+                prediction, negative_e = predictions[n, e - 1], negative[e]
+                for j in range(size):
+                    negative_e[j] = _shape_at(j << 8, prediction, scale, shape)
+            w0 = weights[n, 0]
             for j in range(size):
-                negative[1, j] = _shape_at(j << 8, local, scale, shape)
-                negative[2, j] = _shape_at(j << 8, image_wide, scale, shape)
-            w0, w1, w2 = weights[n, 0], weights[n, 1], weights[n, 2]
+                exponent[j] = -w0 * negative[0, j]
+            for e in range(1, experts):
+                w_e, negative_e = weights[n, e], negative[e]
+                for j in range(size):
+                    exponent[j] -= w_e * negative_e[j]
             top = -(1 << 62)
             for j in range(size):
-                exponent[j] = -(w0 * negative[0, j] + w1 * negative[1, j] + w2 * negative[2, j])
                 top = max(top, exponent[j])
             power_sum = 0
             for j in range(size):
@@ -889,19 +925,18 @@ if _KERNELS:
                 product[n, j] = powers[distance & 4095] >> min(distance >> 12, 40)
                 power_sum += product[n, j]
             reciprocal = (16777216 << 32) // power_sum
-            product_sum, weighted0, weighted1, weighted2 = 0, 0, 0, 0
+            product_sum = 0
             for j in range(size):
                 p = max((product[n, j] * reciprocal) >> 32, 1)
                 product[n, j] = p
                 product_sum += p
-                weighted0 += p * negative[0, j]
-                weighted1 += p * negative[1, j]
-                weighted2 += p * negative[2, j]
-            expected[n, 0], expected[n, 1], expected[n, 2] = (
-                weighted0 // product_sum,
-                weighted1 // product_sum,
-                weighted2 // product_sum,
-            )
+            for e in range(experts):
+                total_e, negative_e = 0, negative[e]
+                for j in range(size):
+                    total_e += product[n, j] * negative_e[j]
+                weighted[e] = total_e
+            for e in range(experts):
+                expected[n, e] = weighted[e] // product_sum
             b, blended = blend[n], inside[n]  # (outside, the model's table as it is)
             mixed_sum = 0
             for j in range(size):
@@ -923,8 +958,8 @@ if _KERNELS:
             model = np.int64(np.floor(np.float64(table[n, x]) * (16777216.0 / totals[n])))
             k = bucket[n]
             pending_expert[k, 0] += expected[n, 0] - _negative_log(model, logs)
-            pending_expert[k, 1] += expected[n, 1] - _shape_at(x << 8, predictions[n, 0], inverse[n], shape)
-            pending_expert[k, 2] += expected[n, 2] - _shape_at(x << 8, predictions[n, 1], inverse[n], shape)
+            for e in range(1, expected.shape[1]):
+                pending_expert[k, e] += expected[n, e] - _shape_at(x << 8, predictions[n, e - 1], inverse[n], shape)
             gradient = ((model - product[n, x]) << 16) // np.int64(out[n, x])
             pending_blend[k] += min(max(gradient, -(1 << 20)), 1 << 20)
 
