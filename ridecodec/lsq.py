@@ -278,7 +278,6 @@ class LeastSquaresMix:
         local_weights = self._weights(rows, cols, channel)
         image_weights = self.weights[channel][None, :]
         # (version 6: and the wide local fit's; else a row the kernel does not read)
-        wide = self.wide is not None
         wide_weights = self.wide[channel].weights(rows, cols, compiled) if self.wide is not None else image_weights
         experts = self.expert_weights.shape[2]
         # the local fit's, the image-wide fit's (and the wide fit's) predictions
@@ -298,7 +297,7 @@ class LeastSquaresMix:
         else:
             features, west, predictions[:, 0], bucket, inverse = self._predicted(rows, cols, channel, local_weights)
             predictions[:, 1] = self._prediction(features, west, image_weights)
-            if wide:
+            if self.wide is not None:
                 predictions[:, 2] = self._prediction(features, west, wide_weights)
         inside = self._inside(rows, cols)
         weights = self.expert_weights[channel][bucket]
@@ -896,7 +895,6 @@ if _KERNELS:
         negative = np.empty((experts, size), dtype=np.int64)
         model = np.empty(size, dtype=np.int64)
         exponent = np.empty(size, dtype=np.int64)
-        weighted = np.empty(experts, dtype=np.int64)
         for n in range(table.shape[0]):
             total = table_total(table, n)
             totals[n] = total
@@ -931,12 +929,10 @@ if _KERNELS:
                 product[n, j] = p
                 product_sum += p
             for e in range(experts):
-                total_e, negative_e = 0, negative[e]
+                weighted, negative_e = 0, negative[e]
                 for j in range(size):
-                    total_e += product[n, j] * negative_e[j]
-                weighted[e] = total_e
-            for e in range(experts):
-                expected[n, e] = weighted[e] // product_sum
+                    weighted += product[n, j] * negative_e[j]
+                expected[n, e] = weighted // product_sum
             b, blended = blend[n], inside[n]  # (outside, the model's table as it is)
             mixed_sum = 0
             for j in range(size):

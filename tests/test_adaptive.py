@@ -182,18 +182,20 @@ def test_the_geometric_mixs_tables_are_logarithms_and_powers_of_two():
     assert np.abs(shape / 65536 - (z * np.log2(np.e) + 2 * np.log2(1 + np.exp(-z)))).max() < 0.005
 
 
-def test_the_local_fits_sums_are_their_windows_products(monkeypatch):
+@pytest.mark.parametrize("version", [4, 6])
+def test_the_local_fits_sums_are_their_windows_products(version, monkeypatch):
     """The incrementally kept sums each pixel's local fit solves equal the products of the pixels
     in its window, summed afresh: the window rows above from WINDOW columns left to one right,
-    and the WINDOW pixels to the left, of the pixels the predictor learns from."""
-    window = adaptive.LOCAL_WINDOW
-    pixels = planes_of(synthetic_image(17, 23, 3, seed=35))
+    and the WINDOW pixels to the left, of the pixels the predictor learns from (version 6: for
+    both fits, LOCAL_WINDOW's and WIDE_WINDOW's)."""
+    windows = (adaptive.LOCAL_WINDOW,) + ((adaptive.WIDE_WINDOW,) if version >= 6 else ())
+    pixels = planes_of(synthetic_image(21, 23, 3, seed=35))
     seen = []
     weights = lsq.LocalSums.weights
 
     def recording(self, rows, cols, compiled):
         out = weights(self, rows, cols, compiled)
-        seen.append((self.size, rows.copy(), cols.copy(), self.horizontal[rows] + self.same_row[rows]))
+        seen.append((self.window, self.size, rows.copy(), cols.copy(), self.horizontal[rows] + self.same_row[rows]))
         return out
 
     monkeypatch.setattr(lsq.LocalSums, "weights", recording)
@@ -204,8 +206,9 @@ def test_the_local_fits_sums_are_their_windows_products(monkeypatch):
         return stages[-1]
 
     monkeypatch.setattr(adaptive, "LeastSquaresMix", making)
-    engine.variant_code_length_bits(registry.load_model("loco"), pixels, engine.Variant(adaptation=4))
+    engine.variant_code_length_bits(registry.load_model("loco"), pixels, engine.Variant(adaptation=version))
     (mixer,) = stages
+    assert {window for window, *_ in seen} == set(windows)
     _, height, width = pixels.shape
     every_row, every_col = (a.ravel() for a in np.indices((height, width)))
     for channel, size in enumerate(mixer.sizes):
@@ -213,7 +216,7 @@ def test_the_local_fits_sums_are_their_windows_products(monkeypatch):
         features, targets = features.reshape(height, width, size), (pixels[channel] - west.reshape(height, width))
         learns = mixer._inside(every_row, every_col).reshape(height, width)
         upper = np.triu_indices(size)
-        for got_size, rows, cols, sums in seen:
+        for window, got_size, rows, cols, sums in seen:
             if got_size != size:
                 continue
             for row, col, got in zip(rows, cols, sums):
@@ -222,7 +225,7 @@ def test_the_local_fits_sums_are_their_windows_products(monkeypatch):
                 in_window[row, max(col - window, 0) : col] = True
                 f, y = features[in_window & learns], targets[in_window & learns].astype(np.int64)
                 expected = np.concatenate([(f.T @ f)[upper], f.T @ y])
-                assert got.tolist() == expected.tolist(), (channel, row, col)
+                assert got.tolist() == expected.tolist(), (window, channel, row, col)
 
 
 def test_the_least_squares_solution_is_the_normal_equations_one():
