@@ -7,12 +7,15 @@ coder's tables), so each crop's tables are taken once, in the encoder's order, a
 of the stage is replayed on them: its ideal code length (-log2 of the probability its tables give
 each pixel's value), per crop and in total, in bits per pixel. No value sets, colour sets or
 per-image choice: the stage alone, as the engine runs it (``ridecodec.engine``'s loop). The
-crops' figures in ``ridecodec/adaptive.py`` and RESULTS.md come from here.
+crops' figures in ``ridecodec/adaptive.py`` and RESULTS.md come from here. ``--time`` also
+prints each version's time, in microseconds per pixel and channel (each replayed once more
+first, so that no compilation is counted).
 """
 
 from __future__ import annotations
 
 import argparse
+import time
 from pathlib import Path
 
 import numpy as np
@@ -68,21 +71,32 @@ def main() -> None:
     parser.add_argument("--color", choices=("gray", "color"), default="gray")
     parser.add_argument("--side", type=int, default=128)
     parser.add_argument("--versions", type=int, nargs="+", default=[adaptive.VERSION - 1, adaptive.VERSION])
+    parser.add_argument("--time", action="store_true", help="also time each version's stage")
     args = parser.parse_args()
     model = registry.load_model(args.model)
     totals, pixel_count = np.zeros(len(args.versions)), 0
+    seconds, samples = np.zeros(len(args.versions)), 0
     print("| crop | " + " | ".join(f"version {v}" for v in args.versions) + " |")
     print("| --- |" + " ---: |" * len(args.versions))
     for path in args.images:
         pixels = centre_crop(path, args.side, args.color == "color")
         calls = model_calls(model, pixels)
         bits = np.array([stage_bits(calls, pixels, v) for v in args.versions])
+        if args.time:  # (after the first replay: numba's kernels compiled)
+            for k, version in enumerate(args.versions):
+                started = time.perf_counter()
+                stage_bits(calls, pixels, version)
+                seconds[k] += time.perf_counter() - started
+            samples += pixels.size
         count = pixels.shape[1] * pixels.shape[2]
         totals += bits
         pixel_count += count
         print(f"| {path.name} | " + " | ".join(f"{b / count:.4f}" for b in bits) + " |", flush=True)
     ratios = " | ".join(f"**{t / pixel_count:.4f}** ({t / totals[0]:.4f})" for t in totals)
     print(f"| **total** ({len(args.images)}) | {ratios} |")
+    if args.time:
+        each = (f"version {v} {1e6 * t / samples:.2f}" for v, t in zip(args.versions, seconds, strict=True))
+        print("\nus per pixel and channel: " + ", ".join(each))
 
 
 if __name__ == "__main__":

@@ -892,6 +892,8 @@ if _KERNELS:
     ):  # pragma: no cover  # fmt: skip
         # LeastSquaresMix._geometric_numpy, pixel by pixel: the same integer arithmetic
         size, experts = table.shape[1], weights.shape[1]
+        last = shape.shape[0] - 1
+        floor = shape[last]
         negative = np.empty((experts, size), dtype=np.int64)
         model = np.empty(size, dtype=np.int64)
         exponent = np.empty(size, dtype=np.int64)
@@ -905,8 +907,18 @@ if _KERNELS:
             scale = inverse[n]
             for e in range(1, experts):
                 prediction, negative_e = predictions[n, e - 1], negative[e]
-                for j in range(size):
+                # the shape's floor (its last value) wherever |j - prediction| reaches SHAPE_END
+                # scales, and only the values between looked up: at most twice SHAPE_END scales
+                # of the 256 (_shape_at's clamp gives those values at the floor)
+                reach = ((last << 19) + scale - 1) // scale
+                low = min(max((prediction - reach) >> 8, 0), size)
+                high = min(max(((prediction + reach) >> 8) + 1, low), size)
+                for j in range(low):
+                    negative_e[j] = floor
+                for j in range(low, high):
                     negative_e[j] = _shape_at(j << 8, prediction, scale, shape)
+                for j in range(high, size):
+                    negative_e[j] = floor
             w0 = weights[n, 0]
             for j in range(size):
                 exponent[j] = -w0 * negative[0, j]
