@@ -8,8 +8,8 @@ of the stage is replayed on them: its ideal code length (-log2 of the probabilit
 each pixel's value), per crop and in total, in bits per pixel. No value sets, colour sets or
 per-image choice: the stage alone, as the engine runs it (``ridecodec.engine``'s loop). The
 crops' figures in ``ridecodec/adaptive.py`` and RESULTS.md come from here. ``--time`` also
-prints each version's time, in microseconds per pixel and channel (each replayed once more
-first, so that no compilation is counted).
+prints each version's time, in microseconds per pixel and channel, from a second replay (the
+first compiles numba's kernels).
 """
 
 from __future__ import annotations
