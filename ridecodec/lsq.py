@@ -904,19 +904,19 @@ if _KERNELS:
             for j in range(size):
                 model[j] = np.int64(np.floor(np.float64(table[n, j]) * factor))
             _negative_logs(model, logs, negative[0])
-            scale = inverse[n]
+            inverse_scale = inverse[n]
             for e in range(1, experts):
                 prediction, negative_e = predictions[n, e - 1], negative[e]
-                # the shape's floor (its last value) wherever |j - prediction| reaches SHAPE_END
-                # scales, and only the values between looked up: at most twice SHAPE_END scales
-                # of the 256 (_shape_at's clamp gives those values at the floor)
-                reach = ((last << 19) + scale - 1) // scale
+                # _shape_at clamps to the shape's floor (its last value) from SHAPE_END scales
+                # away from the prediction (``reach``, at 2**-8 pixel): there the floor is
+                # written, and only the values between are looked up
+                reach = ((last << 19) + inverse_scale - 1) // inverse_scale
                 low = min(max((prediction - reach) >> 8, 0), size)
                 high = min(max(((prediction + reach) >> 8) + 1, low), size)
                 for j in range(low):
                     negative_e[j] = floor
                 for j in range(low, high):
-                    negative_e[j] = _shape_at(j << 8, prediction, scale, shape)
+                    negative_e[j] = _shape_at(j << 8, prediction, inverse_scale, shape)
                 for j in range(high, size):
                     negative_e[j] = floor
             w0 = weights[n, 0]
